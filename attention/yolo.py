@@ -1,0 +1,39 @@
+"""YOLO-style aliases: every mechanism as ``Name(c1, c2, *args)``.
+
+Detector model YAMLs (YOLOv5/v8-style ``parse_model``) build modules as ``m(c1, c2, *args)`` where
+``c1`` is the input width and ``c2`` the output width. Attention keeps the width, so ``c2`` must
+equal ``c1`` (or be None); the remaining positional ``args`` are the mechanism's hyperparameters in
+registry order (e.g. ``CBAM(c1, c2, reduction, kernel_size)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._registry import MECHANISMS, HyperparameterError, MechanismSpec
+
+
+def _alias(spec: MechanismSpec) -> type:
+    base = spec.cls
+    names = [h.name for h in spec.hparams]
+
+    def __init__(self, c1: int, c2: int | None = None, *args: Any, device=None, dtype=None, **kwargs: Any):
+        if c2 is not None and c2 != c1:
+            raise HyperparameterError(spec.name, "c2", c2,
+                                      f"attention keeps the channel count: c2 must equal c1 ({c1}) or be omitted")
+        if len(args) > len(names):
+            raise HyperparameterError(spec.name, "args", list(args),
+                                      f"at most {len(names)} positional hyperparameters: {names or 'none'}")
+        hp = dict(zip(names, args))
+        clash = sorted(set(hp) & set(kwargs))
+        if clash:
+            raise HyperparameterError(spec.name, clash[0], kwargs[clash[0]], "given both by position and keyword")
+        base.__init__(self, c1, **hp, **kwargs, device=device, dtype=dtype)
+
+    doc = f"{base.__name__}(c1, c2, {', '.join(names)}) - YOLO-style alias of attention.{base.__name__}."
+    return type(base.__name__, (base,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+
+
+_ALIASES = {spec.cls.__name__: _alias(spec) for spec in MECHANISMS.values()}
+globals().update(_ALIASES)
+__all__ = sorted(_ALIASES)

@@ -27,6 +27,7 @@ from ._registry import (
     MechanismSpec,
     UnknownMechanismError,
     get_spec,
+    known_names,
 )
 from .cbam import CBAM, GAM
 from .coord import CoordAtt
@@ -40,7 +41,7 @@ from .squeeze import ECA, SE, SOCA, eca_kernel_size
 
 __all__ = [
     "MECHANISMS", "PLACEMENTS", "Attention", "HParam", "HyperparameterError", "MechanismSpec",
-    "UnknownMechanismError", "create", "attn_layer", "get_spec", "eca_kernel_size",
+    "UnknownMechanismError", "create", "attn_layer", "get_spec", "known_names", "eca_kernel_size",
     "SE", "ECA", "SOCA", "CBAM", "GAM", "CoordAtt", "SimAM", "NAM", "ShuffleAttention",
     "CrissCrossAttention", "S2Attention", "SelectiveKernel",
 ]

@@ -215,5 +215,10 @@ def get_spec(name: str) -> MechanismSpec:
     return MECHANISMS[_ALIASES[name.lower()]]
 
 
+def known_names() -> list[str]:
+    """Every accepted mechanism name, aliases included."""
+    return sorted(_ALIASES)
+
+
 def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]

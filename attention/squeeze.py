@@ -118,7 +118,7 @@ class SOCA(Attention):
         """Row means of the normalised covariance square root, shape (B, C), float32."""
         b, c, h, w = x.shape
         with fp32(x):
-            feats = x.float().reshape(b, c, h * w)
+            feats = (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x).reshape(b, c, h * w)
             feats = feats - feats.mean(2, keepdim=True)
             cov = feats @ feats.transpose(1, 2) / (h * w)
             trace = cov.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-12)[:, None, None]

@@ -1,0 +1,106 @@
+"""Benchmarks (``nas bench ...``): measured, printed as a table, written under runs/."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import timm
+import torch
+from timm.layers import SelectiveKernel as TimmSelectiveKernel
+from timm.layers import create_attn
+from torch import nn
+
+import attention
+
+from .cost import count_flops, count_params, forward_fn, time_interleaved, train_step_fn
+from .errors import BadOption
+
+
+def _timm_sk(channels: int, device: torch.device) -> nn.Module:
+    # timm's SelectiveKernel configured as the SKNet paper (and our default): two grouped 3x3 paths
+    # (the second dilated), groups 32, full input to every path, d = max(C/16, 32).
+    return TimmSelectiveKernel(channels, channels, groups=32, split_input=False,
+                               rd_channels=max(channels // 16, 32), device=device)
+
+
+# Mechanisms that timm also ships, with how timm's version is built for the side-by-side timing.
+TIMM_COUNTERPARTS: dict[str, tuple[str, Callable[[int, torch.device], nn.Module]]] = {
+    "se": ("create_attn('se')", lambda c, d: create_attn("se", c, device=d)),
+    "eca": ("create_attn('eca')", lambda c, d: create_attn("eca", c, device=d)),
+    "cbam": ("create_attn('cbam')", lambda c, d: create_attn("cbam", c, device=d)),
+    "ca": ("create_attn('coord')", lambda c, d: create_attn("coord", c, device=d)),
+    "sk": ("SelectiveKernel(groups=32, split_input=False)", _timm_sk),
+}
+
+
+def bench_modules(*, device: torch.device, batch: int, channels: int, size: int, repeats: int, warmup: int,
+                  only: list[str] | None = None, progress: Callable[[str], None] = lambda s: None
+                  ) -> list[dict[str, Any]]:
+    """Time forward (inference mode) and forward+backward (training mode) of every mechanism at its
+    default hyperparameters on a (batch, channels, size, size) input; where timm ships the mechanism,
+    its version is timed round-robin with ours in the same loop and the ratio ours/timm reported."""
+    names = list(attention.MECHANISMS) if not only else [attention.get_spec(n).name for n in only]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, channels, size, size, generator=gen).to(device)
+    rows = []
+    for name in names:
+        spec = attention.MECHANISMS[name]
+        row: dict[str, Any] = {"mechanism": name, "title": spec.title}
+        problems = spec.problems(channels)
+        if problems:
+            row["error"] = str(problems[0])
+            rows.append(row)
+            continue
+        progress(name)
+        ours = attention.create(name, channels, device=device)
+        modules = [ours]
+        if name in TIMM_COUNTERPARTS:
+            row["timm"] = TIMM_COUNTERPARTS[name][0]
+            modules.append(TIMM_COUNTERPARTS[name][1](channels, device))
+        row["params"] = count_params(ours)
+        row["flops"] = count_flops(ours.eval(), x)
+        fwd = time_interleaved([forward_fn(m.eval(), x) for m in modules], device, warmup=warmup, repeats=repeats)
+        for m in modules:
+            m.train()
+        step = time_interleaved([train_step_fn(m, x) for m in modules], device, warmup=warmup, repeats=repeats)
+        row.update(fwd_ms=fwd[0].median, fwd_spread=fwd[0].spread, fb_ms=step[0].median, fb_spread=step[0].spread)
+        if len(modules) == 2:
+            row.update(timm_params=count_params(modules[1]), timm_fwd_ms=fwd[1].median, timm_fwd_spread=fwd[1].spread,
+                       timm_fb_ms=step[1].median, timm_fb_spread=step[1].spread,
+                       fwd_ratio=fwd[0].median / fwd[1].median, fb_ratio=step[0].median / step[1].median)
+        rows.append(row)
+    return rows
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    env = {"torch": torch.__version__, "timm": timm.__version__, "device": str(device),
+           "threads": torch.get_num_threads(), "machine": platform.machine(),
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def write_results(rows: list[dict[str, Any]], meta: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = out_dir / f"{stem}.json", out_dir / f"{stem}.csv"
+    json_path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    return json_path, csv_path
+
+
+def check_positive(option: str, value: int) -> int:
+    if value < 1:
+        raise BadOption(option, value, "a positive integer")
+    return value

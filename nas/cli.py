@@ -1,0 +1,129 @@
+"""Command line: parse, call, print. No logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+import attention
+
+from .console import console, err_console
+from .errors import BadOption, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Neural architecture search over attention placement in timm backbones.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks; results are printed and written under runs/.")
+app.add_typer(bench_app, name="bench")
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr.")) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command("mechanisms")
+def mechanisms_cmd(channels: Optional[int] = typer.Option(
+        None, help="Also show, per integer hyperparameter, the values valid at this channel count.")) -> None:
+    """List the attention mechanisms: hyperparameters with defaults, paper and placement."""
+    table = Table(title="Attention mechanisms", show_lines=True, expand=True)
+    for col, ratio in (("name", 1), ("mechanism", 2), ("hyperparameters (default)", 5), ("paper", 2), ("placement", 3)):
+        table.add_column(col, overflow="fold", ratio=ratio)
+    for spec in attention.MECHANISMS.values():
+        hps = []
+        for h in spec.hparams:
+            text = f"{h.name} [{h.short}] = {h.default!r}: {h.describe()}"
+            if channels is not None and h.kind is int and h.choices is None:
+                text += f"\n  valid at {channels}: {_compact(spec.valid_values(h.name, channels))}"
+            hps.append(text)
+        if channels is not None and spec.problems(channels):
+            hps.append(f"defaults invalid at {channels} channels: {spec.problems(channels)[0]}")
+        paper = f"arXiv:{spec.arxiv}" if spec.arxiv else spec.reference.split(";")[0]
+        table.add_row(spec.name, spec.title, escape("\n".join(hps)) or "-", paper,
+                      f"{spec.placement}\n{spec.placement_note}")
+    console.print(table)
+
+
+def _compact(values: list) -> str:
+    return ", ".join(map(str, values)) if len(values) <= 12 else ", ".join(map(str, values[:12])) + ", ..."
+
+
+@bench_app.command("modules")
+def bench_modules_cmd(
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),
+    batch: int = typer.Option(8, help="Batch size B"),
+    channels: int = typer.Option(256, help="Channels C"),
+    size: int = typer.Option(28, help="Spatial size H = W"),
+    repeats: int = typer.Option(20, help="Timed runs per measurement (round-robin with timm's version)"),
+    warmup: int = typer.Option(3, help="Untimed runs before timing"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    only: Optional[str] = typer.Option(None, help="Comma-separated mechanism names, e.g. se,eca,cbam"),
+    out: Path = typer.Option(Path("runs/bench"), help="Folder for modules.json and modules.csv"),
+) -> None:
+    """Time forward and forward+backward of every mechanism; beside it timm's version where timm ships
+    one (SE, ECA, CBAM, Coordinate Attention, Selective Kernel) and the ratio ours/timm."""
+    import torch
+
+    from . import bench
+    from .cost import resolve_device
+
+    for opt, value in (("--batch", batch), ("--channels", channels), ("--size", size), ("--repeats", repeats)):
+        bench.check_positive(opt, value)
+    if warmup < 0:
+        raise BadOption("--warmup", warmup, "an integer >= 0")
+    if threads is not None:
+        torch.set_num_threads(bench.check_positive("--threads", threads))
+    dev = resolve_device(device)
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    for n in names or []:
+        if n.lower() not in {a.lower() for a in attention.known_names()}:
+            raise BadOption("--only", n, f"comma-separated mechanism names: {', '.join(attention.MECHANISMS)}")
+    with console.status("timing") as status:
+        rows = bench.bench_modules(device=dev, batch=batch, channels=channels, size=size, repeats=repeats,
+                                   warmup=warmup, only=names, progress=lambda n: status.update(f"timing {n}"))
+    meta = {"command": "nas bench modules", "shape": [batch, channels, size, size], "repeats": repeats,
+            "warmup": warmup, **bench.environment(dev)}
+    table = Table(title=f"Attention modules at ({batch}, {channels}, {size}, {size}) on {dev}, {meta['threads']} "
+                        f"threads: median ms of {repeats} (± IQR/median); ratio = ours / timm")
+    for col in ("mechanism", "params", "GFLOPs", "fwd", "fwd+bwd", "timm fwd", "timm fwd+bwd", "ratio fwd",
+                "ratio f+b"):
+        table.add_column(col, justify="left" if col == "mechanism" else "right")
+    cell = lambda ms, spread: f"{ms:.2f} ±{spread:.0f}%"  # noqa: E731
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["mechanism"], f"[red]{r['error']}[/red]", *[""] * 7)
+            continue
+        timm_cols = ["-"] * 4
+        if "timm_fwd_ms" in r:
+            timm_cols = [cell(r["timm_fwd_ms"], r["timm_fwd_spread"]), cell(r["timm_fb_ms"], r["timm_fb_spread"]),
+                         f"{r['fwd_ratio']:.2f}", _ratio(r["fb_ratio"])]
+        table.add_row(r["mechanism"], f"{r['params']:,}", f"{r['flops'] / 1e9:.3f}", cell(r["fwd_ms"], r["fwd_spread"]),
+                      cell(r["fb_ms"], r["fb_spread"]), *timm_cols)
+    console.print(table)
+    json_path, csv_path = bench.write_results(rows, meta, out, "modules")
+    console.print(f"written: {json_path}  {csv_path}")
+
+
+def _ratio(value: float) -> str:
+    colour = "green" if value <= 1.05 else "red"
+    return f"[{colour}]{value:.2f}[/{colour}]"
+
+
+def main() -> None:
+    try:
+        app()
+    except (UserError, attention.HyperparameterError, attention.UnknownMechanismError) as e:
+        err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

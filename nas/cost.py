@@ -1,0 +1,115 @@
+"""Costs of a module: parameters, FLOPs (torch's own counter) and careful wall-clock timing."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .errors import BadOption
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
+    """FLOPs of one forward pass as counted by ``torch.utils.flop_counter`` (convolutions and matrix
+    products; element-wise operations are not counted)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        module(*inputs)
+    return int(counter.get_total_flops())
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock samples of one operation, in milliseconds."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median, in percent."""
+        if len(self.samples) < 4:
+            return 0.0
+        q = statistics.quantiles(self.samples, n=4)
+        return 100.0 * (q[2] - q[0]) / self.median if self.median else 0.0
+
+    def __str__(self) -> str:
+        return f"{self.median:.3f} ms ±{self.spread:.1f}%"
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BadOption("--device", name, "a torch device such as cpu, cuda or cuda:1") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BadOption("--device", name, "CUDA is not available on this machine; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BadOption("--device", name, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise BadOption("--device", name, "cpu or cuda[:N]")
+    return device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_interleaved(fns: Sequence[Callable[[], object]], device: torch.device, *, warmup: int = 3,
+                     repeats: int = 20) -> list[Timing]:
+    """Time several operations round-robin (one call each per round), so slow drifts of the machine
+    (frequency, other load) hit all of them alike and their ratio is fair. CUDA is synchronised around
+    every call."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            samples[i].append((time.perf_counter() - start) * 1e3)
+    return [Timing(tuple(s)) for s in samples]
+
+
+def forward_fn(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    """One inference-mode forward pass."""
+
+    def run() -> object:
+        with torch.inference_mode():
+            return module(x)
+
+    return run
+
+
+def train_step_fn(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    """One training-mode forward + backward pass (gradients w.r.t. the input and every parameter, as
+    inside a network), from a fixed upstream gradient."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.no_grad():
+        grad = torch.randn_like(module(x))
+
+    def run() -> object:
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        module(x).backward(grad)
+        return None
+
+    return run

@@ -17,7 +17,8 @@ from torch import nn
 
 import attention
 
-from .cost import count_flops, count_params, forward_fn, time_interleaved, train_step_fn
+from .cost import (count_flops, count_params, forward_fn, paired_ratio, steady_allocator, time_interleaved,
+                   train_step_fn)
 from .errors import BadOption
 
 
@@ -43,8 +44,10 @@ def bench_modules(*, device: torch.device, batch: int, channels: int, size: int,
                   ) -> list[dict[str, Any]]:
     """Time forward (inference mode) and forward+backward (training mode) of every mechanism at its
     default hyperparameters on a (batch, channels, size, size) input; where timm ships the mechanism,
-    its version is timed round-robin with ours in the same loop and the ratio ours/timm reported."""
+    its version is timed round-robin with ours in the same loop and the ratio ours/timm reported as the
+    median of the per-round ratios."""
     names = list(attention.MECHANISMS) if not only else [attention.get_spec(n).name for n in only]
+    steady_allocator()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, channels, size, size, generator=gen).to(device)
     rows = []
@@ -72,7 +75,7 @@ def bench_modules(*, device: torch.device, batch: int, channels: int, size: int,
         if len(modules) == 2:
             row.update(timm_params=count_params(modules[1]), timm_fwd_ms=fwd[1].median, timm_fwd_spread=fwd[1].spread,
                        timm_fb_ms=step[1].median, timm_fb_spread=step[1].spread,
-                       fwd_ratio=fwd[0].median / fwd[1].median, fb_ratio=step[0].median / step[1].median)
+                       fwd_ratio=paired_ratio(fwd[0], fwd[1]), fb_ratio=paired_ratio(step[0], step[1]))
         rows.append(row)
     return rows
 

@@ -1,0 +1,93 @@
+"""Safe YAML loading that remembers line numbers and reports duplicate keys instead of hiding them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+
+class LineDict(dict):
+    """A mapping from YAML that knows the line of each key (1-based)."""
+
+    lines: dict[Any, int]
+
+
+class LineList(list):
+    lines: list[int]
+
+
+class YamlError(UserError):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader (no Python object tags) that records key lines and duplicate keys."""
+
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        self.duplicates: list[tuple[Any, int, int]] = []  # key, first line, repeated line
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    out = LineDict()
+    out.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a plain value",
+                                                    key_node.start_mark) from None
+        line = key_node.start_mark.line + 1
+        if key in out.lines:
+            loader.duplicates.append((key, out.lines[key], line))
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.lines[key] = line
+    return out
+
+
+def _sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
+    out = LineList(loader.construct_object(n, deep=True) for n in node.value)
+    out.lines = [n.start_mark.line + 1 for n in node.value]
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
+
+
+def load(path: str | Path) -> tuple[Any, list[tuple[Any, int, int]]]:
+    """Parse ``path`` with safe loading. Returns the document and its duplicate keys
+    (key, first line, repeated line). Unreadable files, invalid YAML and tags that would construct
+    Python objects raise YamlError naming the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise YamlError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise YamlError(f"{path}: cannot be read as text ({e.__class__.__name__}: {e})") from None
+    loader = _Loader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        if "could not determine a constructor for the tag" in str(e.problem):
+            tag = str(e.problem).split("tag", 1)[1].strip(" '")
+            raise YamlError(f"{where}: YAML tag {tag!r} is not allowed: files are loaded safely, and tags "
+                            "that construct Python objects are refused") from None
+        raise YamlError(f"{where}: {e.problem}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise YamlError(f"{where}: not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+    return data, loader.duplicates

@@ -247,7 +247,7 @@ class StageInfo:
 def describe(name: str, input_size: tuple[int, int] = (224, 224), in_chans: int = 3) -> tuple[StageInfo, ...]:
     """Stages of backbone ``name`` with channel counts per placement and spatial size at ``input_size``
     (built and run on the meta device: no memory, no compute)."""
-    model = create(name, in_chans=in_chans, device="meta")
+    model = create(name, in_chans=in_chans, device="meta").eval()
     found = stages(model)
     sizes: dict[str, tuple[int, int]] = {}
     hooks = [model.get_submodule(s.module_name).register_forward_hook(

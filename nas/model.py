@@ -31,6 +31,9 @@ def build(arch: Architecture, num_classes: int, in_chans: int = 3, device: str |
     the chosen mechanism goes into every block at its placement, or once after the stage for
     ``stage_output``. Stages come from timm's ``feature_info``. Raises ArchitectureError when a choice
     does not fit the backbone (wrong stage count, placement unavailable, invalid at a channel count)."""
+    if device is not None and torch.device(device).type == "meta":  # shapes, params and FLOPs only
+        with torch.device("meta"):
+            return build(arch, num_classes, in_chans)
     model = bb.create(arch.backbone, num_classes=num_classes, in_chans=in_chans)
     found = bb.stages(model)
     if len(found) != len(arch.stages):
@@ -42,6 +45,9 @@ def build(arch: Architecture, num_classes: int, in_chans: int = 3, device: str |
             _remove_builtin(stage)
         if choice.mechanism == NONE:
             continue
+        if choice.placement not in stage.placements:
+            raise ArchitectureError(f"{arch}: stage {stage.index}: {choice.mechanism} cannot go at {choice.placement}; "
+                                    f"the blocks of {stage.module_name} offer {', '.join(stage.placements)}")
         try:
             if choice.placement == "stage_output":
                 stage.install_after(model, _make(choice, stage.channels))

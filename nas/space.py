@@ -393,7 +393,17 @@ class _Checker:
         return out
 
 
+def _yaml_float(v: Any) -> Any:
+    """PyYAML (YAML 1.1) reads ``1e-4`` and ``12.0e6`` as strings (its floats need a dot and a signed
+    exponent); where a number is expected, such a string is read as the number it spells."""
+    if isinstance(v, str) and _NUMBER.match(v.strip()):
+        return float(v)
+    return v
+
+
 def _typed(v: Any, kind: Any) -> tuple[bool, Any]:
+    if kind is float:
+        v = _yaml_float(v)
     if isinstance(kind, tuple):
         return (str(v) in kind and not isinstance(v, bool), str(v))
     if kind is bool:
@@ -619,6 +629,8 @@ def _options(c: _Checker, path: str, entry: Mapping, info: bb.StageInfo, replace
                 continue
             if len(set(map(repr, values))) != len(values):
                 c.add(hwhere, f"{values!r} lists a value twice", hline)
+            if h.kind is float:
+                values = [_yaml_float(v) for v in values]
             good = []
             for v in values:
                 try:

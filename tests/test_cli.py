@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import attention
 
@@ -51,3 +52,49 @@ def test_bad_options_exit_2_with_a_message_and_no_traceback(tmp_path):
         assert "Traceback" not in r.stderr + r.stdout
         for word in words:
             assert word in r.stderr, (word, r.stderr)
+
+
+SPACES = sorted((Path(__file__).resolve().parent.parent / "spaces").glob("*.yaml"))
+
+
+def test_check_passes_every_shipped_space_and_reports_stages():
+    for path in SPACES:
+        r = run_nas("check", "--space", str(path))
+        assert r.returncode == 0, (path, r.stdout, r.stderr)
+        assert "distinct architectures" in r.stdout and "ok" in r.stdout
+    r = run_nas("check", "--space", str(SPACES[0].parent / "small.yaml"))
+    assert "81 distinct architectures" in r.stdout
+    assert "layer3" in r.stdout and "256 x 2x2" in r.stdout  # channels and spatial size at the input size
+
+
+def test_check_reports_all_problems_of_a_bad_space_with_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backbone: resnet18\ninput_size: 64\nstages:\n  - stage: 9\n    mechanisms: {se: {}}\n"
+                   "  - stage: 2\n    mechanisms: {se: {reduction: 256}, foo: {}}\ntraining: {epochs: 0}\n")
+    r = run_nas("check", "--space", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
+    assert "4 problems" in r.stderr
+    for words in ("bad.yaml:4: stages[0].stage: 9 is not a stage of resnet18",
+                  "bad.yaml:7: stages[1].mechanisms.se.reduction: 256 is not allowed at 128 channels",
+                  "stages[1].mechanisms.foo: unknown mechanism 'foo'", "training.epochs: 0 is not allowed"):
+        assert words in r.stderr.replace("\n", " "), (words, r.stderr)
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("!!python/object/apply:os.system ['touch pwned']\n")
+    r = run_nas("check", "--space", str(evil), cwd=tmp_path)
+    assert r.returncode == 2 and "is not allowed" in r.stderr and not (tmp_path / "pwned").exists()
+
+
+def test_check_arch_prints_params_and_flops():
+    r = run_nas("check", "--arch", "resnet50|se(r=16)|se(r=16)|se(r=16)|se(r=16)")
+    assert r.returncode == 0, r.stderr
+    assert "params: 28,088,024" in r.stdout and "FLOPs: 8.18" in r.stdout
+    r = run_nas("check", "--arch", "resnet50|se(r=16)|none")
+    assert r.returncode == 2 and "resnet50 has 4 stages with blocks" in r.stderr
+    r = run_nas("check")
+    assert r.returncode == 2 and "exactly one of --space FILE or --arch STRING" in r.stderr
+
+
+def test_bench_build_times_random_architectures():
+    r = run_nas("bench", "build", "--space", str(SPACES[0].parent / "small.yaml"), "--samples", "3")
+    assert r.returncode == 0, r.stderr
+    assert "median" in r.stdout and "slowest: resnet10t|" in r.stdout

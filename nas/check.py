@@ -1,0 +1,78 @@
+"""``nas check``: what a search space or an architecture amounts to, before anything runs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import optuna
+import torch
+
+from . import backbone as bb
+from .cost import count_flops, count_params
+from .errors import UserError
+from .model import build
+from .space import Architecture, ArchitectureError, SearchSpace, architecture_problems
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    params: int
+    flops: int  # one forward pass at batch 1 (torch's counter: convolutions and matrix products)
+
+
+def model_cost(arch: Architecture, num_classes: int, input_size: tuple[int, int], in_chans: int) -> ModelCost:
+    """Params and FLOPs of the assembled model, computed on the meta device (no memory, no compute)."""
+    problems = architecture_problems(arch, input_size, in_chans)
+    if problems:
+        raise ArchitectureError(f"{arch}: " + "; ".join(problems))
+    model = build(arch, num_classes, in_chans, device="meta").eval()
+    return ModelCost(count_params(model), count_flops(model, torch.empty(1, in_chans, *input_size, device="meta")))
+
+
+def parse_arch(text: str) -> Architecture:
+    return Architecture.parse(text)
+
+
+def stage_table(space: SearchSpace) -> list[dict]:
+    """Per stage of the backbone: module, blocks, channels per placement, spatial size, built-in
+    attention, and what the space searches there."""
+    by_index = {s.index: s for s in space.stages}
+    rows = []
+    for info in bb.describe(space.backbone, space.input_size, space.in_chans):
+        st = by_index.get(info.index)
+        rows.append({
+            "stage": info.index, "module": info.module, "blocks": info.blocks, "out_channels": info.out_channels,
+            "spatial": info.spatial,
+            "channels": {p: c for p, c in info.channels.items()},
+            "builtin": sorted({n for names in info.builtin.values() for n in names}),
+            "choices": st.count() if st else 1,
+            "mechanisms": [o.mechanism for o in st.options] if st else ["none (fixed)"],
+        })
+    return rows
+
+
+def time_builds(space: SearchSpace, samples: int, batch: int, seed: int = 0) -> list[dict]:
+    """Sample architectures at random from ``space``; for each, time build() and one training-mode
+    forward+backward at the space's input size."""
+    if samples < 1 or batch < 2:
+        raise UserError(f"--samples must be >= 1 and --batch >= 2 (BatchNorm needs two samples); got {samples}, {batch}")
+    num_classes = space.num_classes or 10
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    rows, seen = [], set()
+    x = torch.randn(batch, space.in_chans, *space.input_size)
+    y = torch.randint(0, num_classes, (batch,))
+    for _ in range(samples * 5):
+        if len(rows) == samples:
+            break
+        arch = space.sample(study.ask())
+        if arch in seen:
+            continue
+        seen.add(arch)
+        start = time.perf_counter()
+        model = build(arch, num_classes, space.in_chans).train()
+        built = time.perf_counter()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        done = time.perf_counter()
+        rows.append({"arch": str(arch), "build_s": built - start, "step_s": done - built, "total_s": done - start})
+    return rows

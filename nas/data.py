@@ -1,0 +1,288 @@
+"""Data as Lightning DataModules: the embedded digits task, ImageFolder directories and CIFAR.
+
+The embedded default needs no download: scikit-learn ships 1,797 real 8x8 handwritten digits. Each
+image of the task is a canvas with one digit (upscaled to 16x16) at a random position, fragments of
+other digits as clutter and Gaussian noise; the label is the digit, and its box is recorded. The
+source digits of train, validation and test are disjoint, and everything is deterministic from the
+seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class DataError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class DigitsSplit:
+    images: torch.Tensor  # (N, 1, canvas, canvas) float32 in [0, 1]
+    labels: torch.Tensor  # (N,) int64
+    boxes: torch.Tensor  # (N, 4) int64: x0, y0, x1, y1 (exclusive) of the digit
+
+
+def _upscaled_digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = d.images.astype(np.float32) / 16.0  # (1797, 8, 8)
+    return np.kron(images, np.ones((1, 2, 2), np.float32)), d.target.astype(np.int64)  # 16x16
+
+
+def make_digits(n: int, pool: np.ndarray, labels: np.ndarray, clutter_pool: np.ndarray, *, canvas: int,
+                clutter: int, noise: float, rng: np.random.Generator) -> DigitsSplit:
+    """``n`` canvases, each with one digit from ``pool`` and ``clutter`` 8x8 fragments cut from
+    ``clutter_pool`` digits, placed outside the digit's box."""
+    size = pool.shape[-1]
+    if canvas < size + 2:
+        raise DataError(f"data.canvas: {canvas} is too small; the digit is {size}x{size}, so canvas >= {size + 2}")
+    out = np.zeros((n, canvas, canvas), np.float32)
+    picks = rng.integers(0, len(pool), n)
+    xy = rng.integers(0, canvas - size + 1, (n, 2))
+    for i in range(n):
+        x, y = xy[i]
+        for _ in range(clutter):
+            for _attempt in range(20):
+                src = clutter_pool[rng.integers(0, len(clutter_pool))]
+                sx, sy = rng.integers(0, size - 8 + 1, 2)
+                frag = src[sy:sy + 8, sx:sx + 8]
+                if frag.sum() < 4:  # an empty corner is no clutter
+                    continue
+                fx, fy = rng.integers(0, canvas - 8 + 1, 2)
+                if fx + 8 <= x or fx >= x + size or fy + 8 <= y or fy >= y + size:
+                    np.maximum(out[i, fy:fy + 8, fx:fx + 8], frag, out=out[i, fy:fy + 8, fx:fx + 8])
+                    break
+        np.maximum(out[i, y:y + size, x:x + size], pool[picks[i]], out=out[i, y:y + size, x:x + size])
+    if noise > 0:
+        out += rng.normal(0, noise, out.shape).astype(np.float32)
+    np.clip(out, 0, 1, out=out)
+    boxes = np.stack([xy[:, 0], xy[:, 1], xy[:, 0] + size, xy[:, 1] + size], 1)
+    return DigitsSplit(torch.from_numpy(out[:, None]), torch.from_numpy(labels[picks]), torch.from_numpy(boxes))
+
+
+def digits_splits(canvas: int = 32, train: int = 3000, val: int = 1000, test: int = 1000, clutter: int = 2,
+                  noise: float = 0.1, seed: int = 0) -> dict[str, DigitsSplit]:
+    """Train/val/test of the embedded task. The 1,797 source digits are split 60/20/20 first, so no
+    digit drawn in training is seen in validation or test."""
+    images, labels = _upscaled_digits()
+    order = np.random.default_rng(seed).permutation(len(images))
+    cut1, cut2 = int(0.6 * len(order)), int(0.8 * len(order))
+    parts = {"train": order[:cut1], "val": order[cut1:cut2], "test": order[cut2:]}
+    sizes = {"train": train, "val": val, "test": test}
+    out = {}
+    for k, (name, idx) in enumerate(parts.items()):
+        rng = np.random.default_rng([seed, k])
+        out[name] = make_digits(sizes[name], images[idx], labels[idx], images[idx], canvas=canvas, clutter=clutter,
+                                noise=noise, rng=rng)
+    return out
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Tensors in memory (moved to the GPU once when training there); a seeded shuffle."""
+
+    num_classes: int
+    in_chans: int
+
+    def __init__(self, batch_size: int, seed: int = 0):
+        super().__init__()
+        self.batch_size, self.seed = batch_size, seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=gen if shuffle else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, False)
+
+
+class DigitsDataModule(TensorDataModule):
+    num_classes = 10
+    in_chans = 1
+
+    def __init__(self, batch_size: int = 128, seed: int = 0, canvas: int = 32, train: int = 3000, val: int = 1000,
+                 test: int = 1000, clutter: int = 2, noise: float = 0.1, data_seed: int = 0, **_: Any):
+        super().__init__(batch_size, seed)
+        self.options = dict(canvas=canvas, train=train, val=val, test=test, clutter=clutter, noise=noise, seed=data_seed)
+        self.splits: dict[str, DigitsSplit] | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits is None:
+            self.splits = _cached_digits(**self.options)
+            s = self.splits
+            self.train_set = TensorDataset(s["train"].images, s["train"].labels)
+            self.val_set = TensorDataset(s["val"].images, s["val"].labels)
+            self.test_set = TensorDataset(s["test"].images, s["test"].labels)
+
+    def to_device(self, device: torch.device) -> None:
+        """Keep the whole (small) data set on the training device."""
+        self.setup()
+        for name in ("train_set", "val_set", "test_set"):
+            ds = getattr(self, name)
+            setattr(self, name, TensorDataset(*(t.to(device) for t in ds.tensors)))
+
+
+_DIGITS_CACHE: dict[tuple, dict[str, DigitsSplit]] = {}
+
+
+def _cached_digits(**options: Any) -> dict[str, DigitsSplit]:
+    key = tuple(sorted(options.items()))
+    if key not in _DIGITS_CACHE:
+        _DIGITS_CACHE[key] = digits_splits(**options)
+    return _DIGITS_CACHE[key]
+
+
+class _CheckedImageFolder(Dataset):
+    """ImageFolder whose unreadable files raise an error naming the file, or are skipped and counted."""
+
+    def __init__(self, root: Path, transform: Any, on_error: str, classes: list[str] | None = None):
+        from PIL import Image
+        from torchvision.datasets import ImageFolder
+
+        try:
+            base = ImageFolder(str(root), allow_empty=False)
+        except (FileNotFoundError, OSError) as e:
+            raise DataError(f"data.root: cannot read {root} as an image folder (one subfolder per class): {e}") from None
+        if classes is not None and base.classes != classes:
+            raise DataError(f"data.root: {root} has classes {base.classes}, but the training folder has {classes}")
+        self.classes, self.transform = base.classes, transform
+        self.samples, self.skipped = [], []
+        for path, label in base.samples:
+            try:
+                with Image.open(path) as im:
+                    im.verify()
+                self.samples.append((path, label))
+            except Exception as e:  # PIL raises many types for broken files
+                if on_error == "raise":
+                    raise DataError(f"unreadable image {path}: {e.__class__.__name__}: {e} "
+                                    "(set data.on_error: skip to skip such files)") from None
+                self.skipped.append(path)
+        if self.skipped:
+            log.warning("skipped %d unreadable image(s) under %s, e.g. %s", len(self.skipped), root, self.skipped[0])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        path, label = self.samples[i]
+        with Image.open(path) as im:
+            return self.transform(im.convert("RGB")), label
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """Your own images: ``root/train/<class>/*`` and ``root/val/<class>/*``, or ``root/<class>/*`` split
+    by ``val_split``; timm's train/eval transforms at the space's input size."""
+
+    in_chans = 3
+
+    def __init__(self, root: str, input_size: tuple[int, int], batch_size: int = 64, seed: int = 0,
+                 val_split: float = 0.2, on_error: str = "raise", num_workers: int = 0, **_: Any):
+        super().__init__()
+        self.root, self.input_size, self.batch_size, self.seed = Path(root), input_size, batch_size, seed
+        self.val_split, self.on_error, self.num_workers = val_split, on_error, num_workers
+        self.train_set = self.val_set = None
+        self.num_classes = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        from timm.data import create_transform
+
+        if not self.root.is_dir():
+            raise DataError(f"data.root: {self.root} is not a folder")
+        train_tf = create_transform(self.input_size, is_training=True)
+        eval_tf = create_transform(self.input_size, is_training=False)
+        if (self.root / "train").is_dir() and (self.root / "val").is_dir():
+            self.train_set = _CheckedImageFolder(self.root / "train", train_tf, self.on_error)
+            self.val_set = _CheckedImageFolder(self.root / "val", eval_tf, self.on_error, self.train_set.classes)
+        else:
+            full_train = _CheckedImageFolder(self.root, train_tf, self.on_error)
+            full_eval = _CheckedImageFolder(self.root, eval_tf, self.on_error)
+            order = torch.randperm(len(full_train), generator=torch.Generator().manual_seed(self.seed)).tolist()
+            n_val = max(1, int(round(self.val_split * len(order))))
+            self.train_set = torch.utils.data.Subset(full_train, order[n_val:])
+            self.val_set = torch.utils.data.Subset(full_eval, order[:n_val])
+            self.train_set.classes = full_train.classes
+        self.num_classes = len(self.train_set.classes)
+
+    def train_dataloader(self) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train_set, self.batch_size, shuffle=True, generator=gen, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)
+
+
+class CifarDataModule(pl.LightningDataModule):
+    """CIFAR-10/100 in torchvision's on-disk format (downloaded into ``root`` when allowed)."""
+
+    in_chans = 3
+
+    def __init__(self, source: str, root: str, input_size: tuple[int, int], batch_size: int = 128, seed: int = 0,
+                 download: bool = True, num_workers: int = 0, **_: Any):
+        super().__init__()
+        self.source, self.root, self.input_size = source, root, input_size
+        self.batch_size, self.seed, self.download, self.num_workers = batch_size, seed, download, num_workers
+        self.num_classes = 10 if source == "cifar10" else 100
+        self.train_set = self.val_set = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        from timm.data import create_transform
+        from torchvision import datasets
+
+        cls = datasets.CIFAR10 if self.source == "cifar10" else datasets.CIFAR100
+        train_tf = create_transform(self.input_size, is_training=True)
+        eval_tf = create_transform(self.input_size, is_training=False)
+        try:
+            self.train_set = cls(self.root, train=True, transform=train_tf, download=self.download)
+            self.val_set = cls(self.root, train=False, transform=eval_tf, download=self.download)
+        except RuntimeError as e:
+            raise DataError(f"data.root: {self.source} not found under {self.root!r} ({e}); "
+                            "set data.download: true or point root at the extracted data") from None
+
+    def train_dataloader(self) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train_set, self.batch_size, shuffle=True, generator=gen, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)
+
+
+def datamodule(data: Mapping[str, Any], input_size: tuple[int, int], batch_size: int, seed: int) -> pl.LightningDataModule:
+    """The DataModule a space's ``data`` section describes."""
+    options = {k: v for k, v in data.items() if k != "source"}
+    source = data["source"]
+    if source == "digits":
+        canvas = options.pop("canvas")
+        if tuple(input_size) != (canvas, canvas):
+            raise DataError(f"input_size {list(input_size)} must equal data.canvas ({canvas}) for the digits data")
+        return DigitsDataModule(batch_size=batch_size, seed=seed, canvas=canvas, data_seed=options.pop("seed"), **options)
+    if source == "imagefolder":
+        return ImageFolderDataModule(input_size=input_size, batch_size=batch_size, seed=seed, **options)
+    return CifarDataModule(source, input_size=input_size, batch_size=batch_size, seed=seed, **options)

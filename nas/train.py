@@ -1,0 +1,107 @@
+"""The LightningModule of a trial and the Trainer configured from a space's training section."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class Classifier(pl.LightningModule):
+    """Cross-entropy training; top-1 validation accuracy via torchmetrics; optimiser and schedule
+    from the space's ``training`` section."""
+
+    def __init__(self, model: nn.Module, num_classes: int, training: Mapping[str, Any]):
+        super().__init__()
+        self.model, self.cfg = model, dict(training)
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.curve: list[float] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.get("channels_last") else x
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(self._input(x)), y)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+        return loss
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.val_acc.update(self(self._input(x)), y)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = float(self.val_acc.compute())
+        self.val_acc.reset()
+        self.log("val_acc", acc, sync_dist=True)
+        if not self.trainer.sanity_checking:
+            self.curve.append(acc)
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.cfg
+        if cfg["optimizer"] == "sgd":
+            opt = torch.optim.SGD(self.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                                  weight_decay=cfg["weight_decay"], nesterov=True)
+        else:
+            opt = torch.optim.AdamW(self.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        total = int(self.trainer.estimated_stepping_batches)
+        if cfg["schedule"] == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=max(total, 1), pct_start=0.25)
+        elif cfg["schedule"] == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
+        else:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's banners, tips and warnings out of the terminal (logs still go to runs/)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_utilities"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+
+
+def make_trainer(training: Mapping[str, Any], *, epochs: int | None = None, log_dir: Path | None = None,
+                 callbacks: list[pl.Callback] | None = None, accelerator: str = "auto") -> pl.Trainer:
+    quiet_lightning()
+    precision = training["precision"]
+    if precision != "32" and not torch.cuda.is_available() and precision == "16-mixed":
+        precision = "bf16-mixed"  # float16 autocast on CPU is slow and unsupported by Lightning there
+    logger: Any = False
+    if log_dir is not None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        logger = CSVLogger(str(log_dir.parent), name=log_dir.name, version="")
+    devices = training["devices"]
+    return pl.Trainer(
+        max_epochs=epochs or training["epochs"], accelerator=accelerator, devices=devices, precision=precision,
+        logger=logger, callbacks=callbacks or [], enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, num_sanity_val_steps=0, deterministic=False, log_every_n_steps=10,
+        default_root_dir=str(log_dir) if log_dir else None,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+
+def is_finite(x: float) -> bool:
+    return x is not None and math.isfinite(x)

@@ -53,6 +53,83 @@ def _compact(values: list) -> str:
     return ", ".join(map(str, values)) if len(values) <= 12 else ", ".join(map(str, values[:12])) + ", ..."
 
 
+@app.command("search")
+def search_cmd(
+    space: Path = typer.Option(..., "--space", help="Search-space YAML file"),
+    trials: int = typer.Option(50, help="Finished trials to reach (those of an earlier run count)"),
+    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds"),
+    study: Optional[str] = typer.Option(None, help="Study name (default: the space's name)"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)"),
+    seed: int = typer.Option(0, help="Sampler and training seed"),
+    sampler: str = typer.Option("tpe", help="tpe | nsga2 | random | gp"),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="Multi-objective successive halving"),
+    eta: int = typer.Option(3, help="Pruning: keep the best 1/eta at each rung (epochs 1, eta, eta^2, ...)"),
+) -> None:
+    """Search a space: each trial trains an architecture; the front of accuracy against latency is kept."""
+    import optuna
+
+    from .display import LiveReporter, front_table
+    from .search import SAMPLERS, Search, default_storage
+    from .space import load_space
+
+    if sampler not in SAMPLERS:
+        raise BadOption("--sampler", sampler, f"one of {', '.join(SAMPLERS)}")
+    if eta < 2:
+        raise BadOption("--eta", eta, "an integer >= 2")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = load_space(space)
+    name = study or s.name
+    url = storage or default_storage(name)
+    console.print(f"study [bold]{name}[/bold] in {url}\ninspect it with:  optuna-dashboard {url}")
+    with LiveReporter() as reporter:
+        result = Search(s, name, url, trials, timeout, seed, sampler, prune, eta, reporter=reporter).run()
+    c = result.counts
+    console.print(f"{result.stopped}: complete {c['complete']}, pruned {c['pruned']}, infeasible {c['infeasible']}, "
+                  f"failed {c['failed']} in {result.wall_s:.0f} s")
+    console.print(front_table(result.study))
+    console.print(f"optuna-dashboard {url}")
+
+
+@app.command("report")
+def report_cmd(
+    study: Optional[str] = typer.Option(None, help="Study name (default: the only study in the storage)"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)"),
+    out: Optional[Path] = typer.Option(None, help="Folder for front.png and front.html (default: runs/<study>/report)"),
+    remeasure: bool = typer.Option(True, "--remeasure/--no-remeasure", help="Measure the front's latency again now"),
+) -> None:
+    """The Pareto front: table, hypervolume, and a plot (PNG + HTML)."""
+    from . import report
+    from .search import default_storage
+
+    if storage is None:
+        if study is None:
+            raise BadOption("--study", None, "a study name (or give --storage)")
+        storage = default_storage(study)
+        if not Path(storage[len("sqlite:///"):]).exists():
+            raise BadOption("--study", study, f"no study database at {storage[len('sqlite:///'):]}; run nas search first")
+    st = report.load_study(study, storage)
+    remeasure_fn = report.remeasurer(st) if remeasure else None
+    rows = report.front_rows(st, remeasure_fn)
+    info = report.summary(st)
+    names = st.metric_names or ["accuracy", "latency_ms"]
+    table = Table(title=f"Pareto front of {st.study_name} ({len(rows)} architectures)")
+    for col in ("trial", "architecture", names[0], f"Δ {names[0]}", names[1], f"Δ {names[1]}", "re-measured", "params", "MFLOPs"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r.number), escape(r.arch), f"{r.accuracy:.4f}",
+                      "-" if r.d_accuracy is None else f"{r.d_accuracy:+.4f}", f"{r.latency:.3f} ±{r.spread:.1f}%",
+                      "-" if r.d_latency is None else f"{r.d_latency:+.3f}",
+                      "-" if r.remeasured is None else f"{r.remeasured:.3f}", f"{r.params:,}", f"{r.flops / 1e6:.1f}")
+    console.print(table)
+    console.print(f"hypervolume {info['hypervolume']:.5f} against the reference point "
+                  f"({names[0]} {info['reference'][0]}, {names[1]} {info['reference'][1]:.4g}) "
+                  f"= (0, 1.1 x the largest {names[1]} of a complete trial)")
+    folder = out or Path("runs") / st.study_name / "report"
+    png = report.plot(st, folder / "front.png")
+    page = report.write_html(st, rows, png, info["hypervolume"], info["reference"], folder / "front.html")
+    console.print(f"written: {png}  {page}")
+
+
 @app.command("check")
 def check_cmd(
     space: Optional[Path] = typer.Option(None, "--space", help="Validate a search-space YAML file"),

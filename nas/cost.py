@@ -137,3 +137,32 @@ def train_step_fn(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
         return None
 
     return run
+
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    device: str = "cpu"
+    batch_size: int = 1
+    input_size: int = 224
+    threads: int = 1
+    warmup: int = 5
+    repeats: int = 30
+
+    def key(self) -> str:
+        return f"{self.device}/b{self.batch_size}/{self.input_size}px/t{self.threads}"
+
+
+def measure_latency(model: nn.Module, target: LatencyTarget, in_chans: int) -> Timing:
+    """Inference latency of ``model`` on ``target``: inference mode, eval mode, ``warmup`` untimed
+    runs, then ``repeats`` timed ones (CUDA-synchronised), with torch limited to ``target.threads``
+    CPU threads for the measurement only. Call it when nothing else trains in this process."""
+    device = resolve_device(target.device)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(target.threads)
+    try:
+        model = model.eval().to(device)
+        x = torch.randn(target.batch_size, in_chans, target.input_size, target.input_size, device=device)
+        (timing,) = time_interleaved([forward_fn(model, x)], device, warmup=target.warmup, repeats=target.repeats)
+        return timing
+    finally:
+        torch.set_num_threads(previous)

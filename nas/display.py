@@ -1,0 +1,81 @@
+"""The live terminal display of ``nas search`` (rich)."""
+
+from __future__ import annotations
+
+import optuna
+from rich.console import Group
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from .console import console
+from .search import Reporter, count_states, front
+
+
+class LiveReporter(Reporter):
+    """Progress over trials, the current trial (architecture, epoch, accuracy so far), counts by state
+    and the current front."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 console=console)
+        self.task = self.progress.add_task("trials", total=1)
+        self.current = Text("")
+        self.counts = Text("")
+        self.front = Table()
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
+        self.study: optuna.Study | None = None
+
+    def _render(self) -> Group:
+        return Group(self.progress, self.current, self.counts, self.front)
+
+    def __enter__(self) -> "LiveReporter":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.__exit__(*exc)
+
+    def search_start(self, study: optuna.Study, target: int) -> None:
+        self.study = study
+        self.progress.update(self.task, total=target, completed=min(target, self._done()))
+        self._refresh()
+
+    def _done(self) -> int:
+        c = count_states(self.study)
+        return c["complete"] + c["pruned"] + c["infeasible"]
+
+    def trial_start(self, number: int, arch) -> None:
+        self.current = Text.from_markup(f"trial {number}: [bold]{escape(str(arch))}[/bold]  measuring latency")
+        self._refresh()
+
+    def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None:
+        self.current = Text.from_markup(f"{self.current.plain.split('  ')[0]}  epoch {epoch}/{epochs}  "
+                                        f"val acc {acc:.4f}")
+        self._refresh()
+
+    def trial_end(self, trial: optuna.trial.FrozenTrial) -> None:
+        self.progress.update(self.task, completed=self._done())
+        self.current = Text(f"trial {trial.number}: {trial.state.name.lower()} - {trial.user_attrs.get('stop_reason', '')}")
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self.study is not None:
+            c = count_states(self.study)
+            self.counts = Text(f"complete {c['complete']}  pruned {c['pruned']}  infeasible {c['infeasible']}  "
+                               f"failed {c['failed']}")
+            self.front = front_table(self.study, limit=8)
+        self.live.update(self._render())
+
+
+def front_table(study: optuna.Study, limit: int | None = None) -> Table:
+    names = study.metric_names or ["accuracy", "latency_ms"]
+    table = Table(title="current Pareto front", title_justify="left")
+    for col in ("trial", "architecture", names[0], names[1]):
+        table.add_column(col)
+    rows = front(study)
+    for t in rows[:limit]:
+        table.add_row(str(t.number), escape(t.user_attrs.get("arch", "?")), f"{t.values[0]:.4f}", f"{t.values[1]:.4g}")
+    return table

@@ -1,0 +1,134 @@
+"""Multi-objective successive halving (in the spirit of Syne Tune's MOASHA), storage-backed.
+
+At each rung (epochs min_epochs * eta^k below the budget) a trial continues only if its (accuracy at
+that rung, latency) is among the best max(1, n // eta) of the n trials that reached the rung, ranked
+by non-dominated sorting. Ties inside a front are broken by higher accuracy, then lower latency, then
+lower trial number. The accuracies come from the per-epoch curves stored in the study (user attribute
+``val_acc_curve``), so every worker and machine sharing the storage takes the same decisions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import lightning.pytorch as pl
+
+CURVE = "val_acc_curve"
+LATENCY = "latency_ms"
+
+
+def rungs(max_epochs: int, min_epochs: int = 1, eta: int = 3) -> list[int]:
+    """Epochs at which decisions are taken (strictly below the budget: the last epoch just completes)."""
+    out, r = [], min_epochs
+    while r < max_epochs:
+        out.append(r)
+        r *= eta
+    return out
+
+
+def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """(accuracy, latency): a is at least as accurate and as fast as b, and better in one."""
+    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
+
+
+def nondominated_ranks(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Front index of every point (0 = non-dominated), by repeated peeling."""
+    ranks = [-1] * len(points)
+    left, rank = set(range(len(points))), 0
+    while left:
+        front = {i for i in left if not any(dominates(points[j], points[i]) for j in left if j != i)}
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    return [i for i, r in enumerate(nondominated_ranks(points)) if r == 0]
+
+
+def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """Area dominated by ``points`` (maximise accuracy, minimise latency) and bounded by ``reference``
+    = (worst accuracy, worst latency). Points beyond the reference contribute nothing."""
+    pts = sorted({p for p in points if p[0] > reference[0] and p[1] < reference[1]}, key=lambda p: (p[1], -p[0]))
+    # sweep by latency: each point that beats every faster one adds the strip between its accuracy and
+    # theirs, from its latency to the reference latency
+    area, best_acc = 0.0, reference[0]
+    for acc, lat in pts:
+        if acc > best_acc:
+            area += (acc - best_acc) * (reference[1] - lat)
+            best_acc = acc
+    return area
+
+
+@dataclass(frozen=True)
+class Decision:
+    keep: bool
+    rung: int
+    position: int  # 0-based place of the trial among those at the rung
+    competitors: int  # trials at the rung, itself included
+    kept: int  # how many continue from this rung
+
+    def __str__(self) -> str:
+        verdict = "continues" if self.keep else "pruned"
+        return (f"{verdict} at epoch {self.rung}: place {self.position + 1} of {self.competitors} by "
+                f"non-dominated sorting (accuracy, latency); the best {self.kept} continue")
+
+
+@dataclass(frozen=True)
+class MOASHA:
+    eta: int = 3
+    min_epochs: int = 1
+
+    def rungs(self, max_epochs: int) -> list[int]:
+        return rungs(max_epochs, self.min_epochs, self.eta)
+
+    def decide(self, me: tuple[int, float, float], others: Sequence[tuple[int, float, float]], rung: int) -> Decision:
+        """``me`` and ``others`` are (trial number, accuracy at the rung, latency)."""
+        entries = [e for e in others if e[0] != me[0]] + [me]
+        ranks = nondominated_ranks([(a, l) for _, a, l in entries])
+        order = sorted(range(len(entries)), key=lambda i: (ranks[i], -entries[i][1], entries[i][2], entries[i][0]))
+        position = order.index(len(entries) - 1)
+        kept = max(1, len(entries) // self.eta)
+        return Decision(position < kept, rung, position, len(entries), kept)
+
+
+def rung_values(trials: Iterable[Any], rung: int) -> list[tuple[int, float, float]]:
+    """(number, accuracy at ``rung``, latency) of every trial whose stored curve reached ``rung``."""
+    out = []
+    for t in trials:
+        curve = t.user_attrs.get(CURVE) or []
+        lat = t.user_attrs.get(LATENCY)
+        if len(curve) >= rung and lat is not None and not t.user_attrs.get("infeasible"):
+            out.append((t.number, float(curve[rung - 1]), float(lat)))
+    return out
+
+
+class ParetoPruningCallback(pl.Callback):
+    """Stores the validation curve in the trial after every epoch and, at the rungs, asks the pruner
+    whether the trial goes on; sets ``trainer.should_stop`` when it does not."""
+
+    def __init__(self, trial: Any, latency_ms: float, max_epochs: int, pruner: MOASHA | None,
+                 exempt: bool = False, on_epoch: Callable[[int, float], None] | None = None):
+        self.trial, self.latency, self.max_epochs = trial, latency_ms, max_epochs
+        self.pruner, self.exempt, self.on_epoch = pruner, exempt, on_epoch
+        self.decision: Decision | None = None
+        self.rungs = set(pruner.rungs(max_epochs)) if pruner else set()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        curve = list(pl_module.curve)
+        self.trial.set_user_attr(CURVE, curve)
+        if self.on_epoch:
+            self.on_epoch(len(curve), curve[-1])
+        epoch = len(curve)
+        if epoch in self.rungs and not self.exempt:
+            study = self.trial.study
+            trials = study.get_trials(deepcopy=False)
+            others = [v for v in rung_values(trials, epoch) if v[0] != self.trial.number]
+            self.decision = self.pruner.decide((self.trial.number, curve[-1], self.latency), others, epoch)
+            if not self.decision.keep:
+                trainer.should_stop = True

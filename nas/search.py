@@ -1,0 +1,310 @@
+"""The search: an Optuna multi-objective study whose trials are architectures of a space, trained
+with Lightning, pruned by multi-objective successive halving, with measured latency.
+
+Every trial carries plain user attributes (readable in optuna-dashboard): ``arch``, ``params``,
+``flops``, ``latency_ms``, ``latency_spread_pct``, ``latency_target``, ``val_acc_curve``,
+``stop_reason`` (and ``infeasible``, ``duplicate_of``, ``baseline`` where they apply).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from . import data as data_mod
+from .check import model_cost
+from .cost import LatencyTarget, measure_latency
+from .errors import BadOption, UserError
+from .model import build
+from .pruning import CURVE, LATENCY, MOASHA, ParetoPruningCallback
+from .space import Architecture, SearchSpace
+from .train import Classifier, NonFiniteLoss, make_trainer, seed_everything
+
+log = logging.getLogger(__name__)
+SAMPLERS = ("tpe", "nsga2", "random", "gp")
+METRIC_NAMES = {"accuracy": "accuracy", "latency": "latency_ms", "params": "params", "flops": "flops"}
+DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "params": "minimize", "flops": "minimize"}
+
+
+def default_storage(study: str, root: Path = Path("runs")) -> str:
+    return f"sqlite:///{root / study / 'study.db'}"
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    raise BadOption("--sampler", name, f"one of {', '.join(SAMPLERS)}")
+
+
+def open_study(space: SearchSpace, study_name: str, storage: str, sampler: optuna.samplers.BaseSampler,
+               create: bool = True) -> optuna.Study:
+    """Create or resume the study. A study made from a different space is refused."""
+    if storage.startswith("sqlite:///"):
+        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    directions = [DIRECTIONS[o] for o in space.objectives]
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
+                                    directions=directions, load_if_exists=True)
+    except ValueError as e:  # directions differ from an existing study of that name
+        raise UserError(f"study {study_name!r} in {storage}: {e}") from None
+    except Exception as e:  # bad URL, unreachable database
+        raise UserError(f"cannot open storage {storage!r}: {e.__class__.__name__}: {e}") from None
+    fingerprint = space_fingerprint(space)
+    stored = study.user_attrs.get("space_fingerprint")
+    if stored is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAMES[o] for o in space.objectives])
+        study.set_user_attr("space_fingerprint", fingerprint)
+        study.set_user_attr("space_path", space.path)
+        study.set_user_attr("space", Path(space.path).read_text() if Path(space.path).exists() else "")
+        study.set_user_attr("objectives", list(space.objectives))
+    elif stored != fingerprint:
+        raise UserError(f"study {study_name!r} in {storage} was created from a different search space "
+                        f"({study.user_attrs.get('space_path')}); resume it with that space or choose another --study")
+    return study
+
+
+def space_fingerprint(space: SearchSpace) -> str:
+    parts = [space.backbone, space.input_size, space.in_chans, space.num_classes, sorted(space.data.items()),
+             [(s.index, s.replace_builtin, [(o.mechanism, o.hparams, o.placements) for o in s.options]) for s in space.stages],
+             sorted(space.training.items()), space.objectives, sorted(space.latency.items()), sorted(space.limits.items())]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+class Reporter:
+    """What the search tells its display. The CLI's rich display overrides these."""
+
+    def search_start(self, study: optuna.Study, target: int) -> None: ...
+    def trial_start(self, number: int, arch: Architecture) -> None: ...
+    def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None: ...
+    def trial_end(self, trial: optuna.trial.FrozenTrial) -> None: ...
+
+
+@dataclass
+class SearchResult:
+    study: optuna.Study
+    counts: dict[str, int]
+    wall_s: float
+    stopped: str
+
+
+@dataclass
+class Search:
+    space: SearchSpace
+    study_name: str
+    storage: str
+    trials: int
+    timeout: float | None = None
+    seed: int = 0
+    sampler: str = "tpe"
+    prune: bool = True
+    eta: int = 3
+    root: Path = Path("runs")
+    reporter: Reporter = field(default_factory=Reporter)
+    max_epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise BadOption("--trials", self.trials, "a positive integer")
+        if self.timeout is not None and self.timeout <= 0:
+            raise BadOption("--timeout", self.timeout, "a positive number of seconds")
+        self.target = LatencyTarget(**{k: self.space.latency[k] for k in
+                                       ("device", "batch_size", "input_size", "threads", "warmup", "repeats")})
+        self.epochs = self.max_epochs or self.space.training["epochs"]
+        self.pruner = MOASHA(eta=self.eta) if self.prune else None
+        self.run_dir = self.root / self.study_name
+        self._latency_cache_path = self.run_dir / "latency.json"
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _datamodule(self) -> Any:
+        dm = data_mod.datamodule(self.space.data, self.space.input_size, self.space.training["batch_size"], self.seed)
+        dm.setup("fit")
+        if dm.in_chans != self.space.in_chans:
+            raise UserError(f"{self.space.path}: in_chans is {self.space.in_chans} but the {self.space.data['source']} "
+                            f"data has {dm.in_chans} channel(s); set in_chans: {dm.in_chans}")
+        return dm
+
+    def _latency(self, arch: Architecture, num_classes: int) -> tuple[float, float]:
+        key = f"{arch}@{self.target.key()}"
+        cache = json.loads(self._latency_cache_path.read_text()) if self._latency_cache_path.exists() else {}
+        if key not in cache:
+            timing = measure_latency(build(arch, num_classes, self.space.in_chans), self.target, self.space.in_chans)
+            cache[key] = [timing.median, timing.spread]
+            self._latency_cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._latency_cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cache, indent=1))
+            tmp.replace(self._latency_cache_path)
+        return cache[key][0], cache[key][1]
+
+    def _finished(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> SearchResult:
+        start = time.monotonic()
+        study = open_study(self.space, self.study_name, self.storage, make_sampler(self.sampler, self.seed))
+        dm = self._datamodule()
+        num_classes = self.space.num_classes or dm.num_classes
+        self.num_classes = num_classes
+        if "num_classes" not in study.user_attrs:
+            study.set_user_attr("num_classes", num_classes)
+        if not study.trials:
+            baseline = self.space.baseline()
+            study.enqueue_trial(self.space.params_of(baseline), user_attrs={"baseline": True})
+        self.reporter.search_start(study, self.trials)
+        stopped = "trials"
+        while True:
+            done = self._finished(study)
+            if len(done) >= self.trials:
+                break
+            if self.timeout is not None and time.monotonic() - start > self.timeout:
+                stopped = "timeout"
+                break
+            distinct = {t.user_attrs.get("arch") for t in done}
+            if len(distinct) >= self.space.count():
+                stopped = "space exhausted"
+                break
+            trial = study.ask()
+            try:
+                self._run_trial(study, trial, dm, num_classes, done)
+            except (KeyboardInterrupt, SystemExit) as e:  # Lightning turns Ctrl-C inside fit() into SystemExit
+                trial.set_user_attr("stop_reason", "interrupted (Ctrl-C)" if not isinstance(e, SystemExit) or
+                                    e.code in (1, 130) else f"interrupted (exit {e.code})")
+                study.tell(trial, state=TrialState.FAIL)
+                raise KeyboardInterrupt from None
+            self.reporter.trial_end(study.get_trials(deepcopy=False)[trial.number])
+        counts = count_states(study)
+        return SearchResult(study, counts, time.monotonic() - start, stopped)
+
+    def _run_trial(self, study: optuna.Study, trial: optuna.Trial, dm: Any, num_classes: int,
+                   done: list[optuna.trial.FrozenTrial]) -> None:
+        arch = self.space.sample(trial)
+        trial.set_user_attr("arch", str(arch))
+        self.reporter.trial_start(trial.number, arch)
+        previous = next((t for t in done if t.user_attrs.get("arch") == str(arch)), None)
+        if previous is not None:  # never train an architecture twice: copy its outcome
+            for key in ("params", "flops", LATENCY, "latency_spread_pct", "latency_target", CURVE, "infeasible"):
+                if key in previous.user_attrs:
+                    trial.set_user_attr(key, previous.user_attrs[key])
+            for key, value in previous.system_attrs.items():  # both constraint formats, as stored
+                if key == "constraints" or key.startswith("constraints:"):
+                    trial.storage.set_trial_system_attr(trial._trial_id, key, value)
+            trial.set_user_attr("duplicate_of", previous.number)
+            trial.set_user_attr("stop_reason", f"duplicate of trial {previous.number}")
+            if previous.state == TrialState.COMPLETE:
+                study.tell(trial, previous.values)
+            else:
+                study.tell(trial, state=TrialState.PRUNED)
+            return
+
+        cost = model_cost(arch, num_classes, self.space.input_size, self.space.in_chans)
+        latency, spread = self._latency(arch, num_classes)
+        trial.set_user_attr("params", cost.params)
+        trial.set_user_attr("flops", cost.flops)
+        trial.set_user_attr(LATENCY, round(latency, 4))
+        trial.set_user_attr("latency_spread_pct", round(spread, 2))
+        trial.set_user_attr("latency_target", self.target.key())
+        violations = self._constraints(trial, latency, cost.params, cost.flops)
+        if violations:
+            trial.set_user_attr("infeasible", True)
+            trial.set_user_attr("stop_reason", "infeasible: " + "; ".join(violations))
+            study.tell(trial, state=TrialState.PRUNED)
+            return
+
+        seed_everything(self.seed + trial.number)
+        model = build(arch, num_classes, self.space.in_chans)
+        if self.space.training["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        module = Classifier(model, num_classes, self.space.training)
+        callback = ParetoPruningCallback(
+            trial, latency, self.epochs, self.pruner, exempt=bool(trial.user_attrs.get("baseline")),
+            on_epoch=lambda e, acc: self.reporter.epoch(trial.number, e, self.epochs, acc))
+        trainer = make_trainer(self.space.training, epochs=self.epochs, callbacks=[callback],
+                               log_dir=self.run_dir / "trials" / str(trial.number))
+        if trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(dm, "to_device"):
+            dm.to_device(trainer.strategy.root_device)
+        try:
+            trainer.fit(module, dm)
+        except NonFiniteLoss as e:
+            trial.set_user_attr("stop_reason", f"failed: {e}")
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        except torch.OutOfMemoryError as e:
+            trial.set_user_attr("stop_reason", f"failed: out of memory ({str(e).splitlines()[0]})")
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        curve = module.curve
+        trial.set_user_attr(CURVE, curve)
+        if callback.decision is not None and not callback.decision.keep:
+            trial.set_user_attr("stop_reason", str(callback.decision))
+            study.tell(trial, state=TrialState.PRUNED)
+            return
+        if not curve or len(curve) < self.epochs:
+            trial.set_user_attr("stop_reason", f"failed: training stopped after {len(curve)} of {self.epochs} epochs")
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        trial.set_user_attr("stop_reason", f"completed {len(curve)} epochs")
+        values = {"accuracy": curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
+        study.tell(trial, [values[o] for o in self.space.objectives])
+
+    def _constraints(self, trial: optuna.Trial, latency: float, params: int, flops: int) -> list[str]:
+        limits = self.space.limits
+        checks = [("latency_ms", latency, limits["max_latency_ms"], "ms"), ("params", params, limits["max_params"], ""),
+                  ("flops", flops, limits["max_flops"], "")]
+        violations, legacy = [], []
+        for name, value, limit, unit in checks:
+            if limit is None:
+                continue
+            excess = float(value) - float(limit)
+            trial.set_constraint(name, excess)
+            legacy.append(excess)
+            if excess > 0:
+                violations.append(f"{name} {value:,.4g}{unit} > limit {limit:,.4g}{unit}")
+        if legacy:  # optuna-dashboard 0.21 reads only the legacy list form
+            trial.storage.set_trial_system_attr(trial._trial_id, "constraints", legacy)
+        return violations
+
+
+def count_states(study: optuna.Study) -> dict[str, int]:
+    counts = {"complete": 0, "pruned": 0, "infeasible": 0, "failed": 0, "running": 0}
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE:
+            counts["complete"] += 1
+        elif t.state == TrialState.PRUNED:
+            counts["infeasible" if t.user_attrs.get("infeasible") else "pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            counts["failed"] += 1
+        elif t.state == TrialState.RUNNING:
+            counts["running"] += 1
+    return counts
+
+
+def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Non-dominated feasible complete trials (duplicates collapsed to their first trial)."""
+    from .pruning import pareto_front
+
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if "duplicate_of" not in t.user_attrs and all(v <= 0 for v in t.constraints.values())]
+    signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
+    points = [(signs[0] * t.values[0], -signs[1] * t.values[1]) for t in trials]
+    return sorted((trials[i] for i in pareto_front(points)), key=lambda t: t.values[1])
+

@@ -1,0 +1,162 @@
+"""The search end to end on a tiny space (CPU): pruning, resume, infeasible candidates, storage
+contents as optuna-dashboard shows them, the CLI with Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from io import BytesIO
+from pathlib import Path
+from wsgiref.util import setup_testing_defaults
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.search import Search, count_states, front
+from nas.space import load_space
+
+pytestmark = pytest.mark.slow
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TINY = """
+name: tiny
+backbone: resnet10t
+input_size: 32
+in_chans: 1
+data: {source: digits, train: 256, val: 128, test: 32}
+stages:
+  - stage: 4
+    mechanisms: {none: , se: {reduction: [4, 16]}, eca: {k_size: [3, 5]}, simam: }
+training: {epochs: 3, batch_size: 64}
+latency: {input_size: 32, repeats: 5, warmup: 1}
+"""
+
+
+def tiny_space(tmp_path, extra=""):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent(TINY) + extra)
+    return load_space(path)
+
+
+def run_search(tmp_path, space, trials, **kw):
+    storage = f"sqlite:///{tmp_path / 'runs' / 'tiny' / 'study.db'}"
+    return Search(space, "tiny", storage, trials, root=tmp_path / "runs", **kw).run()
+
+
+def test_search_prunes_records_everything_and_resumes(tmp_path):
+    space = tiny_space(tmp_path)
+    first = run_search(tmp_path, space, 5, sampler="random")
+    study = first.study
+    trials = study.get_trials()
+    assert study.metric_names == ["accuracy", "latency_ms"]
+    base = trials[0]
+    assert base.user_attrs["baseline"] and base.user_attrs["arch"] == "resnet10t|none|none|none|none"
+    assert base.state == TrialState.COMPLETE and len(base.user_attrs["val_acc_curve"]) == 3, "baseline is never pruned"
+    for t in trials:
+        for key in ("arch", "params", "flops", "latency_ms", "latency_spread_pct", "latency_target", "stop_reason"):
+            assert key in t.user_attrs, (t.number, key)
+        assert t.user_attrs["latency_target"] == "cpu/b1/32px/t1"
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and "duplicate_of" not in t.user_attrs]
+    assert pruned, "with eta=3 at rung 1 most trials must be pruned"
+    assert all(len(t.user_attrs["val_acc_curve"]) == 1 and t.user_attrs["stop_reason"].startswith("pruned at epoch 1")
+               for t in pruned)
+    assert count_states(study)["running"] == 0
+
+    second = run_search(tmp_path, space, 8, sampler="random")
+    trials = second.study.get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 8, "the earlier run's trials count toward --trials"
+    trained = [t.user_attrs["arch"] for t in trials if "duplicate_of" not in t.user_attrs]
+    assert len(trained) == len(set(trained)), "no architecture is trained twice"
+    for t in trials:
+        if "duplicate_of" in t.user_attrs:
+            assert "val_acc_curve" in t.user_attrs and t.user_attrs["arch"] == trials[t.user_attrs["duplicate_of"]].user_attrs["arch"]
+    assert front(second.study), "a front exists"
+
+
+def test_infeasible_candidates_stop_before_training_and_the_sampler_sees_it(tmp_path):
+    space = tiny_space(tmp_path, "limits: {max_params: 4.95e6}\n")  # baseline resnet10t has 4.92M
+    result = run_search(tmp_path, space, 4, sampler="random")
+    trials = result.study.get_trials()
+    infeasible = [t for t in trials if t.user_attrs.get("infeasible")]
+    assert infeasible, [t.user_attrs for t in trials]
+    for t in infeasible:
+        assert t.state == TrialState.PRUNED and "val_acc_curve" not in t.user_attrs
+        if "duplicate_of" not in t.user_attrs:
+            assert t.user_attrs["stop_reason"].startswith("infeasible: params")
+        assert t.constraints["params"] > 0 and t.system_attrs["constraints"] == [t.constraints["params"]], \
+            "named (optuna 5) and list (optuna-dashboard) forms agree"
+    assert result.counts["infeasible"] == len(infeasible)
+
+
+def test_optuna_dashboard_lists_the_study_with_objective_names_and_attributes(tmp_path):
+    from optuna_dashboard import wsgi
+
+    space = tiny_space(tmp_path)
+    result = run_search(tmp_path, space, 2, sampler="random")
+    app = wsgi(result.study._storage)
+
+    def get(path):
+        env = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": BytesIO()}
+        setup_testing_defaults(env)
+        status = []
+        body = b"".join(app(env, lambda s, h, exc=None: status.append(s)))
+        assert status[0].startswith("200"), (path, status)
+        return json.loads(body)
+
+    studies = get("/api/studies")["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["tiny"]
+    detail = get(f"/api/studies/{studies[0]['study_id']}")
+    assert detail["objective_names"] == ["accuracy", "latency_ms"]
+    keys = {a["key"] for a in detail["union_user_attrs"]}
+    assert {"arch", "params", "flops", "latency_ms", "val_acc_curve", "stop_reason"} <= keys
+    assert len(detail["trials"]) == 2
+
+
+def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(TINY))
+    env = {**os.environ, "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "nas", "search", "--space", "tiny.yaml", "--trials", "3", "--sampler", "random"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "optuna-dashboard sqlite:///runs/tiny/study.db" in r.stdout
+    assert "current Pareto front" in r.stdout and "complete" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "nas", "report", "--study", "tiny", "--no-remeasure"], cwd=tmp_path,
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "hypervolume" in r.stdout and "resnet10t|none|none|none|none" in r.stdout
+    assert (tmp_path / "runs/tiny/report/front.png").stat().st_size > 1000
+    assert (tmp_path / "runs/tiny/report/front.html").read_text().startswith("<!doctype html>")
+
+    # Ctrl-C in the middle of a trial's training: the trial is marked failed, the command exits 130.
+    proc = subprocess.Popen(cmd[:-4] + ["--trials", "50", "--no-prune", "--study", "ctrlc"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = "sqlite:///" + str(tmp_path / "runs/ctrlc/study.db")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        try:
+            study = optuna.load_study(study_name="ctrlc", storage=url)
+        except Exception:
+            continue
+        if any(t.state == TrialState.RUNNING and t.user_attrs.get("val_acc_curve") for t in study.get_trials()):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    trials = optuna.load_study(study_name="ctrlc", storage=url).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert trials[-1].state == TrialState.FAIL and trials[-1].user_attrs["stop_reason"].startswith("interrupted")
+
+
+def test_bad_search_options_exit_2(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(TINY))
+    for args, words in [(("--trials", "0"), "--trials"), (("--sampler", "cmaes"), "--sampler"),
+                        (("--eta", "1"), "--eta")]:
+        r = subprocess.run([sys.executable, "-m", "nas", "search", "--space", "tiny.yaml", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr

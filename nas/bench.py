@@ -107,3 +107,59 @@ def check_positive(option: str, value: int) -> int:
     if value < 1:
         raise BadOption(option, value, "a positive integer")
     return value
+
+
+def load_recorded(path: Path) -> list["Recorded"]:
+    from .pruning import Recorded
+
+    try:
+        data = json.loads(path.read_text())
+        return [Recorded(d["number"], d["arch"], tuple(d["curve"]), d["latency_ms"], d.get("baseline", False))
+                for d in data["trials"]]
+    except FileNotFoundError:
+        raise BadOption("--curves", str(path), "a JSON file written by 'nas bench pruning --study ... --export'") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise BadOption("--curves", str(path), f"a JSON file of recorded curves ({e.__class__.__name__}: {e})") from None
+
+
+def recorded_from_study(study: Any) -> tuple[list["Recorded"], dict[str, Any]]:
+    """Complete, non-duplicate trials of a study run without pruning."""
+    from optuna.trial import TrialState
+
+    from .pruning import Recorded
+
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        a = t.user_attrs
+        if "duplicate_of" in a or not a.get("val_acc_curve"):
+            continue
+        rows.append(Recorded(t.number, a["arch"], tuple(a["val_acc_curve"]), a["latency_ms"], bool(a.get("baseline"))))
+    lengths = {len(r.curve) for r in rows}
+    if len(lengths) > 1:
+        raise BadOption("--study", study.study_name, f"a study run with --no-prune (curves have lengths {sorted(lengths)})")
+    meta = {"study": study.study_name, "space": study.user_attrs.get("space_path"), "trials": len(rows)}
+    return rows, meta
+
+
+def export_recorded(rows: list["Recorded"], meta: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "trials": [
+        {"number": r.number, "arch": r.arch, "curve": [round(c, 6) for c in r.curve], "latency_ms": r.latency,
+         "baseline": r.baseline} for r in rows]}, indent=1))
+
+
+def bench_pruning(rows: list["Recorded"], eta: int) -> tuple[list[dict[str, Any]], tuple[float, float]]:
+    from .pruning import hypervolume, pareto_front, replay_moasha, replay_none, replay_optuna_sh
+
+    ref = (0.0, 1.1 * max(r.latency for r in rows))
+    results = [replay_none(rows), replay_moasha(rows, eta), replay_optuna_sh(rows, eta)]
+    full_epochs, full_hv = results[0].epochs, None
+    out = []
+    for res in results:
+        pts = res.points()
+        hv = hypervolume(pts, ref)
+        full_hv = hv if full_hv is None else full_hv
+        out.append({"method": res.method, "completed": len(res.completed), "epochs": res.epochs,
+                    "epochs_saved_pct": 100 * (1 - res.epochs / full_epochs), "hypervolume": hv,
+                    "hypervolume_pct": 100 * hv / full_hv if full_hv else 0.0, "front": len(pareto_front(pts))})
+    return out, ref

@@ -195,6 +195,45 @@ def bench_build_cmd(
     console.print(f"slowest: {slowest['arch']} ({slowest['total_s']:.3f} s)")
 
 
+@bench_app.command("pruning")
+def bench_pruning_cmd(
+    curves: Path = typer.Option(Path("spaces/recorded/small-noprune.json"), help="Recorded curves (JSON)"),
+    study: Optional[str] = typer.Option(None, help="Read the curves from this study (run with --no-prune) instead"),
+    storage: Optional[str] = typer.Option(None, help="Storage of --study (default: sqlite:///runs/<study>/study.db)"),
+    export: Optional[Path] = typer.Option(None, help="With --study: write its curves to this JSON file"),
+    eta: int = typer.Option(3, help="Reduction factor of both pruners"),
+) -> None:
+    """Replay learning curves recorded without pruning through: no pruning, our multi-objective
+    successive halving, and Optuna's single-objective successive halving on accuracy; print epochs
+    spent against the hypervolume of the resulting front."""
+    from . import bench
+    from .search import default_storage
+
+    if eta < 2:
+        raise BadOption("--eta", eta, "an integer >= 2")
+    if study is not None:
+        from .report import load_study
+
+        rows, meta = bench.recorded_from_study(load_study(study, storage or default_storage(study)))
+        if export is not None:
+            bench.export_recorded(rows, meta, export)
+            console.print(f"written: {export} ({len(rows)} trials)")
+        source = f"study {study}"
+    else:
+        rows, source = bench.load_recorded(curves), str(curves)
+    if len(rows) < 2:
+        raise BadOption("--study" if study else "--curves", study or str(curves), "at least 2 complete trials")
+    results, ref = bench.bench_pruning(rows, eta)
+    table = Table(title=f"Pruning replayed on {len(rows)} recorded trials ({source}); hypervolume reference "
+                        f"(accuracy 0, latency {ref[1]:.4g} ms)")
+    for col in ("method", "completed", "epochs", "epochs saved", "hypervolume", "of unpruned", "front size"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in results:
+        table.add_row(r["method"], str(r["completed"]), str(r["epochs"]), f"{r['epochs_saved_pct']:.1f}%",
+                      f"{r['hypervolume']:.5f}", f"{r['hypervolume_pct']:.1f}%", str(r["front"]))
+    console.print(table)
+
+
 @bench_app.command("modules")
 def bench_modules_cmd(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),

@@ -9,6 +9,7 @@ lower trial number. The accuracies come from the per-epoch curves stored in the 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -116,6 +117,20 @@ class ParetoPruningCallback(pl.Callback):
         self.pruner, self.exempt, self.on_epoch = pruner, exempt, on_epoch
         self.decision: Decision | None = None
         self.rungs = set(pruner.rungs(max_epochs)) if pruner else set()
+        self.step_seconds = 0.0  # time inside training and validation epochs (the rest is overhead)
+        self._t0 = 0.0
+
+    def _start(self, *_: Any) -> None:
+        self._t0 = time.perf_counter()
+
+    def _stop(self, *_: Any) -> None:
+        self.step_seconds += time.perf_counter() - self._t0
+
+    on_train_epoch_start = on_validation_epoch_start = _start
+    on_train_epoch_end = _stop
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self._stop()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -132,3 +147,78 @@ class ParetoPruningCallback(pl.Callback):
             self.decision = self.pruner.decide((self.trial.number, curve[-1], self.latency), others, epoch)
             if not self.decision.keep:
                 trainer.should_stop = True
+
+
+# ----------------------------------------------------------------------------------------------------
+# Replay of recorded learning curves (``nas bench pruning``)
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recorded:
+    number: int
+    arch: str
+    curve: tuple[float, ...]
+    latency: float
+    baseline: bool = False
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    method: str
+    epochs: int
+    completed: list[Recorded]
+
+    def points(self) -> list[tuple[float, float]]:
+        return [(r.curve[-1], r.latency) for r in self.completed]
+
+
+def replay_none(records: Sequence[Recorded]) -> ReplayResult:
+    return ReplayResult("no pruning", sum(len(r.curve) for r in records), list(records))
+
+
+def replay_moasha(records: Sequence[Recorded], eta: int = 3) -> ReplayResult:
+    """Trials arrive in number order (one worker); each decides at its rungs against the trials that
+    reached the rung before it, exactly as the live callback does from the storage."""
+    pruner = MOASHA(eta=eta)
+    at_rung: dict[int, list[tuple[int, float, float]]] = {}
+    epochs, completed = 0, []
+    for r in records:
+        survived = True
+        for epoch in range(1, len(r.curve) + 1):
+            epochs += 1
+            if epoch in pruner.rungs(len(r.curve)):
+                me = (r.number, r.curve[epoch - 1], r.latency)
+                decision = pruner.decide(me, at_rung.get(epoch, []), epoch)
+                at_rung.setdefault(epoch, []).append(me)
+                if not decision.keep and not r.baseline:
+                    survived = False
+                    break
+        if survived:
+            completed.append(r)
+    return ReplayResult(f"multi-objective successive halving (eta={eta})", epochs, completed)
+
+
+def replay_optuna_sh(records: Sequence[Recorded], eta: int = 3) -> ReplayResult:
+    """Optuna's own single-objective SuccessiveHalvingPruner on accuracy alone, fed the same curves."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta))
+    epochs, completed = 0, []
+    for r in records:
+        trial = study.ask()
+        pruned = False
+        for epoch, acc in enumerate(r.curve, start=1):
+            epochs += 1
+            trial.report(acc, epoch)
+            if epoch < len(r.curve) and not r.baseline and trial.should_prune():
+                pruned = True
+                break
+        if pruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, r.curve[-1])
+            completed.append(r)
+    return ReplayResult(f"Optuna SuccessiveHalvingPruner on accuracy (eta={eta})", epochs, completed)

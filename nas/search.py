@@ -216,8 +216,10 @@ class Search:
                 study.tell(trial, state=TrialState.PRUNED)
             return
 
+        measured = time.perf_counter()
         cost = model_cost(arch, num_classes, self.space.input_size, self.space.in_chans)
         latency, spread = self._latency(arch, num_classes)
+        latency_s = time.perf_counter() - measured
         trial.set_user_attr("params", cost.params)
         trial.set_user_attr("flops", cost.flops)
         trial.set_user_attr(LATENCY, round(latency, 4))
@@ -231,6 +233,7 @@ class Search:
             return
 
         seed_everything(self.seed + trial.number)
+        started = time.perf_counter()
         model = build(arch, num_classes, self.space.in_chans)
         if self.space.training["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
@@ -254,6 +257,8 @@ class Search:
             return
         curve = module.curve
         trial.set_user_attr(CURVE, curve)
+        trial.set_user_attr("seconds_trial", round(time.perf_counter() - started + latency_s, 3))
+        trial.set_user_attr("seconds_train_val", round(callback.step_seconds, 3))
         if callback.decision is not None and not callback.decision.keep:
             trial.set_user_attr("stop_reason", str(callback.decision))
             study.tell(trial, state=TrialState.PRUNED)

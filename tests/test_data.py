@@ -1,0 +1,95 @@
+"""The data modules: the embedded digits task and user image folders."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nas.data import DataError, DigitsDataModule, ImageFolderDataModule, datamodule, digits_splits
+
+
+def test_digits_are_deterministic_disjoint_and_boxed():
+    a = digits_splits(canvas=32, train=200, val=100, test=100, clutter=2, noise=0.1, seed=3)
+    b = digits_splits(canvas=32, train=200, val=100, test=100, clutter=2, noise=0.1, seed=3)
+    c = digits_splits(canvas=32, train=200, val=100, test=100, clutter=2, noise=0.1, seed=4)
+    assert all(torch.equal(a[k].images, b[k].images) and torch.equal(a[k].labels, b[k].labels) for k in a)
+    assert not torch.equal(a["train"].images, c["train"].images)
+    x = a["train"].images
+    assert x.shape == (200, 1, 32, 32) and x.min() >= 0 and x.max() <= 1
+    assert set(a["train"].labels.tolist()) == set(range(10))
+    # the recorded box holds the digit: without noise and clutter all ink is inside it
+    clean = digits_splits(canvas=40, train=50, val=10, test=10, clutter=0, noise=0.0, seed=0)["train"]
+    for img, (x0, y0, x1, y1) in zip(clean.images[:, 0], clean.boxes.tolist()):
+        assert x1 - x0 == 16 and y1 - y0 == 16
+        inside = img[y0:y1, x0:x1].sum()
+        assert inside > 0 and torch.isclose(inside, img.sum())
+    # clutter never overlaps the digit's box: the box content equals the clean digit's
+    cl = digits_splits(canvas=40, train=50, val=10, test=10, clutter=3, noise=0.0, seed=0)["train"]
+    assert torch.equal(cl.boxes, clean.boxes)
+    for i in range(50):
+        x0, y0, x1, y1 = clean.boxes[i].tolist()
+        assert torch.equal(cl.images[i, 0, y0:y1, x0:x1], clean.images[i, 0, y0:y1, x0:x1])
+        assert cl.images[i].sum() > clean.images[i].sum(), "clutter adds ink outside the box"
+
+
+def test_source_digits_of_train_and_val_do_not_overlap():
+    from nas.data import _upscaled_digits
+
+    images, _ = _upscaled_digits()
+    s = digits_splits(canvas=18, train=300, val=300, test=10, clutter=0, noise=0.0, seed=0)
+
+    def sources(split):
+        out = set()
+        for img, (x0, y0, x1, y1) in zip(split.images[:, 0], split.boxes.tolist()):
+            crop = img[y0:y1, x0:x1].numpy()
+            out.add(int(np.argmin(((images - crop) ** 2).sum((1, 2)))))
+        return out
+
+    assert not sources(s["train"]) & sources(s["val"])
+
+
+def test_digits_datamodule_batches_and_checks_the_input_size():
+    dm = datamodule({"source": "digits", "canvas": 32, "train": 64, "val": 32, "test": 16, "clutter": 1,
+                     "noise": 0.1, "seed": 0, "num_workers": 0}, (32, 32), 16, seed=0)
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, 1, 32, 32) and y.dtype == torch.int64
+    assert isinstance(dm, DigitsDataModule) and dm.num_classes == 10
+    first = [b[1].tolist() for b in dm.train_dataloader()]
+    assert first == [b[1].tolist() for b in dm.train_dataloader()], "seeded, deterministic order"
+    with pytest.raises(DataError, match="must equal data.canvas"):
+        datamodule({"source": "digits", "canvas": 32, "train": 8, "val": 8, "test": 8, "clutter": 0, "noise": 0.0,
+                    "seed": 0, "num_workers": 0}, (64, 64), 16, seed=0)
+
+
+def _folder(root, broken=False):
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.random.randint(0, 255, (20, 24, 3), np.uint8)).save(d / f"{i}.png")
+    if broken:
+        (root / "train" / "dog" / "broken.png").write_bytes(b"not an image at all")
+    return root
+
+
+def test_image_folder_reads_train_val_and_names_unreadable_files(tmp_path):
+    root = _folder(tmp_path / "imgs", broken=True)
+    dm = ImageFolderDataModule(str(root), (32, 32), batch_size=4, on_error="raise")
+    with pytest.raises(DataError, match=r"unreadable image .*broken\.png"):
+        dm.setup("fit")
+    dm = ImageFolderDataModule(str(root), (32, 32), batch_size=4, on_error="skip")
+    dm.setup("fit")
+    assert dm.num_classes == 2 and len(dm.train_set) == 6 and dm.train_set.skipped[0].endswith("broken.png")
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 32, 32)
+
+
+def test_image_folder_without_val_is_split(tmp_path):
+    root = _folder(tmp_path / "imgs") / "train"
+    dm = ImageFolderDataModule(str(root), (32, 32), batch_size=2, val_split=0.5)
+    dm.setup("fit")
+    assert len(dm.train_set) == 3 and len(dm.val_set) == 3
+    with pytest.raises(DataError, match="is not a folder"):
+        ImageFolderDataModule(str(tmp_path / "nope"), (32, 32)).setup("fit")

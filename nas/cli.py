@@ -234,6 +234,35 @@ def bench_pruning_cmd(
     console.print(table)
 
 
+@bench_app.command("latency")
+def bench_latency_cmd(
+    space: Path = typer.Option(..., "--space", help="Search-space YAML file (its latency target is used)"),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture string (default: the space's baseline)"),
+    times: int = typer.Option(5, help="Independent measurements of the same architecture"),
+) -> None:
+    """Measure one architecture's latency several times on the space's target, as the search does,
+    and print how far the measurements spread (the search relies on them agreeing)."""
+    import statistics
+
+    from .cost import LatencyTarget, measure_latency
+    from .model import build
+    from .space import Architecture, load_space
+
+    s = load_space(space)
+    a = Architecture.parse(arch) if arch else s.baseline()
+    target = LatencyTarget(**{k: s.latency[k] for k in ("device", "batch_size", "input_size", "threads", "warmup", "repeats")})
+    if times < 2:
+        raise BadOption("--times", times, "an integer >= 2")
+    model = build(a, s.num_classes or 10, s.in_chans)
+    results = [measure_latency(model, target, s.in_chans) for _ in range(times)]
+    medians = [r.median for r in results]
+    mid = statistics.median(medians)
+    console.print(f"{a} on {target.key()}, {target.repeats} repeats each:")
+    for i, r in enumerate(results, 1):
+        console.print(f"  {i}: {r}  ({100 * (r.median - mid) / mid:+.1f}% from the median of medians)")
+    console.print(f"largest deviation from the median: {100 * max(abs(m - mid) for m in medians) / mid:.1f}%")
+
+
 @bench_app.command("modules")
 def bench_modules_cmd(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N"),

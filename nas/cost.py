@@ -157,6 +157,7 @@ def measure_latency(model: nn.Module, target: LatencyTarget, in_chans: int) -> T
     runs, then ``repeats`` timed ones (CUDA-synchronised), with torch limited to ``target.threads``
     CPU threads for the measurement only. Call it when nothing else trains in this process."""
     device = resolve_device(target.device)
+    steady_allocator()
     previous = torch.get_num_threads()
     torch.set_num_threads(target.threads)
     try:

@@ -98,3 +98,23 @@ def test_bench_build_times_random_architectures():
     r = run_nas("bench", "build", "--space", str(SPACES[0].parent / "small.yaml"), "--samples", "3")
     assert r.returncode == 0, r.stderr
     assert "median" in r.stdout and "slowest: resnet10t|" in r.stdout
+
+
+def test_bench_latency_repeats_the_measurement():
+    r = run_nas("bench", "latency", "--space", str(SPACES[0].parent / "small.yaml"), "--times", "2")
+    assert r.returncode == 0, r.stderr
+    assert "resnet10t|none|none|none|none on cpu/b1/32px/t1" in r.stdout and "largest deviation" in r.stdout
+
+
+def test_bench_pruning_replays_recorded_curves(tmp_path):
+    trials = [{"number": 0, "arch": "a0", "curve": [0.1, 0.3, 0.5, 0.6], "latency_ms": 1.0, "baseline": True}]
+    trials += [{"number": i, "arch": f"a{i}", "curve": [0.05 * i, 0.3, 0.4, 0.4 + 0.01 * i], "latency_ms": 1 + i / 10}
+               for i in range(1, 12)]
+    path = tmp_path / "curves.json"
+    path.write_text(json.dumps({"meta": {}, "trials": trials}))
+    r = run_nas("bench", "pruning", "--curves", str(path))
+    assert r.returncode == 0, r.stderr
+    for words in ("no pruning", "multi-objective successive halving", "SuccessiveHalvingPruner", "48"):
+        assert words in r.stdout
+    r = run_nas("bench", "pruning", "--curves", str(tmp_path / "missing.json"))
+    assert r.returncode == 2 and "--curves" in r.stderr

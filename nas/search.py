@@ -27,7 +27,7 @@ from .cost import LatencyTarget, measure_latency
 from .errors import BadOption, UserError
 from .model import build
 from .pruning import CURVE, LATENCY, MOASHA, ParetoPruningCallback
-from .space import Architecture, SearchSpace
+from .space import Architecture, ArchitectureError, SearchSpace
 from .train import Classifier, NonFiniteLoss, make_trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,12 @@ class Search:
         if "num_classes" not in study.user_attrs:
             study.set_user_attr("num_classes", num_classes)
         if not study.trials:
-            baseline = self.space.baseline()
-            study.enqueue_trial(self.space.params_of(baseline), user_attrs={"baseline": True})
+            try:
+                params = self.space.params_of(self.space.baseline())
+            except ArchitectureError:
+                log.warning("the space has a stage without 'none': no baseline trial, fronts read without one")
+            else:
+                study.enqueue_trial(params, user_attrs={"baseline": True})
         self.reporter.search_start(study, self.trials)
         stopped = "trials"
         while True:

@@ -61,7 +61,7 @@ def search_cmd(
     study: Optional[str] = typer.Option(None, help="Study name (default: the space's name)"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)"),
     seed: int = typer.Option(0, help="Sampler and training seed"),
-    sampler: str = typer.Option("tpe", help="tpe | nsga2 | random | gp"),
+    sampler: str = typer.Option("tpe", help="tpe | nsga2 | random | gp | bruteforce"),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Multi-objective successive halving"),
     eta: int = typer.Option(3, help="Pruning: keep the best 1/eta at each rung (epochs 1, eta, eta^2, ...)"),
 ) -> None:

@@ -25,7 +25,7 @@ class LiveReporter(Reporter):
         self.current = Text("")
         self.counts = Text("")
         self.front = Table()
-        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
         self.study: optuna.Study | None = None
 
     def _render(self) -> Group:

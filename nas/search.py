@@ -31,7 +31,7 @@ from .space import Architecture, ArchitectureError, SearchSpace
 from .train import Classifier, NonFiniteLoss, make_trainer, seed_everything
 
 log = logging.getLogger(__name__)
-SAMPLERS = ("tpe", "nsga2", "random", "gp")
+SAMPLERS = ("tpe", "nsga2", "random", "gp", "bruteforce")
 METRIC_NAMES = {"accuracy": "accuracy", "latency": "latency_ms", "params": "params", "flops": "flops"}
 DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "params": "minimize", "flops": "minimize"}
 
@@ -49,6 +49,8 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed)
+    if name == "bruteforce":  # every architecture once, in random order: for recordings of small spaces
+        return optuna.samplers.BruteForceSampler(seed=seed)
     raise BadOption("--sampler", name, f"one of {', '.join(SAMPLERS)}")
 
 

@@ -197,6 +197,10 @@ class Search:
                                     e.code in (1, 130) else f"interrupted (exit {e.code})")
                 study.tell(trial, state=TrialState.FAIL)
                 raise KeyboardInterrupt from None
+            except Exception as e:  # never leave a trial RUNNING: record why it failed, then stop
+                trial.set_user_attr("stop_reason", f"failed: {e.__class__.__name__}: {e}"[:1000])
+                study.tell(trial, state=TrialState.FAIL)
+                raise
             self.reporter.trial_end(study.get_trials(deepcopy=False)[trial.number])
         counts = count_states(study)
         return SearchResult(study, counts, time.monotonic() - start, stopped)

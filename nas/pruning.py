@@ -117,7 +117,7 @@ class ParetoPruningCallback(pl.Callback):
         self.pruner, self.exempt, self.on_epoch = pruner, exempt, on_epoch
         self.decision: Decision | None = None
         self.rungs = set(pruner.rungs(max_epochs)) if pruner else set()
-        self.step_seconds = 0.0  # time inside training and validation epochs (the rest is overhead)
+        self.step_seconds = 0.0  # time inside training and validation batches (the rest is overhead)
         self._t0 = 0.0
 
     def _start(self, *_: Any) -> None:
@@ -126,11 +126,8 @@ class ParetoPruningCallback(pl.Callback):
     def _stop(self, *_: Any) -> None:
         self.step_seconds += time.perf_counter() - self._t0
 
-    on_train_epoch_start = on_validation_epoch_start = _start
-    on_train_epoch_end = _stop
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        self._stop()
+    on_train_batch_start = on_validation_batch_start = _start
+    on_train_batch_end = on_validation_batch_end = _stop
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:

@@ -95,7 +95,7 @@ def plot(study: optuna.Study, path: Path) -> Path:
     ax.set_ylabel(names[0])
     ax.set_title(f"{study.study_name}: {len(trials)} complete trials")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -128,7 +128,7 @@ def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nas", "report", "--study", "tiny", "--no-remeasure"], cwd=tmp_path,
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "hypervolume" in r.stdout and "resnet10t|none|none|none|none" in r.stdout
+    assert "hypervolume" in r.stdout and "Δ accuracy" in r.stdout and "resnet10t|none|none|none|" in r.stdout
     assert (tmp_path / "runs/tiny/report/front.png").stat().st_size > 1000
     assert (tmp_path / "runs/tiny/report/front.html").read_text().startswith("<!doctype html>")
 

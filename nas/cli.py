@@ -250,7 +250,7 @@ def bench_latency_cmd(
 
     s = load_space(space)
     a = Architecture.parse(arch) if arch else s.baseline()
-    target = LatencyTarget(**{k: s.latency[k] for k in ("device", "batch_size", "input_size", "threads", "warmup", "repeats")})
+    target = LatencyTarget.from_space(s.latency)
     if times < 2:
         raise BadOption("--times", times, "an integer >= 2")
     model = build(a, s.num_classes or 10, s.in_chans)

@@ -151,6 +151,11 @@ class LatencyTarget:
     def key(self) -> str:
         return f"{self.device}/b{self.batch_size}/{self.input_size}px/t{self.threads}"
 
+    @classmethod
+    def from_space(cls, latency: "dict") -> "LatencyTarget":
+        """The target described by a space's validated ``latency`` section."""
+        return cls(**{f: latency[f] for f in cls.__dataclass_fields__})
+
 
 def measure_latency(model: nn.Module, target: LatencyTarget, in_chans: int) -> Timing:
     """Inference latency of ``model`` on ``target``: inference mode, eval mode, ``warmup`` untimed

@@ -140,7 +140,7 @@ def remeasurer(study: optuna.Study) -> Any:
         f.write(text)
     space = load_space(f.name)
     Path(f.name).unlink()
-    target = LatencyTarget(**{k: space.latency[k] for k in ("device", "batch_size", "input_size", "threads", "warmup", "repeats")})
+    target = LatencyTarget.from_space(space.latency)
     classes = study.user_attrs.get("num_classes") or space.num_classes or 10
 
     def run(arch: str) -> float:

@@ -127,8 +127,7 @@ class Search:
             raise BadOption("--trials", self.trials, "a positive integer")
         if self.timeout is not None and self.timeout <= 0:
             raise BadOption("--timeout", self.timeout, "a positive number of seconds")
-        self.target = LatencyTarget(**{k: self.space.latency[k] for k in
-                                       ("device", "batch_size", "input_size", "threads", "warmup", "repeats")})
+        self.target = LatencyTarget.from_space(self.space.latency)
         self.epochs = self.max_epochs or self.space.training["epochs"]
         self.pruner = MOASHA(eta=self.eta) if self.prune else None
         self.run_dir = self.root / self.study_name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -102,6 +101,3 @@ def make_trainer(training: Mapping[str, Any], *, epochs: int | None = None, log_
 def seed_everything(seed: int) -> None:
     pl.seed_everything(seed, workers=True, verbose=False)
 
-
-def is_finite(x: float) -> bool:
-    return x is not None and math.isfinite(x)

@@ -124,6 +124,9 @@ def report_cmd(
     console.print(f"hypervolume {info['hypervolume']:.5f} against the reference point "
                   f"({names[0]} {info['reference'][0]}, {names[1]} {info['reference'][1]:.4g}) "
                   f"= (0, 1.1 x the largest {names[1]} of a complete trial)")
+    if info["overhead_pct"] is not None:
+        console.print(f"{len(st.trials)} trials in {info['wall_s']:.0f} s, {info['epochs']} epochs trained; "
+                      f"overhead (time outside training and validation batches): {info['overhead_pct']:.1f}%")
     folder = out or Path("runs") / st.study_name / "report"
     png = report.plot(st, folder / "front.png")
     page = report.write_html(st, rows, png, info["hypervolume"], info["reference"], folder / "front.html")
@@ -240,11 +243,12 @@ def bench_latency_cmd(
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture string (default: the space's baseline)"),
     times: int = typer.Option(5, help="Independent measurements of the same architecture"),
 ) -> None:
-    """Measure one architecture's latency several times on the space's target, as the search does,
-    and print how far the measurements spread (the search relies on them agreeing)."""
+    """Measure one architecture's latency several times on the space's target, as the search does (a
+    fresh build each time), and how far the measurements spread (the search relies on them agreeing).
+    Blocks timed while a fixed reference workload ran slower than its quiet speed are left out."""
     import statistics
 
-    from .cost import LatencyTarget, measure_latency
+    from .cost import LatencyMeter, LatencyTarget
     from .model import build
     from .space import Architecture, load_space
 
@@ -253,14 +257,20 @@ def bench_latency_cmd(
     target = LatencyTarget.from_space(s.latency)
     if times < 2:
         raise BadOption("--times", times, "an integer >= 2")
-    model = build(a, s.num_classes or 10, s.in_chans)
-    results = [measure_latency(model, target, s.in_chans) for _ in range(times)]
-    medians = [r.median for r in results]
-    mid = statistics.median(medians)
-    console.print(f"{a} on {target.key()}, {target.repeats} repeats each:")
-    for i, r in enumerate(results, 1):
-        console.print(f"  {i}: {r}  ({100 * (r.median - mid) / mid:+.1f}% from the median of medians)")
-    console.print(f"largest deviation from the median: {100 * max(abs(m - mid) for m in medians) / mid:.1f}%")
+
+    def deviation(values: list[float]) -> list[float]:
+        mid = statistics.median(values)
+        return [100 * (v - mid) / mid for v in values]
+
+    meter = LatencyMeter(target)
+    results = [meter.measure(build(a, s.num_classes or 10, s.in_chans), s.in_chans) for _ in range(times)]
+    dev = deviation([r.ms for r in results])
+    console.print(f"{a} on {target.key()}; each line a fresh build. Reference: a fixed 3x3 convolution timed after "
+                  f"each block, quiet speed {meter.quiet_reference_ms:.3f} ms")
+    for i, (r, d) in enumerate(zip(results, dev), 1):
+        console.print(f"  {i}: {r}  ({d:+.1f}% from the median; {len(r.block_medians)} blocks, "
+                      f"reference {r.reference_ms:.3f} ms)")
+    console.print(f"largest deviation from the median: {max(map(abs, dev)):.1f}%")
 
 
 @bench_app.command("modules")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import BadOption
+
+T = TypeVar("T")
 
 
 def count_params(module: nn.Module) -> int:
@@ -145,8 +147,8 @@ class LatencyTarget:
     batch_size: int = 1
     input_size: int = 224
     threads: int = 1
-    warmup: int = 5
-    repeats: int = 30
+    warmup: int = 5  # untimed calls, at least (and at least WARMUP_S seconds of them)
+    repeats: int = 30  # timed calls, at least (and at least BLOCKS x BLOCK_S seconds of them)
 
     def key(self) -> str:
         return f"{self.device}/b{self.batch_size}/{self.input_size}px/t{self.threads}"
@@ -157,18 +159,104 @@ class LatencyTarget:
         return cls(**{f: latency[f] for f in cls.__dataclass_fields__})
 
 
-def measure_latency(model: nn.Module, target: LatencyTarget, in_chans: int) -> Timing:
-    """Inference latency of ``model`` on ``target``: inference mode, eval mode, ``warmup`` untimed
-    runs, then ``repeats`` timed ones (CUDA-synchronised), with torch limited to ``target.threads``
-    CPU threads for the measurement only. Call it when nothing else trains in this process."""
-    device = resolve_device(target.device)
-    steady_allocator()
+WARMUP_S = 0.2  # caches, allocator and CPU frequency settle within this on the machines we measured
+BLOCKS = 6  # quiet blocks wanted
+MAX_BLOCKS = 24  # give up waiting for a quiet machine after this many
+BLOCK_S = 0.05
+REFERENCE_S = 0.02
+QUIET = 1.05  # a block is quiet when the reference timed right after it is within 5% of its fastest
+
+
+@dataclass(frozen=True)
+class Latency(Timing):
+    """Timed calls in consecutive blocks, each followed by a short block of a fixed reference workload.
+    Shared machines have slow phases (we saw 25% slower for seconds at a time, on every workload alike);
+    a block counts when the reference right after it ran at its quiet speed, and the latency is the
+    median of the quiet blocks' medians. ``disturbed``: too few quiet blocks came before MAX_BLOCKS, and
+    the latency is the fastest block's median instead."""
+
+    block_medians: tuple[float, ...] = ()
+    reference_ms: float = 0.0
+    disturbed: bool = False
+
+    @property
+    def ms(self) -> float:
+        if not self.block_medians:
+            return self.median
+        return min(self.block_medians) if self.disturbed else statistics.median(self.block_medians)
+
+    def __str__(self) -> str:
+        return f"{self.ms:.3f} ms ±{self.spread:.1f}%" + (" (machine busy)" if self.disturbed else "")
+
+
+def _block(fn: Callable[[], object], device: torch.device, seconds: float, at_least: int) -> list[float]:
+    block: list[float] = []
+    begun = time.perf_counter()
+    while len(block) < at_least or time.perf_counter() - begun < seconds:
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        block.append((time.perf_counter() - t) * 1e3)
+    return block
+
+
+class LatencyMeter:
+    """Measures models on one latency target. It remembers the reference workload's quiet speed (the
+    fastest seen by this meter, or given by ``quiet_reference_ms`` from an earlier run) to tell quiet
+    blocks from disturbed ones."""
+
+    def __init__(self, target: LatencyTarget, quiet_reference_ms: float | None = None):
+        self.target = target
+        self.device = resolve_device(target.device)
+        self.quiet_reference_ms = quiet_reference_ms
+        conv = nn.Conv2d(64, 64, 3, padding=1, device=self.device).eval()
+        self._reference = forward_fn(conv, torch.randn(1, 64, 32, 32, device=self.device))
+        with_threads(target.threads, lambda: _block(self._reference, self.device, 5 * REFERENCE_S, 3))  # warm
+
+    def measure(self, model: nn.Module, in_chans: int) -> Latency:
+        """Inference latency of ``model``: eval and inference mode, warm-up (at least ``warmup`` calls
+        and WARMUP_S seconds), then blocks of at least ``repeats / BLOCKS`` calls and BLOCK_S seconds,
+        CUDA-synchronised around every call, with torch limited to ``target.threads`` CPU threads for
+        the measurement only. Call it when nothing else trains in this process."""
+        t = self.target
+        steady_allocator()
+        model = model.eval().to(self.device)
+        x = torch.randn(t.batch_size, in_chans, t.input_size, t.input_size, device=self.device)
+        return with_threads(t.threads, lambda: self._measure(forward_fn(model, x)))
+
+    def _measure(self, fn: Callable[[], object]) -> Latency:
+        t, dev = self.target, self.device
+        _block(fn, dev, WARMUP_S, t.warmup)
+        _block(self._reference, dev, REFERENCE_S, 3)
+        per_block = max(1, -(-t.repeats // BLOCKS))
+        blocks: list[tuple[list[float], float]] = []
+
+        def quiet() -> list[tuple[list[float], float]]:
+            fastest = min(ref for _, ref in blocks)
+            if self.quiet_reference_ms is None or fastest < self.quiet_reference_ms:
+                self.quiet_reference_ms = fastest
+            return [b for b in blocks if b[1] <= QUIET * self.quiet_reference_ms]
+
+        while len(blocks) < MAX_BLOCKS:
+            block = _block(fn, dev, BLOCK_S, per_block)
+            blocks.append((block, statistics.median(_block(self._reference, dev, REFERENCE_S, 3))))
+            if len(quiet()) >= BLOCKS:
+                break
+        good = quiet()
+        chosen = good if len(good) >= BLOCKS else blocks
+        return Latency(tuple(x for b, _ in chosen for x in b), tuple(statistics.median(b) for b, _ in chosen),
+                       statistics.median(ref for _, ref in chosen), disturbed=len(good) < BLOCKS)
+
+
+def with_threads(threads: int, fn: Callable[[], T]) -> T:
     previous = torch.get_num_threads()
-    torch.set_num_threads(target.threads)
+    torch.set_num_threads(threads)
     try:
-        model = model.eval().to(device)
-        x = torch.randn(target.batch_size, in_chans, target.input_size, target.input_size, device=device)
-        (timing,) = time_interleaved([forward_fn(model, x)], device, warmup=target.warmup, repeats=target.repeats)
-        return timing
+        return fn()
     finally:
         torch.set_num_threads(previous)
+
+
+def measure_latency(model: nn.Module, target: LatencyTarget, in_chans: int) -> Latency:
+    """One measurement with a fresh meter (see ``LatencyMeter.measure``)."""
+    return LatencyMeter(target).measure(model, in_chans)

@@ -121,7 +121,22 @@ def write_html(study: optuna.Study, rows: list[FrontRow], png: Path, hv: float, 
 def summary(study: optuna.Study) -> dict[str, Any]:
     ref = reference_point(study)
     pts = [(t.values[0], t.values[1]) for t in front(study)]
-    return {"reference": ref, "hypervolume": hypervolume(pts, ref)}
+    return {"reference": ref, "hypervolume": hypervolume(pts, ref), **timing_summary(study)}
+
+
+def timing_summary(study: optuna.Study) -> dict[str, Any]:
+    """Wall time from the first trial's start to the last one's end; epochs trained; and the per-trial
+    overhead: the share of trained trials' time spent outside training and validation batches (model
+    build, latency, Trainer setup, storage writes), pooled over trials."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
+    if not trials:
+        return {"wall_s": 0.0, "epochs": 0, "overhead_pct": None}
+    wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    trained = [t for t in trials if "seconds_train_val" in t.user_attrs]
+    total = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trained)
+    inside = sum(t.user_attrs["seconds_train_val"] for t in trained)
+    epochs = sum(len(t.user_attrs.get("val_acc_curve", [])) for t in trained)
+    return {"wall_s": wall, "epochs": epochs, "overhead_pct": 100 * (1 - inside / total) if total else None}
 
 
 def remeasurer(study: optuna.Study) -> Any:
@@ -129,7 +144,7 @@ def remeasurer(study: optuna.Study) -> Any:
     the study does not record its space)."""
     import tempfile
 
-    from .cost import LatencyTarget, measure_latency
+    from .cost import LatencyMeter, LatencyTarget
     from .model import build
     from .space import Architecture, load_space
 
@@ -140,10 +155,10 @@ def remeasurer(study: optuna.Study) -> Any:
         f.write(text)
     space = load_space(f.name)
     Path(f.name).unlink()
-    target = LatencyTarget.from_space(space.latency)
+    meter = LatencyMeter(LatencyTarget.from_space(space.latency))
     classes = study.user_attrs.get("num_classes") or space.num_classes or 10
 
     def run(arch: str) -> float:
-        return measure_latency(build(Architecture.parse(arch), classes, space.in_chans), target, space.in_chans).median
+        return meter.measure(build(Architecture.parse(arch), classes, space.in_chans), space.in_chans).ms
 
     return run

@@ -3,7 +3,8 @@ with Lightning, pruned by multi-objective successive halving, with measured late
 
 Every trial carries plain user attributes (readable in optuna-dashboard): ``arch``, ``params``,
 ``flops``, ``latency_ms``, ``latency_spread_pct``, ``latency_target``, ``val_acc_curve``,
-``stop_reason`` (and ``infeasible``, ``duplicate_of``, ``baseline`` where they apply).
+``stop_reason`` (and ``infeasible``, ``duplicate_of``, ``baseline``, ``latency_disturbed`` where they
+apply).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from optuna.trial import TrialState
 
 from . import data as data_mod
 from .check import model_cost
-from .cost import LatencyTarget, measure_latency
+from .cost import LatencyMeter, LatencyTarget
 from .errors import BadOption, UserError
 from .model import build
 from .pruning import CURVE, LATENCY, MOASHA, ParetoPruningCallback
@@ -132,6 +133,7 @@ class Search:
         self.pruner = MOASHA(eta=self.eta) if self.prune else None
         self.run_dir = self.root / self.study_name
         self._latency_cache_path = self.run_dir / "latency.json"
+        self._meter: LatencyMeter | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -143,17 +145,24 @@ class Search:
                             f"data has {dm.in_chans} channel(s); set in_chans: {dm.in_chans}")
         return dm
 
-    def _latency(self, arch: Architecture, num_classes: int) -> tuple[float, float]:
+    def _latency(self, arch: Architecture, num_classes: int) -> tuple[float, float, bool]:
+        """(ms, spread %, disturbed), cached by architecture and target in runs/<study>/latency.json,
+        with the reference workload's quiet speed on this target (see ``cost.LatencyMeter``)."""
         key = f"{arch}@{self.target.key()}"
+        ref_key = f"reference@{self.target.key()}"
         cache = json.loads(self._latency_cache_path.read_text()) if self._latency_cache_path.exists() else {}
         if key not in cache:
-            timing = measure_latency(build(arch, num_classes, self.space.in_chans), self.target, self.space.in_chans)
-            cache[key] = [timing.median, timing.spread]
+            if self._meter is None:
+                self._meter = LatencyMeter(self.target, cache.get(ref_key))
+            timing = self._meter.measure(build(arch, num_classes, self.space.in_chans), self.space.in_chans)
+            cache[key] = [timing.ms, timing.spread, timing.disturbed]
+            cache[ref_key] = self._meter.quiet_reference_ms
             self._latency_cache_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._latency_cache_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(cache, indent=1))
             tmp.replace(self._latency_cache_path)
-        return cache[key][0], cache[key][1]
+        ms, spread, *rest = cache[key]
+        return ms, spread, bool(rest and rest[0])
 
     def _finished(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
@@ -211,7 +220,8 @@ class Search:
         self.reporter.trial_start(trial.number, arch)
         previous = next((t for t in done if t.user_attrs.get("arch") == str(arch)), None)
         if previous is not None:  # never train an architecture twice: copy its outcome
-            for key in ("params", "flops", LATENCY, "latency_spread_pct", "latency_target", CURVE, "infeasible"):
+            for key in ("params", "flops", LATENCY, "latency_spread_pct", "latency_target", "latency_disturbed", CURVE,
+                        "infeasible"):
                 if key in previous.user_attrs:
                     trial.set_user_attr(key, previous.user_attrs[key])
             for key, value in previous.system_attrs.items():  # both constraint formats, as stored
@@ -227,13 +237,15 @@ class Search:
 
         measured = time.perf_counter()
         cost = model_cost(arch, num_classes, self.space.input_size, self.space.in_chans)
-        latency, spread = self._latency(arch, num_classes)
+        latency, spread, disturbed = self._latency(arch, num_classes)
         latency_s = time.perf_counter() - measured
         trial.set_user_attr("params", cost.params)
         trial.set_user_attr("flops", cost.flops)
         trial.set_user_attr(LATENCY, round(latency, 4))
         trial.set_user_attr("latency_spread_pct", round(spread, 2))
         trial.set_user_attr("latency_target", self.target.key())
+        if disturbed:
+            trial.set_user_attr("latency_disturbed", True)
         violations = self._constraints(trial, latency, cost.params, cost.flops)
         if violations:
             trial.set_user_attr("infeasible", True)
@@ -278,7 +290,30 @@ class Search:
             return
         trial.set_user_attr("stop_reason", f"completed {len(curve)} epochs")
         values = {"accuracy": curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
+        self._save_weights(trial.number, arch, model)
         study.tell(trial, [values[o] for o in self.space.objectives])
+        self._drop_stale_weights(study)
+
+    # -- weights of the front ---------------------------------------------------------------------
+
+    def _save_weights(self, number: int, arch: Architecture, model: torch.nn.Module) -> None:
+        """The final weights of a complete trial (those its accuracy was measured with), written before
+        the trial is marked complete so a complete trial never lacks them."""
+        from safetensors.torch import save_file
+
+        path = weights_path(self.run_dir, number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        tmp = path.with_suffix(".tmp")
+        save_file(tensors, str(tmp), metadata={"arch": str(arch), "trial": str(number), "study": self.study_name})
+        tmp.replace(path)
+
+    def _drop_stale_weights(self, study: optuna.Study) -> None:
+        """Keep the weights of the current front only, so disk use stays bounded by the front's size."""
+        keep = {weights_path(self.run_dir, t.number).name for t in front(study)}
+        for path in (self.run_dir / WEIGHTS_DIR).glob("trial_*.safetensors"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
 
     def _constraints(self, trial: optuna.Trial, latency: float, params: int, flops: int) -> list[str]:
         limits = self.space.limits
@@ -296,6 +331,13 @@ class Search:
         if legacy:  # optuna-dashboard 0.21 reads only the legacy list form
             trial.storage.set_trial_system_attr(trial._trial_id, "constraints", legacy)
         return violations
+
+
+WEIGHTS_DIR = "weights"
+
+
+def weights_path(run_dir: Path, number: int) -> Path:
+    return run_dir / WEIGHTS_DIR / f"trial_{number}.safetensors"
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:

@@ -44,6 +44,7 @@ class SelectiveKernel(Attention):
         dd = dict(device=device, dtype=dtype)
         hp = self.hparams
         self.branch_count = hp["branches"]
+        self.stride = stride
         self.paths = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(channels, channels, 3, stride=stride, padding=d, dilation=d, groups=hp["groups"],

@@ -99,15 +99,8 @@ def report_cmd(
 ) -> None:
     """The Pareto front: table, hypervolume, and a plot (PNG + HTML)."""
     from . import report
-    from .search import default_storage
 
-    if storage is None:
-        if study is None:
-            raise BadOption("--study", None, "a study name (or give --storage)")
-        storage = default_storage(study)
-        if not Path(storage[len("sqlite:///"):]).exists():
-            raise BadOption("--study", study, f"no study database at {storage[len('sqlite:///'):]}; run nas search first")
-    st = report.load_study(study, storage)
+    st = report.open_study(study, storage)
     remeasure_fn = report.remeasurer(st) if remeasure else None
     rows = report.front_rows(st, remeasure_fn)
     info = report.summary(st)
@@ -131,6 +124,68 @@ def report_cmd(
     png = report.plot(st, folder / "front.png")
     page = report.write_html(st, rows, png, info["hypervolume"], info["reference"], folder / "front.html")
     console.print(f"written: {png}  {page}")
+
+
+@app.command("export")
+def export_cmd(
+    which: str = typer.Argument(..., help="best, or a trial number"),
+    study: Optional[str] = typer.Option(None, help="Study name (default: the only study in the storage)"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)"),
+    max_latency_ms: Optional[float] = typer.Option(None, help="best: the most accurate front member within this latency"),
+    min_accuracy: Optional[float] = typer.Option(None, help="best: the fastest front member reaching this accuracy"),
+    out: Optional[Path] = typer.Option(None, help="Folder to write (default: runs/<study>/export/trial_<n>)"),
+    onnx: bool = typer.Option(False, "--onnx", help="Also write model.onnx, checked in onnxruntime"),
+    torchscript: bool = typer.Option(False, "--torchscript", help="Also write model.torchscript.pt, checked"),
+    weights: bool = typer.Option(True, "--weights/--no-weights", help="Copy the trial's trained weights"),
+    name: Optional[str] = typer.Option(None, help="timm model name to register (default: nas_<study>_t<trial>)"),
+) -> None:
+    """Write a trial as a folder: model.py (timm + attention only), architecture.yaml, metrics.json and
+    the trained weights (safetensors); optionally ONNX and TorchScript."""
+    from . import export, report
+
+    st = report.open_study(study, storage)
+    if which == "best":
+        trial, why = export.pick_best(st, max_latency_ms, min_accuracy)
+        console.print(f"trial {trial.number}: {escape(trial.user_attrs['arch'])}, {why}")
+    elif which.isdigit():
+        if max_latency_ms is not None or min_accuracy is not None:
+            raise BadOption("--max-latency-ms/--min-accuracy", "given", "only with 'nas export best'")
+        trial = export.get_trial(st, int(which))
+        console.print(f"trial {trial.number}: {escape(trial.user_attrs['arch'])}")
+    else:
+        raise BadOption("WHICH", which, "best or a trial number, e.g. nas export best or nas export 12")
+    folder = out or Path("runs") / st.study_name / "export" / f"trial_{trial.number}"
+    result = export.export_trial(st, trial, folder, weights=weights, onnx=onnx, torchscript=torchscript, name=name)
+    console.print(f"accuracy {trial.values[0]:.4f}, latency {trial.values[1]:.3f} ms "
+                  f"({trial.user_attrs.get('latency_target', '?')})")
+    for what, diff in result.checks.items():
+        console.print(f"checked {what} against PyTorch: largest difference {diff:.2e}")
+    console.print(f"written: {', '.join(str(f) for f in result.files)}")
+
+
+@app.command("train")
+def train_cmd(
+    source: Path = typer.Argument(..., help="An export folder (nas export) or an architecture.yaml"),
+    epochs: int = typer.Option(30, help="Epochs to train"),
+    data: Optional[str] = typer.Option(None, help="digits, cifar10, cifar100 or a folder of images "
+                                                  "(default: the data the search used)"),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the search's)"),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the search's)"),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: <export>/train)"),
+    resume: bool = typer.Option(True, "--resume/--restart", help="Continue from out/checkpoints/last.ckpt if there"),
+    seed: int = typer.Option(0, help="Seed"),
+) -> None:
+    """Train an architecture with a longer schedule than the search's proxy; checkpoints, resume, and
+    weights that the export's model.py loads."""
+    from . import retrain
+
+    result = retrain.train(source, epochs=epochs, data=data, batch_size=batch_size, lr=lr, out=out, resume=resume,
+                           seed=seed, report=lambda e, n, acc: console.print(f"epoch {e}/{n}: val accuracy {acc:.4f}"))
+    if result.resumed_from:
+        console.print(f"resumed after epoch {result.resumed_from}")
+    if result.curve:
+        console.print(f"final val accuracy {result.curve[-1]:.4f} (best {max(result.curve):.4f})")
+    console.print(f"written: {result.weights}; load with build_model(weights={str(result.weights)!r}) from model.py")
 
 
 @app.command("check")

@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .errors import UserError
+from .errors import BadOption, UserError
 from .pruning import hypervolume
 from .search import front
 
@@ -42,6 +42,35 @@ def load_study(study_name: str | None, storage: str) -> optuna.Study:
     if study_name not in names:
         raise UserError(f"no study {study_name!r} in {storage}; it holds: {', '.join(names) or 'none'}")
     return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def open_study(study_name: str | None, storage: str | None) -> optuna.Study:
+    """The study named on the command line: in ``storage``, or in its default SQLite file under runs/."""
+    from .search import default_storage
+
+    if storage is None:
+        if study_name is None:
+            raise BadOption("--study", None, "a study name (or give --storage)")
+        storage = default_storage(study_name)
+        path = storage[len("sqlite:///"):]
+        if not Path(path).exists():
+            raise BadOption("--study", study_name, f"no study database at {path}; run nas search first")
+    return load_study(study_name, storage)
+
+
+def space_of(study: optuna.Study) -> Any:
+    """The SearchSpace the study was run with (its YAML text is stored in the study), or None."""
+    import tempfile
+
+    from .space import load_space
+
+    text = study.user_attrs.get("space")
+    if not text:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "space.yaml"
+        path.write_text(text)
+        return load_space(path)
 
 
 def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -142,19 +171,13 @@ def timing_summary(study: optuna.Study) -> dict[str, Any]:
 def remeasurer(study: optuna.Study) -> Any:
     """A function arch string -> latency re-measured now on the study's latency target (or None when
     the study does not record its space)."""
-    import tempfile
-
     from .cost import LatencyMeter, LatencyTarget
     from .model import build
-    from .space import Architecture, load_space
+    from .space import Architecture
 
-    text = study.user_attrs.get("space")
-    if not text:
+    space = space_of(study)
+    if space is None:
         return None
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(text)
-    space = load_space(f.name)
-    Path(f.name).unlink()
     meter = LatencyMeter(LatencyTarget.from_space(space.latency))
     classes = study.user_attrs.get("num_classes") or space.num_classes or 10
 

@@ -290,13 +290,13 @@ class Search:
             return
         trial.set_user_attr("stop_reason", f"completed {len(curve)} epochs")
         values = {"accuracy": curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
-        self._save_weights(trial.number, arch, model)
+        trial.set_user_attr("weights", str(self._save_weights(trial.number, arch, model)))
         study.tell(trial, [values[o] for o in self.space.objectives])
         self._drop_stale_weights(study)
 
     # -- weights of the front ---------------------------------------------------------------------
 
-    def _save_weights(self, number: int, arch: Architecture, model: torch.nn.Module) -> None:
+    def _save_weights(self, number: int, arch: Architecture, model: torch.nn.Module) -> Path:
         """The final weights of a complete trial (those its accuracy was measured with), written before
         the trial is marked complete so a complete trial never lacks them."""
         from safetensors.torch import save_file
@@ -307,6 +307,7 @@ class Search:
         tmp = path.with_suffix(".tmp")
         save_file(tensors, str(tmp), metadata={"arch": str(arch), "trial": str(number), "study": self.study_name})
         tmp.replace(path)
+        return path
 
     def _drop_stale_weights(self, study: optuna.Study) -> None:
         """Keep the weights of the current front only, so disk use stays bounded by the front's size."""

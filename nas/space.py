@@ -467,11 +467,7 @@ def load_space(path: str | Path) -> SearchSpace:
         num_classes = None
 
     data_cfg = _data_section(c, data)
-    training = c.section(data, "training", TRAINING)
-    for key in ("epochs", "batch_size", "devices"):
-        if training[key] < 1:
-            c.add(f"training.{key}", f"{training[key]!r} is not allowed; expected an integer >= 1",
-                  c.line(data.get("training") or {}, key))
+    training = _training_section(c, data)
     latency = c.section(data, "latency", LATENCY)
     for key in ("batch_size", "input_size", "threads", "repeats"):
         if latency[key] < 1:
@@ -531,6 +527,25 @@ def _objectives(c: _Checker, data: Mapping) -> tuple[str, ...]:
                             "(e.g. [accuracy, latency])", line)
         return ("accuracy", "latency")
     return ("accuracy", next(v for v in values if v != "accuracy"))
+
+
+def _training_section(c: _Checker, data: Mapping) -> dict[str, Any]:
+    training = c.section(data, "training", TRAINING)
+    for key in ("epochs", "batch_size", "devices"):
+        if training[key] < 1:
+            c.add(f"training.{key}", f"{training[key]!r} is not allowed; expected an integer >= 1",
+                  c.line(data.get("training") or {}, key))
+    return training
+
+
+def data_and_training(file: str, data: Mapping) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``data`` and ``training`` sections of ``data`` (a space or an export's architecture.yaml),
+    validated and completed with defaults as in a space; SpaceError lists every problem."""
+    c = _Checker(file)
+    out = _data_section(c, data), _training_section(c, data)
+    if c.problems:
+        raise SpaceError(file, c.problems)
+    return out
 
 
 def _data_section(c: _Checker, data: Mapping) -> dict[str, Any]:

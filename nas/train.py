@@ -52,6 +52,13 @@ class Classifier(pl.LightningModule):
         if not self.trainer.sanity_checking:
             self.curve.append(acc)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["val_acc_curve"] = list(self.curve)
+        checkpoint["planned_epochs"] = self.trainer.max_epochs  # the schedule depends on it
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.curve = list(checkpoint.get("val_acc_curve", []))
+
     def configure_optimizers(self) -> Any:
         cfg = self.cfg
         if cfg["optimizer"] == "sgd":
@@ -60,6 +67,8 @@ class Classifier(pl.LightningModule):
         else:
             opt = torch.optim.AdamW(self.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         total = int(self.trainer.estimated_stepping_batches)
+        if total < 8:  # too few steps to shape: one-cycle's phases would be empty
+            return opt
         if cfg["schedule"] == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=max(total, 1), pct_start=0.25)
         elif cfg["schedule"] == "cosine":
@@ -79,7 +88,8 @@ def quiet_lightning() -> None:
 
 
 def make_trainer(training: Mapping[str, Any], *, epochs: int | None = None, log_dir: Path | None = None,
-                 callbacks: list[pl.Callback] | None = None, accelerator: str = "auto") -> pl.Trainer:
+                 callbacks: list[pl.Callback] | None = None, accelerator: str = "auto",
+                 progress: bool = False) -> pl.Trainer:
     quiet_lightning()
     precision = training["precision"]
     if precision != "32" and not torch.cuda.is_available() and precision == "16-mixed":
@@ -92,8 +102,8 @@ def make_trainer(training: Mapping[str, Any], *, epochs: int | None = None, log_
     devices = training["devices"]
     return pl.Trainer(
         max_epochs=epochs or training["epochs"], accelerator=accelerator, devices=devices, precision=precision,
-        logger=logger, callbacks=callbacks or [], enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, num_sanity_val_steps=0, deterministic=False, log_every_n_steps=10,
+        logger=logger, callbacks=callbacks or [], enable_progress_bar=progress, enable_model_summary=False,
+        enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks or []), num_sanity_val_steps=0, deterministic=False, log_every_n_steps=10,
         default_root_dir=str(log_dir) if log_dir else None,
     )
 

@@ -1,0 +1,434 @@
+"""A trial leaves the tool: a folder with a readable ``model.py`` (timm + attention only), the
+architecture, its metrics and its trained weights; optionally ONNX and TorchScript, each checked
+against PyTorch.
+
+``model.py`` is generated from a structural comparison of the built model with the plain timm
+backbone: every place where an attention module was put in (or built-in attention removed) becomes
+one line. Every value written into it is checked first: module paths must be identifiers or indices,
+the mechanism a registry name, hyperparameters numbers or registry strings, the backbone a timm
+model. Nothing read from a study or a YAML file reaches the generated code unchecked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+import yaml
+from optuna.trial import TrialState
+from torch import nn
+
+import attention
+
+from . import backbone as bb
+from .errors import UserError
+from .model import build
+from .space import Architecture
+
+WEIGHTS_FILE = "weights.safetensors"
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z|\d+\Z")
+_SAFE_STR = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
+_ARCH_CHARS = re.compile(r"[A-Za-z0-9_.\-|(),=@!]+\Z")
+
+
+class ExportError(UserError):
+    pass
+
+
+# -- choosing the trial ---------------------------------------------------------------------------
+
+
+def pick_best(study: optuna.Study, max_latency_ms: float | None = None, min_accuracy: float | None = None
+              ) -> tuple[optuna.trial.FrozenTrial, str]:
+    """From the Pareto front: the most accurate; with ``max_latency_ms``, the most accurate within it;
+    with only ``min_accuracy``, the fastest that reaches it. Returns the trial and why it was chosen."""
+    from .search import front
+
+    members = front(study)
+    if not members:
+        raise ExportError(f"study {study.study_name!r} has no complete feasible trial yet; nothing to export")
+    ok = [t for t in members if (max_latency_ms is None or t.values[1] <= max_latency_ms)
+          and (min_accuracy is None or t.values[0] >= min_accuracy)]
+    budget = " and ".join(x for x in (
+        f"latency <= {max_latency_ms:g} ms" if max_latency_ms is not None else "",
+        f"accuracy >= {min_accuracy:g}" if min_accuracy is not None else "") if x)
+    if not ok:
+        have = ", ".join(f"trial {t.number}: accuracy {t.values[0]:.4f}, {t.values[1]:.3f} ms" for t in members)
+        raise ExportError(f"no trial on the front meets {budget}; the front is: {have}")
+    if min_accuracy is not None and max_latency_ms is None:
+        best = min(ok, key=lambda t: (t.values[1], -t.values[0], t.number))
+        why = f"the fastest of the {len(ok)} front member(s) with {budget}"
+    else:
+        best = max(ok, key=lambda t: (t.values[0], -t.values[1], -t.number))
+        why = f"the most accurate of the {len(ok)} front member(s)" + (f" with {budget}" if budget else "")
+    return best, why
+
+
+def get_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise ExportError(f"trial {number} does not exist in study {study.study_name!r} (trials 0..{len(trials) - 1})")
+    trial = trials[number]
+    if trial.state != TrialState.COMPLETE:
+        reason = trial.user_attrs.get("stop_reason", "")
+        raise ExportError(f"trial {number} is {trial.state.name.lower()}" + (f" ({reason})" if reason else "")
+                          + "; only complete trials have trained weights to export")
+    source = trial.user_attrs.get("duplicate_of")
+    return trials[source] if source is not None else trial
+
+
+# -- the generated code ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One change to the plain backbone: at ``path`` (a module), attribute ``attr`` becomes
+    ``kind``: "set" (the mechanism), "after" (Sequential(old, mechanism)) or "identity"."""
+
+    kind: str
+    path: str
+    attr: str
+    mechanism: str = ""
+    channels: int = 0
+    hparams: tuple[tuple[str, Any], ...] = ()
+    stride: int = 1
+
+
+def _describe(module: nn.Module) -> dict[str, Any]:
+    if not isinstance(module, attention.Attention):
+        raise ExportError(f"cannot express {type(module).__name__} in model.py (not an attention mechanism)")
+    return {"mechanism": module.spec.name, "channels": module.channels, "hparams": tuple(module.hparams.items()),
+            "stride": int(getattr(module, "stride", 1))}
+
+
+def edits(plain: nn.Module, built: nn.Module, path: str = "") -> list[Edit]:
+    """The changes that turn ``plain`` (timm's backbone) into ``built``, found by walking both."""
+    out: list[Edit] = []
+    for attr, new in built.named_children():
+        old = plain._modules.get(attr)
+        where = f"{path}.{attr}" if path else attr
+        if old is None or isinstance(new, attention.Attention):
+            out.append(Edit("set", path, attr, **_describe(new)))
+        elif isinstance(new, nn.Identity) and not isinstance(old, nn.Identity):
+            out.append(Edit("identity", path, attr))
+        elif (isinstance(new, nn.Sequential) and not isinstance(old, nn.Sequential) and len(new) == 2
+              and type(new[0]) is type(old)):
+            out.append(Edit("after", path, attr, **_describe(new[1])))
+        elif type(new) is not type(old):
+            raise ExportError(f"cannot express the change at {where}: {type(old).__name__} -> {type(new).__name__}")
+        else:
+            out += edits(old, new, where)
+    return out
+
+
+def _literal(value: Any, what: str) -> str:
+    """``value`` as Python source, for the few kinds a generated file may contain."""
+    if isinstance(value, bool) or (isinstance(value, int) and not isinstance(value, bool)):
+        return repr(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str) and _SAFE_STR.match(value):
+        return repr(value)
+    raise ExportError(f"refusing to write {what} = {value!r} into generated code")
+
+
+def _path(text: str) -> str:
+    if text and not all(_IDENT.match(p) for p in text.split(".")):
+        raise ExportError(f"refusing to write module path {text!r} into generated code")
+    return repr(text)
+
+
+def _constructor(e: Edit) -> str:
+    spec = attention.MECHANISMS.get(e.mechanism)
+    if spec is None:
+        raise ExportError(f"refusing to write mechanism {e.mechanism!r}: not one of {', '.join(attention.MECHANISMS)}")
+    hp = dict(e.hparams)
+    if set(hp) - {p.name for p in spec.hparams} or not spec.is_valid(e.channels, **hp):
+        raise ExportError(f"refusing to write {e.mechanism} with {hp!r} at {e.channels} channels: "
+                          + "; ".join(str(p) for p in spec.problems(e.channels, **hp)))
+    args = [_literal(e.channels, "channels")] + [f"{k}={_literal(v, k)}" for k, v in hp.items()]
+    if e.stride != 1:  # only the selective kernel replaces a (strided) convolution
+        return f"attention.MECHANISMS[{e.mechanism!r}].cls({', '.join(args)}, stride={_literal(e.stride, 'stride')})"
+    return f"attention.create({e.mechanism!r}, {', '.join(args)})"
+
+
+def _line(e: Edit) -> str:
+    if e.kind == "identity":
+        return f"    _set(model, {_path(e.path)}, {_path(e.attr)}, nn.Identity())"
+    fn = "_set" if e.kind == "set" else "_after"
+    return f"    {fn}(model, {_path(e.path)}, {_path(e.attr)}, {_constructor(e)})"
+
+
+def timm_name(study_name: str, number: int) -> str:
+    """``nas_<study>_t<trial>``, lower-case letters, digits and underscores only."""
+    return f"nas_{re.sub(r'[^a-z0-9]+', '_', study_name.lower()).strip('_') or 'study'}_t{number}"
+
+
+def render_model_py(arch: Architecture, num_classes: int, in_chans: int, name: str) -> str:
+    """The source of model.py for ``arch`` (checked: see the module docstring)."""
+    text = str(arch)
+    if not _ARCH_CHARS.match(text) or bb.check_model_name(arch.backbone) or not _SAFE_STR.match(arch.backbone):
+        raise ExportError(f"refusing to write architecture {text!r} into generated code")
+    if not re.fullmatch(r"nas_[a-z0-9_]{1,80}", name):
+        raise ExportError(f"refusing to register timm model name {name!r}; use letters, digits and underscores")
+    plain = bb.create(arch.backbone, num_classes=num_classes, in_chans=in_chans, device="meta")
+    lines, stage = [], None
+    for e in edits(plain, build(arch, num_classes, in_chans, device="meta")):
+        code = _line(e)  # checks every value first
+        top = (e.path or e.attr).split(".")[0]
+        if top != stage:
+            stage = top
+            lines.append(f"    # {top}: {e.mechanism or 'built-in attention removed'}")
+        lines.append(code)
+    body = "\n".join(lines) if lines else "    # the plain backbone: no attention"
+    return f'''"""{text}
+
+Generated by ``nas export``. Rebuilds the architecture with timm and the attention package only;
+``build_model(weights=True)`` loads the trained weights next to this file. Importing it registers
+the timm model ``{name}``: ``timm.create_model("{name}", pretrained=True)``.
+"""
+
+from pathlib import Path
+
+import timm
+from torch import nn
+
+import attention
+
+ARCHITECTURE = {text!r}
+BACKBONE = {arch.backbone!r}
+NUM_CLASSES = {_literal(num_classes, "num_classes")}
+IN_CHANS = {_literal(in_chans, "in_chans")}
+WEIGHTS = Path(__file__).with_name({WEIGHTS_FILE!r})
+
+
+def _set(model, path, attr, module):
+    setattr(model.get_submodule(path), attr, module)
+
+
+def _after(model, path, attr, module):
+    owner = model.get_submodule(path)
+    setattr(owner, attr, nn.Sequential(getattr(owner, attr), module))
+
+
+def build_model(num_classes=NUM_CLASSES, weights=None, in_chans=IN_CHANS, **timm_kwargs):
+    """The architecture, randomly initialised; ``weights``: True for the trained weights next to this
+    file, or a path to a .safetensors file with the same keys (needs the same num_classes)."""
+    model = timm.create_model(BACKBONE, pretrained=False, num_classes=num_classes, in_chans=in_chans, **timm_kwargs)
+{body}
+    if weights:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(WEIGHTS if weights is True else weights)))
+    return model
+
+
+@timm.models.register_model
+def {name}(pretrained=False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, **kwargs):
+    return build_model(weights=pretrained, **kwargs)
+'''
+
+
+def import_model_py(path: Path) -> Any:
+    """Import a generated model.py under a unique module name (timm's registry needs it in sys.modules)."""
+    name = f"nas_export_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- writing the folder ---------------------------------------------------------------------------
+
+
+@dataclass
+class Exported:
+    folder: Path
+    trial: int
+    files: list[Path]
+    checks: dict[str, float]  # what was verified -> largest absolute difference
+
+
+def _weights_of(study: optuna.Study, trial: optuna.trial.FrozenTrial, root: Path) -> Path:
+    from .search import weights_path
+
+    recorded = trial.user_attrs.get("weights")
+    path = Path(recorded) if recorded else weights_path(root / study.study_name, trial.number)
+    if not path.exists():
+        raise ExportError(f"the weights of trial {trial.number} were not kept ({path} is missing): the search keeps "
+                          "those of the current front only. Export a front member, add --no-weights for the "
+                          "definition alone, or train it with nas train")
+    return path
+
+
+def _load_weights(model: nn.Module, path: Path) -> nn.Module:
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (RuntimeError, OSError) as e:
+        raise ExportError(f"{path}: cannot load into {type(model).__name__}: {str(e).splitlines()[0]}") from None
+    return model
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, *, weights: bool = True,
+                 onnx: bool = False, torchscript: bool = False, name: str | None = None, root: Path = Path("runs"),
+                 tolerance: float = 1e-4) -> Exported:
+    """Write the export folder for ``trial`` and check model.py (and ONNX/TorchScript) against the
+    model the search built, on a random input."""
+    from .check import model_cost
+    from .report import space_of
+
+    space = space_of(study)
+    if space is None:
+        raise ExportError(f"study {study.study_name!r} does not record its search space; it was not made by nas search")
+    arch = Architecture.parse(trial.user_attrs.get("arch", ""))
+    num_classes = int(study.user_attrs.get("num_classes") or space.num_classes or 10)
+    name = name or timm_name(study.study_name, trial.number)
+    source = render_model_py(arch, num_classes, space.in_chans, name)
+    weights_src = _weights_of(study, trial, root) if weights else None
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "model.py", out / "architecture.yaml", out / "metrics.json"]
+    files[0].write_text(source)
+    files[1].write_text(yaml.safe_dump({
+        "architecture": str(arch), "backbone": arch.backbone, "num_classes": num_classes, "in_chans": space.in_chans,
+        "input_size": list(space.input_size), "timm_name": name,
+        "data": dict(space.data), "training": dict(space.training)}, sort_keys=False))
+    cost = model_cost(arch, num_classes, space.input_size, space.in_chans)
+    a = trial.user_attrs
+    metrics = {"study": study.study_name, "trial": trial.number, "architecture": str(arch),
+               "accuracy": trial.values[0], "latency_ms": trial.values[1],
+               "latency_spread_pct": a.get("latency_spread_pct"), "latency_target": a.get("latency_target"),
+               "params": cost.params, "flops": cost.flops, "val_acc_curve": a.get("val_acc_curve"),
+               "weights": WEIGHTS_FILE if weights else None}
+    files[2].write_text(json.dumps(metrics, indent=1))
+
+    reference = build(arch, num_classes, space.in_chans).eval()
+    generated = import_model_py(files[0]).build_model().eval()
+    if weights_src is not None:
+        import shutil
+
+        shutil.copyfile(weights_src, out / WEIGHTS_FILE)
+        files.append(out / WEIGHTS_FILE)
+        _load_weights(reference, weights_src)
+        _load_weights(generated, out / WEIGHTS_FILE)
+    else:
+        generated.load_state_dict(reference.state_dict())
+    x = torch.randn(2, space.in_chans, *space.input_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref_out = reference(x)
+        checks = {"model.py": _max_diff(generated(x), ref_out)}
+    if onnx:
+        files.append(out / "model.onnx")
+        checks["onnx"] = _export_onnx(generated, x, files[-1], ref_out)
+    if torchscript:
+        files.append(out / "model.torchscript.pt")
+        checks["torchscript"] = _export_torchscript(generated, x, files[-1], ref_out)
+    bad = {k: v for k, v in checks.items() if not v <= tolerance}
+    if bad:
+        raise ExportError(f"{out}: the exported " + ", ".join(f"{k} differs from PyTorch by {v:.3g}" for k, v in bad.items())
+                          + f" (tolerance {tolerance:g})")
+    return Exported(out, trial.number, files, checks)
+
+
+def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, expected: torch.Tensor) -> float:
+    import logging
+    import warnings
+
+    import onnxruntime as ort
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=18,
+                              dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})
+        finally:
+            logging.disable(logging.NOTSET)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    return _max_diff(torch.from_numpy(out), expected)
+
+
+def _export_torchscript(model: nn.Module, x: torch.Tensor, path: Path, expected: torch.Tensor) -> float:
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():  # torch.jit is deprecated in favour of torch.export
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, (x,))
+        traced.save(str(path))
+        return _max_diff(torch.jit.load(str(path))(x), expected)
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def read_export(path: Path) -> dict[str, Any]:
+    """architecture.yaml of an export folder (or the file itself), checked."""
+    from .yamlio import load
+
+    file = path / "architecture.yaml" if path.is_dir() else path
+    if not file.exists():
+        raise ExportError(f"{path}: no architecture.yaml here; give an export folder written by nas export "
+                          "or an architecture.yaml file")
+    data, _ = load(file)
+    if not isinstance(data, dict) or "architecture" not in data:
+        raise ExportError(f"{file}: expected a mapping with an 'architecture' key, e.g. "
+                          "architecture: resnet18|se(r=16)|none|none|eca(k=3)")
+    info = dict(data)
+    info["architecture"] = Architecture.parse(data["architecture"])
+    for key, default in (("num_classes", 10), ("in_chans", 3)):
+        value = info.get(key, default)
+        if not isinstance(value, int) or value < 1:
+            raise ExportError(f"{file}: {key} is {value!r}; expected a positive integer")
+        info[key] = value
+    size = info.get("input_size", [224, 224])
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise ExportError(f"{file}: input_size is {size!r}; expected [height, width]")
+    info["input_size"] = tuple(size)
+    return info
+
+
+def load_export(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of an export folder with its weights (eval mode), built through the search code from
+    architecture.yaml (the same modules model.py builds), and its description."""
+    path = Path(path)
+    info = read_export(path)
+    model = build(info["architecture"], info["num_classes"], info["in_chans"]).eval()
+    folder = path if path.is_dir() else path.parent
+    if (folder / WEIGHTS_FILE).exists():
+        _load_weights(model, folder / WEIGHTS_FILE)
+    else:
+        raise ExportError(f"{folder}: no {WEIGHTS_FILE}; this export has the definition only")
+    return model, info
+
+
+def load_trial(study_name: str | None, storage: str | None, number: int, root: Path = Path("runs")
+               ) -> tuple[nn.Module, dict[str, Any]]:
+    """A trial's model with the weights the search kept (eval mode), and its description."""
+    from .report import open_study, space_of
+
+    study = open_study(study_name, storage)
+    trial = get_trial(study, number)
+    space = space_of(study)
+    arch = Architecture.parse(trial.user_attrs["arch"])
+    num_classes = int(study.user_attrs.get("num_classes") or (space.num_classes if space else None) or 10)
+    in_chans = space.in_chans if space else 3
+    model = _load_weights(build(arch, num_classes, in_chans).eval(), _weights_of(study, trial, root))
+    return model, {"architecture": arch, "num_classes": num_classes, "in_chans": in_chans,
+                   "input_size": space.input_size if space else (224, 224), "data": dict(space.data) if space else {}}

@@ -1,0 +1,127 @@
+"""``nas train``: an exported (or hand-written) architecture trained with a longer schedule than the
+search's proxy, with checkpoints and resume; the weights it writes load into the export's model.py.
+
+Kept apart from export.py: exporting reads a study, training reads only an architecture file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import lightning.pytorch as pl
+import torch
+import yaml
+
+from . import data as data_mod
+from .errors import BadOption
+from .export import WEIGHTS_FILE, read_export
+from .model import build
+from .space import data_and_training
+from .train import Classifier, make_trainer, seed_everything
+
+CHECKPOINTS = "checkpoints"
+
+
+def data_option(value: str) -> dict[str, Any]:
+    """``--data``: digits, cifar10, cifar100, or a folder of images (ImageFolder layout)."""
+    if value in ("digits", "cifar10", "cifar100"):
+        return {"source": value}
+    if Path(value).is_dir():
+        return {"source": "imagefolder", "root": value}
+    raise BadOption("--data", value, "digits, cifar10, cifar100 or an existing folder of images "
+                                     "(train/ and val/ subfolders, or one folder per class)")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    curve: list[float]
+    resumed_from: int  # epochs already done when this run started
+    weights: Path
+
+
+class _EpochLine(pl.Callback):
+    def __init__(self, report: Callable[[int, int, float], None]):
+        self.report = report
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if module.curve:  # validation ran inside the epoch; its result is recorded and checkpointed
+            self.report(len(module.curve), trainer.max_epochs, module.curve[-1])
+
+
+def train(source: Path, *, epochs: int, data: str | None = None, batch_size: int | None = None,
+          lr: float | None = None, out: Path | None = None, resume: bool = True, seed: int = 0,
+          report: Callable[[int, int, float], None] = lambda e, n, acc: None) -> TrainResult:
+    """Train the architecture of ``source`` (an export folder or an architecture.yaml) for ``epochs``,
+    with the export's data and training sections unless overridden. Checkpoints (last and best by
+    validation accuracy) go to ``out/checkpoints``; running again resumes from the last one."""
+    if epochs < 1:
+        raise BadOption("--epochs", epochs, "an integer >= 1")
+    info = read_export(source)
+    raw_training = dict(info.get("training") or {})
+    raw_training["epochs"] = epochs
+    for key, value, option in (("batch_size", batch_size, "--batch-size"), ("lr", lr, "--lr")):
+        if value is not None:
+            if not value > 0:
+                raise BadOption(option, value, "a positive number")
+            raw_training[key] = value
+    raw = {"data": data_option(data) if data else (info.get("data") or {"source": "digits"}), "training": raw_training}
+    data_cfg, training = data_and_training(str(source), raw)
+    if data_cfg["source"] == "digits" and data_cfg["canvas"] != info["input_size"][0]:
+        data_cfg["canvas"] = info["input_size"][0]
+    folder = source if source.is_dir() else source.parent
+    out = out or (folder / "train" if source.is_dir() else Path("runs") / "train" / source.stem)
+    ckpt_dir = out / CHECKPOINTS
+    last = ckpt_dir / "last.ckpt"
+    if last.exists() and not resume:
+        raise BadOption("--restart", str(out), f"{last} exists; pass --resume to continue it, or choose another --out")
+
+    seed_everything(seed)
+    dm = data_mod.datamodule(data_cfg, info["input_size"], training["batch_size"], seed)
+    dm.setup("fit")
+    model = build(info["architecture"], dm.num_classes, dm.in_chans)
+    if training["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    module = Classifier(model, dm.num_classes, training)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val_acc", mode="max",
+                                              save_top_k=1, save_last=True, save_on_train_epoch_end=False)
+    trainer = make_trainer(training, callbacks=[checkpoint, _EpochLine(report)], log_dir=out / "logs")
+    if trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(dm, "to_device"):
+        dm.to_device(trainer.strategy.root_device)
+    done = 0
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        done, planned = int(state.get("epoch", -1)) + 1, state.get("planned_epochs")
+        if planned is not None and planned != epochs:
+            raise BadOption("--epochs", epochs, f"{planned}: {last} belongs to a run of {planned} epochs, whose "
+                                                f"learning-rate schedule depends on it; resume with --epochs {planned}, "
+                                                "or train anew into another --out")
+    try:
+        trainer.fit(module, dm, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    except SystemExit:  # Lightning turns Ctrl-C into a clean stop and sys.exit(1)
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None  # the last finished epoch's checkpoint stays for --resume
+        raise
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+
+    from safetensors.torch import save_file
+
+    weights = out / WEIGHTS_FILE
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.model.state_dict().items()}, str(weights),
+              metadata={"arch": str(info["architecture"])})
+    best = max(range(len(module.curve)), key=lambda i: module.curve[i]) if module.curve else None
+    (out / "architecture.yaml").write_text(yaml.safe_dump({
+        "architecture": str(info["architecture"]), "backbone": info["architecture"].backbone,
+        "num_classes": dm.num_classes, "in_chans": dm.in_chans, "input_size": list(info["input_size"]),
+        "data": data_cfg, "training": training}, sort_keys=False))
+    (out / "metrics.json").write_text(json.dumps({
+        "architecture": str(info["architecture"]), "epochs": len(module.curve), "val_acc_curve": module.curve,
+        "final_val_acc": module.curve[-1] if module.curve else None,
+        "best_val_acc": module.curve[best] if best is not None else None,
+        "best_epoch": best + 1 if best is not None else None,
+        "weights": WEIGHTS_FILE, "best_checkpoint": f"{CHECKPOINTS}/best.ckpt"}, indent=1))
+    return TrainResult(out, list(module.curve), done, weights)

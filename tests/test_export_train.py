@@ -1,0 +1,189 @@
+"""nas export and nas train end to end on a tiny search (CPU): the exported model.py rebuilds the
+trial's model in a fresh interpreter with its weights, ONNX and TorchScript agree with PyTorch,
+crafted studies cannot inject code, and training resumes from its checkpoint."""
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import optuna
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nas import export, retrain
+from nas.errors import UserError
+from nas.model import build
+from nas.search import Search, front, weights_path
+from nas.space import Architecture, load_space
+
+pytestmark = pytest.mark.slow
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = """
+name: exp
+backbone: resnet10t
+input_size: 32
+in_chans: 1
+data: {source: digits, train: 256, val: 128, test: 32}
+stages:
+  - stage: 3
+    mechanisms: {none: , cbam: {reduction: 16, kernel_size: 3}}
+  - stage: 4
+    mechanisms: {none: , se: {reduction: 16}, sa: {groups: 8}}
+training: {epochs: 2, batch_size: 64}
+latency: {input_size: 32, repeats: 5, warmup: 1}
+"""
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    path = root / "exp.yaml"
+    path.write_text(textwrap.dedent(SPACE))
+    storage = f"sqlite:///{root / 'exp' / 'study.db'}"
+    result = Search(load_space(path), "exp", storage, 4, sampler="random", prune=False, root=root).run()
+    return result.study, root
+
+
+def test_only_the_fronts_weights_are_kept(searched):
+    study, root = searched
+    kept = sorted(p.name for p in (root / "exp" / "weights").iterdir())
+    assert kept == sorted(weights_path(root / "exp", t.number).name for t in front(study))
+    for t in front(study):
+        meta_arch = load_file(str(weights_path(root / "exp", t.number)))  # loads; metadata checked below
+        assert meta_arch
+        from safetensors import safe_open
+
+        with safe_open(str(weights_path(root / "exp", t.number)), "pt") as f:
+            assert f.metadata()["arch"] == t.user_attrs["arch"]
+
+
+def test_export_best_reloads_in_a_fresh_interpreter_with_equal_outputs(searched, tmp_path):
+    study, root = searched
+    trial, why = export.pick_best(study)
+    assert trial.values[0] == max(t.values[0] for t in front(study)) and "most accurate" in why
+    out = tmp_path / "best"
+    result = export.export_trial(study, trial, out, onnx=True, torchscript=True, root=root, name="nas_exp_best")
+    assert {f.name for f in result.files} >= {"model.py", "architecture.yaml", "metrics.json", "weights.safetensors",
+                                              "model.onnx", "model.torchscript.pt"}
+    assert result.checks["onnx"] <= 1e-4 and result.checks["torchscript"] <= 1e-4 and result.checks["model.py"] == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trial"] == trial.number and metrics["accuracy"] == trial.values[0]
+    assert metrics["latency_target"] == "cpu/b1/32px/t1" and metrics["params"] > 0
+
+    # The trial's own weights, through the search's builder: the reference output.
+    arch = Architecture.parse(trial.user_attrs["arch"])
+    ref = build(arch, 10, 1).eval()
+    ref.load_state_dict(load_file(str(weights_path(root / "exp", trial.number))))
+    x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(ref(x), tmp_path / "ref.pt")
+    code = textwrap.dedent(f"""
+        import sys, timm, torch
+        sys.path.insert(0, {str(out)!r})
+        import model
+        assert not any(m.startswith("nas") for m in sys.modules), "model.py must not import the search code"
+        x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)
+        ref = torch.load({str(tmp_path / 'ref.pt')!r}, weights_only=True)
+        with torch.no_grad():
+            a = model.build_model(weights=True).eval()(x)
+            b = timm.create_model("nas_exp_best", pretrained=True).eval()(x)
+        assert torch.equal(a, ref) and torch.equal(b, ref), (a - ref).abs().max()
+        print("same")
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "same" in run.stdout, run.stderr[-3000:]
+
+
+def test_export_budgets_and_clear_failures(searched, tmp_path):
+    study, root = searched
+    members = front(study)
+    fastest = min(members, key=lambda t: t.values[1])
+    trial, why = export.pick_best(study, max_latency_ms=fastest.values[1])
+    assert trial.number == fastest.number and "latency <=" in why
+    with pytest.raises(UserError, match="no trial on the front meets latency <= 0.001 ms"):
+        export.pick_best(study, max_latency_ms=0.001)
+    with pytest.raises(UserError, match="does not exist"):
+        export.get_trial(study, 999)
+    dropped = [t for t in study.get_trials() if t.state.name == "COMPLETE" and t.number not in {m.number for m in members}
+               and "duplicate_of" not in t.user_attrs]
+    for t in dropped:  # off the front: weights gone, and the message says why and what to do
+        with pytest.raises(UserError, match="were not kept"):
+            export.export_trial(study, t, tmp_path / "x", root=root)
+        export.export_trial(study, t, tmp_path / "defonly", weights=False, root=root)
+        assert (tmp_path / "defonly" / "model.py").exists()
+
+
+@pytest.mark.parametrize("arch", [
+    "resnet10t|none|none|se(r=__import__('os').system('echo hacked'))|none",
+    "resnet10t|none|none|se(r=16);import os|none",
+    "os.system('x')|none|none|none|none",
+    "resnet10t|none|none|evil()|none",
+])
+def test_crafted_architecture_in_a_study_is_rejected_not_executed(searched, tmp_path, arch):
+    study, root = searched
+    crafted = copy.deepcopy(front(study)[0])  # as a tampered storage would return it
+    crafted.user_attrs = {**crafted.user_attrs, "arch": arch}
+    with pytest.raises(UserError):
+        export.export_trial(study, crafted, tmp_path / "evil", root=root)
+    assert not (tmp_path / "evil" / "model.py").exists()
+
+
+def test_generated_code_refuses_unchecked_values():
+    arch = Architecture.parse("resnet10t|none|none|none|se(r=16)")
+    with pytest.raises(UserError, match="timm model name"):
+        export.render_model_py(arch, 10, 1, "nas_x\nimport os")
+    edit = export.Edit("set", "layer4.0", "se", "se", 512, (("reduction", "16); import os; ("),))
+    with pytest.raises(UserError, match="refusing"):
+        export._line(edit)
+    with pytest.raises(UserError, match="refusing to write module path"):
+        export._line(export.Edit("identity", "layer4.0;import os", "se"))
+    with pytest.raises(UserError, match="refusing to write mechanism"):
+        export._line(export.Edit("set", "layer4.0", "se", "se2", 512, ()))
+
+
+def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, tmp_path):
+    study, root = searched
+    trial, _ = export.pick_best(study)
+    folder = tmp_path / "exp"
+    export.export_trial(study, trial, folder, root=root)
+    out = tmp_path / "t"
+    proc = subprocess.Popen([sys.executable, "-m", "nas", "train", str(folder), "--epochs", "3", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("epoch 1/3"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "weights.safetensors").exists()
+
+    with pytest.raises(UserError, match="resume with --epochs 3"):
+        retrain.train(folder, epochs=5, out=out)
+    resumed = retrain.train(folder, epochs=3, out=out)
+    assert resumed.resumed_from >= 1 and len(resumed.curve) == 3, "the second run continues the first"
+    assert f"{resumed.curve[0]:.4f}" in lines[-1], "the first epoch's accuracy is the interrupted run's"
+    with pytest.raises(UserError, match="exists"):
+        retrain.train(folder, epochs=3, out=out, resume=False)
+    model = export.import_model_py(folder / "model.py").build_model(weights=resumed.weights).eval()
+    trained = build(trial_arch(trial), 10, 1).eval()
+    trained.load_state_dict(load_file(str(resumed.weights)))
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), trained(x))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["val_acc_curve"] == resumed.curve
+
+
+def trial_arch(trial):
+    return Architecture.parse(trial.user_attrs["arch"])

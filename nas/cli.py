@@ -15,6 +15,7 @@ import attention
 
 from .console import console, err_console
 from .errors import BadOption, UserError
+from .viz_cmd import viz_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Neural architecture search over attention placement in timm backbones.")
@@ -186,6 +187,9 @@ def train_cmd(
     if result.curve:
         console.print(f"final val accuracy {result.curve[-1]:.4f} (best {max(result.curve):.4f})")
     console.print(f"written: {result.weights}; load with build_model(weights={str(result.weights)!r}) from model.py")
+
+
+app.command("viz")(viz_cmd)
 
 
 @app.command("check")
@@ -390,14 +394,17 @@ def _ratio(value: float) -> str:
 
 
 def main() -> None:
+    from . import signals
+
+    signals.install()
     try:
         app()
     except (UserError, attention.HyperparameterError, attention.UnknownMechanismError) as e:
         err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+    except (KeyboardInterrupt, signals.Interrupted):
+        err_console.print(f"interrupted ({signals.cause()})")
+        sys.exit(signals.exit_code())
 
 
 if __name__ == "__main__":

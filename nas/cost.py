@@ -84,6 +84,20 @@ def steady_allocator() -> bool:
     return mallopt(m_mmap_threshold, 32 << 20) == 1 and ok
 
 
+def release_memory() -> None:
+    """Collect garbage in reference cycles now and hand freed heap memory back to the OS (glibc), so a
+    long search keeps a flat footprint although ``steady_allocator`` asked glibc to keep memory."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

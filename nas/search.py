@@ -24,7 +24,8 @@ from optuna.trial import TrialState
 
 from . import data as data_mod
 from .check import model_cost
-from .cost import LatencyMeter, LatencyTarget
+from . import signals
+from .cost import LatencyMeter, LatencyTarget, release_memory
 from .errors import BadOption, UserError
 from .model import build
 from .pruning import CURVE, LATENCY, MOASHA, ParetoPruningCallback
@@ -200,15 +201,16 @@ class Search:
             trial = study.ask()
             try:
                 self._run_trial(study, trial, dm, num_classes, done)
-            except (KeyboardInterrupt, SystemExit) as e:  # Lightning turns Ctrl-C inside fit() into SystemExit
-                trial.set_user_attr("stop_reason", "interrupted (Ctrl-C)" if not isinstance(e, SystemExit) or
-                                    e.code in (1, 130) else f"interrupted (exit {e.code})")
+            except (KeyboardInterrupt, SystemExit, signals.Interrupted) as e:  # Lightning: Ctrl-C -> SystemExit
+                trial.set_user_attr("stop_reason", f"interrupted ({signals.cause()})" if not isinstance(e, SystemExit)
+                                    or e.code in (1, 130) else f"interrupted (exit {e.code})")
                 study.tell(trial, state=TrialState.FAIL)
-                raise KeyboardInterrupt from None
+                raise e if isinstance(e, signals.Interrupted) else KeyboardInterrupt() from None
             except Exception as e:  # never leave a trial RUNNING: record why it failed, then stop
                 trial.set_user_attr("stop_reason", f"failed: {e.__class__.__name__}: {e}"[:1000])
                 study.tell(trial, state=TrialState.FAIL)
                 raise
+            release_memory()  # the trial's Trainer, model and optimiser sit in reference cycles
             self.reporter.trial_end(study.get_trials(deepcopy=False)[trial.number])
         counts = count_states(study)
         return SearchResult(study, counts, time.monotonic() - start, stopped)

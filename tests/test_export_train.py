@@ -95,6 +95,17 @@ def test_export_best_reloads_in_a_fresh_interpreter_with_equal_outputs(searched,
             a = model.build_model(weights=True).eval()(x)
             b = timm.create_model("nas_exp_best", pretrained=True).eval()(x)
         assert torch.equal(a, ref) and torch.equal(b, ref), (a - ref).abs().max()
+        # the trial's validation accuracy, reproduced from model.py on the embedded data it was measured on
+        import json, yaml
+        from nas.data import digits_splits
+        data = yaml.safe_load(open({str(out / 'architecture.yaml')!r}))["data"]
+        val = digits_splits(canvas=data["canvas"], train=data["train"], val=data["val"], test=data["test"],
+                            clutter=data["clutter"], noise=data["noise"], seed=data["seed"])["val"]
+        net = model.build_model(weights=True).eval()
+        with torch.no_grad():
+            acc = (net(val.images).argmax(1) == val.labels).float().mean().item()
+        expected = json.load(open({str(out / 'metrics.json')!r}))["accuracy"]
+        assert abs(acc - expected) < 1e-6, (acc, expected)
         print("same")
     """)
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

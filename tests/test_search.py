@@ -133,24 +133,44 @@ def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
     assert (tmp_path / "runs/tiny/report/front.html").read_text().startswith("<!doctype html>")
 
     # Ctrl-C in the middle of a trial's training: the trial is marked failed, the command exits 130.
-    proc = subprocess.Popen(cmd[:-4] + ["--trials", "50", "--no-prune", "--study", "ctrlc"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = "sqlite:///" + str(tmp_path / "runs/ctrlc/study.db")
+    interrupt_mid_trial(tmp_path, cmd, env, "ctrlc", signal.SIGINT, 130, "interrupted (Ctrl-C)")
+
+
+def interrupt_mid_trial(tmp_path, cmd, env, study_name, signum, code, reason):
+    proc = subprocess.Popen(cmd[:-4] + ["--trials", "50", "--no-prune", "--study", study_name], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    url = "sqlite:///" + str(tmp_path / "runs" / study_name / "study.db")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         time.sleep(1)
         try:
-            study = optuna.load_study(study_name="ctrlc", storage=url)
+            study = optuna.load_study(study_name=study_name, storage=url)
         except Exception:
             continue
         if any(t.state == TrialState.RUNNING and t.user_attrs.get("val_acc_curve") for t in study.get_trials()):
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in err, err
-    trials = optuna.load_study(study_name="ctrlc", storage=url).get_trials()
+    assert proc.returncode == code and "Traceback" not in err, err
+    assert reason in err
+    trials = optuna.load_study(study_name=study_name, storage=url).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert trials[-1].state == TrialState.FAIL and trials[-1].user_attrs["stop_reason"].startswith("interrupted")
+    assert trials[-1].state == TrialState.FAIL and trials[-1].user_attrs["stop_reason"] == reason
+    return trials
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_same_command_resumes(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(TINY))
+    env = {**os.environ, "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "nas", "search", "--space", "tiny.yaml", "--trials", "3", "--sampler", "random"]
+    before = interrupt_mid_trial(tmp_path, cmd, env, "term", signal.SIGTERM, 143, "interrupted (SIGTERM)")
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in before)
+    r = subprocess.run(cmd[:-4] + ["--trials", str(finished + 1), "--no-prune", "--study", "term"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    after = optuna.load_study(study_name="term", storage="sqlite:///" + str(tmp_path / "runs/term/study.db")).get_trials()
+    assert len(after) == len(before) + 1 and after[-1].state == TrialState.COMPLETE, "resumed: one more trial, no rerun"
 
 
 def test_bad_search_options_exit_2(tmp_path):

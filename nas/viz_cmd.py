@@ -1,0 +1,90 @@
+"""``nas viz``: attention heatmaps and Grad-CAM of an exported model or a study's trial over your
+images, and the pointing game on the embedded digits data. Parse, call nas.viz, print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from . import viz
+from .console import console
+from .errors import BadOption
+
+
+def _load(export_dir: Optional[Path], study: Optional[str], trial: Optional[int], storage: Optional[str]
+          ) -> tuple[torch.nn.Module, dict[str, Any], Path]:
+    """The model, its description and the default output folder of what the user named."""
+    if (export_dir is None) == (study is None):
+        raise BadOption("nas viz", str(export_dir or ""), "give exactly one of EXPORT_DIR or --study NAME --trial N")
+    if export_dir is not None:
+        if trial is not None or storage is not None:
+            raise BadOption("--trial/--storage", trial if trial is not None else storage,
+                            "only with --study (an export folder holds one model)")
+        if not export_dir.is_dir():
+            raise BadOption("EXPORT_DIR", str(export_dir), "an existing export folder (written by nas export)")
+        from .export import load_export
+
+        model, meta = load_export(export_dir)
+        return model, meta, export_dir / "viz"
+    if trial is None:
+        raise BadOption("--trial", None, f"the number of a trial of study {study!r} (nas report lists them)")
+    from .export import load_trial
+    from .search import default_storage
+
+    model, meta = load_trial(study, storage or default_storage(study), trial)
+    return model, meta, Path("runs") / study / "viz" / f"trial-{trial}"
+
+
+def viz_cmd(
+    export_dir: Optional[Path] = typer.Argument(None, help="An export folder (written by nas export)"),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name, instead of EXPORT_DIR"),
+    trial: Optional[int] = typer.Option(None, "--trial", help="Trial number in --study"),
+    storage: Optional[str] = typer.Option(None, "--storage",
+                                          help="Storage of --study (default: sqlite:///runs/<study>/study.db)"),
+    images: list[Path] = typer.Option([], "--images", help="An image file or a folder of images; repeat for more"),
+    digits: int = typer.Option(0, "--digits", help="Also the first N test images of the embedded digits "
+                                                   "(written to OUT/inputs/ as PNG)"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for the PNGs (default: EXPORT_DIR/viz or runs/<study>/viz/trial-<n>)"),
+    evaluate: bool = typer.Option(False, "--eval", help="Pointing game on the embedded digits test split"),
+    cam_layer: Optional[str] = typer.Option(None, "--cam-layer",
+                                            help="Grad-CAM layer (default: the deepest stage of at least 7x7)"),
+    batch_size: int = typer.Option(100, "--batch-size", help="Images per forward pass"),
+) -> None:
+    """Attention heatmaps per stage beside Grad-CAM of the predicted class, one set of PNGs per image
+    (<image>.png with every stage, <image>_<stage>.png and <image>_gradcam.png); with --eval, the
+    pointing game (heatmap maximum inside the digit's box) on the embedded digits data."""
+    if not images and not evaluate and not digits:
+        raise BadOption("nas viz", "", "give --images PATH (repeatable), --digits N and/or --eval")
+    if batch_size < 1:
+        raise BadOption("--batch-size", batch_size, "a positive integer")
+    if digits < 0:
+        raise BadOption("--digits", digits, "a number of images >= 0")
+    files = viz.image_files(images)
+    model, meta, default_out = _load(export_dir, study, trial, storage)
+    split = viz.digits_test_split(meta) if evaluate or digits else None  # refuse a non-digits model first
+    if digits:
+        files += viz.write_digits(split, digits, (out or default_out) / "inputs")
+    split = split if evaluate else None
+    if not viz.stage_mechanisms(model):
+        console.print(f"{escape(str(meta['architecture']))} has no attention modules: Grad-CAM only")
+    for path, predicted, written in viz.figures(
+            model, files, out or default_out, in_chans=meta["in_chans"], input_size=tuple(meta["input_size"]),
+            imagenet=viz.imagenet_input(meta), layer=cam_layer, batch_size=batch_size):
+        console.print(f"{escape(str(path))}: predicted class {predicted}; {len(written)} PNGs: "
+                      f"{escape(', '.join(p.name for p in written))} in {escape(str(written[0].parent))}")
+    if split is not None:
+        rows = viz.evaluate(model, split, batch_size, cam_layer)
+        h, w = split.images.shape[-2:]
+        table = Table(title=f"Pointing game on {len(split.images)} test images of the embedded digits ({h}x{w}): "
+                            "fraction whose map maximum lies in the digit's box")
+        for col in ("map", "resolution", "pointing game"):
+            table.add_column(col, justify="left" if col == "map" else "right")
+        for r in rows:
+            table.add_row(escape(r["method"]), r["resolution"], f"{r['score']:.3f}")
+        console.print(table)

@@ -204,11 +204,11 @@ class Search:
             except (KeyboardInterrupt, SystemExit, signals.Interrupted) as e:  # Lightning: Ctrl-C -> SystemExit
                 trial.set_user_attr("stop_reason", f"interrupted ({signals.cause()})" if not isinstance(e, SystemExit)
                                     or e.code in (1, 130) else f"interrupted (exit {e.code})")
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
                 raise e if isinstance(e, signals.Interrupted) else KeyboardInterrupt() from None
             except Exception as e:  # never leave a trial RUNNING: record why it failed, then stop
                 trial.set_user_attr("stop_reason", f"failed: {e.__class__.__name__}: {e}"[:1000])
-                study.tell(trial, state=TrialState.FAIL)
+                _tell(study, trial, state=TrialState.FAIL)
                 raise
             release_memory()  # the trial's Trainer, model and optimiser sit in reference cycles
             self.reporter.trial_end(study.get_trials(deepcopy=False)[trial.number])
@@ -232,9 +232,9 @@ class Search:
             trial.set_user_attr("duplicate_of", previous.number)
             trial.set_user_attr("stop_reason", f"duplicate of trial {previous.number}")
             if previous.state == TrialState.COMPLETE:
-                study.tell(trial, previous.values)
+                _tell(study, trial, previous.values)
             else:
-                study.tell(trial, state=TrialState.PRUNED)
+                _tell(study, trial, state=TrialState.PRUNED)
             return
 
         measured = time.perf_counter()
@@ -252,7 +252,7 @@ class Search:
         if violations:
             trial.set_user_attr("infeasible", True)
             trial.set_user_attr("stop_reason", "infeasible: " + "; ".join(violations))
-            study.tell(trial, state=TrialState.PRUNED)
+            _tell(study, trial, state=TrialState.PRUNED)
             return
 
         seed_everything(self.seed + trial.number)
@@ -272,11 +272,11 @@ class Search:
             trainer.fit(module, dm)
         except NonFiniteLoss as e:
             trial.set_user_attr("stop_reason", f"failed: {e}")
-            study.tell(trial, state=TrialState.FAIL)
+            _tell(study, trial, state=TrialState.FAIL)
             return
         except torch.OutOfMemoryError as e:
             trial.set_user_attr("stop_reason", f"failed: out of memory ({str(e).splitlines()[0]})")
-            study.tell(trial, state=TrialState.FAIL)
+            _tell(study, trial, state=TrialState.FAIL)
             return
         curve = module.curve
         trial.set_user_attr(CURVE, curve)
@@ -284,16 +284,16 @@ class Search:
         trial.set_user_attr("seconds_train_val", round(callback.step_seconds, 3))
         if callback.decision is not None and not callback.decision.keep:
             trial.set_user_attr("stop_reason", str(callback.decision))
-            study.tell(trial, state=TrialState.PRUNED)
+            _tell(study, trial, state=TrialState.PRUNED)
             return
         if not curve or len(curve) < self.epochs:
             trial.set_user_attr("stop_reason", f"failed: training stopped after {len(curve)} of {self.epochs} epochs")
-            study.tell(trial, state=TrialState.FAIL)
+            _tell(study, trial, state=TrialState.FAIL)
             return
         trial.set_user_attr("stop_reason", f"completed {len(curve)} epochs")
         values = {"accuracy": curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
         trial.set_user_attr("weights", str(self._save_weights(trial.number, arch, model)))
-        study.tell(trial, [values[o] for o in self.space.objectives])
+        _tell(study, trial, [values[o] for o in self.space.objectives])
         self._drop_stale_weights(study)
 
     # -- weights of the front ---------------------------------------------------------------------
@@ -334,6 +334,18 @@ class Search:
         if legacy:  # optuna-dashboard 0.21 reads only the legacy list form
             trial.storage.set_trial_system_attr(trial._trial_id, "constraints", legacy)
         return violations
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> None:
+    """``study.tell``, except that BruteForceSampler's request to stop once every combination was told
+    (``study.stop()`` from its after_trial hook, which outside ``optimize`` raises) is not an error:
+    the trial is recorded by then, and the loop sees the space exhausted."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as e:
+        finished = study.get_trials(deepcopy=False)[trial.number].state != TrialState.RUNNING
+        if not (finished and "Study.stop" in str(e)):
+            raise
 
 
 WEIGHTS_DIR = "weights"

@@ -180,3 +180,11 @@ def test_bad_search_options_exit_2(tmp_path):
         r = subprocess.run([sys.executable, "-m", "nas", "search", "--space", "tiny.yaml", *args], cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_bruteforce_visits_every_architecture_once_and_stops_cleanly(tmp_path):
+    space = tiny_space(tmp_path)
+    result = run_search(tmp_path, space, space.count(), sampler="bruteforce", prune=False, max_epochs=1)
+    archs = [t.user_attrs["arch"] for t in result.study.get_trials()]
+    assert len(archs) == space.count() == len(set(archs)), "each architecture exactly once"
+    assert count_states(result.study)["complete"] == space.count()

@@ -173,11 +173,11 @@ class LatencyTarget:
         return cls(**{f: latency[f] for f in cls.__dataclass_fields__})
 
 
-WARMUP_S = 0.2  # caches, allocator and CPU frequency settle within this on the machines we measured
+WARMUP_S = 0.1  # caches, allocator and CPU frequency settle within this on the machines we measured
 BLOCKS = 6  # quiet blocks wanted
-MAX_BLOCKS = 24  # give up waiting for a quiet machine after this many
-BLOCK_S = 0.05
-REFERENCE_S = 0.02
+MAX_BLOCKS = 16  # give up waiting for a quiet machine after this many
+BLOCK_S = 0.03
+REFERENCE_S = 0.01
 QUIET = 1.05  # a block is quiet when the reference timed right after it is within 5% of its fastest
 
 

@@ -48,7 +48,7 @@ def simulate(monkeypatch):
 
 
 def test_blocks_timed_while_the_machine_was_busy_are_left_out(simulate):
-    sim = Machine(busy_from=0.1, busy_until=0.4)  # about four blocks
+    sim = Machine(busy_from=0.1, busy_until=0.25)  # about four blocks
     m = simulate(sim)
     result = m._measure(sim.model)
     assert not result.disturbed

@@ -31,8 +31,11 @@ class FrontRow:
 
 
 def load_study(study_name: str | None, storage: str) -> optuna.Study:
+    from .storage import open_storage
+
     try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        store = open_storage(storage)
+        names = [s.study_name for s in optuna.get_all_study_summaries(store)]
     except Exception as e:
         raise UserError(f"cannot open storage {storage!r}: {e.__class__.__name__}: {e}") from None
     if study_name is None:
@@ -41,7 +44,7 @@ def load_study(study_name: str | None, storage: str) -> optuna.Study:
         study_name = names[0]
     if study_name not in names:
         raise UserError(f"no study {study_name!r} in {storage}; it holds: {', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=study_name, storage=storage)
+    return optuna.load_study(study_name=study_name, storage=store)
 
 
 def open_study(study_name: str | None, storage: str | None) -> optuna.Study:

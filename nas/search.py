@@ -23,13 +23,14 @@ import torch
 from optuna.trial import TrialState
 
 from . import data as data_mod
-from .check import model_cost
 from . import signals
+from .check import model_cost
 from .cost import LatencyMeter, LatencyTarget, release_memory
 from .errors import BadOption, UserError
 from .model import build
 from .pruning import CURVE, LATENCY, MOASHA, ParetoPruningCallback
 from .space import Architecture, ArchitectureError, SearchSpace
+from .storage import open_storage
 from .train import Classifier, NonFiniteLoss, make_trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def open_study(space: SearchSpace, study_name: str, storage: str, sampler: optun
         Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     directions = [DIRECTIONS[o] for o in space.objectives]
     try:
-        study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler,
+        study = optuna.create_study(study_name=study_name, storage=open_storage(storage), sampler=sampler,
                                     directions=directions, load_if_exists=True)
     except ValueError as e:  # directions differ from an existing study of that name
         raise UserError(f"study {study_name!r} in {storage}: {e}") from None

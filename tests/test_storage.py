@@ -1,0 +1,80 @@
+"""The storage rides out a briefly locked or unreachable database (retries with backoff) and gives up
+with the error when the database stays away."""
+
+import sqlite3
+import threading
+import time
+
+import optuna
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from nas.storage import RetryingStorage, open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class Flaky(optuna.storages.InMemoryStorage):
+    """Every call from outside fails ``failures`` times with a lost-connection error before it succeeds
+    (calls the storage makes to itself go through)."""
+
+    def __init__(self, failures: int):
+        super().__init__()
+        self.failures, self.pending, self.depth = failures, {}, 0
+
+    def __getattribute__(self, name):
+        attr = super().__getattribute__(name)
+        if name.startswith("_") or not callable(attr) or name in ("failures", "pending", "depth"):
+            return attr
+
+        def call(*args, **kwargs):
+            key = (name, repr(args), repr(kwargs))
+            if self.depth == 0:
+                left = self.pending.setdefault(key, self.failures)
+                if left:
+                    self.pending[key] = left - 1
+                    raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
+                self.pending.pop(key)
+            self.depth += 1
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.depth -= 1
+
+        return call
+
+
+def test_ask_and_tell_through_a_database_that_drops_every_call_twice():
+    waits = []
+    storage = RetryingStorage(Flaky(failures=2), sleep=waits.append)
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    for i in range(3):
+        trial = study.ask()
+        trial.set_user_attr("arch", f"a{i}")
+        study.tell(trial, [0.5 + i / 10, 1.0])
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE"] * 3
+    assert storage.retries > 0 and waits[:2] == [0.2, 0.4], "exponential backoff"
+
+
+def test_a_database_that_stays_away_raises_after_the_attempts():
+    waits = []
+    storage = RetryingStorage(Flaky(failures=100), attempts=4, sleep=waits.append)
+    with pytest.raises(OperationalError):
+        optuna.create_study(storage=storage)
+    assert waits == [0.2, 0.4, 0.8]
+
+
+def test_sqlite_locked_by_another_writer_waits_instead_of_failing(tmp_path):
+    path = tmp_path / "study.db"
+    study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{path}"))
+    lock = sqlite3.connect(path, check_same_thread=False)
+    lock.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+    release = threading.Timer(6.0, lock.rollback)  # longer than sqlite3's own 5 s default wait
+    release.start()
+    start = time.monotonic()
+    trial = study.ask()  # blocks until the lock is released, then succeeds
+    study.tell(trial, 1.0)
+    assert time.monotonic() - start >= 5.5
+    assert study.trials[0].state.name == "COMPLETE"
+    release.join()
+    lock.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from dataclasses import dataclass
@@ -66,18 +67,25 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+@functools.lru_cache(maxsize=None)
+def _glibc(name: str) -> Callable[..., int] | None:
+    """A glibc function, or None where glibc is not there. Cached: ``find_library`` runs ldconfig."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def steady_allocator() -> bool:
     """Ask glibc to keep freed memory instead of returning it to the OS (and to serve large blocks from
     the heap), so repeated runs of the same operation do not page-fault their buffers anew each time.
     Without it, CPU timings of forward+backward passes on multi-megabyte activations vary by tens of
     percent from run to run on Linux. Returns False where glibc is not there (nothing changes)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     ok = mallopt(m_trim_threshold, 1 << 30) == 1
@@ -87,15 +95,12 @@ def steady_allocator() -> bool:
 def release_memory() -> None:
     """Collect garbage in reference cycles now and hand freed heap memory back to the OS (glibc), so a
     long search keeps a flat footprint although ``steady_allocator`` asked glibc to keep memory."""
-    import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    malloc_trim = _glibc("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 def _sync(device: torch.device) -> None:
@@ -270,7 +275,3 @@ def with_threads(threads: int, fn: Callable[[], T]) -> T:
     finally:
         torch.set_num_threads(previous)
 
-
-def measure_latency(model: nn.Module, target: LatencyTarget, in_chans: int) -> Latency:
-    """One measurement with a fresh meter (see ``LatencyMeter.measure``)."""
-    return LatencyMeter(target).measure(model, in_chans)

@@ -69,6 +69,6 @@ def test_a_machine_busy_throughout_is_reported_not_hidden(simulate):
 def test_latency_of_a_real_model_is_positive_and_restores_threads():
     threads = torch.get_num_threads()
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU())
-    result = cost.measure_latency(model, LatencyTarget(input_size=16, warmup=1, repeats=6, threads=1), 1)
+    result = LatencyMeter(LatencyTarget(input_size=16, warmup=1, repeats=6, threads=1)).measure(model, 1)
     assert isinstance(result, Latency) and result.ms > 0 and len(result.samples) >= 6
     assert torch.get_num_threads() == threads

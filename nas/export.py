@@ -291,13 +291,13 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     """Write the export folder for ``trial`` and check model.py (and ONNX/TorchScript) against the
     model the search built, on a random input."""
     from .check import model_cost
-    from .report import space_of
+    from .report import num_classes_of, space_of
 
     space = space_of(study)
     if space is None:
         raise ExportError(f"study {study.study_name!r} does not record its search space; it was not made by nas search")
     arch = Architecture.parse(trial.user_attrs.get("arch", ""))
-    num_classes = int(study.user_attrs.get("num_classes") or space.num_classes or 10)
+    num_classes = num_classes_of(study, space)
     name = name or timm_name(study.study_name, trial.number)
     source = render_model_py(arch, num_classes, space.in_chans, name)
     weights_src = _weights_of(study, trial, root) if weights else None
@@ -421,13 +421,13 @@ def load_export(path: Path) -> tuple[nn.Module, dict[str, Any]]:
 def load_trial(study_name: str | None, storage: str | None, number: int, root: Path = Path("runs")
                ) -> tuple[nn.Module, dict[str, Any]]:
     """A trial's model with the weights the search kept (eval mode), and its description."""
-    from .report import open_study, space_of
+    from .report import num_classes_of, open_study, space_of
 
     study = open_study(study_name, storage)
     trial = get_trial(study, number)
     space = space_of(study)
     arch = Architecture.parse(trial.user_attrs["arch"])
-    num_classes = int(study.user_attrs.get("num_classes") or (space.num_classes if space else None) or 10)
+    num_classes = num_classes_of(study, space)
     in_chans = space.in_chans if space else 3
     model = _load_weights(build(arch, num_classes, in_chans).eval(), _weights_of(study, trial, root))
     return model, {"architecture": arch, "num_classes": num_classes, "in_chans": in_chans,

@@ -76,6 +76,11 @@ def space_of(study: optuna.Study) -> Any:
         return load_space(path)
 
 
+def num_classes_of(study: optuna.Study, space: Any) -> int:
+    """Classes of the study's models: as the search found them in the data, else the space's, else 10."""
+    return int(study.user_attrs.get("num_classes") or (space.num_classes if space else None) or 10)
+
+
 def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                  if t.user_attrs.get("baseline")), None)
@@ -182,7 +187,7 @@ def remeasurer(study: optuna.Study) -> Any:
     if space is None:
         return None
     meter = LatencyMeter(LatencyTarget.from_space(space.latency))
-    classes = study.user_attrs.get("num_classes") or space.num_classes or 10
+    classes = num_classes_of(study, space)
 
     def run(arch: str) -> float:
         return meter.measure(build(Architecture.parse(arch), classes, space.in_chans), space.in_chans).ms

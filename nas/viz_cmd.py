@@ -34,9 +34,8 @@ def _load(export_dir: Optional[Path], study: Optional[str], trial: Optional[int]
     if trial is None:
         raise BadOption("--trial", None, f"the number of a trial of study {study!r} (nas report lists them)")
     from .export import load_trial
-    from .search import default_storage
 
-    model, meta = load_trial(study, storage or default_storage(study), trial)
+    model, meta = load_trial(study, storage, trial)  # storage None: the study's default SQLite file
     return model, meta, Path("runs") / study / "viz" / f"trial-{trial}"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -68,3 +70,16 @@ def build(arch: Architecture, num_classes: int, in_chans: int = 3, device: str |
     if device is not None:
         model = model.to(device)
     return model
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path:
+    """``model``'s state dict as safetensors at ``path`` (written to a temporary file and renamed, so a
+    reader never sees half a file), with string ``metadata``."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path

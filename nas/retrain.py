@@ -18,7 +18,7 @@ import yaml
 from . import data as data_mod
 from .errors import BadOption
 from .export import WEIGHTS_FILE, read_export
-from .model import build
+from .model import build, save_weights
 from .space import data_and_training
 from .train import Classifier, make_trainer, seed_everything
 
@@ -108,11 +108,7 @@ def train(source: Path, *, epochs: int, data: str | None = None, batch_size: int
     if trainer.interrupted:
         raise KeyboardInterrupt
 
-    from safetensors.torch import save_file
-
-    weights = out / WEIGHTS_FILE
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.model.state_dict().items()}, str(weights),
-              metadata={"arch": str(info["architecture"])})
+    weights = save_weights(module.model, out / WEIGHTS_FILE, {"arch": str(info["architecture"])})
     best = max(range(len(module.curve)), key=lambda i: module.curve[i]) if module.curve else None
     (out / "architecture.yaml").write_text(yaml.safe_dump({
         "architecture": str(info["architecture"]), "backbone": info["architecture"].backbone,

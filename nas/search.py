@@ -27,7 +27,7 @@ from . import signals
 from .check import model_cost
 from .cost import LatencyMeter, LatencyTarget, release_memory
 from .errors import BadOption, UserError
-from .model import build
+from .model import build, save_weights
 from .pruning import CURVE, LATENCY, MOASHA, ParetoPruningCallback
 from .space import Architecture, ArchitectureError, SearchSpace
 from .storage import open_storage
@@ -302,15 +302,8 @@ class Search:
     def _save_weights(self, number: int, arch: Architecture, model: torch.nn.Module) -> Path:
         """The final weights of a complete trial (those its accuracy was measured with), written before
         the trial is marked complete so a complete trial never lacks them."""
-        from safetensors.torch import save_file
-
-        path = weights_path(self.run_dir, number)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata={"arch": str(arch), "trial": str(number), "study": self.study_name})
-        tmp.replace(path)
-        return path
+        return save_weights(model, weights_path(self.run_dir, number),
+                            {"arch": str(arch), "trial": str(number), "study": self.study_name})
 
     def _drop_stale_weights(self, study: optuna.Study) -> None:
         """Keep the weights of the current front only, so disk use stays bounded by the front's size."""

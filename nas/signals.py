@@ -18,11 +18,14 @@ class Interrupted(BaseException):
 
 def install() -> None:
     """Raise ``Interrupted`` on SIGTERM and on SIGINT (unless SIGINT is ignored). Lightning, which
-    watches SIGTERM during ``fit``, calls this handler too."""
+    watches SIGTERM during ``fit``, calls this handler too. Only the first signal raises: the ones
+    after it arrive while the first one's cleanup records the trial, and must not interrupt that."""
 
     def on_signal(signum: int, frame: Any) -> None:
+        first = not received
         received.append(signum)
-        raise Interrupted(signal.Signals(signum).name)
+        if first:  # a second signal (Ctrl-C pressed again, a parent's SIGTERM) must not break the cleanup
+            raise Interrupted(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_signal)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -31,10 +34,10 @@ def install() -> None:
 
 def cause() -> str:
     """What interrupted the process: 'Ctrl-C', 'SIGTERM', ..."""
-    if not received or received[-1] == signal.SIGINT:
+    if not received or received[0] == signal.SIGINT:
         return "Ctrl-C"
-    return signal.Signals(received[-1]).name
+    return signal.Signals(received[0]).name
 
 
 def exit_code() -> int:
-    return 128 + (received[-1] if received else signal.SIGINT)
+    return 128 + (received[0] if received else signal.SIGINT)

@@ -163,3 +163,50 @@ def bench_pruning(rows: list["Recorded"], eta: int) -> tuple[list[dict[str, Any]
                     "epochs_saved_pct": 100 * (1 - res.epochs / full_epochs), "hypervolume": hv,
                     "hypervolume_pct": 100 * hv / full_hv if full_hv else 0.0, "front": len(pareto_front(pts))})
     return out, ref
+
+
+def bench_workers(space: Path, trials: int, workers: list[int], threads: int | None, out_dir: Path,
+                  on_row: Callable[[dict[str, Any]], None] = lambda r: None) -> list[dict[str, Any]]:
+    """Trials per minute of ``nas search --workers N`` for each N, each in a fresh study (random
+    sampler, seed 0, no pruning, so every trained trial does the same epochs). Each run is the real
+    command in a subprocess; its wall time includes starting the workers."""
+    import subprocess
+    import sys
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from .workers import cpu_count
+
+    rows: list[dict[str, Any]] = []
+    for n in workers:
+        per = threads or max(1, cpu_count() // n)
+        name = f"bench-workers-{n}x{per}"
+        folder = out_dir / name
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        url = f"sqlite:///{folder / 'study.db'}"
+        cmd = [sys.executable, "-m", "nas", "search", "--space", str(space), "--trials", str(trials), "--study", name,
+               "--storage", url, "--workers", str(n), "--threads", str(per), "--sampler", "random", "--no-prune"]
+        started = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:] or done.stdout[-2000:]}")
+        study = optuna.load_study(study_name=name, storage=url)
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        trained = [t for t in finished if "duplicate_of" not in t.user_attrs and not t.user_attrs.get("infeasible")]
+        epochs = sum(len(t.user_attrs.get("val_acc_curve", [])) for t in trained)
+        row = {"workers": n, "threads_per_worker": per, "wall_s": round(wall, 1), "trials": len(finished),
+               "trained": len(trained), "epochs": epochs, "trials_per_min": round(60 * len(finished) / wall, 2),
+               "trained_per_min": round(60 * len(trained) / wall, 2), "epochs_per_min": round(60 * epochs / wall, 2)}
+        if rows:
+            row["epochs_per_min_ratio"] = round(row["epochs_per_min"] / rows[0]["epochs_per_min"], 3)
+        else:
+            row["epochs_per_min_ratio"] = 1.0
+        rows.append(row)
+        on_row(row)
+    return rows

@@ -60,17 +60,27 @@ def search_cmd(
     trials: int = typer.Option(50, help="Finished trials to reach (those of an earlier run count)"),
     timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds"),
     study: Optional[str] = typer.Option(None, help="Study name (default: the space's name)"),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)"),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///runs/<study>/study.db; "
+                                                     "several machines: postgresql+psycopg2://user@host/db)"),
     seed: int = typer.Option(0, help="Sampler and training seed"),
     sampler: str = typer.Option("tpe", help="tpe | nsga2 | random | gp | bruteforce"),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Multi-objective successive halving"),
     eta: int = typer.Option(3, help="Pruning: keep the best 1/eta at each rung (epochs 1, eta, eta^2, ...)"),
+    workers: str = typer.Option("1", help="Worker processes on this machine: N, or auto (one per visible GPU, "
+                                          "one on a CPU-only machine)"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads per worker (default: CPU cores / workers)"),
+    heartbeat: int = typer.Option(10, help="Seconds between a running trial's heartbeats; a trial silent for 3 "
+                                           "is failed and its architecture retried once"),
+    worker_index: Optional[int] = typer.Option(None, hidden=True, help="Set by --workers for its worker processes"),
 ) -> None:
     """Search a space: each trial trains an architecture; the front of accuracy against latency is kept."""
-    import optuna
+    import time
 
-    from .display import LiveReporter, front_table
-    from .search import SAMPLERS, Search, default_storage
+    import optuna
+    import torch
+
+    from .display import LineReporter, LiveReporter, front_table
+    from .search import SAMPLERS, Search, count_states, default_storage, make_sampler, open_study
     from .space import load_space
 
     if sampler not in SAMPLERS:
@@ -81,13 +91,47 @@ def search_cmd(
     s = load_space(space)
     name = study or s.name
     url = storage or default_storage(name)
+
+    def search(index: int, reporter) -> "object":
+        return Search(s, name, url, trials, timeout, seed, sampler, prune, eta, reporter=reporter,
+                      worker_index=index, heartbeat_s=heartbeat).run()
+
+    if worker_index is not None:  # one of the processes of --workers: plain lines for the parent to show
+        if threads:
+            torch.set_num_threads(threads)
+        result = search(worker_index, LineReporter())
+        print(f"done: {result.stopped}", flush=True)
+        return
+
+    from .workers import plan, run_workers
+
+    p = plan(workers, threads, s.training["devices"])
     console.print(f"study [bold]{name}[/bold] in {url}\ninspect it with:  optuna-dashboard {url}")
-    with LiveReporter() as reporter:
-        result = Search(s, name, url, trials, timeout, seed, sampler, prune, eta, reporter=reporter).run()
-    c = result.counts
-    console.print(f"{result.stopped}: complete {c['complete']}, pruned {c['pruned']}, infeasible {c['infeasible']}, "
-                  f"failed {c['failed']} in {result.wall_s:.0f} s")
-    console.print(front_table(result.study))
+    if p.workers == 1:
+        if threads:
+            torch.set_num_threads(threads)
+        with LiveReporter() as reporter:
+            result = search(0, reporter)
+        st, c, stopped, wall = result.study, result.counts, result.stopped, result.wall_s
+    else:
+        from .locks import StudyLock
+
+        console.print(p.describe())
+        start = time.monotonic()
+        st = open_study(s, name, url, make_sampler(sampler, seed), heartbeat)
+        args = ["--space", str(space), "--trials", str(trials), "--study", name, "--storage", url, "--seed", str(seed),
+                "--sampler", sampler, "--prune" if prune else "--no-prune", "--eta", str(eta),
+                "--heartbeat", str(heartbeat)] + (["--timeout", str(timeout)] if timeout is not None else [])
+        with LiveReporter() as reporter:
+            reporter.search_start(st, trials)
+            run_workers(p, args, st, StudyLock(url, name, st._storage.engine), on_line=reporter.print,
+                        on_poll=reporter.poll)
+        c, wall = count_states(st), time.monotonic() - start
+        done = c["complete"] + c["pruned"] + c["infeasible"]
+        stopped = "trials" if done >= trials else "timeout" if timeout and wall > timeout else "space exhausted"
+    console.print(f"{stopped}: complete {c['complete']}, pruned {c['pruned']}, infeasible {c['infeasible']}, "
+                  f"failed {c['failed']} in {wall:.0f} s")
+    console.print(front_table(st))
     console.print(f"optuna-dashboard {url}")
 
 
@@ -330,6 +374,44 @@ def bench_latency_cmd(
         console.print(f"  {i}: {r}  ({d:+.1f}% from the median; {len(r.block_medians)} blocks, "
                       f"reference {r.reference_ms:.3f} ms)")
     console.print(f"largest deviation from the median: {max(map(abs, dev)):.1f}%")
+
+
+@bench_app.command("workers")
+def bench_workers_cmd(
+    space: Path = typer.Option(..., "--space", help="Search-space YAML file"),
+    trials: int = typer.Option(12, help="Finished trials per run"),
+    workers: str = typer.Option("1,2", help="Worker counts to compare, comma-separated; the first is the reference"),
+    threads: Optional[int] = typer.Option(None, help="Threads per worker (default: CPU cores / workers)"),
+    out: Path = typer.Option(Path("runs/bench"), help="Folder for the studies and workers.json / workers.csv"),
+) -> None:
+    """Search throughput with 1, 2, ... worker processes: the same space and trial count in a fresh study
+    each (random sampler, no pruning), the real command, wall time from start to finish."""
+    from . import bench
+    from .space import load_space
+
+    bench.check_positive("--trials", trials)
+    counts = [c.strip() for c in workers.split(",") if c.strip()]
+    if not counts or not all(c.isdigit() and int(c) >= 1 for c in counts):
+        raise BadOption("--workers", workers, "positive integers separated by commas, e.g. 1,2,4")
+    load_space(space)  # a bad space is reported here, not from inside a worker
+    table = Table(title=f"nas search throughput, {trials} trials, {space}")
+    for col in ("workers", "threads each", "wall s", "trials/min", "trained/min", "epochs/min", "epochs/min ratio"):
+        table.add_column(col)
+    rows = bench.bench_workers(space, trials, [int(c) for c in counts], threads, out,
+                               on_row=lambda r: console.print(f"{r['workers']} worker(s): {r['wall_s']} s"))
+    for r in rows:
+        table.add_row(str(r["workers"]), str(r["threads_per_worker"]), f"{r['wall_s']:.1f}", f"{r['trials_per_min']:.2f}",
+                      f"{r['trained_per_min']:.2f}", f"{r['epochs_per_min']:.2f}", f"{r['epochs_per_min_ratio']:.2f}")
+    console.print(table)
+    json_path, csv_path = bench.write_results(rows, {"space": str(space), "trials": trials,
+                                                     **bench.environment(torch_device())}, out, "workers")
+    console.print(f"written: {json_path}  {csv_path}")
+
+
+def torch_device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @bench_app.command("modules")

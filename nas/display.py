@@ -61,6 +61,16 @@ class LiveReporter(Reporter):
         self.current = Text(f"trial {trial.number}: {trial.state.name.lower()} - {trial.user_attrs.get('stop_reason', '')}")
         self._refresh()
 
+    def print(self, line: str) -> None:
+        """A line above the live display (the workers' lines, with --workers)."""
+        self.live.console.print(line, markup=False, highlight=False)
+
+    def poll(self) -> None:
+        """Progress and counts read again from the study (other processes run the trials)."""
+        self.progress.update(self.task, completed=self._done())
+        self.current = Text("workers running")
+        self._refresh()
+
     def _refresh(self) -> None:
         if self.study is not None:
             c = count_states(self.study)
@@ -79,3 +89,12 @@ def front_table(study: optuna.Study, limit: int | None = None) -> Table:
     for t in rows[:limit]:
         table.add_row(str(t.number), escape(t.user_attrs.get("arch", "?")), f"{t.values[0]:.4f}", f"{t.values[1]:.4g}")
     return table
+
+
+class LineReporter(Reporter):
+    """One plain line per finished trial: the output of a worker process of ``--workers``."""
+
+    def trial_end(self, trial: optuna.trial.FrozenTrial) -> None:
+        values = f" {trial.values[0]:.4f} {trial.values[1]:.4g}" if trial.values else ""
+        print(f"trial {trial.number} {trial.state.name.lower()}{values}: {trial.user_attrs.get('arch', '?')} - "
+              f"{trial.user_attrs.get('stop_reason', '')}", flush=True)

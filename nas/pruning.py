@@ -107,15 +107,45 @@ def rung_values(trials: Iterable[Any], rung: int) -> list[tuple[int, float, floa
     return out
 
 
+PRUNED_AT = "pruned_at"  # user attribute: the decision that stopped the trial
+
+
+class TrialRecord:
+    """The trial as the pruning callback sees it: a storage and ids. Unlike ``optuna.Trial`` it
+    travels into DDP ranks (spawned processes), where the storage is opened again from its URL."""
+
+    def __init__(self, storage_url: str, study_id: int, trial_id: int, number: int, storage: Any = None):
+        self.storage_url, self.study_id, self.trial_id, self.number = storage_url, study_id, trial_id, number
+        self._storage = storage
+
+    @property
+    def storage(self) -> Any:
+        if self._storage is None:
+            from .storage import open_storage
+
+            self._storage = open_storage(self.storage_url)
+        return self._storage
+
+    def set(self, key: str, value: Any) -> None:
+        self.storage.set_trial_user_attr(self.trial_id, key, value)
+
+    def trials(self) -> list[Any]:
+        return self.storage.get_all_trials(self.study_id, deepcopy=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_storage": None}
+
+
 class ParetoPruningCallback(pl.Callback):
     """Stores the validation curve in the trial after every epoch and, at the rungs, asks the pruner
-    whether the trial goes on; sets ``trainer.should_stop`` when it does not."""
+    whether the trial goes on. Only global rank 0 touches the storage and decides; the decision is
+    broadcast, so with DDP every rank stops after the same epoch. The decision is stored too
+    (``PRUNED_AT``), so the process that started a spawned DDP fit reads the outcome from the storage."""
 
-    def __init__(self, trial: Any, latency_ms: float, max_epochs: int, pruner: MOASHA | None,
+    def __init__(self, record: TrialRecord, latency_ms: float, max_epochs: int, pruner: MOASHA | None,
                  exempt: bool = False, on_epoch: Callable[[int, float], None] | None = None):
-        self.trial, self.latency, self.max_epochs = trial, latency_ms, max_epochs
+        self.record, self.latency, self.max_epochs = record, latency_ms, max_epochs
         self.pruner, self.exempt, self.on_epoch = pruner, exempt, on_epoch
-        self.decision: Decision | None = None
         self.rungs = set(pruner.rungs(max_epochs)) if pruner else set()
         self.step_seconds = 0.0  # time inside training and validation batches (the rest is overhead)
         self._t0 = 0.0
@@ -130,20 +160,35 @@ class ParetoPruningCallback(pl.Callback):
     on_train_batch_end = on_validation_batch_end = _stop
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
-        curve = list(pl_module.curve)
-        self.trial.set_user_attr(CURVE, curve)
-        if self.on_epoch:
-            self.on_epoch(len(curve), curve[-1])
-        epoch = len(curve)
-        if epoch in self.rungs and not self.exempt:
-            study = self.trial.study
-            trials = study.get_trials(deepcopy=False)
-            others = [v for v in rung_values(trials, epoch) if v[0] != self.trial.number]
-            self.decision = self.pruner.decide((self.trial.number, curve[-1], self.latency), others, epoch)
-            if not self.decision.keep:
-                trainer.should_stop = True
+        stop = False
+        if trainer.is_global_zero:
+            curve = list(pl_module.curve)
+            self.record.set(CURVE, curve)
+            if self.on_epoch:
+                self.on_epoch(len(curve), curve[-1])
+            epoch = len(curve)
+            if epoch in self.rungs and not self.exempt:
+                others = [v for v in rung_values(self.record.trials(), epoch) if v[0] != self.record.number]
+                decision = self.pruner.decide((self.record.number, curve[-1], self.latency), others, epoch)
+                if not decision.keep:
+                    self.record.set(PRUNED_AT, str(decision))
+                    stop = True
+        if trainer.world_size > 1:
+            stop = trainer.strategy.broadcast(stop, src=0)
+        if stop:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        import torch
+
+        if trainer.world_size > 1:  # evidence that every rank stopped after the same epoch
+            epochs = trainer.strategy.all_gather(torch.tensor(len(pl_module.curve)))
+            if trainer.is_global_zero:
+                self.record.set("epochs_per_rank", [int(e) for e in epochs.flatten()])
+        if trainer.is_global_zero:
+            self.record.set("seconds_train_val", round(self.step_seconds, 3))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -9,9 +9,12 @@ apply).
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from typing import Any, Callable
 
 import optuna
 import torch
+from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
 from . import data as data_mod
@@ -27,14 +31,18 @@ from . import signals
 from .check import model_cost
 from .cost import LatencyMeter, LatencyTarget, release_memory
 from .errors import BadOption, UserError
+from .locks import GateCallback, LatencyGate, StudyLock
 from .model import build, save_weights
-from .pruning import CURVE, LATENCY, MOASHA, ParetoPruningCallback
+from .pruning import CURVE, LATENCY, MOASHA, PRUNED_AT, ParetoPruningCallback, TrialRecord
 from .space import Architecture, ArchitectureError, SearchSpace
-from .storage import open_storage
+from .storage import RetryingStorage, open_storage, retry_once
 from .train import Classifier, NonFiniteLoss, make_trainer, seed_everything
 
 log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "bruteforce")
+HEARTBEAT_S = 10  # a running trial records a heartbeat this often; silent for 3 of them, it is failed
+POLL_S = 1.0
+MAX_FAILURES = 10  # a run stops once this many trials (or --trials, if more) have failed  # how often a worker with nothing to start looks again
 METRIC_NAMES = {"accuracy": "accuracy", "latency": "latency_ms", "params": "params", "flops": "flops"}
 DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "params": "minimize", "flops": "minimize"}
 
@@ -58,14 +66,14 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 
 def open_study(space: SearchSpace, study_name: str, storage: str, sampler: optuna.samplers.BaseSampler,
-               create: bool = True) -> optuna.Study:
+               heartbeat_s: int | None = None) -> optuna.Study:
     """Create or resume the study. A study made from a different space is refused."""
     if storage.startswith("sqlite:///"):
         Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     directions = [DIRECTIONS[o] for o in space.objectives]
     try:
-        study = optuna.create_study(study_name=study_name, storage=open_storage(storage), sampler=sampler,
-                                    directions=directions, load_if_exists=True)
+        study = optuna.create_study(study_name=study_name, storage=open_storage(storage, heartbeat_s),
+                                    sampler=sampler, directions=directions, load_if_exists=True)
     except ValueError as e:  # directions differ from an existing study of that name
         raise UserError(f"study {study_name!r} in {storage}: {e}") from None
     except Exception as e:  # bad URL, unreachable database
@@ -110,8 +118,15 @@ class SearchResult:
     stopped: str
 
 
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who runs a trial: user attribute ``worker``
+
+
 @dataclass
 class Search:
+    """One worker of a search. Several of them (processes, machines) may share the study: a worker
+    asks for a trial only while holding the study's lock and only while the finished and running
+    trials are fewer than ``trials``, so N workers end with exactly ``trials`` finished ones."""
+
     space: SearchSpace
     study_name: str
     storage: str
@@ -124,18 +139,23 @@ class Search:
     root: Path = Path("runs")
     reporter: Reporter = field(default_factory=Reporter)
     max_epochs: int | None = None
+    worker_index: int = 0  # sampler seed = seed + worker_index: workers must not propose in lockstep
+    heartbeat_s: int = HEARTBEAT_S
 
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise BadOption("--trials", self.trials, "a positive integer")
         if self.timeout is not None and self.timeout <= 0:
             raise BadOption("--timeout", self.timeout, "a positive number of seconds")
+        if self.heartbeat_s < 1:
+            raise BadOption("--heartbeat", self.heartbeat_s, "a positive whole number of seconds")
         self.target = LatencyTarget.from_space(self.space.latency)
         self.epochs = self.max_epochs or self.space.training["epochs"]
         self.pruner = MOASHA(eta=self.eta) if self.prune else None
         self.run_dir = self.root / self.study_name
         self._latency_cache_path = self.run_dir / "latency.json"
         self._meter: LatencyMeter | None = None
+        self.gate = LatencyGate(self.run_dir)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -149,20 +169,22 @@ class Search:
 
     def _latency(self, arch: Architecture, num_classes: int) -> tuple[float, float, bool]:
         """(ms, spread %, disturbed), cached by architecture and target in runs/<study>/latency.json,
-        with the reference workload's quiet speed on this target (see ``cost.LatencyMeter``)."""
+        with the reference workload's quiet speed on this target (see ``cost.LatencyMeter``). Measured
+        while no other worker on this machine trains (``LatencyGate``)."""
         key = f"{arch}@{self.target.key()}"
         ref_key = f"reference@{self.target.key()}"
-        cache = json.loads(self._latency_cache_path.read_text()) if self._latency_cache_path.exists() else {}
-        if key not in cache:
-            if self._meter is None:
-                self._meter = LatencyMeter(self.target, cache.get(ref_key))
-            timing = self._meter.measure(build(arch, num_classes, self.space.in_chans), self.space.in_chans)
-            cache[key] = [timing.ms, timing.spread, timing.disturbed]
-            cache[ref_key] = self._meter.quiet_reference_ms
-            self._latency_cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._latency_cache_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache, indent=1))
-            tmp.replace(self._latency_cache_path)
+        with self.gate.measuring():
+            cache = json.loads(self._latency_cache_path.read_text()) if self._latency_cache_path.exists() else {}
+            if key not in cache:
+                if self._meter is None:
+                    self._meter = LatencyMeter(self.target, cache.get(ref_key))
+                timing = self._meter.measure(build(arch, num_classes, self.space.in_chans), self.space.in_chans)
+                cache[key] = [timing.ms, timing.spread, timing.disturbed]
+                cache[ref_key] = self._meter.quiet_reference_ms
+                self._latency_cache_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self._latency_cache_path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(cache, indent=1))
+                tmp.replace(self._latency_cache_path)
         ms, spread, *rest = cache[key]
         return ms, spread, bool(rest and rest[0])
 
@@ -173,55 +195,119 @@ class Search:
 
     def run(self) -> SearchResult:
         start = time.monotonic()
-        study = open_study(self.space, self.study_name, self.storage, make_sampler(self.sampler, self.seed))
+        self._started_at = datetime.datetime.now()
+        study = open_study(self.space, self.study_name, self.storage,
+                           make_sampler(self.sampler, self.seed + self.worker_index), self.heartbeat_s)
+        storage: RetryingStorage = study._storage
+        lock = StudyLock(self.storage, self.study_name, storage.engine)
         dm = self._datamodule()
         num_classes = self.space.num_classes or dm.num_classes
         self.num_classes = num_classes
         if "num_classes" not in study.user_attrs:
             study.set_user_attr("num_classes", num_classes)
-        if not study.trials:
+        self.reporter.search_start(study, self.trials)
+        while True:
+            with lock.held():
+                nxt = self._next_trial(study, start)
+            if isinstance(nxt, str):
+                stopped = nxt
+                break
+            if nxt is None:  # the trials still needed are running elsewhere: wait for their outcome
+                time.sleep(POLL_S)
+                continue
+            trial, arch, heartbeat = nxt
+            try:
+                self._run_trial(study, trial, arch, dm, num_classes)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it as silent
+                log.warning("trial %d was failed by another worker (no heartbeat for %d s); its retry goes on",
+                            trial.number, 3 * self.heartbeat_s)
+            except (KeyboardInterrupt, SystemExit, signals.Interrupted) as e:  # Lightning: Ctrl-C -> SystemExit
+                heartbeat.join()
+                trial.set_user_attr("stop_reason", f"interrupted ({signals.cause()})" if not isinstance(e, SystemExit)
+                                    or e.code in (1, 130) else f"interrupted (exit {e.code})")
+                _tell(study, trial, state=TrialState.FAIL)
+                raise e if isinstance(e, signals.Interrupted) else KeyboardInterrupt() from None
+            except Exception as e:  # never leave a trial RUNNING: record why it failed, then stop
+                heartbeat.join()
+                trial.set_user_attr("stop_reason", f"failed: {e.__class__.__name__}: {e}"[:1000])
+                _tell(study, trial, state=TrialState.FAIL)
+                raise
+            finally:
+                heartbeat.join()
+            release_memory()  # the trial's Trainer, model and optimiser sit in reference cycles
+            self.reporter.trial_end(study.get_trials(deepcopy=False)[trial.number])
+        counts = count_states(study)
+        return SearchResult(study, counts, time.monotonic() - start, stopped)
+
+    def _next_trial(self, study: optuna.Study, start: float) -> Any:
+        """Called with the study's lock held. A stop reason (str); None when the trials still needed
+        are running elsewhere; or (trial, architecture, heartbeat) of a new trial, its architecture
+        sampled and recorded before the lock is released so no other worker starts the same one."""
+        storage = study._storage
+        for trial_id in storage._get_stale_trial_ids(study._study_id):  # silent for 3 heartbeats
+            fail_dead(study, storage.get_trial(trial_id),
+                      f"no heartbeat for {3 * self.heartbeat_s} s: its worker died or hung")
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:  # under the lock, a running trial without a worker lost it before starting
+            if t.state == TrialState.RUNNING and "worker" not in t.user_attrs:
+                fail_dead(study, t, "its worker stopped before the trial started")
+        if not trials:
             try:
                 params = self.space.params_of(self.space.baseline())
             except ArchitectureError:
                 log.warning("the space has a stage without 'none': no baseline trial, fronts read without one")
             else:
                 study.enqueue_trial(params, user_attrs={"baseline": True})
-        self.reporter.search_start(study, self.trials)
-        stopped = "trials"
-        while True:
-            done = self._finished(study)
-            if len(done) >= self.trials:
-                break
-            if self.timeout is not None and time.monotonic() - start > self.timeout:
-                stopped = "timeout"
-                break
-            distinct = {t.user_attrs.get("arch") for t in done}
-            if len(distinct) >= self.space.count():
-                stopped = "space exhausted"
-                break
+        trials = study.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if len(done) >= self.trials:
+            return "trials"
+        if self.timeout is not None and time.monotonic() - start > self.timeout:
+            return "timeout"
+        failed = [t for t in trials if t.state == TrialState.FAIL and t.datetime_start is not None
+                  and t.datetime_start >= self._started_at
+                  and not str(t.user_attrs.get("stop_reason", "")).startswith("interrupted")]
+        if len(failed) >= max(MAX_FAILURES, self.trials):  # something fails every trial: stop, don't spin
+            return f"{len(failed)} trials failed since this run started (last: {failed[-1].user_attrs.get('stop_reason')})"
+        distinct = {t.user_attrs.get("arch") for t in done}
+        if len(distinct) >= self.space.count():
+            return "space exhausted"
+        if len(done) + len(running) >= self.trials or len(distinct | {t.user_attrs.get("arch") for t in running}) \
+                >= self.space.count():
+            return None
+        with warnings.catch_warnings():  # Optuna warns that heartbeats belong to optimize; we run them ourselves
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = study.ask()
-            try:
-                self._run_trial(study, trial, dm, num_classes, done)
-            except (KeyboardInterrupt, SystemExit, signals.Interrupted) as e:  # Lightning: Ctrl-C -> SystemExit
-                trial.set_user_attr("stop_reason", f"interrupted ({signals.cause()})" if not isinstance(e, SystemExit)
-                                    or e.code in (1, 130) else f"interrupted (exit {e.code})")
-                _tell(study, trial, state=TrialState.FAIL)
-                raise e if isinstance(e, signals.Interrupted) else KeyboardInterrupt() from None
-            except Exception as e:  # never leave a trial RUNNING: record why it failed, then stop
-                trial.set_user_attr("stop_reason", f"failed: {e.__class__.__name__}: {e}"[:1000])
-                _tell(study, trial, state=TrialState.FAIL)
-                raise
-            release_memory()  # the trial's Trainer, model and optimiser sit in reference cycles
-            self.reporter.trial_end(study.get_trials(deepcopy=False)[trial.number])
-        counts = count_states(study)
-        return SearchResult(study, counts, time.monotonic() - start, stopped)
+        try:
+            arch = self.space.sample(trial)
+            trial.set_user_attr("arch", str(arch))
+            trial.set_user_attr("worker", WORKER)
+        except BaseException as e:
+            trial.set_user_attr("stop_reason", f"failed: {e.__class__.__name__}: {e}"[:1000])
+            _tell(study, trial, state=TrialState.FAIL)
+            raise
+        heartbeat = get_heartbeat_thread(trial._trial_id, study._storage)
+        heartbeat.start()
+        return trial, arch, heartbeat
 
-    def _run_trial(self, study: optuna.Study, trial: optuna.Trial, dm: Any, num_classes: int,
-                   done: list[optuna.trial.FrozenTrial]) -> None:
-        arch = self.space.sample(trial)
-        trial.set_user_attr("arch", str(arch))
+    def _twin(self, study: optuna.Study, trial: optuna.Trial, arch: Architecture) -> optuna.trial.FrozenTrial | None:
+        """A finished trial of the same architecture, waiting first for one that is running (started
+        earlier, by another worker): an architecture is never trained twice at the same time."""
+        while True:
+            same = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("arch") == str(arch)
+                    and t.number != trial.number]
+            done = [t for t in same if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+            if done:
+                return done[0]
+            if not any(t.state == TrialState.RUNNING and t.number < trial.number for t in same):
+                return None
+            time.sleep(POLL_S)
+
+    def _run_trial(self, study: optuna.Study, trial: optuna.Trial, arch: Architecture, dm: Any,
+                   num_classes: int) -> None:
         self.reporter.trial_start(trial.number, arch)
-        previous = next((t for t in done if t.user_attrs.get("arch") == str(arch)), None)
+        previous = self._twin(study, trial, arch)
         if previous is not None:  # never train an architecture twice: copy its outcome
             for key in ("params", "flops", LATENCY, "latency_spread_pct", "latency_target", "latency_disturbed", CURVE,
                         "infeasible"):
@@ -262,29 +348,29 @@ class Search:
         if self.space.training["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         module = Classifier(model, num_classes, self.space.training)
+        ddp = self.space.training["devices"] > 1  # spawned ranks: nothing unpicklable in the callbacks
+        record = TrialRecord(self.storage, study._study_id, trial._trial_id, trial.number, study._storage)
         callback = ParetoPruningCallback(
-            trial, latency, self.epochs, self.pruner, exempt=bool(trial.user_attrs.get("baseline")),
-            on_epoch=lambda e, acc: self.reporter.epoch(trial.number, e, self.epochs, acc))
-        trainer = make_trainer(self.space.training, epochs=self.epochs, callbacks=[callback],
+            record, latency, self.epochs, self.pruner, exempt=bool(trial.user_attrs.get("baseline")),
+            on_epoch=None if ddp else (lambda e, acc: self.reporter.epoch(trial.number, e, self.epochs, acc)))
+        trainer = make_trainer(self.space.training, epochs=self.epochs, callbacks=[callback, GateCallback(self.gate)],
                                log_dir=self.run_dir / "trials" / str(trial.number))
-        if trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(dm, "to_device"):
+        if not ddp and trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(dm, "to_device"):
             dm.to_device(trainer.strategy.root_device)
         try:
             trainer.fit(module, dm)
-        except NonFiniteLoss as e:
-            trial.set_user_attr("stop_reason", f"failed: {e}")
+        except Exception as e:
+            reason = trial_failure(e)
+            if reason is None:
+                raise
+            trial.set_user_attr("stop_reason", f"failed: {reason}")
             _tell(study, trial, state=TrialState.FAIL)
             return
-        except torch.OutOfMemoryError as e:
-            trial.set_user_attr("stop_reason", f"failed: out of memory ({str(e).splitlines()[0]})")
-            _tell(study, trial, state=TrialState.FAIL)
-            return
-        curve = module.curve
-        trial.set_user_attr(CURVE, curve)
+        stored = study._storage.get_trial(trial._trial_id).user_attrs  # rank 0 wrote them (DDP: elsewhere)
+        curve = stored.get(CURVE, [])
         trial.set_user_attr("seconds_trial", round(time.perf_counter() - started + latency_s, 3))
-        trial.set_user_attr("seconds_train_val", round(callback.step_seconds, 3))
-        if callback.decision is not None and not callback.decision.keep:
-            trial.set_user_attr("stop_reason", str(callback.decision))
+        if PRUNED_AT in stored:
+            trial.set_user_attr("stop_reason", stored[PRUNED_AT])
             _tell(study, trial, state=TrialState.PRUNED)
             return
         if not curve or len(curve) < self.epochs:
@@ -328,6 +414,35 @@ class Search:
         if legacy:  # optuna-dashboard 0.21 reads only the legacy list form
             trial.storage.set_trial_system_attr(trial._trial_id, "constraints", legacy)
         return violations
+
+
+def trial_failure(e: BaseException) -> str | None:
+    """The reason to record when training a trial raised ``e``, for failures that belong to that
+    trial alone (the worker goes on); None for anything else. In a spawned DDP fit the rank's
+    exception arrives as text."""
+    if isinstance(e, NonFiniteLoss):
+        return str(e)
+    if isinstance(e, torch.OutOfMemoryError):
+        return f"out of memory ({str(e).splitlines()[0]})"
+    if e.__class__.__name__ == "ProcessRaisedException":  # torch.multiprocessing, from a DDP rank
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        for name, what in (("NonFiniteLoss", ""), ("OutOfMemoryError", "out of memory ")):
+            hits = [ln for ln in lines if name in ln]
+            if hits:
+                return f"{what}{hits[-1].split(':', 1)[-1].strip()} (in a DDP rank)"
+    return None
+
+
+def fail_dead(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
+    """A running trial whose worker is gone: failed with ``why``, and its architecture queued again
+    once (``storage.retry_once``). Call with the study's lock held."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, "stop_reason", f"failed: {why}")
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # it finished, or someone else failed it, meanwhile
+    retry_once(study, storage.get_trial(trial._trial_id))
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> None:

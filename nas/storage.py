@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Any, Callable
 
 import optuna
-from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +32,18 @@ def _transient(e: BaseException) -> bool:
     return isinstance(e, optuna.exceptions.StorageInternalError) and cause is not None and _transient(cause)
 
 
+def _transient_at_connect(e: BaseException) -> bool:
+    """Also transient when opening: another process creating the same empty database's tables at the
+    same moment (every machine of a search starting together) makes one of the two fail with an
+    integrity error; once the other has committed, opening again finds the tables."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    return _transient(e) or isinstance(e, (IntegrityError, ProgrammingError))
+
+
 def retry(fn: Callable[[], Any], what: str, *, attempts: int = ATTEMPTS, first_wait: float = FIRST_WAIT_S,
-          sleep: Callable[[float], None] = time.sleep, on_retry: Callable[[], None] = lambda: None) -> Any:
+          sleep: Callable[[float], None] = time.sleep, on_retry: Callable[[], None] = lambda: None,
+          transient: Callable[[BaseException], bool] = _transient) -> Any:
     """``fn()``; on a transient database error, again after ``first_wait`` s, doubling up to
     MAX_WAIT_S, ``attempts`` times in all; then the error is raised."""
     wait = first_wait
@@ -38,7 +51,7 @@ def retry(fn: Callable[[], Any], what: str, *, attempts: int = ATTEMPTS, first_w
         try:
             return fn()
         except Exception as e:
-            if attempt == attempts or not _transient(e):
+            if attempt == attempts or not transient(e):
                 raise
             on_retry()
             log.warning("storage %s failed (%s); retry %d of %d in %.1f s", what, e.__class__.__name__, attempt,
@@ -48,8 +61,10 @@ def retry(fn: Callable[[], Any], what: str, *, attempts: int = ATTEMPTS, first_w
     raise AssertionError("unreachable")
 
 
-class RetryingStorage(BaseStorage):
-    """Delegates to ``backend``; every call is retried on transient database errors (see ``retry``)."""
+class RetryingStorage(BaseStorage, BaseHeartbeat):
+    """Delegates to ``backend``; every call is retried on transient database errors (see ``retry``).
+    The backend's heartbeat (when it has one) is passed through, so Optuna's heartbeat thread and
+    ``fail_stale_trials`` work through this wrapper."""
 
     def __init__(self, backend: BaseStorage, *, attempts: int = ATTEMPTS, first_wait: float = FIRST_WAIT_S,
                  sleep: Callable[[float], None] = time.sleep):
@@ -66,6 +81,22 @@ class RetryingStorage(BaseStorage):
     def remove_session(self) -> None:
         self.backend.remove_session()
 
+    @property
+    def engine(self) -> Any:
+        return getattr(self.backend, "engine", None)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self._call("record_heartbeat", trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self._call("_get_stale_trial_ids", study_id)
+
+    def get_heartbeat_interval(self) -> int | None:
+        return getattr(self.backend, "heartbeat_interval", None)
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return getattr(self.backend, "heartbeat_stale_trial_callback", None)
+
 
 def _delegate(name: str) -> Callable[..., Any]:
     def method(self: RetryingStorage, *args: Any, **kwargs: Any) -> Any:
@@ -81,10 +112,30 @@ for _name in BaseStorage.__abstractmethods__:
 RetryingStorage.__abstractmethods__ = frozenset()
 
 
-def open_storage(url: str) -> RetryingStorage:
+def retry_once(study: optuna.Study, trial: FrozenTrial) -> None:
+    """What happens to a trial whose worker died (no heartbeat, or the parent saw the process end):
+    its architecture is queued again, once; a retry that dies too is not retried. The retry keeps
+    the architecture and the baseline mark, not the dead trial's partial results."""
+    keep = {k: v for k, v in trial.user_attrs.items() if k in ("arch", "baseline")}
+    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, FrozenTrial(
+        number=trial.number, state=trial.state, value=None, values=trial.values, datetime_start=None,
+        datetime_complete=None, params=trial.params, distributions=trial.distributions, user_attrs=keep,
+        system_attrs={k: v for k, v in trial.system_attrs.items() if k in ("failed_trial", "retry_history")},
+        intermediate_values={}, trial_id=trial._trial_id))
+
+
+def open_storage(url: str, heartbeat_s: int | None = None) -> RetryingStorage:
     """The storage behind an Optuna storage URL, with retries (connecting included) and, for SQLite,
-    a lock timeout."""
+    a lock timeout. With ``heartbeat_s``, running trials record a heartbeat that often, and one
+    silent for 3 heartbeats counts as stale (``search.fail_stale`` fails it and retries it once)."""
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}}
-    return RetryingStorage(retry(lambda: RDBStorage(url, engine_kwargs=engine_kwargs), "connect"))
+    heartbeat: dict[str, Any] = {}
+    if heartbeat_s is not None:
+        heartbeat = {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        backend = retry(lambda: RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat), "connect",
+                        transient=_transient_at_connect)
+    return RetryingStorage(backend)

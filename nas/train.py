@@ -31,6 +31,16 @@ class Classifier(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def setup(self, stage: str) -> None:
+        """In every process of the fit, spawned DDP ranks included: quiet logs and, for CPU ranks,
+        their share of this process's cores (each would otherwise take them all)."""
+        quiet_lightning()
+        world = self.trainer.world_size
+        if world > 1 and self.trainer.strategy.root_device.type == "cpu":
+            import os
+
+            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world))
+
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.get("channels_last") else x
 
@@ -85,6 +95,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", module=r"lightning(\.|$)")
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*all_gather is deprecated.*")
 
 
 def make_trainer(training: Mapping[str, Any], *, epochs: int | None = None, log_dir: Path | None = None,
@@ -100,8 +111,12 @@ def make_trainer(training: Mapping[str, Any], *, epochs: int | None = None, log_
 
         logger = CSVLogger(str(log_dir.parent), name=log_dir.name, version="")
     devices = training["devices"]
+    # several devices: DDP in spawned processes. Plain "ddp" would start this whole command again in
+    # every rank (each would run its own search); spawned ranks run only the fit.
+    strategy = "ddp_spawn" if devices > 1 else "auto"
     return pl.Trainer(
         max_epochs=epochs or training["epochs"], accelerator=accelerator, devices=devices, precision=precision,
+        strategy=strategy,
         logger=logger, callbacks=callbacks or [], enable_progress_bar=progress, enable_model_summary=False,
         enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks or []), num_sanity_val_steps=0, deterministic=False, log_every_n_steps=10,
         default_root_dir=str(log_dir) if log_dir else None,

@@ -1,5 +1,7 @@
 import subprocess
 import sys
+import textwrap
+import time
 
 import optuna
 
@@ -26,3 +28,21 @@ def test_two_processes_share_a_postgres_study(fresh_postgres_db):
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert sorted(t.values[1] for t in trials) == [1.0, 2.0]
     assert len({t.number for t in trials}) == 2
+
+
+def test_machines_opening_an_empty_database_at_the_same_moment_all_succeed(fresh_postgres_db):
+    """Every machine of a search starts together: all of them find the database empty and create
+    Optuna's tables at once. The losers of that race retry and find the tables."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from nas.storage import open_storage
+        time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+        open_storage({fresh_postgres_db!r})
+        print("opened")
+    """)
+    start = str(time.time() + 4)  # every process past its imports, then all at once
+    procs = [subprocess.Popen([sys.executable, "-c", code, start], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and "opened" in out, err[-2000:]

@@ -1,0 +1,211 @@
+"""``nas search --workers N``: N worker processes on this machine share one study.
+
+Each worker is ``nas search`` itself (``--worker-index i``), started in its own session with its own
+thread count and, on a GPU machine, only its own GPU visible. The parent shows progress, prints the
+workers' lines, and watches them:
+
+- a worker that dies (killed, out of host memory): its running trial is failed at once with the
+  cause and its architecture queued again, once; a new worker takes its place (at most
+  ``RESTARTS`` times per slot). Trials of workers on other machines are covered by the heartbeat.
+- a worker that stops with an error: the others are stopped and the error is reported.
+- Ctrl-C or SIGTERM to the parent: every worker gets SIGTERM, records its trial as interrupted and
+  exits; a worker still there after ``STOP_WAIT_S`` is killed and its trial failed by the parent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from .errors import BadOption, UserError
+from .locks import StudyLock
+
+RESTARTS = 3
+STOP_WAIT_S = 60.0
+POLL_S = 0.5
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None and listed.strip():
+        return [d.strip() for d in listed.split(",") if d.strip()][:torch.cuda.device_count()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+@dataclass(frozen=True)
+class Plan:
+    workers: int
+    threads: int
+    gpus: tuple[str, ...]  # one per worker (round robin), empty on a CPU-only machine
+
+    def describe(self) -> str:
+        where = f", GPU {', '.join(self.gpus)}" if self.gpus else ""
+        return f"{self.workers} worker(s), {self.threads} thread(s) each{where}"
+
+
+def plan(workers: str, threads: int | None, devices_per_trial: int = 1) -> Plan:
+    """``--workers`` (N or auto) and ``--threads`` -> how many processes, threads and GPUs."""
+    gpus = visible_gpus()
+    if workers == "auto":
+        n = max(1, len(gpus) // devices_per_trial) if gpus else 1
+    elif workers.isdigit() and int(workers) >= 1:
+        n = int(workers)
+    else:
+        raise BadOption("--workers", workers, "a positive integer, or auto (one per visible GPU, one on a CPU-only machine)")
+    if threads is not None and threads < 1:
+        raise BadOption("--threads", threads, "a positive integer (threads per worker)")
+    per_worker = threads or max(1, cpu_count() // n)
+    if gpus and devices_per_trial > 1:  # a DDP trial needs its GPUs together
+        groups = [",".join(gpus[i:i + devices_per_trial]) for i in range(0, len(gpus) - devices_per_trial + 1,
+                                                                          devices_per_trial)]
+        assigned = tuple(groups[i % len(groups)] for i in range(n)) if groups else ()
+    else:
+        assigned = tuple(gpus[i % len(gpus)] for i in range(n)) if gpus else ()
+    return Plan(n, per_worker, assigned)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux), so no worker is orphaned."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class Worker:
+    index: int
+    argv: list[str]
+    env: dict[str, str]
+    on_line: Callable[[str], None]
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    tail: list[str] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.tail = []
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, start_new_session=True, preexec_fn=_die_with_parent)
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+
+    def _pump(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            self.tail = (self.tail + [line])[-20:]
+            self.on_line(f"[w{self.index}] {line}")
+
+    @property
+    def ident(self) -> str:
+        import socket
+
+        assert self.proc is not None
+        return f"{socket.gethostname()}:{self.proc.pid}"
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def fail_trials_of(study: optuna.Study, lock: StudyLock, ident: str, why: str) -> list[int]:
+    """Fail (and queue again, once) the running trials of the worker process ``ident``."""
+    from .search import fail_dead
+
+    failed = []
+    with lock.held():
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("worker") == ident:
+                fail_dead(study, t, why)
+                failed.append(t.number)
+    return failed
+
+
+def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, lock: StudyLock,
+                on_line: Callable[[str], None], on_poll: Callable[[], None] = lambda: None) -> None:
+    """Start the workers and watch them until every one has finished (see the module docstring).
+    Raises UserError when a worker stopped with an error; re-raises an interruption after stopping
+    every worker."""
+    workers = []
+    for i in range(plan_.workers):
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(plan_.threads),
+                   MKL_NUM_THREADS=str(plan_.threads))
+        if plan_.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = plan_.gpus[i]
+        argv = [sys.executable, "-m", "nas", "search", *child_args, "--threads", str(plan_.threads),
+                "--worker-index", str(i)]
+        workers.append(Worker(i, argv, env, on_line))
+    for w in workers:
+        w.start()
+    try:
+        running = list(workers)
+        while running:
+            time.sleep(POLL_S)
+            on_poll()
+            for w in list(running):
+                assert w.proc is not None
+                code = w.proc.poll()
+                if code is None:
+                    continue
+                running.remove(w)
+                if code == 0:
+                    continue
+                if code == 2:  # the worker's own message says what was wrong with the input
+                    raise UserError(f"worker {w.index} stopped: " + " | ".join(w.tail[-3:]))
+                if code < 0 or code in (128 + signal.SIGKILL, 128 + signal.SIGTERM):  # killed from outside
+                    why = f"worker process {w.proc.pid} {describe_exit(code)}"
+                    failed = fail_trials_of(study, lock, w.ident, why)
+                    on_line(f"[w{w.index}] {why}; failed and queued again: trial(s) {failed or 'none running'}")
+                    if w.restarts < RESTARTS:
+                        w.restarts += 1
+                        w.start()
+                        running.append(w)
+                        on_line(f"[w{w.index}] restarted ({w.restarts} of {RESTARTS})")
+                    continue
+                raise UserError(f"worker {w.index} failed ({describe_exit(code)}): " + " | ".join(w.tail[-5:]))
+    except BaseException:
+        stop_all(workers, study, lock, on_line)
+        raise
+
+
+def stop_all(workers: Sequence[Worker], study: optuna.Study, lock: StudyLock, on_line: Callable[[str], None]) -> None:
+    """SIGTERM to every live worker; wait; kill what is left and fail its trials."""
+    live = [w for w in workers if w.proc is not None and w.proc.poll() is None]
+    for w in live:
+        w.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WAIT_S
+    for w in live:
+        try:
+            w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            w.proc.kill()
+            w.proc.wait()
+            fail_trials_of(study, lock, w.ident, f"worker process {w.proc.pid} did not stop within {STOP_WAIT_S:.0f} s "
+                           "of SIGTERM and was killed")
+            on_line(f"[w{w.index}] killed: it did not stop within {STOP_WAIT_S:.0f} s")

@@ -1,0 +1,307 @@
+"""Several workers on one study (``nas search --workers N``, several commands on PostgreSQL) and the
+faults they must survive, injected on purpose: a worker killed with SIGKILL (the parent notices; a
+lone worker is caught by the heartbeat), SIGTERM to the parent, a loss that goes NaN and an out-of-
+memory error in one trial. Each test checks the study's final state: the exact number of finished
+trials, none lost, none duplicated, none left RUNNING."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from nas.search import Search
+from nas.space import load_space
+
+pytestmark = pytest.mark.slow
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# 8 x 8 x 8 = 512 architectures: a stress run of 100 trials cannot exhaust it
+SPACE = """
+name: multi
+backbone: resnet10t
+input_size: 32
+in_chans: 1
+data: {{source: digits, train: {train}, val: 64, test: 32}}
+stages:
+  - stage: 2
+    mechanisms: {{none: , se: {{reduction: [4, 8, 16]}}, eca: {{k_size: [3, 5, 7]}}, simam: }}
+  - stage: 3
+    mechanisms: {{none: , se: {{reduction: [4, 8, 16]}}, eca: {{k_size: [3, 5, 7]}}, simam: }}
+  - stage: 4
+    mechanisms: {{none: , se: {{reduction: [4, 8, 16]}}, eca: {{k_size: [3, 5, 7]}}, simam: }}
+training: {{epochs: {epochs}, batch_size: 64{extra}}}
+latency: {{input_size: 32, repeats: 5, warmup: 1}}
+"""
+
+
+def write_space(tmp_path, epochs=1, train=128, extra=""):
+    path = tmp_path / "multi.yaml"
+    path.write_text(textwrap.dedent(SPACE.format(epochs=epochs, train=train, extra=extra)))
+    return path
+
+
+def env():
+    return dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200")
+
+
+def nas(tmp_path, *args, storage=None):
+    cmd = [sys.executable, "-m", "nas", "search", "--space", "multi.yaml", "--sampler", "random", *args]
+    return cmd + (["--storage", storage] if storage else [])
+
+
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'runs' / 'multi' / 'study.db'}"
+
+
+def study_of(url):
+    return optuna.load_study(study_name="multi", storage=url)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def assert_final_state(study, finished):
+    """Exactly ``finished`` trials finished, none RUNNING or WAITING, no architecture trained twice,
+    every failure has a recorded reason."""
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == finished, f"{len(done)} finished trials, expected {finished}: {states}"
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states, states
+    trained = [t.user_attrs["arch"] for t in done if "duplicate_of" not in t.user_attrs]
+    assert len(trained) == len(set(trained)), "an architecture was trained twice"
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            assert t.user_attrs.get("stop_reason", "").startswith(("failed", "interrupted")), t.user_attrs
+    return trials
+
+
+def stress(tmp_path, commands, trials, url):
+    write_space(tmp_path)
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for cmd in commands]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+        assert "locked" not in out.lower() and "Traceback" not in out, out[-3000:]
+    trials_ = assert_final_state(study_of(url), trials)
+    assert not [t for t in trials_ if t.state == TrialState.FAIL]
+    return trials_, "\n".join(outs)
+
+
+def test_four_workers_finish_exactly_the_trials_asked_for_on_sqlite(tmp_path):
+    url = sqlite_url(tmp_path)
+    trials, out = stress(tmp_path, [nas(tmp_path, "--trials", "100", "--workers", "4", "--threads", "1")], 100, url)
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 4, workers  # every worker took part
+    assert out.count("done: trials") == 4
+    assert "trials: complete" in out
+
+
+def test_two_commands_share_a_postgresql_study_like_two_machines(tmp_path, fresh_postgres_db):
+    """What two machines do: the same command against one PostgreSQL URL, each with 2 workers."""
+    cmd = nas(tmp_path, "--trials", "100", "--workers", "2", "--threads", "1", storage=fresh_postgres_db)
+    trials, _ = stress(tmp_path, [cmd, cmd], 100, fresh_postgres_db)
+    assert len({t.user_attrs["worker"] for t in trials}) == 4
+
+
+def running_trial(url, min_epochs=1):
+    """A running trial that has trained ``min_epochs`` epochs, or None."""
+    try:
+        trials = study_of(url).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    except Exception:  # the study is being created
+        return None
+    return next((t for t in trials if len(t.user_attrs.get("val_acc_curve", [])) >= min_epochs
+                 and "worker" in t.user_attrs), None)
+
+
+def test_a_worker_killed_mid_trial_is_failed_at_once_and_its_architecture_retried(tmp_path):
+    write_space(tmp_path, epochs=3, train=256)
+    url = sqlite_url(tmp_path)
+    parent = subprocess.Popen(nas(tmp_path, "--trials", "6", "--workers", "2", "--threads", "1", "--no-prune"),
+                              cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    victim = wait_for(lambda: running_trial(url), 300, "a trial in training")
+    host, pid = victim.user_attrs["worker"].rsplit(":", 1)
+    assert host == socket.gethostname()
+    os.kill(int(pid), signal.SIGKILL)
+    killed_at = time.monotonic()
+    failed = wait_for(lambda: study_of(url).trials[victim.number].state == TrialState.FAIL, 30, "the trial failed")
+    assert failed and time.monotonic() - killed_at < 5  # the parent noticed, no heartbeat wait
+    out = parent.communicate(timeout=600)[0]
+    assert parent.returncode == 0, out[-3000:]
+    trials = assert_final_state(study_of(url), 6)
+    dead = trials[victim.number]
+    assert f"worker process {pid} killed by SIGKILL" in dead.user_attrs["stop_reason"]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retries) == 1 and retries[0].user_attrs["arch"] == victim.user_attrs["arch"]
+    assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert "restarted (1 of 3)" in out
+
+
+def test_a_lone_worker_killed_is_caught_by_the_heartbeat_and_the_same_command_resumes(tmp_path):
+    """No parent watches a worker started by hand (another machine): its trial stays RUNNING until
+    the next worker sees no heartbeat for 3 intervals, fails it and retries the architecture."""
+    write_space(tmp_path, epochs=3, train=256)
+    url = sqlite_url(tmp_path)
+    cmd = nas(tmp_path, "--trials", "3", "--heartbeat", "1", "--no-prune")
+    lone = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = wait_for(lambda: running_trial(url), 300, "a trial in training")
+    lone.send_signal(signal.SIGKILL)
+    lone.wait()
+    assert study_of(url).trials[victim.number].state == TrialState.RUNNING
+    started = time.monotonic()
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    trials = assert_final_state(study_of(url), 3)
+    dead = trials[victim.number]
+    assert dead.state == TrialState.FAIL and "no heartbeat for 3 s" in dead.user_attrs["stop_reason"]
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retry) == 1 and retry[0].user_attrs["arch"] == victim.user_attrs["arch"]
+    assert retry[0].datetime_start.timestamp() - dead.datetime_start.timestamp() > 0
+    assert time.monotonic() - started < 300
+
+
+def test_sigterm_to_the_parent_stops_every_worker_and_the_same_command_resumes(tmp_path):
+    write_space(tmp_path, epochs=3, train=256)
+    url = sqlite_url(tmp_path)
+    cmd = nas(tmp_path, "--trials", "5", "--workers", "2", "--threads", "1", "--no-prune", storage=url)
+    parent = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: running_trial(url), 300, "a trial in training")
+    processes = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert len(processes) == 3  # the parent and its 2 workers (their command lines name the storage)
+    parent.send_signal(signal.SIGTERM)
+    out = parent.communicate(timeout=120)[0]
+    assert parent.returncode == 143, out[-3000:]
+    study = study_of(url)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states
+    interrupted = [t for t in study.trials if t.user_attrs.get("stop_reason") == "interrupted (SIGTERM)"]
+    assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
+    assert subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).returncode == 1  # no worker left
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert_final_state(study_of(url), 5)
+
+
+FAULTS = """
+name: multi
+backbone: resnet10t
+input_size: 32
+in_chans: 1
+data: {source: digits, train: 128, val: 64, test: 32}
+stages:
+  - stage: 3
+    mechanisms: {none: , simam: , ca: {reduction: [8, 16, 32]}, cbam: {reduction: [8, 16]}}
+  - stage: 4
+    mechanisms: {none: , se: {reduction: [16]}, eca: {k_size: [3]}, simam: , ca: {reduction: [16]}}
+training: {epochs: 1, batch_size: 64}
+latency: {input_size: 32, repeats: 5, warmup: 1}
+"""
+
+
+def test_nan_loss_and_out_of_memory_fail_one_trial_each_and_the_worker_goes_on(tmp_path, monkeypatch):
+    """Injected by architecture: models with SE produce NaN logits, models with ECA raise CUDA's
+    out-of-memory error (SE and ECA are options of the last stage only, and the seeded random
+    sampler proposes both). Those trials fail with the reason; the others finish the count."""
+    import nas.train
+
+    plain_forward = nas.train.Classifier.forward
+
+    def faulty(self, x):
+        names = {type(m).__name__ for m in self.model.modules()}
+        if "SE" in names:
+            return plain_forward(self, x) * float("nan")
+        if "ECA" in names:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return plain_forward(self, x)
+
+    monkeypatch.setattr(nas.train.Classifier, "forward", faulty)
+    (tmp_path / "multi.yaml").write_text(FAULTS)
+    space = load_space(tmp_path / "multi.yaml")
+    url = sqlite_url(tmp_path)
+    result = Search(space, "multi", url, 8, sampler="random", root=tmp_path / "runs").run()
+    assert result.stopped == "trials"
+    trials = assert_final_state(result.study, 8)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    reasons = {t.user_attrs["arch"]: t.user_attrs["stop_reason"] for t in failed}
+    assert any("training loss is nan" in r for a, r in reasons.items() if "se(" in a), reasons
+    assert any("out of memory (CUDA out of memory" in r for a, r in reasons.items() if "eca(" in a), reasons
+    for t in trials:
+        if t.state != TrialState.FAIL:
+            assert "se(" not in t.user_attrs["arch"] and "eca(" not in t.user_attrs["arch"]
+
+
+def test_a_search_where_every_trial_fails_stops_instead_of_spinning(tmp_path, monkeypatch):
+    import nas.train
+
+    def broken(self, x):
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(nas.train.Classifier, "forward", broken)
+    space = load_space(write_space(tmp_path))
+    result = Search(space, "multi", sqlite_url(tmp_path), 3, sampler="random", root=tmp_path / "runs").run()
+    assert result.stopped.startswith("10 trials failed since this run started")
+    assert result.counts["failed"] == 10 and result.counts["running"] == 0
+
+
+DDP = """
+name: multi
+backbone: resnet10t
+input_size: 32
+in_chans: 1
+data: {source: digits, train: 256, val: 128, test: 32}
+stages:
+  - stage: 4
+    mechanisms: {none: , se: {reduction: [4, 16]}, eca: {k_size: [3, 5]}, simam: }
+training: {epochs: 3, batch_size: 64, devices: 2}
+latency: {input_size: 32, repeats: 5, warmup: 1}
+"""
+
+
+def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp_path):
+    """devices: 2 runs every trial as DDP over 2 spawned processes (gloo on CPU). Rank 0 alone stores
+    the curve and decides at the rungs; the decision reaches both ranks, so both stop after the same
+    epoch; the parent process records each trial once. With eta 2 and 3 epochs only the best of the
+    trials at epoch 1 goes on (1 of 2, then 1 of 3): with seed 0, trials 1 and 2 are pruned there."""
+    (tmp_path / "multi.yaml").write_text(DDP)
+    space = load_space(tmp_path / "multi.yaml")
+    result = Search(space, "multi", sqlite_url(tmp_path), 3, sampler="random", eta=2, root=tmp_path / "runs").run()
+    trials = assert_final_state(result.study, 3)
+    assert len(trials) == 3  # nothing recorded twice, nothing failed
+    trained = [t for t in trials if "duplicate_of" not in t.user_attrs]
+    for t in trained:
+        curve = t.user_attrs["val_acc_curve"]
+        assert t.user_attrs["epochs_per_rank"] == [len(curve), len(curve)], t.user_attrs
+        assert len(curve) == (3 if t.state == TrialState.COMPLETE else 1)
+    assert any(t.state == TrialState.PRUNED and "pruned at epoch 1" in t.user_attrs["stop_reason"] for t in trained)
+    # the weights kept come from rank 0's trained model: they reproduce the stored accuracy
+    from safetensors.torch import load_file
+
+    from nas import data as data_mod
+    from nas.model import build
+    from nas.space import Architecture
+
+    best = result.study.best_trials[0]
+    model = build(Architecture.parse(best.user_attrs["arch"]), 10, 1).eval()
+    model.load_state_dict(load_file(best.user_attrs["weights"]))
+    dm = data_mod.datamodule(space.data, space.input_size, 64, 0)
+    dm.setup("fit")
+    with torch.no_grad():
+        hits = sum(int((model(x).argmax(1) == y).sum()) for x, y in dm.val_dataloader())
+    assert hits / len(dm.val_dataloader().dataset) == pytest.approx(best.values[0], abs=1e-6)

@@ -124,7 +124,7 @@ def search_cmd(
                 "--heartbeat", str(heartbeat)] + (["--timeout", str(timeout)] if timeout is not None else [])
         with LiveReporter() as reporter:
             reporter.search_start(st, trials)
-            run_workers(p, args, st, StudyLock(url, name, st._storage.engine), on_line=reporter.print,
+            run_workers(p, args, st, StudyLock(url, name, st._storage.engine), heartbeat, on_line=reporter.print,
                         on_poll=reporter.poll)
         c, wall = count_states(st), time.monotonic() - start
         done = c["complete"] + c["pruned"] + c["infeasible"]

@@ -243,10 +243,7 @@ class Search:
         """Called with the study's lock held. A stop reason (str); None when the trials still needed
         are running elsewhere; or (trial, architecture, heartbeat) of a new trial, its architecture
         sampled and recorded before the lock is released so no other worker starts the same one."""
-        storage = study._storage
-        for trial_id in storage._get_stale_trial_ids(study._study_id):  # silent for 3 heartbeats
-            fail_dead(study, storage.get_trial(trial_id),
-                      f"no heartbeat for {3 * self.heartbeat_s} s: its worker died or hung")
+        fail_stale(study, self.heartbeat_s)
         trials = study.get_trials(deepcopy=False)
         for t in trials:  # under the lock, a running trial without a worker lost it before starting
             if t.state == TrialState.RUNNING and "worker" not in t.user_attrs:
@@ -431,6 +428,14 @@ def trial_failure(e: BaseException) -> str | None:
             if hits:
                 return f"{what}{hits[-1].split(':', 1)[-1].strip()} (in a DDP rank)"
     return None
+
+
+def fail_stale(study: optuna.Study, heartbeat_s: int) -> None:
+    """Fail (and retry once) the running trials silent for 3 heartbeats: their worker died or hung,
+    on this machine or another. Call with the study's lock held."""
+    storage = study._storage
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        fail_dead(study, storage.get_trial(trial_id), f"no heartbeat for {3 * heartbeat_s} s: its worker died or hung")
 
 
 def fail_dead(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:

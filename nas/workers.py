@@ -147,11 +147,14 @@ def fail_trials_of(study: optuna.Study, lock: StudyLock, ident: str, why: str) -
     return failed
 
 
-def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, lock: StudyLock,
+def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, lock: StudyLock, heartbeat_s: int,
                 on_line: Callable[[str], None], on_poll: Callable[[], None] = lambda: None) -> None:
     """Start the workers and watch them until every one has finished (see the module docstring).
-    Raises UserError when a worker stopped with an error; re-raises an interruption after stopping
-    every worker."""
+    Every ``heartbeat_s`` it also fails trials silent for 3 heartbeats (workers on other machines),
+    so that does not wait until one of its own workers finishes a trial. Raises UserError when a
+    worker stopped with an error; re-raises an interruption after stopping every worker."""
+    from .search import fail_stale
+
     workers = []
     for i in range(plan_.workers):
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(plan_.threads),
@@ -165,9 +168,14 @@ def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, loc
         w.start()
     try:
         running = list(workers)
+        stale_checked = time.monotonic()
         while running:
             time.sleep(POLL_S)
             on_poll()
+            if time.monotonic() - stale_checked > heartbeat_s:
+                with lock.held():
+                    fail_stale(study, heartbeat_s)
+                stale_checked = time.monotonic()
             for w in list(running):
                 assert w.proc is not None
                 code = w.proc.poll()

@@ -80,15 +80,31 @@ class StudyLock:
                 self.file.unlock()
         elif self.kind == "postgresql":
             from sqlalchemy import text
+            from sqlalchemy.exc import DBAPIError
 
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
-                conn.commit()
+            from .storage import retry
+
+            def acquire() -> Any:
+                conn = self.engine.connect()
                 try:
-                    yield
-                finally:
+                    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+                    conn.commit()
+                except BaseException:
+                    conn.close()
+                    raise
+                return conn
+
+            conn = retry(acquire, "study lock")  # the database briefly unreachable: wait, like every call
+            try:
+                yield
+            finally:
+                try:
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
                     conn.commit()
+                except DBAPIError:  # the connection died, and the server dropped its lock with it
+                    log.warning("the study lock's connection was lost; the server released the lock")
+                finally:
+                    conn.close()
         else:
             yield
 

@@ -245,6 +245,21 @@ class Server:
 
     # -- public ---------------------------------------------------------------------------------
 
+    def pause(self, seconds: float) -> None:
+        """Stop the server (fast: open sessions are cut), stay down ``seconds``, start it again on
+        the same port with the same data: a database that is briefly unreachable."""
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "30")
+        self._proc.wait(timeout=30)
+        time.sleep(seconds)
+        settings = [a for k, v in SETTINGS.items() for a in ("-c", f"{k}={v}")]
+        with open(self.log, "ab") as log:
+            self._proc = subprocess.Popen(
+                [self._exe("postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.dir), *settings],
+                cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                **self._user)
+        if not self._wait_ready():
+            raise RuntimeError(f"PostgreSQL did not come back on port {self.port}:\n{_tail(self.log)}")
+
     def url_for(self, database: str) -> str:
         return f"postgresql+psycopg2://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 

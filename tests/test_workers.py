@@ -305,3 +305,40 @@ def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp
     with torch.no_grad():
         hits = sum(int((model(x).argmax(1) == y).sum()) for x, y in dm.val_dataloader())
     assert hits / len(dm.val_dataloader().dataset) == pytest.approx(best.values[0], abs=1e-6)
+
+
+def test_the_database_down_for_seconds_mid_search_is_ridden_out(tmp_path):
+    """A PostgreSQL server stopped for 4 s while two workers train: every storage call, the study
+    lock and the heartbeats wait and retry; the search finishes with nothing lost."""
+    from postgres import start_postgres
+
+    write_space(tmp_path, epochs=2, train=256)
+    with start_postgres() as server:
+        url = server.url
+        cmd = nas(tmp_path, "--trials", "6", "--workers", "2", "--threads", "1", "--no-prune", storage=url)
+        parent = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+        wait_for(lambda: running_trial(url), 300, "a trial in training")
+        server.pause(4)
+        out = parent.communicate(timeout=600)[0]
+        assert parent.returncode == 0, out[-3000:]
+        assert "retry 1 of 7" in out  # the outage was seen, and ridden out
+        trials = assert_final_state(study_of(url), 6)
+        assert not [t for t in trials if t.state == TrialState.FAIL]
+
+
+def test_bench_workers_reports_throughput_per_worker_count(tmp_path):
+    import json
+
+    write_space(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "nas", "bench", "workers", "--space", "multi.yaml", "--trials", "3",
+                        "--workers", "1,2", "--out", "bench"], cwd=tmp_path, env=env(), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = json.loads((tmp_path / "bench" / "workers.json").read_text())["rows"]
+    assert [(row["workers"], row["trials"]) for row in rows] == [(1, 3), (2, 3)]
+    assert rows[0]["epochs_per_min_ratio"] == 1.0 and rows[1]["epochs_per_min_ratio"] > 0
+    assert "epochs/min ratio" in r.stdout
+    bad = subprocess.run([sys.executable, "-m", "nas", "bench", "workers", "--space", "multi.yaml", "--workers", "1,x"],
+                         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "'1,x'" in bad.stderr

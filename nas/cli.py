@@ -97,6 +97,9 @@ def search_cmd(
                       worker_index=index, heartbeat_s=heartbeat).run()
 
     if worker_index is not None:  # one of the processes of --workers: plain lines for the parent to show
+        from .workers import die_with_parent
+
+        die_with_parent()
         if threads:
             torch.set_num_threads(threads)
         result = search(worker_index, LineReporter())
@@ -124,11 +127,9 @@ def search_cmd(
                 "--heartbeat", str(heartbeat)] + (["--timeout", str(timeout)] if timeout is not None else [])
         with LiveReporter() as reporter:
             reporter.search_start(st, trials)
-            run_workers(p, args, st, StudyLock(url, name, st._storage.engine), heartbeat, on_line=reporter.print,
-                        on_poll=reporter.poll)
+            stopped = run_workers(p, args, st, StudyLock(url, name, st._storage.engine), heartbeat,
+                                  on_line=reporter.print, on_poll=reporter.poll)
         c, wall = count_states(st), time.monotonic() - start
-        done = c["complete"] + c["pruned"] + c["infeasible"]
-        stopped = "trials" if done >= trials else "timeout" if timeout and wall > timeout else "space exhausted"
     console.print(f"{stopped}: complete {c['complete']}, pruned {c['pruned']}, infeasible {c['infeasible']}, "
                   f"failed {c['failed']} in {wall:.0f} s")
     console.print(front_table(st))
@@ -477,6 +478,7 @@ def _ratio(value: float) -> str:
 
 def main() -> None:
     from . import signals
+    from .workers import WorkerFailed
 
     signals.install()
     try:
@@ -487,6 +489,9 @@ def main() -> None:
     except (KeyboardInterrupt, signals.Interrupted):
         err_console.print(f"interrupted ({signals.cause()})")
         sys.exit(signals.exit_code())
+    except WorkerFailed as e:
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

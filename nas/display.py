@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import optuna
 from rich.console import Group
 from rich.live import Live
@@ -27,6 +29,7 @@ class LiveReporter(Reporter):
         self.front = Table()
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
         self.study: optuna.Study | None = None
+        self._polled = 0.0
 
     def _render(self) -> Group:
         return Group(self.progress, self.current, self.counts, self.front)
@@ -66,7 +69,11 @@ class LiveReporter(Reporter):
         self.live.console.print(line, markup=False, highlight=False)
 
     def poll(self) -> None:
-        """Progress and counts read again from the study (other processes run the trials)."""
+        """Progress and counts read again from the study (other processes run the trials), at most
+        every 2 s."""
+        if time.monotonic() - self._polled < 2.0:
+            return
+        self._polled = time.monotonic()
         self.progress.update(self.task, completed=self._done())
         self.current = Text("workers running")
         self._refresh()

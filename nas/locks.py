@@ -17,12 +17,14 @@ import fcntl
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import lightning.pytorch as pl
 
 log = logging.getLogger(__name__)
+LOCK_POLL_S = 0.1
 
 
 class _FileLock:
@@ -84,27 +86,51 @@ class StudyLock:
 
             from .storage import retry
 
-            def acquire() -> Any:
+            def connect() -> Any:
                 conn = self.engine.connect()
-                try:
-                    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+                try:  # a dead machine's session (and its lock) is dropped in about 20 s, not hours
+                    for setting in ("tcp_keepalives_idle", "tcp_keepalives_interval"):
+                        conn.execute(text(f"SET {setting} = 5"))
+                    conn.execute(text("SET tcp_keepalives_count = 3"))
                     conn.commit()
                 except BaseException:
                     conn.close()
                     raise
                 return conn
 
-            conn = retry(acquire, "study lock")  # the database briefly unreachable: wait, like every call
+            conn: Any = None
+
+            def try_lock() -> bool:
+                nonlocal conn
+                if conn is None:
+                    conn = connect()
+                try:
+                    got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar())
+                    conn.commit()
+                    return got
+                except DBAPIError:  # a broken connection: the next attempt opens a new one
+                    conn.invalidate()
+                    conn = None
+                    raise
+
+            locked = False
             try:
+                # polled, not blocking in the driver, so Ctrl-C stays responsive; the database briefly
+                # unreachable: waited for like every storage call
+                while not retry(try_lock, "study lock"):
+                    time.sleep(LOCK_POLL_S)
+                locked = True
                 yield
             finally:
-                try:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-                    conn.commit()
-                except DBAPIError:  # the connection died, and the server dropped its lock with it
-                    log.warning("the study lock's connection was lost; the server released the lock")
-                finally:
-                    conn.close()
+                if conn is not None:
+                    try:
+                        if locked:
+                            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+                            conn.commit()
+                        conn.close()
+                    except DBAPIError:  # the connection died, and the server dropped its lock with it
+                        log.warning("the study lock's connection was lost; the server released the lock")
+                        conn.invalidate()
         else:
             yield
 

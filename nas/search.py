@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 import optuna
 import torch
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
 from . import data as data_mod
@@ -35,7 +34,7 @@ from .locks import GateCallback, LatencyGate, StudyLock
 from .model import build, save_weights
 from .pruning import CURVE, LATENCY, MOASHA, PRUNED_AT, ParetoPruningCallback, TrialRecord
 from .space import Architecture, ArchitectureError, SearchSpace
-from .storage import RetryingStorage, open_storage, retry_once
+from .storage import Heartbeat, RetryingStorage, grace_s, open_storage, retry_once
 from .train import Classifier, NonFiniteLoss, make_trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -206,34 +205,46 @@ class Search:
         if "num_classes" not in study.user_attrs:
             study.set_user_attr("num_classes", num_classes)
         self.reporter.search_start(study, self.trials)
+        self._lock = lock
         while True:
-            with lock.held():
-                nxt = self._next_trial(study, start)
-            if isinstance(nxt, str):
-                stopped = nxt
-                break
-            if nxt is None:  # the trials still needed are running elsewhere: wait for their outcome
-                time.sleep(POLL_S)
-                continue
-            trial, arch, heartbeat = nxt
+            signals.defer()  # from asking for a trial until it is inside the try below that records it
             try:
-                self._run_trial(study, trial, arch, dm, num_classes)
-            except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it as silent
-                log.warning("trial %d was failed by another worker (no heartbeat for %d s); its retry goes on",
-                            trial.number, 3 * self.heartbeat_s)
-            except (KeyboardInterrupt, SystemExit, signals.Interrupted) as e:  # Lightning: Ctrl-C -> SystemExit
-                heartbeat.join()
-                trial.set_user_attr("stop_reason", f"interrupted ({signals.cause()})" if not isinstance(e, SystemExit)
-                                    or e.code in (1, 130) else f"interrupted (exit {e.code})")
-                _tell(study, trial, state=TrialState.FAIL)
-                raise e if isinstance(e, signals.Interrupted) else KeyboardInterrupt() from None
-            except Exception as e:  # never leave a trial RUNNING: record why it failed, then stop
-                heartbeat.join()
-                trial.set_user_attr("stop_reason", f"failed: {e.__class__.__name__}: {e}"[:1000])
-                _tell(study, trial, state=TrialState.FAIL)
+                with lock.held():
+                    nxt = self._next_trial(study, start)
+            except BaseException:
+                signals.resume(raise_pending=False)
                 raise
+            if not isinstance(nxt, tuple):
+                signals.resume()
+                if isinstance(nxt, str):
+                    stopped = nxt
+                    break
+                time.sleep(POLL_S)  # the trials still needed are running elsewhere: wait for their outcome
+                continue
+            trial, arch = nxt
+            heartbeat = Heartbeat(storage, trial._trial_id)
+            try:
+                signals.resume()  # a signal that came meanwhile is raised here, and the trial recorded
+                heartbeat.start()
+                self._run_trial(study, trial, arch, dm, num_classes)
+            except (KeyboardInterrupt, SystemExit, signals.Interrupted) as e:  # Lightning: Ctrl-C -> SystemExit
+                heartbeat.stop()
+                _record_end(study, trial, f"interrupted ({signals.cause()})" if not isinstance(e, SystemExit)
+                            or e.code in (1, 130) else f"interrupted (exit {e.code})")
+                raise e if isinstance(e, signals.Interrupted) else KeyboardInterrupt() from None
+            except Exception as e:
+                heartbeat.stop()
+                if _finished(study, trial):  # failed meanwhile by another process (no heartbeat seen)
+                    log.warning("trial %d was failed by another process (%s); its retry goes on", trial.number,
+                                study._storage.get_trial(trial._trial_id).user_attrs.get("stop_reason"))
+                else:
+                    reason = trial_failure(e)  # this trial's own failure (out of memory, NaN): go on
+                    _record_end(study, trial, f"failed: {reason}" if reason else
+                                f"failed: {e.__class__.__name__}: {e}"[:1000])
+                    if reason is None:  # anything else stops the worker, with the trial recorded
+                        raise
             finally:
-                heartbeat.join()
+                heartbeat.stop()
             release_memory()  # the trial's Trainer, model and optimiser sit in reference cycles
             self.reporter.trial_end(study.get_trials(deepcopy=False)[trial.number])
         counts = count_states(study)
@@ -280,18 +291,18 @@ class Search:
             arch = self.space.sample(trial)
             trial.set_user_attr("arch", str(arch))
             trial.set_user_attr("worker", WORKER)
-        except BaseException as e:
-            trial.set_user_attr("stop_reason", f"failed: {e.__class__.__name__}: {e}"[:1000])
-            _tell(study, trial, state=TrialState.FAIL)
+        except Exception as e:
+            _record_end(study, trial, f"failed: {e.__class__.__name__}: {e}"[:1000])
             raise
-        heartbeat = get_heartbeat_thread(trial._trial_id, study._storage)
-        heartbeat.start()
-        return trial, arch, heartbeat
+        return trial, arch
 
     def _twin(self, study: optuna.Study, trial: optuna.Trial, arch: Architecture) -> optuna.trial.FrozenTrial | None:
         """A finished trial of the same architecture, waiting first for one that is running (started
-        earlier, by another worker): an architecture is never trained twice at the same time."""
+        earlier, by another worker): an architecture is never trained twice at the same time. While
+        waiting it fails silent trials, so a twin whose worker died does not hold it forever."""
         while True:
+            with self._lock.held():
+                fail_stale(study, self.heartbeat_s)
             same = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("arch") == str(arch)
                     and t.number != trial.number]
             done = [t for t in same if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -421,6 +432,8 @@ def trial_failure(e: BaseException) -> str | None:
         return str(e)
     if isinstance(e, torch.OutOfMemoryError):
         return f"out of memory ({str(e).splitlines()[0]})"
+    if e.__class__.__name__ == "ProcessExitedException":  # a DDP rank killed (the host's OOM killer)
+        return f"a DDP rank died: {e}"
     if e.__class__.__name__ == "ProcessRaisedException":  # torch.multiprocessing, from a DDP rank
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         for name, what in (("NonFiniteLoss", ""), ("OutOfMemoryError", "out of memory ")):
@@ -435,7 +448,7 @@ def fail_stale(study: optuna.Study, heartbeat_s: int) -> None:
     on this machine or another. Call with the study's lock held."""
     storage = study._storage
     for trial_id in storage._get_stale_trial_ids(study._study_id):
-        fail_dead(study, storage.get_trial(trial_id), f"no heartbeat for {3 * heartbeat_s} s: its worker died or hung")
+        fail_dead(study, storage.get_trial(trial_id), f"no heartbeat for {grace_s(heartbeat_s)} s: its worker died or hung")
 
 
 def fail_dead(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
@@ -448,6 +461,20 @@ def fail_dead(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) ->
     except optuna.exceptions.UpdateFinishedTrialError:
         return  # it finished, or someone else failed it, meanwhile
     retry_once(study, storage.get_trial(trial._trial_id))
+
+
+def _finished(study: optuna.Study, trial: optuna.Trial) -> bool:
+    return study._storage.get_trial(trial._trial_id).state.is_finished()
+
+
+def _record_end(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Record a trial that did not finish (FAIL, with the reason), unless another process already
+    failed it (no heartbeat seen): that must not mask what is being handled."""
+    try:
+        trial.set_user_attr("stop_reason", reason)
+        _tell(study, trial, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        log.warning("trial %d was already failed by another process", trial.number)
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> None:

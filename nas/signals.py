@@ -10,6 +10,8 @@ import signal
 from typing import Any
 
 received: list[int] = []  # signals that interrupted this process, in order
+_deferring = 0  # > 0: inside defer() ... resume(); a signal then waits for resume()
+_pending = False
 
 
 class Interrupted(BaseException):
@@ -22,14 +24,38 @@ def install() -> None:
     after it arrive while the first one's cleanup records the trial, and must not interrupt that."""
 
     def on_signal(signum: int, frame: Any) -> None:
+        global _pending
         first = not received
         received.append(signum)
-        if first:  # a second signal (Ctrl-C pressed again, a parent's SIGTERM) must not break the cleanup
-            raise Interrupted(signal.Signals(signum).name)
+        if not first:  # a second signal (Ctrl-C pressed again, a parent's SIGTERM) must not break the cleanup
+            return
+        if _deferring:
+            _pending = True
+            return
+        raise Interrupted(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, on_signal)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, on_signal)
+
+
+def defer() -> None:
+    """From here until ``resume()``, a signal is held back (for code that must not be cut in two, such
+    as creating a trial and recording whose it is). A pure-Python flag rather than a signal mask:
+    Python runs handlers in the main thread whichever thread the signal hit."""
+    global _deferring
+    _deferring += 1
+
+
+def resume(raise_pending: bool = True) -> None:
+    """End of ``defer()``: a signal that came meanwhile is raised now (unless ``raise_pending`` is
+    False: an exception is already on its way)."""
+    global _deferring, _pending
+    _deferring = max(0, _deferring - 1)
+    if _deferring == 0 and _pending:
+        _pending = False
+        if raise_pending:
+            raise Interrupted(signal.Signals(received[0]).name)
 
 
 def cause() -> str:

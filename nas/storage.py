@@ -5,6 +5,8 @@ of failing at once. Used for every study the commands open."""
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
 import warnings
 from typing import Any, Callable
@@ -20,6 +22,22 @@ ATTEMPTS = 8  # about 25 s of waiting in all before giving up
 FIRST_WAIT_S = 0.2
 MAX_WAIT_S = 8.0
 SQLITE_LOCK_TIMEOUT_S = 30
+
+
+def retry_budget_s(attempts: int = ATTEMPTS, first_wait: float = FIRST_WAIT_S) -> float:
+    """How long ``retry`` waits in all before giving up (about 20.6 s)."""
+    waits, wait = 0.0, first_wait
+    for _ in range(attempts - 1):
+        waits += wait
+        wait = min(2 * wait, MAX_WAIT_S)
+    return waits
+
+
+def grace_s(heartbeat_s: int) -> int:
+    """Silence after which a running trial counts as dead: 3 heartbeats, plus the time a heartbeat may
+    spend retrying through a database outage, so that an outage the retries ride out never makes a
+    live trial look dead."""
+    return 3 * heartbeat_s + math.ceil(retry_budget_s())
 
 
 def _transient(e: BaseException) -> bool:
@@ -126,16 +144,47 @@ def retry_once(study: optuna.Study, trial: FrozenTrial) -> None:
 
 def open_storage(url: str, heartbeat_s: int | None = None) -> RetryingStorage:
     """The storage behind an Optuna storage URL, with retries (connecting included) and, for SQLite,
-    a lock timeout. With ``heartbeat_s``, running trials record a heartbeat that often, and one
-    silent for 3 heartbeats counts as stale (``search.fail_stale`` fails it and retries it once)."""
+    a lock timeout. With ``heartbeat_s``, running trials record a heartbeat that often (``Heartbeat``),
+    and one silent for ``grace_s`` counts as stale (``search.fail_stale`` fails it and retries it once)."""
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}}
     heartbeat: dict[str, Any] = {}
     if heartbeat_s is not None:
-        heartbeat = {"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s}
+        heartbeat = {"heartbeat_interval": heartbeat_s, "grace_period": grace_s(heartbeat_s)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         backend = retry(lambda: RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat), "connect",
                         transient=_transient_at_connect)
     return RetryingStorage(backend)
+
+
+class Heartbeat:
+    """A running trial's heartbeat: the first one recorded before ``start`` returns (a trial without
+    any would never count as stale), then one every interval from a daemon thread, which neither keeps
+    the process alive at exit nor dies on a database error (it logs it and tries again next time)."""
+
+    def __init__(self, storage: RetryingStorage, trial_id: int):
+        self.storage, self.trial_id = storage, trial_id
+        self.interval = storage.get_heartbeat_interval()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.interval is None:
+            return
+        self.storage.record_heartbeat(self.trial_id)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.trial_id}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception as e:  # after the retries: the next beat tries again
+                log.warning("heartbeat of trial id %d not recorded: %s: %s", self.trial_id, e.__class__.__name__, e)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -28,6 +28,10 @@ import optuna
 from optuna.trial import TrialState
 
 from .errors import BadOption, UserError
+
+
+class WorkerFailed(Exception):
+    """A worker stopped with an unexpected error (its trial is recorded); the others were stopped."""
 from .locks import StudyLock
 
 RESTARTS = 3
@@ -86,12 +90,22 @@ def plan(workers: str, threads: int | None, devices_per_trial: int = 1) -> Plan:
     return Plan(n, per_worker, assigned)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (Linux), so no worker is orphaned."""
+PARENT_ENV = "NAS_WORKERS_PARENT"
+
+
+def die_with_parent() -> None:
+    """In a worker, first thing: SIGTERM when the parent dies (Linux), so no worker is orphaned; and
+    if the parent is already gone, stop now. (Done in the worker, not in a preexec_fn, which is unsafe
+    while the parent runs threads.)"""
+    parent = os.environ.get(PARENT_ENV)
+    if parent is None:
+        return
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if os.getppid() != int(parent):
+        raise SystemExit(f"the nas search process that started this worker ({parent}) is gone")
 
 
 @dataclass
@@ -107,7 +121,7 @@ class Worker:
     def start(self) -> None:
         self.tail = []
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, start_new_session=True, preexec_fn=_die_with_parent)
+                                     text=True, bufsize=1, start_new_session=True)
         threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
 
     def _pump(self, proc: subprocess.Popen) -> None:
@@ -148,17 +162,18 @@ def fail_trials_of(study: optuna.Study, lock: StudyLock, ident: str, why: str) -
 
 
 def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, lock: StudyLock, heartbeat_s: int,
-                on_line: Callable[[str], None], on_poll: Callable[[], None] = lambda: None) -> None:
+                on_line: Callable[[str], None], on_poll: Callable[[], None] = lambda: None) -> str:
     """Start the workers and watch them until every one has finished (see the module docstring).
     Every ``heartbeat_s`` it also fails trials silent for 3 heartbeats (workers on other machines),
     so that does not wait until one of its own workers finishes a trial. Raises UserError when a
-    worker stopped with an error; re-raises an interruption after stopping every worker."""
+    worker stopped with an error; re-raises an interruption after stopping every worker. Returns why
+    the workers stopped (what the last of them said)."""
     from .search import fail_stale
 
     workers = []
     for i in range(plan_.workers):
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(plan_.threads),
-                   MKL_NUM_THREADS=str(plan_.threads))
+                   MKL_NUM_THREADS=str(plan_.threads), **{PARENT_ENV: str(os.getpid())})
         if plan_.gpus:
             env["CUDA_VISIBLE_DEVICES"] = plan_.gpus[i]
         argv = [sys.executable, "-m", "nas", "search", *child_args, "--threads", str(plan_.threads),
@@ -169,6 +184,7 @@ def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, loc
     try:
         running = list(workers)
         stale_checked = time.monotonic()
+        reasons: list[str] = []
         while running:
             time.sleep(POLL_S)
             on_poll()
@@ -183,6 +199,7 @@ def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, loc
                     continue
                 running.remove(w)
                 if code == 0:
+                    reasons += [line[len("done: "):] for line in w.tail[-1:] if line.startswith("done: ")]
                     continue
                 if code == 2:  # the worker's own message says what was wrong with the input
                     raise UserError(f"worker {w.index} stopped: " + " | ".join(w.tail[-3:]))
@@ -195,25 +212,32 @@ def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, loc
                         w.start()
                         running.append(w)
                         on_line(f"[w{w.index}] restarted ({w.restarts} of {RESTARTS})")
+                    else:
+                        reasons.append(f"worker {w.index} died {RESTARTS + 1} times and was not restarted")
                     continue
-                raise UserError(f"worker {w.index} failed ({describe_exit(code)}): " + " | ".join(w.tail[-5:]))
+                raise WorkerFailed(f"worker {w.index} failed ({describe_exit(code)}): " + " | ".join(w.tail[-5:]))
     except BaseException:
         stop_all(workers, study, lock, on_line)
         raise
+    return reasons[-1] if reasons else "no worker reported"
 
 
 def stop_all(workers: Sequence[Worker], study: optuna.Study, lock: StudyLock, on_line: Callable[[str], None]) -> None:
-    """SIGTERM to every live worker; wait; kill what is left and fail its trials."""
+    """SIGTERM to every live worker; wait; kill every one still there, then fail their trials (after
+    the kills: a straggler may hold the study lock)."""
     live = [w for w in workers if w.proc is not None and w.proc.poll() is None]
     for w in live:
         w.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_WAIT_S
+    killed = []
     for w in live:
         try:
             w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             w.proc.kill()
             w.proc.wait()
-            fail_trials_of(study, lock, w.ident, f"worker process {w.proc.pid} did not stop within {STOP_WAIT_S:.0f} s "
-                           "of SIGTERM and was killed")
-            on_line(f"[w{w.index}] killed: it did not stop within {STOP_WAIT_S:.0f} s")
+            killed.append(w)
+    for w in killed:
+        fail_trials_of(study, lock, w.ident, f"worker process {w.proc.pid} did not stop within {STOP_WAIT_S:.0f} s "
+                       "of SIGTERM and was killed")
+        on_line(f"[w{w.index}] killed: it did not stop within {STOP_WAIT_S:.0f} s")

@@ -156,7 +156,8 @@ def test_a_worker_killed_mid_trial_is_failed_at_once_and_its_architecture_retrie
 
 def test_a_lone_worker_killed_is_caught_by_the_heartbeat_and_the_same_command_resumes(tmp_path):
     """No parent watches a worker started by hand (another machine): its trial stays RUNNING until
-    the next worker sees no heartbeat for 3 intervals, fails it and retries the architecture."""
+    the next worker sees no heartbeat for 3 intervals plus the storage retry budget, fails it and
+    retries the architecture."""
     write_space(tmp_path, epochs=3, train=256)
     url = sqlite_url(tmp_path)
     cmd = nas(tmp_path, "--trials", "3", "--heartbeat", "1", "--no-prune")
@@ -170,7 +171,9 @@ def test_a_lone_worker_killed_is_caught_by_the_heartbeat_and_the_same_command_re
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials = assert_final_state(study_of(url), 3)
     dead = trials[victim.number]
-    assert dead.state == TrialState.FAIL and "no heartbeat for 3 s" in dead.user_attrs["stop_reason"]
+    from nas.storage import grace_s
+
+    assert dead.state == TrialState.FAIL and f"no heartbeat for {grace_s(1)} s" in dead.user_attrs["stop_reason"]
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retry) == 1 and retry[0].user_attrs["arch"] == victim.user_attrs["arch"]
     assert retry[0].datetime_start.timestamp() - dead.datetime_start.timestamp() > 0

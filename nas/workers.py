@@ -117,12 +117,14 @@ class Worker:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     tail: list[str] = field(default_factory=list)
+    pump: threading.Thread | None = None
 
     def start(self) -> None:
         self.tail = []
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, bufsize=1, start_new_session=True)
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        self.pump = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self.pump.start()
 
     def _pump(self, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None
@@ -198,6 +200,8 @@ def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, loc
                 if code is None:
                     continue
                 running.remove(w)
+                if w.pump is not None:
+                    w.pump.join(timeout=5)  # its last lines (the reason it stopped) are read
                 if code == 0:
                     reasons += [line[len("done: "):] for line in w.tail[-1:] if line.startswith("done: ")]
                     continue

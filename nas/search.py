@@ -187,9 +187,6 @@ class Search:
         ms, spread, *rest = cache[key]
         return ms, spread, bool(rest and rest[0])
 
-    def _finished(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-        return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self) -> SearchResult:
@@ -284,9 +281,7 @@ class Search:
         if len(done) + len(running) >= self.trials or len(distinct | {t.user_attrs.get("arch") for t in running}) \
                 >= self.space.count():
             return None
-        with warnings.catch_warnings():  # Optuna warns that heartbeats belong to optimize; we run them ourselves
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trial = study.ask()
+        trial = study.ask()
         try:
             arch = self.space.sample(trial)
             trial.set_user_attr("arch", str(arch))

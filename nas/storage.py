@@ -13,12 +13,11 @@ from typing import Any, Callable
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = 8  # about 25 s of waiting in all before giving up
+ATTEMPTS = 8  # about 21 s of waiting in all before giving up (retry_budget_s)
 FIRST_WAIT_S = 0.2
 MAX_WAIT_S = 8.0
 SQLITE_LOCK_TIMEOUT_S = 30
@@ -79,10 +78,11 @@ def retry(fn: Callable[[], Any], what: str, *, attempts: int = ATTEMPTS, first_w
     raise AssertionError("unreachable")
 
 
-class RetryingStorage(BaseStorage, BaseHeartbeat):
+class RetryingStorage(BaseStorage):
     """Delegates to ``backend``; every call is retried on transient database errors (see ``retry``).
-    The backend's heartbeat (when it has one) is passed through, so Optuna's heartbeat thread and
-    ``fail_stale_trials`` work through this wrapper."""
+    The backend's heartbeat calls are passed through for ``Heartbeat`` and ``search.fail_stale``.
+    Not an Optuna ``BaseHeartbeat``: Optuna runs heartbeats only inside ``optimize`` (and warns on
+    every ``ask`` outside it); the search runs its own."""
 
     def __init__(self, backend: BaseStorage, *, attempts: int = ATTEMPTS, first_wait: float = FIRST_WAIT_S,
                  sleep: Callable[[float], None] = time.sleep):
@@ -111,9 +111,6 @@ class RetryingStorage(BaseStorage, BaseHeartbeat):
 
     def get_heartbeat_interval(self) -> int | None:
         return getattr(self.backend, "heartbeat_interval", None)
-
-    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
-        return getattr(self.backend, "heartbeat_stale_trial_callback", None)
 
 
 def _delegate(name: str) -> Callable[..., Any]:

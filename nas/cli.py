@@ -87,6 +87,8 @@ def search_cmd(
         raise BadOption("--sampler", sampler, f"one of {', '.join(SAMPLERS)}")
     if eta < 2:
         raise BadOption("--eta", eta, "an integer >= 2")
+    if heartbeat < 1:  # checked here: with --workers the study is opened before any Search checks it
+        raise BadOption("--heartbeat", heartbeat, "a positive whole number of seconds")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = load_space(space)
     name = study or s.name

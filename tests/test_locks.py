@@ -103,3 +103,11 @@ def test_bad_workers_option_exits_2_with_the_value_named(tmp_path):
                         "--workers", "zero"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--workers" in r.stderr and "zero" in r.stderr, r.stderr
+
+
+def test_bad_heartbeat_exits_2_with_the_value_named_before_any_worker_starts(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "nas", "search", "--space", str(Path(__file__).parents[1] / "spaces" /
+                        "small.yaml"), "--workers", "2", "--heartbeat", "0"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "--heartbeat: 0 is not allowed" in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists()  # no study was created

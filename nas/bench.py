@@ -114,7 +114,9 @@ def load_recorded(path: Path) -> list["Recorded"]:
 
     try:
         data = json.loads(path.read_text())
-        return [Recorded(d["number"], d["arch"], tuple(d["curve"]), d["latency_ms"], d.get("baseline", False))
+        return [Recorded(d["number"], d["arch"], tuple(d["curve"]), d["latency_ms"], d.get("baseline", False),
+                         tuple(d["latency_ci_ms"]) if d.get("latency_ci_ms") else None,
+                         tuple(tuple(c) for c in (d.get("seed_curves") or {}).values()))
                 for d in data["trials"]]
     except FileNotFoundError:
         raise BadOption("--curves", str(path), "a JSON file written by 'nas bench pruning --study ... --export'") from None
@@ -123,17 +125,30 @@ def load_recorded(path: Path) -> list["Recorded"]:
 
 
 def recorded_from_study(study: Any) -> tuple[list["Recorded"], dict[str, Any]]:
-    """Complete, non-duplicate trials of a study run without pruning."""
+    """Complete, non-duplicate trials of a study run without pruning, with the re-runs of each from
+    further seeds where the study holds them (``record_seeds``)."""
     from optuna.trial import TrialState
 
+    from .confirm import reruns
     from .pruning import Recorded
 
+    from .confirm import fresh_seeds
+
     rows = []
+    seeds = reruns(study)
+    stored = [set(v) for v in seeds.values()]
+    # the seeds every architecture has (the baseline also holds its noise-floor seeds: left out, so
+    # every mean is over the same paired seeds)
+    common = sorted(set.intersection(*stored)) if stored else []
+    common = [s for s in common if s in fresh_seeds(study, len(common))] if common else []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         a = t.user_attrs
         if "duplicate_of" in a or not a.get("val_acc_curve"):
             continue
-        rows.append(Recorded(t.number, a["arch"], tuple(a["val_acc_curve"]), a["latency_ms"], bool(a.get("baseline"))))
+        more = {s: c for s, c in seeds.get(a["arch"], {}).items() if s in common}
+        rows.append(Recorded(t.number, a["arch"], tuple(a["val_acc_curve"]), a["latency_ms"], bool(a.get("baseline")),
+                             tuple(a["latency_ci_ms"]) if a.get("latency_ci_ms") else None,
+                             tuple(tuple(more[s]) for s in sorted(more))))
     lengths = {len(r.curve) for r in rows}
     if len(lengths) > 1:
         raise BadOption("--study", study.study_name, f"a study run with --no-prune (curves have lengths {sorted(lengths)})")
@@ -145,14 +160,35 @@ def export_recorded(rows: list["Recorded"], meta: dict[str, Any], path: Path) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"meta": meta, "trials": [
         {"number": r.number, "arch": r.arch, "curve": [round(c, 6) for c in r.curve], "latency_ms": r.latency,
-         "baseline": r.baseline} for r in rows]}, indent=1))
+         "latency_ci_ms": list(r.latency_ci) if r.latency_ci else None, "baseline": r.baseline,
+         "seed_curves": {str(i + 1): list(c) for i, c in enumerate(r.seed_curves)}} for r in rows]}, indent=1))
+
+
+def record_seeds(study: Any, seeds: int, root: Path, status: Callable[[str], None] = lambda s: None) -> int:
+    """Re-train every complete trial of a study run with --no-prune from ``seeds - 1`` further seeds
+    (paired: the same seeds for all), stored in the study as they finish (an interrupted recording
+    resumes). Returns the runs trained."""
+    from optuna.trial import TrialState
+
+    from . import confirm as cf
+    from .report import fitter
+
+    archs = [t.user_attrs["arch"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+             if "duplicate_of" not in t.user_attrs]
+    jobs = [(a, s) for s in cf.fresh_seeds(study, seeds - 1) for a in archs]
+    return cf.run_reruns(study, jobs, fitter(study, status, root), "recording")
 
 
 def bench_pruning(rows: list["Recorded"], eta: int) -> tuple[list[dict[str, Any]], tuple[float, float]]:
     from .pruning import hypervolume, pareto_front, replay_moasha, replay_none, replay_optuna_sh
 
+    from .pruning import confirmed_front, noise_from_records
+
     ref = (0.0, 1.1 * max(r.latency for r in rows))
-    results = [replay_none(rows), replay_moasha(rows, eta), replay_optuna_sh(rows, eta)]
+    noise = noise_from_records(rows)
+    results = [replay_none(rows), replay_moasha(rows, eta)] + ([replay_moasha(rows, eta, noise)] if noise else []) \
+        + [replay_optuna_sh(rows, eta)]
+    confirmed = confirmed_front(rows) if any(r.seed_curves for r in rows) else set()
     full_epochs, full_hv = results[0].epochs, None
     out = []
     for res in results:
@@ -161,7 +197,9 @@ def bench_pruning(rows: list["Recorded"], eta: int) -> tuple[list[dict[str, Any]
         full_hv = hv if full_hv is None else full_hv
         out.append({"method": res.method, "completed": len(res.completed), "epochs": res.epochs,
                     "epochs_saved_pct": 100 * (1 - res.epochs / full_epochs), "hypervolume": hv,
-                    "hypervolume_pct": 100 * hv / full_hv if full_hv else 0.0, "front": len(pareto_front(pts))})
+                    "hypervolume_pct": 100 * hv / full_hv if full_hv else 0.0, "front": len(pareto_front(pts)),
+                    "confirmed_front": len(confirmed),
+                    "confirmed_stopped": len(confirmed - {r.arch for r in res.completed}) if confirmed else None})
     return out, ref
 
 
@@ -210,3 +248,100 @@ def bench_workers(space: Path, trials: int, workers: list[int], threads: int | N
         rows.append(row)
         on_row(row)
     return rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# nas bench latency: today's absolute timing against the paired ratio, idle and under load
+# ----------------------------------------------------------------------------------------------------
+
+LOAD_SCRIPT = """
+import torch, torch.nn as nn
+torch.set_num_threads(1)
+m = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+opt = torch.optim.SGD(m.parameters(), lr=0.01)
+x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+while True:
+    opt.zero_grad(); nn.functional.cross_entropy(m(x), y).backward(); opt.step()
+"""
+
+
+def start_load(n: int) -> list[Any]:
+    """``n`` busy processes, each a one-thread training loop, to measure beside."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(n)]
+    time.sleep(3.0)  # imported and training
+    dead = [p for p in procs if p.poll() is not None]
+    if dead:
+        stop_load(procs)
+        raise RuntimeError(f"a load process exited at once (code {dead[0].returncode})")
+    return procs
+
+
+def stop_load(procs: list[Any]) -> None:
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
+
+
+def _iqr_pct(values: list[float]) -> float:
+    import statistics
+
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return 100 * (q[2] - q[0]) / statistics.median(values)
+
+
+def bench_latency(space: Any, archs: list[Any], times: int, load: int,
+                  progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """``times`` re-measurements of every architecture by both methods, idle and (``load`` > 0) with
+    ``load`` busy processes beside: the absolute method (quiet blocks of ``LatencyMeter``, each
+    architecture on its own) and the paired ratio (all architectures and the plain backbone in one
+    interleaved run, ``PairedMeter``). Per phase and architecture: the median and IQR/median of each
+    method over the re-measurements, and in how many re-measurements each method ranked the
+    architectures in the order given (fastest first: the baseline, then ``archs`` as listed; the
+    expected order comes from outside the measurement being scored)."""
+    import statistics
+
+    from .cost import LatencyMeter, LatencyTarget, PairedMeter
+    from .model import build
+
+    target = LatencyTarget.from_space(space.latency)
+    classes = space.num_classes or 10
+    make = lambda a: build(a, classes, space.in_chans, init_seed=0)  # noqa: E731
+    expected = list(range(len(archs)))  # the order given: fastest first
+    paired = PairedMeter(target, make(space.baseline()), space.in_chans)
+    progress("measuring the reference's quiet latency")
+    ref_ms = paired.reference_ms
+    absolute = LatencyMeter(target)
+    phases = [("idle", 0)] + ([(f"load {load}", load)] if load else [])
+    out: dict[str, Any] = {"target": target.key(), "reference_ms": ref_ms, "times": times, "phases": []}
+    for phase, n in phases:
+        procs = start_load(n) if n else []
+        try:
+            abs_ms: list[list[float]] = [[] for _ in archs]
+            ratios: list[list[float]] = [[] for _ in archs]
+            for i in range(times):
+                progress(f"{phase}: re-measurement {i + 1} of {times}")
+                for k, a in enumerate(archs):
+                    abs_ms[k].append(absolute.measure(make(a), space.in_chans).ms)
+                for k, r in enumerate(paired.ratios([make(a) for a in archs])):
+                    ratios[k].append(r.median)
+        finally:
+            stop_load(procs)
+        def right(values: list[list[float]]) -> int:
+            return sum(sorted(range(len(archs)), key=lambda k: values[k][i]) == expected for i in range(times))
+
+        out["phases"].append({
+            "phase": phase, "load": n, "order_right_absolute": right(abs_ms), "order_right_ratio": right(ratios),
+            "rows": [{"architecture": str(a), "absolute_ms": statistics.median(abs_ms[k]),
+                      "absolute_iqr_pct": _iqr_pct(abs_ms[k]), "ratio": statistics.median(ratios[k]),
+                      "ratio_iqr_pct": _iqr_pct(ratios[k]), "paired_ms": statistics.median(ratios[k]) * ref_ms,
+                      "absolute_all": abs_ms[k], "ratio_all": ratios[k]} for k, a in enumerate(archs)]})
+    out["expected_order"] = [str(a) for a in archs]
+    return out

@@ -123,7 +123,7 @@ def search_cmd(
 
         console.print(p.describe())
         start = time.monotonic()
-        st = open_study(s, name, url, make_sampler(sampler, seed), heartbeat)
+        st = open_study(s, name, url, make_sampler(sampler, seed), heartbeat, seed)
         args = ["--space", str(space), "--trials", str(trials), "--study", name, "--storage", url, "--seed", str(seed),
                 "--sampler", sampler, "--prune" if prune else "--no-prune", "--eta", str(eta),
                 "--heartbeat", str(heartbeat)] + (["--timeout", str(timeout)] if timeout is not None else [])
@@ -143,25 +143,47 @@ def report_cmd(
     study: Optional[str] = typer.Option(None, help="Study name (default: the only study in the storage)"),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)"),
     out: Optional[Path] = typer.Option(None, help="Folder for front.png and front.html (default: runs/<study>/report)"),
-    remeasure: bool = typer.Option(True, "--remeasure/--no-remeasure", help="Measure the front's latency again now"),
+    remeasure: bool = typer.Option(True, "--remeasure/--no-remeasure",
+                                   help="Time the front and the baseline again now, interleaved in one run"),
+    confirm: int = typer.Option(0, help="Re-train the front and the baseline from this many fresh seeds (paired) "
+                                        "before judging them; runs already stored are reused (default: the "
+                                        "space's training.confirm)"),
+    include: Optional[str] = typer.Option(None, help="Also show and judge these complete trials, e.g. 12,15"),
 ) -> None:
-    """The Pareto front: table, hypervolume, and a plot (PNG + HTML)."""
+    """The Pareto front: every figure with its uncertainty, each member judged against the baseline
+    (better only when its paired interval excludes 0), hypervolume, and a plot (PNG + HTML)."""
     from . import report
 
+    if confirm < 0 or confirm == 1:
+        raise BadOption("--confirm", confirm, "0 or an integer >= 2 (one seed gives no interval; 3 or more give "
+                                              "intervals worth reading)")
+    extra = [p.strip() for p in (include or "").split(",") if p.strip()]
+    if not all(p.isdigit() for p in extra):
+        raise BadOption("--include", include, "trial numbers separated by commas, e.g. 12,15")
     st = report.open_study(study, storage)
-    remeasure_fn = report.remeasurer(st) if remeasure else None
-    rows = report.front_rows(st, remeasure_fn)
-    info = report.summary(st)
     names = st.metric_names or ["accuracy", "latency_ms"]
-    table = Table(title=f"Pareto front of {st.study_name} ({len(rows)} architectures)")
-    for col in ("trial", "architecture", names[0], f"Δ {names[0]}", names[1], f"Δ {names[1]}", "re-measured", "params", "MFLOPs"):
-        table.add_column(col)
+    with console.status("reading the study") as status:
+        say = lambda text: status.update(escape(text))  # noqa: E731
+        root = report.runs_root(st, storage)
+        fit = report.fitter(st, say, root) if confirm else None
+        analysis = report.analyse(st, confirm=confirm, measure_again=remeasure, fit=fit, status=say,
+                                  include=[int(p) for p in extra], root=root)
+    info = report.summary(st)
+    console.print(f"[bold]{escape(analysis.headline())}[/bold]", highlight=False)
+    console.print(escape(str(analysis.noise) if analysis.noise else "noise: not measured (no baseline re-runs)"))
+    cols, rows = report.table_rows(analysis, names)
+    table = Table(title=f"Pareto front of {escape(st.study_name)} and the baseline ({len(rows)} architectures)")
+    for col in cols:
+        table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(str(r.number), escape(r.arch), f"{r.accuracy:.4f}",
-                      "-" if r.d_accuracy is None else f"{r.d_accuracy:+.4f}", f"{r.latency:.3f} ±{r.spread:.1f}%",
-                      "-" if r.d_latency is None else f"{r.d_latency:+.3f}",
-                      "-" if r.remeasured is None else f"{r.remeasured:.3f}", f"{r.params:,}", f"{r.flops / 1e6:.1f}")
+        table.add_row(*map(escape, r))
     console.print(table)
+    for i, m in enumerate(analysis.members, 1):  # never truncated, whatever the terminal's width
+        console.print(f"{i}. trial {m.number}: {escape(m.arch)}", soft_wrap=True, highlight=False)
+    ref_ms = st.user_attrs.get("latency_reference", {}).get("ms")
+    if ref_ms:
+        console.print(f"latency = ratio to the plain backbone timed interleaved with it x its quiet latency "
+                      f"{ref_ms:.3f} ms on this target; intervals: 95% of the median ratio")
     console.print(f"hypervolume {info['hypervolume']:.5f} against the reference point "
                   f"({names[0]} {info['reference'][0]}, {names[1]} {info['reference'][1]:.4g}) "
                   f"= (0, 1.1 x the largest {names[1]} of a complete trial)")
@@ -169,8 +191,8 @@ def report_cmd(
         console.print(f"{len(st.trials)} trials in {info['wall_s']:.0f} s, {info['epochs']} epochs trained; "
                       f"overhead (time outside training and validation batches): {info['overhead_pct']:.1f}%")
     folder = out or Path("runs") / st.study_name / "report"
-    png = report.plot(st, folder / "front.png")
-    page = report.write_html(st, rows, png, info["hypervolume"], info["reference"], folder / "front.html")
+    png = report.plot(st, analysis, folder / "front.png")
+    page = report.write_html(st, analysis, names, png, info["hypervolume"], info["reference"], folder / "front.html")
     console.print(f"written: {png}  {page}")
 
 
@@ -214,14 +236,15 @@ def export_cmd(
 @app.command("train")
 def train_cmd(
     source: Path = typer.Argument(..., help="An export folder (nas export) or an architecture.yaml"),
-    epochs: int = typer.Option(30, help="Epochs to train"),
+    epochs: Optional[int] = typer.Option(None, help="Epochs to train (default: the trial's: with the default seed "
+                                                   "this reproduces the trial's curve exactly)"),
     data: Optional[str] = typer.Option(None, help="digits, cifar10, cifar100 or a folder of images "
                                                   "(default: the data the search used)"),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the search's)"),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the search's)"),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: <export>/train)"),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from out/checkpoints/last.ckpt if there"),
-    seed: int = typer.Option(0, help="Seed"),
+    seed: Optional[int] = typer.Option(None, help="Seed of weights, data order and training (default: the trial's)"),
 ) -> None:
     """Train an architecture with a longer schedule than the search's proxy; checkpoints, resume, and
     weights that the export's model.py loads."""
@@ -310,20 +333,31 @@ def bench_pruning_cmd(
     study: Optional[str] = typer.Option(None, help="Read the curves from this study (run with --no-prune) instead"),
     storage: Optional[str] = typer.Option(None, help="Storage of --study (default: sqlite:///runs/<study>/study.db)"),
     export: Optional[Path] = typer.Option(None, help="With --study: write its curves to this JSON file"),
+    seeds: int = typer.Option(1, help="With --study: first re-train every trial so each has this many paired seeds "
+                                      "(stored in the study; an interrupted recording resumes)"),
     eta: int = typer.Option(3, help="Reduction factor of both pruners"),
 ) -> None:
     """Replay learning curves recorded without pruning through: no pruning, our multi-objective
-    successive halving, and Optuna's single-objective successive halving on accuracy; print epochs
-    spent against the hypervolume of the resulting front."""
+    successive halving (with and, where the recording has the baseline's seeds, without regard to
+    noise), and Optuna's single-objective successive halving on accuracy; print epochs spent against
+    the hypervolume of the resulting front, and how many members of the confirmed front (mean
+    accuracy over the recorded seeds) each method stopped."""
     from . import bench
     from .search import default_storage
 
     if eta < 2:
         raise BadOption("--eta", eta, "an integer >= 2")
+    if not 1 <= seeds <= 20:
+        raise BadOption("--seeds", seeds, "an integer from 1 to 20")
     if study is not None:
+        from . import report
         from .report import load_study
 
-        rows, meta = bench.recorded_from_study(load_study(study, storage or default_storage(study)))
+        st = load_study(study, storage or default_storage(study))
+        if seeds > 1:
+            with console.status("recording") as status:
+                bench.record_seeds(st, seeds, report.runs_root(st, storage), lambda t: status.update(escape(t)))
+        rows, meta = bench.recorded_from_study(st)
         if export is not None:
             bench.export_recorded(rows, meta, export)
             console.print(f"written: {export} ({len(rows)} trials)")
@@ -335,48 +369,59 @@ def bench_pruning_cmd(
     results, ref = bench.bench_pruning(rows, eta)
     table = Table(title=f"Pruning replayed on {len(rows)} recorded trials ({source}); hypervolume reference "
                         f"(accuracy 0, latency {ref[1]:.4g} ms)")
-    for col in ("method", "completed", "epochs", "epochs saved", "hypervolume", "of unpruned", "front size"):
+    for col in ("method", "completed", "epochs", "epochs saved", "hypervolume", "of unpruned", "front size",
+                "confirmed front stopped"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in results:
+        stopped = "-" if r["confirmed_stopped"] is None else f"{r['confirmed_stopped']} of {r['confirmed_front']}"
         table.add_row(r["method"], str(r["completed"]), str(r["epochs"]), f"{r['epochs_saved_pct']:.1f}%",
-                      f"{r['hypervolume']:.5f}", f"{r['hypervolume_pct']:.1f}%", str(r["front"]))
+                      f"{r['hypervolume']:.5f}", f"{r['hypervolume_pct']:.1f}%", str(r["front"]), stopped)
     console.print(table)
+    if all(r["confirmed_stopped"] is None for r in results):
+        console.print("the recording has one seed per architecture: no confirmed front to check against "
+                      "(record with --study ... --seeds 3)")
 
 
 @bench_app.command("latency")
 def bench_latency_cmd(
     space: Path = typer.Option(..., "--space", help="Search-space YAML file (its latency target is used)"),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture string (default: the space's baseline)"),
-    times: int = typer.Option(5, help="Independent measurements of the same architecture"),
+    arch: Optional[list[str]] = typer.Option(None, "--arch", help="Architecture string; repeat for several, "
+                                                                  "fastest first (the space's baseline is always "
+                                                                  "measured, first): the expected order"),
+    times: int = typer.Option(10, help="Re-measurements of every architecture by each method"),
+    load: int = typer.Option(0, help="Also measure with this many busy processes (one-thread training loops) beside"),
+    out: Path = typer.Option(Path("runs/bench"), help="Folder for latency.json"),
 ) -> None:
-    """Measure one architecture's latency several times on the space's target, as the search does (a
-    fresh build each time), and how far the measurements spread (the search relies on them agreeing).
-    Blocks timed while a fixed reference workload ran slower than its quiet speed are left out."""
-    import statistics
+    """How far latency measurements agree: today's absolute method (each architecture timed alone,
+    quiet blocks) beside the paired ratio the search uses (every architecture timed interleaved with
+    the plain backbone), over repeated re-measurements, idle and with --load busy processes."""
+    import json
 
-    from .cost import LatencyMeter, LatencyTarget
-    from .model import build
+    from . import bench
     from .space import Architecture, load_space
 
-    s = load_space(space)
-    a = Architecture.parse(arch) if arch else s.baseline()
-    target = LatencyTarget.from_space(s.latency)
     if times < 2:
         raise BadOption("--times", times, "an integer >= 2")
-
-    def deviation(values: list[float]) -> list[float]:
-        mid = statistics.median(values)
-        return [100 * (v - mid) / mid for v in values]
-
-    meter = LatencyMeter(target)
-    results = [meter.measure(build(a, s.num_classes or 10, s.in_chans), s.in_chans) for _ in range(times)]
-    dev = deviation([r.ms for r in results])
-    console.print(f"{a} on {target.key()}; each line a fresh build. Reference: a fixed 3x3 convolution timed after "
-                  f"each block, quiet speed {meter.quiet_reference_ms:.3f} ms")
-    for i, (r, d) in enumerate(zip(results, dev), 1):
-        console.print(f"  {i}: {r}  ({d:+.1f}% from the median; {len(r.block_medians)} blocks, "
-                      f"reference {r.reference_ms:.3f} ms)")
-    console.print(f"largest deviation from the median: {max(map(abs, dev)):.1f}%")
+    if not 0 <= load <= 64:
+        raise BadOption("--load", load, "an integer from 0 to 64 (busy processes)")
+    s = load_space(space)
+    archs = [s.baseline()] + [Architecture.parse(a) for a in arch or [] if Architecture.parse(a) != s.baseline()]
+    with console.status("timing") as status:
+        result = bench.bench_latency(s, archs, times, load, progress=lambda t: status.update(escape(t)))
+    console.print(f"target {result['target']}; reference (plain backbone) quiet latency {result['reference_ms']:.3f} ms; "
+                  f"{times} re-measurements per method and phase; spread = IQR / median over them")
+    for p in result["phases"]:
+        table = Table(title=f"{p['phase']}: order right in {p['order_right_absolute']}/{times} (absolute) and "
+                            f"{p['order_right_ratio']}/{times} (paired ratio) re-measurements")
+        for col in ("architecture", "absolute ms", "spread", "ratio", "spread", "paired ms"):
+            table.add_column(col, overflow="fold")
+        for r in p["rows"]:
+            table.add_row(escape(r["architecture"]), f"{r['absolute_ms']:.3f}", f"{r['absolute_iqr_pct']:.1f}%",
+                          f"{r['ratio']:.4f}", f"{r['ratio_iqr_pct']:.2f}%", f"{r['paired_ms']:.3f}")
+        console.print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latency.json").write_text(json.dumps({**result, **bench.environment(torch_device())}, indent=1))
+    console.print(f"written: {out / 'latency.json'}")
 
 
 @bench_app.command("workers")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -275,3 +276,131 @@ def with_threads(threads: int, fn: Callable[[], T]) -> T:
     finally:
         torch.set_num_threads(previous)
 
+
+
+# ----------------------------------------------------------------------------------------------------
+# Paired latency: every candidate timed interleaved with a fixed reference model
+# ----------------------------------------------------------------------------------------------------
+
+PAIRED_ROUNDS = 80  # rounds at least (and at least PAIRED_S seconds of them)
+PAIRED_S = 0.4
+SLOT_MS = 1.0  # each timed slot repeats the call until it lasts about this long (fast models, GPUs)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """Per-round ratios of a candidate's time to the reference's time in the same round."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95% distribution-free interval of the median ratio (order statistics)."""
+        from .stats import median_interval
+
+        return median_interval(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """Half the interval's width relative to the median, in percent."""
+        lo, hi = self.interval
+        return 100.0 * (hi - lo) / 2 / self.median
+
+
+def time_against_reference(fns: Sequence[Callable[[], object]], reference: Callable[[], object],
+                           device: torch.device, *, rounds: int = PAIRED_ROUNDS, seconds: float = PAIRED_S,
+                           warmup: int = 5) -> tuple[list[Ratio], Timing]:
+    """Time ``fns`` and ``reference`` round-robin: every round times the reference and each candidate
+    once (the order rotates and reverses from round to round, so no candidate always follows the
+    same one), and records each candidate's time over the reference's time in that round. A slow
+    phase of the machine (another process, frequency) then hits both sides of a ratio alike, which
+    absolute timings cannot offer. Returns the ratios per candidate and the reference's own times."""
+    everything = [reference, *fns]
+    for fn in everything:
+        _block(fn, device, WARMUP_S, warmup)
+    single = min(_block(reference, device, 0.0, 3))
+    calls = max(1, math.ceil(SLOT_MS / max(single, 1e-6)))
+
+    def slot(fn: Callable[[], object]) -> float:
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        _sync(device)
+        return (time.perf_counter() - t) * 1e3 / calls
+
+    ratios: list[list[float]] = [[] for _ in fns]
+    ref_times: list[float] = []
+    begun, i = time.perf_counter(), 0
+    while i < rounds or time.perf_counter() - begun < seconds:
+        order = [-1, *((i + k) % len(fns) for k in range(len(fns)))]
+        if i % 2:
+            order.reverse()
+        times = {k: slot(everything[k + 1]) for k in order}
+        ref_times.append(times[-1])
+        for k in range(len(fns)):
+            ratios[k].append(times[k] / times[-1])
+        i += 1
+    return [Ratio(tuple(r)) for r in ratios], Timing(tuple(ref_times))
+
+
+@dataclass(frozen=True)
+class PairedLatency:
+    """Latency = (median ratio to the reference) x (the reference's latency on a quiet machine), with
+    the ratio's 95% interval carried over."""
+
+    ratio: Ratio
+    reference_ms: float
+
+    @property
+    def ms(self) -> float:
+        return self.ratio.median * self.reference_ms
+
+    @property
+    def interval_ms(self) -> tuple[float, float]:
+        lo, hi = self.ratio.interval
+        return lo * self.reference_ms, hi * self.reference_ms
+
+    @property
+    def spread(self) -> float:
+        return self.ratio.spread
+
+    def __str__(self) -> str:
+        return f"{self.ms:.3f} ms ±{self.spread:.1f}% (ratio {self.ratio.median:.4f})"
+
+
+class PairedMeter:
+    """Measures models on one latency target against a fixed reference model (the space's plain
+    backbone), interleaved in this process. ``reference_ms`` is the reference's quiet latency on the
+    target; when not given it is measured once (``LatencyMeter``'s quiet blocks, fastest of 3)."""
+
+    def __init__(self, target: LatencyTarget, reference: nn.Module, in_chans: int,
+                 reference_ms: float | None = None):
+        self.target, self.in_chans = target, in_chans
+        self.device = resolve_device(target.device)
+        steady_allocator()
+        self._reference = reference.eval().to(self.device)
+        self.x = torch.randn(target.batch_size, in_chans, target.input_size, target.input_size, device=self.device)
+        self._reference_ms = reference_ms
+
+    @property
+    def reference_ms(self) -> float:
+        if self._reference_ms is None:
+            meter = LatencyMeter(self.target)
+            self._reference_ms = min(meter.measure(self._reference, self.in_chans).ms for _ in range(3))
+        return self._reference_ms
+
+    def ratios(self, models: Sequence[nn.Module]) -> list[Ratio]:
+        """The ratio of every model to the reference, all timed in one interleaved run."""
+        fns = [forward_fn(m.eval().to(self.device), self.x) for m in models]
+        ref = forward_fn(self._reference, self.x)
+        t = self.target
+        return with_threads(t.threads, lambda: time_against_reference(
+            fns, ref, self.device, rounds=max(PAIRED_ROUNDS, 2 * t.repeats), warmup=t.warmup)[0])
+
+    def measure(self, model: nn.Module) -> PairedLatency:
+        return PairedLatency(self.ratios([model])[0], self.reference_ms)

@@ -100,12 +100,13 @@ class TensorDataModule(pl.LightningDataModule):
     def __init__(self, batch_size: int, seed: int = 0):
         super().__init__()
         self.batch_size, self.seed = batch_size, seed
+        self.shuffle_seed = seed  # the order of training batches: set per fit (see training.fit_architecture)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.shuffle_seed)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=gen if shuffle else None)
 
     def train_dataloader(self) -> DataLoader:
@@ -203,6 +204,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
                  val_split: float = 0.2, on_error: str = "raise", num_workers: int = 0, **_: Any):
         super().__init__()
         self.root, self.input_size, self.batch_size, self.seed = Path(root), input_size, batch_size, seed
+        self.shuffle_seed = seed  # the order of training batches; ``seed`` also fixes the validation split
         self.val_split, self.on_error, self.num_workers = val_split, on_error, num_workers
         self.train_set = self.val_set = None
         self.num_classes = 0
@@ -230,7 +232,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.num_classes = len(self.train_set.classes)
 
     def train_dataloader(self) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.shuffle_seed)
         return DataLoader(self.train_set, self.batch_size, shuffle=True, generator=gen, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
@@ -247,6 +249,7 @@ class CifarDataModule(pl.LightningDataModule):
         super().__init__()
         self.source, self.root, self.input_size = source, root, input_size
         self.batch_size, self.seed, self.download, self.num_workers = batch_size, seed, download, num_workers
+        self.shuffle_seed = seed  # the order of training batches
         self.num_classes = 10 if source == "cifar10" else 100
         self.train_set = self.val_set = None
 
@@ -267,7 +270,7 @@ class CifarDataModule(pl.LightningDataModule):
                             "set data.download: true or point root at the extracted data") from None
 
     def train_dataloader(self) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.shuffle_seed)
         return DataLoader(self.train_set, self.batch_size, shuffle=True, generator=gen, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from .confirm import noise_of
 from .console import console
 from .search import Reporter, count_states, front
 
@@ -51,16 +52,22 @@ class LiveReporter(Reporter):
         return c["complete"] + c["pruned"] + c["infeasible"]
 
     def trial_start(self, number: int, arch) -> None:
-        self.current = Text.from_markup(f"trial {number}: [bold]{escape(str(arch))}[/bold]  measuring latency")
+        self._trial = f"trial {number}: {arch}"
+        self.current = Text(self._trial)
+        self._refresh()
+
+    def status(self, text: str) -> None:
+        head = getattr(self, "_trial", "")
+        self.current = Text(f"{head}  {text}" if head and not text.startswith(("noise", "confirm")) else text)
         self._refresh()
 
     def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None:
-        self.current = Text.from_markup(f"{self.current.plain.split('  ')[0]}  epoch {epoch}/{epochs}  "
-                                        f"val acc {acc:.4f}")
+        self.current = Text(f"{getattr(self, '_trial', '')}  epoch {epoch}/{epochs} done, val acc {acc:.4f}")
         self._refresh()
 
     def trial_end(self, trial: optuna.trial.FrozenTrial) -> None:
         self.progress.update(self.task, completed=self._done())
+        self._trial = ""
         self.current = Text(f"trial {trial.number}: {trial.state.name.lower()} - {trial.user_attrs.get('stop_reason', '')}")
         self._refresh()
 
@@ -81,8 +88,10 @@ class LiveReporter(Reporter):
     def _refresh(self) -> None:
         if self.study is not None:
             c = count_states(self.study)
+            noise = noise_of(self.study)
             self.counts = Text(f"complete {c['complete']}  pruned {c['pruned']}  infeasible {c['infeasible']}  "
-                               f"failed {c['failed']}")
+                               f"failed {c['failed']}    "
+                               + (str(noise) if noise else "noise: not measured yet (the baseline's seeds)"))
             self.front = front_table(self.study, limit=8)
         self.live.update(self._render())
 

@@ -281,13 +281,44 @@ def _load_weights(model: nn.Module, path: Path) -> nn.Module:
     return model
 
 
+def judged(study: optuna.Study, trial: optuna.trial.FrozenTrial, remeasure: bool, root: Path) -> dict[str, Any]:
+    """The figures ``nas report`` shows for the trial: latency re-measured beside the baseline (with
+    ``remeasure``), the noise floor, and where confirmed its mean accuracy, paired difference to the
+    baseline (95% intervals) and verdict."""
+    from .report import analyse, verdict_text
+
+    a = analyse(study, measure_again=remeasure, include=[trial.number], root=root)
+    m = next(m for m in a.members if m.number == trial.number)
+    out: dict[str, Any] = {"noise_sd": a.noise.final if a.noise else None,
+                           "noise_seeds": list(a.noise.seeds) if a.noise else None, "verdict": verdict_text(m)}
+    if m.remeasured:
+        out["latency_remeasured_ms"] = m.latency
+        out["latency_remeasured_ci_ms"] = [m.latency_low, m.latency_high]
+        if m.latency_diff is not None:
+            out["latency_vs_baseline_ms"] = list(m.latency_diff)
+    if m.accuracy is not None:
+        out["confirmed"] = {"seeds": list(m.seeds), "accuracies": list(m.accuracies),
+                            "accuracy_mean": m.accuracy.mean, "accuracy_ci95": [m.accuracy.low, m.accuracy.high]}
+        if m.difference is not None:
+            out["confirmed"]["difference_to_baseline"] = m.difference.mean
+            out["confirmed"]["difference_ci95"] = [m.difference.low, m.difference.high]
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in out.items()}
+
+
+def trial_seed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
+    """The seed the trial trained from; None for trials of studies made before every trial recorded
+    it (they trained from --seed + trial number, seeded otherwise: ``nas train`` cannot reproduce them)."""
+    seed = trial.user_attrs.get("seed")
+    return int(seed) if isinstance(seed, int) else None
+
+
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
 def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, *, weights: bool = True,
                  onnx: bool = False, torchscript: bool = False, name: str | None = None, root: Path = Path("runs"),
-                 tolerance: float = 1e-4) -> Exported:
+                 tolerance: float = 1e-4, remeasure: bool = True) -> Exported:
     """Write the export folder for ``trial`` and check model.py (and ONNX/TorchScript) against the
     model the search built, on a random input."""
     from .check import model_cost
@@ -308,14 +339,17 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     files[1].write_text(yaml.safe_dump({
         "architecture": str(arch), "backbone": arch.backbone, "num_classes": num_classes, "in_chans": space.in_chans,
         "input_size": list(space.input_size), "timm_name": name,
-        "data": dict(space.data), "training": dict(space.training)}, sort_keys=False))
+        "data": dict(space.data), "training": {**dict(space.training), "seed": trial_seed(study, trial) or 0,
+                                               "epochs": len(trial.user_attrs.get("val_acc_curve") or [])
+                                               or space.training["epochs"]}}, sort_keys=False))
     cost = model_cost(arch, num_classes, space.input_size, space.in_chans)
     a = trial.user_attrs
     metrics = {"study": study.study_name, "trial": trial.number, "architecture": str(arch),
-               "accuracy": trial.values[0], "latency_ms": trial.values[1],
+               "accuracy": trial.values[0], "latency_ms": trial.values[1], "latency_ci_ms": a.get("latency_ci_ms"),
                "latency_spread_pct": a.get("latency_spread_pct"), "latency_target": a.get("latency_target"),
-               "params": cost.params, "flops": cost.flops, "val_acc_curve": a.get("val_acc_curve"),
-               "weights": WEIGHTS_FILE if weights else None}
+               "seed": trial_seed(study, trial), "params": cost.params, "flops": cost.flops,
+               "val_acc_curve": a.get("val_acc_curve"), "weights": WEIGHTS_FILE if weights else None,
+               **judged(study, trial, remeasure, root)}
     files[2].write_text(json.dumps(metrics, indent=1))
 
     reference = build(arch, num_classes, space.in_chans).eval()

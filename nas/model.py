@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -28,14 +31,41 @@ def _remove_builtin(stage: bb.Stage) -> None:
                 slot.install(nn.Identity())
 
 
-def build(arch: Architecture, num_classes: int, in_chans: int = 3, device: str | torch.device | None = None) -> nn.Module:
+def _module_seed(init_seed: int, *where: int) -> int:
+    """A seed of its own for the attention module at ``where`` (stage index, block), fixed by the
+    architecture's ``init_seed`` and the place alone."""
+    return int.from_bytes(hashlib.sha256(repr((init_seed, *where)).encode()).digest()[:8], "little") >> 1
+
+
+def _seeded(init_seed: int | None, *where: int) -> Any:
+    if init_seed is None:
+        return contextlib.nullcontext()
+    return _fresh_rng(_module_seed(init_seed, *where))
+
+
+@contextlib.contextmanager
+def _fresh_rng(seed: int) -> Iterator[None]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def build(arch: Architecture, num_classes: int, in_chans: int = 3, device: str | torch.device | None = None,
+          init_seed: int | None = None) -> nn.Module:
     """Build ``arch``: timm creates the backbone (random init, never downloads); then for every stage
     the chosen mechanism goes into every block at its placement, or once after the stage for
     ``stage_output``. Stages come from timm's ``feature_info``. Raises ArchitectureError when a choice
-    does not fit the backbone (wrong stage count, placement unavailable, invalid at a channel count)."""
+    does not fit the backbone (wrong stage count, placement unavailable, invalid at a channel count).
+
+    ``init_seed``: the backbone's weights are drawn from this seed, so they are identical for every
+    architecture of a backbone, and each attention module from a generator of its own (seeded by
+    ``init_seed`` and its place), so a module starts the same whatever the other stages hold and two
+    architectures differ only where their choices differ (common random numbers)."""
     if device is not None and torch.device(device).type == "meta":  # shapes, params and FLOPs only
         with torch.device("meta"):
             return build(arch, num_classes, in_chans)
+    if init_seed is not None:
+        torch.manual_seed(init_seed)
     model = bb.create(arch.backbone, num_classes=num_classes, in_chans=in_chans)
     found = bb.stages(model)
     if len(found) != len(arch.stages):
@@ -52,9 +82,10 @@ def build(arch: Architecture, num_classes: int, in_chans: int = 3, device: str |
                                     f"the blocks of {stage.module_name} offer {', '.join(stage.placements)}")
         try:
             if choice.placement == "stage_output":
-                stage.install_after(model, _make(choice, stage.channels))
+                with _seeded(init_seed, stage.index, -1):
+                    stage.install_after(model, _make(choice, stage.channels))
                 continue
-            for block, slots in zip(stage.block_names, stage.slots()):
+            for k, (block, slots) in enumerate(zip(stage.block_names, stage.slots())):
                 slot = slots.get(choice.placement)
                 if slot is None:
                     raise ArchitectureError(f"{block} ({type(model.get_submodule(block)).__name__}) has no "
@@ -62,7 +93,8 @@ def build(arch: Architecture, num_classes: int, in_chans: int = 3, device: str |
                 if slot.builtin is not None:
                     raise ArchitectureError(f"{block} already holds {type(slot.builtin).__name__} at "
                                             f"{choice.placement}; mark the stage '!' to replace built-in attention")
-                slot.install(_make(choice, slot.channels, slot.stride))
+                with _seeded(init_seed, stage.index, k):
+                    slot.install(_make(choice, slot.channels, slot.stride))
         except attention.HyperparameterError as e:
             raise ArchitectureError(f"{arch}: stage {stage.index}: {e}") from None
         except ArchitectureError as e:

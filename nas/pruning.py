@@ -71,11 +71,29 @@ class Decision:
     position: int  # 0-based place of the trial among those at the rung
     competitors: int  # trials at the rung, itself included
     kept: int  # how many continue from this rung
+    within_noise: str = ""  # kept although outside the quota: why it is a tie with the last one kept
 
     def __str__(self) -> str:
         verdict = "continues" if self.keep else "pruned"
-        return (f"{verdict} at epoch {self.rung}: place {self.position + 1} of {self.competitors} by "
+        text = (f"{verdict} at epoch {self.rung}: place {self.position + 1} of {self.competitors} by "
                 f"non-dominated sorting (accuracy, latency); the best {self.kept} continue")
+        return text + (f"; kept within noise of place {self.kept}: {self.within_noise}" if self.within_noise else "")
+
+
+Entry = tuple  # (trial number, accuracy, latency[, latency low, latency high])
+
+
+def within_noise(me: Entry, other: Entry, acc_sd: float) -> str:
+    """Why ``me`` cannot be told from ``other`` at a rung ("" when it can): accuracies within one noise
+    sd, and latencies whose intervals overlap (equal latencies where no interval is known)."""
+    if acc_sd <= 0 or abs(me[1] - other[1]) > acc_sd:  # no noise measured: the quota decides, as before
+        return ""
+    lo_me, hi_me = (me[3], me[4]) if len(me) >= 5 else (me[2], me[2])
+    lo_o, hi_o = (other[3], other[4]) if len(other) >= 5 else (other[2], other[2])
+    if hi_me < lo_o or hi_o < lo_me:
+        return ""
+    return (f"accuracy {me[1]:.4f} vs {other[1]:.4f} (noise sd {acc_sd:.4f}), latency intervals "
+            f"[{lo_me:.4g}, {hi_me:.4g}] and [{lo_o:.4g}, {hi_o:.4g}] overlap")
 
 
 @dataclass(frozen=True)
@@ -86,24 +104,36 @@ class MOASHA:
     def rungs(self, max_epochs: int) -> list[int]:
         return rungs(max_epochs, self.min_epochs, self.eta)
 
-    def decide(self, me: tuple[int, float, float], others: Sequence[tuple[int, float, float]], rung: int) -> Decision:
-        """``me`` and ``others`` are (trial number, accuracy at the rung, latency)."""
+    def decide(self, me: Entry, others: Sequence[Entry], rung: int, acc_sd: float = 0.0) -> Decision:
+        """``me`` and ``others`` are (trial number, accuracy at the rung, latency), optionally followed
+        by the latency's interval (low, high). ``acc_sd``: the seed-to-seed sd of accuracy at this rung;
+        a trial outside the quota that is within noise of the last one kept continues (a rung must not
+        decide by noise)."""
         entries = [e for e in others if e[0] != me[0]] + [me]
-        ranks = nondominated_ranks([(a, l) for _, a, l in entries])
+        ranks = nondominated_ranks([(e[1], e[2]) for e in entries])
         order = sorted(range(len(entries)), key=lambda i: (ranks[i], -entries[i][1], entries[i][2], entries[i][0]))
         position = order.index(len(entries) - 1)
         kept = max(1, len(entries) // self.eta)
-        return Decision(position < kept, rung, position, len(entries), kept)
+        if position < kept:
+            return Decision(True, rung, position, len(entries), kept)
+        why = within_noise(me, entries[order[kept - 1]], acc_sd)
+        return Decision(bool(why), rung, position, len(entries), kept, why)
 
 
-def rung_values(trials: Iterable[Any], rung: int) -> list[tuple[int, float, float]]:
-    """(number, accuracy at ``rung``, latency) of every trial whose stored curve reached ``rung``."""
+LATENCY_CI = "latency_ci_ms"
+
+
+def rung_values(trials: Iterable[Any], rung: int) -> list[Entry]:
+    """(number, accuracy at ``rung``, latency[, latency low, high]) of every trial whose stored curve
+    reached ``rung`` (copies of another trial's outcome are left out: they would count it twice)."""
     out = []
     for t in trials:
-        curve = t.user_attrs.get(CURVE) or []
-        lat = t.user_attrs.get(LATENCY)
-        if len(curve) >= rung and lat is not None and not t.user_attrs.get("infeasible"):
-            out.append((t.number, float(curve[rung - 1]), float(lat)))
+        a = t.user_attrs
+        curve = a.get(CURVE) or []
+        lat = a.get(LATENCY)
+        if len(curve) >= rung and lat is not None and not a.get("infeasible") and "duplicate_of" not in a:
+            ci = a.get(LATENCY_CI)
+            out.append((t.number, float(curve[rung - 1]), float(lat), *(map(float, ci) if ci else ())))
     return out
 
 
@@ -142,9 +172,14 @@ class ParetoPruningCallback(pl.Callback):
     broadcast, so with DDP every rank stops after the same epoch. The decision is stored too
     (``PRUNED_AT``), so the process that started a spawned DDP fit reads the outcome from the storage."""
 
-    def __init__(self, record: TrialRecord, latency_ms: float, max_epochs: int, pruner: MOASHA | None,
-                 exempt: bool = False, on_epoch: Callable[[int, float], None] | None = None):
-        self.record, self.latency, self.max_epochs = record, latency_ms, max_epochs
+    def __init__(self, record: TrialRecord, latency_ms: float | Entry, max_epochs: int, pruner: MOASHA | None,
+                 exempt: bool = False, on_epoch: Callable[[int, float], None] | None = None,
+                 noise_sd: Sequence[float] = ()):
+        """``latency_ms``: the latency, or (latency, low, high); ``noise_sd``: the seed-to-seed sd of
+        accuracy per epoch (empty while the noise floor is not measured)."""
+        lat = tuple(latency_ms) if isinstance(latency_ms, (tuple, list)) else (latency_ms,)
+        self.record, self.latency, self.max_epochs = record, lat, max_epochs
+        self.noise_sd = [0.0 if v != v else float(v) for v in noise_sd]  # nan (unknown) -> no tolerance
         self.pruner, self.exempt, self.on_epoch = pruner, exempt, on_epoch
         self.rungs = set(pruner.rungs(max_epochs)) if pruner else set()
         self.step_seconds = 0.0  # time inside training and validation batches (the rest is overhead)
@@ -166,12 +201,18 @@ class ParetoPruningCallback(pl.Callback):
         if trainer.is_global_zero:
             curve = list(pl_module.curve)
             self.record.set(CURVE, curve)
+            epoch = len(curve)
+            # the learning curve in optuna-dashboard: Optuna refuses Trial.report in multi-objective
+            # studies, its storage does not
+            self.record.storage.set_trial_intermediate_value(self.record.trial_id, epoch, curve[-1])
             if self.on_epoch:
                 self.on_epoch(len(curve), curve[-1])
-            epoch = len(curve)
             if epoch in self.rungs and not self.exempt:
                 others = [v for v in rung_values(self.record.trials(), epoch) if v[0] != self.record.number]
-                decision = self.pruner.decide((self.record.number, curve[-1], self.latency), others, epoch)
+                sd = self.noise_sd[epoch - 1] if epoch <= len(self.noise_sd) else 0.0
+                decision = self.pruner.decide((self.record.number, curve[-1], *self.latency), others, epoch, sd)
+                if decision.within_noise:
+                    self.record.set(f"rung_{epoch}", str(decision))
                 if not decision.keep:
                     self.record.set(PRUNED_AT, str(decision))
                     stop = True
@@ -200,9 +241,34 @@ class ParetoPruningCallback(pl.Callback):
 class Recorded:
     number: int
     arch: str
-    curve: tuple[float, ...]
+    curve: tuple[float, ...]  # the search's own run (the study's seed): what a live search would see
     latency: float
     baseline: bool = False
+    latency_ci: tuple[float, float] | None = None
+    seed_curves: tuple[tuple[float, ...], ...] = ()  # the same architecture from further seeds
+
+    @property
+    def mean_final(self) -> float:
+        finals = [self.curve[-1], *(c[-1] for c in self.seed_curves)]
+        return sum(finals) / len(finals)
+
+    def entry(self, epoch: int) -> tuple:
+        return (self.number, self.curve[epoch - 1], self.latency, *(self.latency_ci or ()))
+
+
+def noise_from_records(records: Sequence[Recorded]) -> list[float]:
+    """The seed-to-seed sd per epoch of the recorded baseline (empty without one or its seeds)."""
+    from .stats import seed_sd
+
+    base = next((r for r in records if r.baseline), None)
+    if base is None or not base.seed_curves:
+        return []
+    return [0.0 if v != v else v for v in seed_sd([base.curve, *base.seed_curves])]
+
+
+def confirmed_front(records: Sequence[Recorded]) -> set[str]:
+    """Architectures on the front of mean final accuracy (over every recorded seed) against latency."""
+    return {records[i].arch for i in pareto_front([(r.mean_final, r.latency) for r in records])}
 
 
 @dataclass(frozen=True)
@@ -219,26 +285,29 @@ def replay_none(records: Sequence[Recorded]) -> ReplayResult:
     return ReplayResult("no pruning", sum(len(r.curve) for r in records), list(records))
 
 
-def replay_moasha(records: Sequence[Recorded], eta: int = 3) -> ReplayResult:
+def replay_moasha(records: Sequence[Recorded], eta: int = 3, noise_sd: Sequence[float] = ()) -> ReplayResult:
     """Trials arrive in number order (one worker); each decides at its rungs against the trials that
-    reached the rung before it, exactly as the live callback does from the storage."""
+    reached the rung before it, exactly as the live callback does from the storage. ``noise_sd``: per
+    epoch, as the live search measures it; a trial within noise of the last one kept continues."""
     pruner = MOASHA(eta=eta)
-    at_rung: dict[int, list[tuple[int, float, float]]] = {}
+    at_rung: dict[int, list[tuple]] = {}
     epochs, completed = 0, []
     for r in records:
         survived = True
         for epoch in range(1, len(r.curve) + 1):
             epochs += 1
             if epoch in pruner.rungs(len(r.curve)):
-                me = (r.number, r.curve[epoch - 1], r.latency)
-                decision = pruner.decide(me, at_rung.get(epoch, []), epoch)
+                me = r.entry(epoch)
+                sd = noise_sd[epoch - 1] if epoch <= len(noise_sd) else 0.0
+                decision = pruner.decide(me, at_rung.get(epoch, []), epoch, sd)
                 at_rung.setdefault(epoch, []).append(me)
                 if not decision.keep and not r.baseline:
                     survived = False
                     break
         if survived:
             completed.append(r)
-    return ReplayResult(f"multi-objective successive halving (eta={eta})", epochs, completed)
+    name = f"multi-objective successive halving (eta={eta})" + (", within noise" if noise_sd else "")
+    return ReplayResult(name, epochs, completed)
 
 
 def replay_optuna_sh(records: Sequence[Recorded], eta: int = 3) -> ReplayResult:

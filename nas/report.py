@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import optuna
 from optuna.trial import TrialState
 
+from . import confirm as cf
+from .confirm import Member, Noise
 from .errors import BadOption, UserError
-from .pruning import hypervolume
+from .pruning import CURVE, LATENCY_CI, hypervolume
 from .search import front
-
-
-@dataclass
-class FrontRow:
-    number: int
-    arch: str
-    accuracy: float
-    latency: float
-    spread: float
-    params: int
-    flops: int
-    d_accuracy: float | None
-    d_latency: float | None
-    remeasured: float | None = None
+from .stats import BETTER, TIED, WORSE
 
 
 def load_study(study_name: str | None, storage: str) -> optuna.Study:
@@ -61,6 +51,16 @@ def open_study(study_name: str | None, storage: str | None) -> optuna.Study:
     return load_study(study_name, storage)
 
 
+def runs_root(study: optuna.Study, storage: str | None) -> Path:
+    """The runs folder a study's files belong in: beside its SQLite file when that is
+    ``<root>/<study>/study.db`` (the default layout), else ./runs."""
+    if storage and storage.startswith("sqlite:///"):
+        db = Path(storage[len("sqlite:///"):])
+        if db.parent.name == study.study_name:
+            return db.parent.parent
+    return Path("runs")
+
+
 def space_of(study: optuna.Study) -> Any:
     """The SearchSpace the study was run with (its YAML text is stored in the study), or None."""
     import tempfile
@@ -81,9 +81,7 @@ def num_classes_of(study: optuna.Study, space: Any) -> int:
     return int(study.user_attrs.get("num_classes") or (space.num_classes if space else None) or 10)
 
 
-def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    return next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                 if t.user_attrs.get("baseline")), None)
+baseline_trial = cf.baseline_trial
 
 
 def reference_point(study: optuna.Study) -> tuple[float, float]:
@@ -94,65 +92,6 @@ def reference_point(study: optuna.Study) -> tuple[float, float]:
     return 0.0, 1.1 * max(lats)
 
 
-def front_rows(study: optuna.Study, remeasure: Any = None) -> list[FrontRow]:
-    """``remeasure``: a callable(arch string) -> latency ms, to re-measure the front at report time."""
-    base = baseline_trial(study)
-    rows = []
-    for t in front(study):
-        a = t.user_attrs
-        rows.append(FrontRow(
-            t.number, a.get("arch", "?"), t.values[0], t.values[1], a.get("latency_spread_pct", 0.0),
-            a.get("params", 0), a.get("flops", 0),
-            t.values[0] - base.values[0] if base else None, t.values[1] - base.values[1] if base else None,
-            remeasure(a["arch"]) if remeasure and "arch" in a else None))
-    return rows
-
-
-def plot(study: optuna.Study, path: Path) -> Path:
-    """Accuracy against the second objective: all complete trials dimmed, the front highlighted, the
-    baseline marked. Writes PNG and an HTML page around it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = study.metric_names or ["accuracy", "latency_ms"]
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best = front(study)
-    base = baseline_trial(study)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.scatter([t.values[1] for t in trials], [t.values[0] for t in trials], s=18, c="#bbbbbb", label="trials")
-    xs, ys = [t.values[1] for t in best], [t.values[0] for t in best]
-    ax.step(xs, ys, where="post", c="#1f77b4", lw=1)
-    ax.scatter(xs, ys, s=40, c="#1f77b4", label="Pareto front", zorder=3)
-    if base:
-        ax.scatter([base.values[1]], [base.values[0]], marker="*", s=180, c="#d62728", label="baseline (no attention)",
-                   zorder=4)
-    ax.set_xlabel(names[1])
-    ax.set_ylabel(names[0])
-    ax.set_title(f"{study.study_name}: {len(trials)} complete trials")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def write_html(study: optuna.Study, rows: list[FrontRow], png: Path, hv: float, ref: tuple[float, float],
-               path: Path) -> Path:
-    img = base64.b64encode(png.read_bytes()).decode()
-    cells = "".join(
-        f"<tr><td>{r.number}</td><td><code>{html.escape(r.arch)}</code></td><td>{r.accuracy:.4f}</td>"
-        f"<td>{r.latency:.3f}</td><td>{r.params:,}</td><td>{r.flops / 1e6:.1f}</td></tr>" for r in rows)
-    path.write_text(
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(study.study_name)}</title>"
-        f"<h1>{html.escape(study.study_name)}</h1><img src='data:image/png;base64,{img}'>"
-        f"<p>hypervolume {hv:.5f} (reference: accuracy {ref[0]}, latency {ref[1]:.3f} ms)</p>"
-        "<table border=1 cellpadding=4><tr><th>trial</th><th>architecture</th><th>accuracy</th><th>latency ms</th>"
-        f"<th>params</th><th>MFLOPs</th></tr>{cells}</table>")
-    return path
 
 
 def summary(study: optuna.Study) -> dict[str, Any]:
@@ -176,20 +115,273 @@ def timing_summary(study: optuna.Study) -> dict[str, Any]:
     return {"wall_s": wall, "epochs": epochs, "overhead_pct": 100 * (1 - inside / total) if total else None}
 
 
-def remeasurer(study: optuna.Study) -> Any:
-    """A function arch string -> latency re-measured now on the study's latency target (or None when
-    the study does not record its space)."""
-    from .cost import LatencyMeter, LatencyTarget
+
+
+# ----------------------------------------------------------------------------------------------------
+# The front as the report shows it: every figure with its uncertainty
+# ----------------------------------------------------------------------------------------------------
+
+
+def _member(t: optuna.trial.FrozenTrial) -> Member:
+    a = t.user_attrs
+    lat = float(a.get("latency_ms", t.values[1]))
+    lo, hi = a.get(LATENCY_CI) or (lat, lat)
+    return Member(t.number, a.get("arch", "?"), float(t.values[0]), lat, float(lo), float(hi), int(a.get("params", 0)),
+                  int(a.get("flops", 0)), bool(a.get("baseline")), second=float(t.values[1]))
+
+
+def _latency_objective(study: optuna.Study) -> bool:
+    return list(study.user_attrs.get("objectives", ["accuracy", "latency"]))[1:] == ["latency"]
+
+
+def shown_trials(study: optuna.Study, include: Sequence[int] = ()) -> list[optuna.trial.FrozenTrial]:
+    """The front's trials, the baseline (every figure is read against it) and the complete trials
+    numbered in ``include``, each once."""
+    trials = list(front(study))
+    base = baseline_trial(study)
+    extra = ([base] if base is not None else []) + [get_complete(study, n) for n in include]
+    for t in extra:
+        if all(t.number != s.number for s in trials):
+            trials.append(t)
+    return trials
+
+
+def get_complete(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise BadOption("--include", number, f"a trial number of study {study.study_name!r} (0 to {len(trials) - 1})")
+    t = trials[number]
+    if t.state != TrialState.COMPLETE or "duplicate_of" in t.user_attrs:
+        raise BadOption("--include", number, f"a complete trial (trial {number} is {t.state.name.lower()}"
+                        + (", a copy of another" if "duplicate_of" in t.user_attrs else "") + ")")
+    return t
+
+
+def remeasure(study: optuna.Study, members: Sequence[Member], space: Any, root: Path = Path("runs")) -> list[Member]:
+    """Every shown architecture and the baseline timed again now, all in one interleaved run against
+    the plain backbone, x the study's reference latency: figures that share the machine's state, and
+    each member's difference to the baseline from ratios taken in the same rounds."""
+    from .cost import LatencyTarget, PairedMeter
     from .model import build
+    from .search import reference_latency_ms
     from .space import Architecture
+    from .stats import median_interval
+
+    target = LatencyTarget.from_space(space.latency)
+    classes = num_classes_of(study, space)
+    reference = build(space.baseline(), classes, space.in_chans, init_seed=0)
+    meter = PairedMeter(target, reference, space.in_chans)
+    ref_ms = reference_latency_ms(study, target, str(space.baseline()), root, lambda: meter.reference_ms)
+    objective = _latency_objective(study)
+    ratios = meter.ratios([build(Architecture.parse(m.arch), classes, space.in_chans, init_seed=0) for m in members])
+    base_i = next((i for i, m in enumerate(members) if m.baseline), None)
+    out = []
+    for i, (m, r) in enumerate(zip(members, ratios)):
+        lo, hi = r.interval
+        diff = None
+        if base_i is not None and not m.baseline:
+            d = [(x - y) * ref_ms for x, y in zip(r.samples, ratios[base_i].samples)]
+            import statistics
+
+            dlo, dhi = median_interval(d)
+            diff = (statistics.median(d), dlo, dhi)
+        out.append(replace(m, latency=r.median * ref_ms, latency_low=lo * ref_ms, latency_high=hi * ref_ms,
+                           latency_diff=diff, remeasured=True, second=r.median * ref_ms if objective else m.second))
+    return out
+
+
+@dataclass(frozen=True)
+class Analysis:
+    members: list[Member]  # the front's members and the baseline, fastest first
+    noise: Noise | None
+    confirm: int  # seeds of the confirmation (0: not confirmed)
+    seeds: list[int]
+
+    @property
+    def baseline(self) -> Member | None:
+        return next((m for m in self.members if m.baseline), None)
+
+    @property
+    def confirmed(self) -> bool:
+        """Some member other than the baseline has a paired difference (the baseline's noise-floor
+        runs alone confirm nothing)."""
+        return any(m.difference is not None for m in self.members if not m.baseline)
+
+    @property
+    def used_seeds(self) -> int:
+        return max((m.difference.n for m in self.members if m.difference is not None), default=0)
+
+    def headline(self) -> str:
+        """The report's first line: the verdict, never stronger than the evidence."""
+        if self.baseline is None:
+            return "No baseline trial: the differences cannot be judged (a stage of the space has no 'none')."
+        others = [m for m in self.members if not m.baseline]
+        if not others:
+            return "The front holds the baseline alone: no attention placement found that is faster or more accurate."
+        if not self.confirmed:
+            noise = str(self.noise) if self.noise else "noise not measured"
+            return (f"Not confirmed: every accuracy is one training run ({noise}); no member is called better than "
+                    "the baseline before 'nas report --confirm 3' re-trains the front from fresh seeds.")
+        better = [m for m in others if m.verdict == BETTER]
+        n, judged = self.used_seeds, sum(1 for m in others if m.difference is not None)
+        level = f"paired intervals at 95% for all {judged} together (Bonferroni)" if judged > 1 else "paired 95% interval"
+        pending = [m.number for m in others if m.difference is None]
+        tail = f" Not confirmed yet: trial(s) {', '.join(map(str, pending))}." if pending else ""
+        if not better:
+            return (f"No front member is better than the baseline in accuracy: confirmed over {n} fresh seeds, no "
+                    f"interval of the difference lies above 0 ({level}).{tail}")
+        names = ", ".join(f"trial {m.number} ({_points(m.difference)})" for m in better)
+        return f"Better than the baseline in accuracy, confirmed over {n} fresh seeds ({level}): {names}.{tail}"
+
+
+def _points(e: Any) -> str:
+    if e is None:
+        return "-"
+    if e.n < 2 or math.isnan(e.half_width):
+        return f"{100 * e.mean:+.1f} pts"
+    return f"{100 * e.mean:+.1f} ± {100 * e.half_width:.1f} pts"
+
+
+def analyse(study: optuna.Study, *, confirm: int = 0, measure_again: bool = True,
+            fit: "cf.Fit | None" = None, status: Callable[[str], None] = lambda s: None,
+            include: Sequence[int] = (), root: Path = Path("runs")) -> Analysis:
+    """The front and the baseline (and the trials in ``include``), re-measured (``measure_again``),
+    confirmed from ``confirm`` fresh seeds (training what is missing with ``fit``; runs already
+    stored are reused) and judged."""
+    space = space_of(study)
+    trials = shown_trials(study, include)
+    members = [_member(t) for t in trials]
+    noise = cf.noise_of(study)
+    k = confirm or _stored_confirm(study)
+    if confirm and fit is not None:
+        cf.run_reruns(study, cf.confirm_jobs(study, [m.arch for m in members], confirm), fit, "confirming the front")
+    base = next((m for m in members if m.baseline), None)
+    if base is not None:
+        members = [m if m.baseline else replace(m, unconfirmed=cf.unconfirmed_difference(
+            m.search_accuracy, base.search_accuracy, noise, cf.resolution(study))) for m in members]
+    if measure_again and space is not None:
+        status("re-measuring latency of the front and the baseline, interleaved")
+        members = remeasure(study, members, space, root)
+    if k:
+        members = cf.judge(study, members, k)  # the front recomputed on mean accuracy and latency now
+    members.sort(key=lambda m: m.latency)
+    return Analysis(members, noise, k, cf.fresh_seeds(study, k) if k else [])
+
+
+def _stored_confirm(study: optuna.Study) -> int:
+    """The confirmation the search ran (its space's ``training.confirm``; 0: none)."""
+    space = space_of(study)
+    return int(space.training.get("confirm", 0)) if space is not None else 0
+
+
+def fitter(study: optuna.Study, status: Callable[[str], None] = lambda s: None, root: Path = Path("runs")) -> "cf.Fit":
+    """Re-runs for ``nas report --confirm``: the study's space, data and seed, as its trials trained."""
+    from . import data as data_mod
 
     space = space_of(study)
     if space is None:
-        return None
-    meter = LatencyMeter(LatencyTarget.from_space(space.latency))
-    classes = num_classes_of(study, space)
+        raise UserError(f"study {study.study_name!r} does not record its search space; it cannot be re-trained")
+    dm = data_mod.datamodule(space.data, space.input_size, space.training["batch_size"], cf.study_seed(study))
+    dm.setup("fit")
+    epochs = int(study.user_attrs.get("epochs") or space.training["epochs"])  # as the trials trained
+    return cf.make_fit(space, dm, num_classes_of(study, space), epochs, root / study.study_name, status)
 
-    def run(arch: str) -> float:
-        return meter.measure(build(Architecture.parse(arch), classes, space.in_chans), space.in_chans).ms
 
-    return run
+def verdict_text(m: Member) -> str:
+    if m.baseline:
+        return "baseline"
+    if m.verdict:
+        return m.verdict
+    u = m.unconfirmed
+    if u is None:
+        return "not confirmed; noise not measured"
+    if u.low <= 0 <= u.high:
+        return "tie: within noise (not confirmed)"
+    return ("ahead" if u.low > 0 else "behind") + " beyond noise, not confirmed"
+
+
+def table_rows(a: Analysis, names: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Columns and cells of the report's table (terminal and HTML alike)."""
+    cols = ["#", "trial", f"{names[0]} (search run)", f"{names[0]} (confirmed, 95%)", f"Δ {names[0]} vs baseline (paired)",
+            "verdict", f"{names[1]} (95%)", f"Δ {names[1]}", "params", "MFLOPs"]
+    rows = []
+    for i, m in enumerate(a.members, 1):
+        conf = "-" if m.accuracy is None else (
+            f"{m.accuracy.mean:.4f} ± {m.accuracy.half_width:.4f} (n={m.accuracy.n})" if m.accuracy.n > 1
+            else f"{m.accuracy.mean:.4f} (n=1)")
+        diff = "-" if m.baseline else _points(m.difference if m.difference is not None else m.unconfirmed)
+        if not m.baseline and m.difference is None and m.unconfirmed is not None:
+            diff += " (1 run)"
+        lat = f"{m.latency:.3f} [{m.latency_low:.3f}, {m.latency_high:.3f}]" + ("" if m.remeasured else " stored")
+        dl = "-" if m.latency_diff is None else f"{m.latency_diff[0]:+.3f} [{m.latency_diff[1]:+.3f}, {m.latency_diff[2]:+.3f}]"
+        rows.append([str(i), str(m.number) + ("" if m.on_front else " (off front)"), f"{m.search_accuracy:.4f}", conf,
+                     diff, verdict_text(m), lat, dl, f"{m.params:,}", f"{m.flops / 1e6:.1f}"])
+    return cols, rows
+
+
+def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
+    """Accuracy against latency: pruned trials faint at their last rung, complete trials grey, the
+    front and the baseline with error bars (accuracy: confirmed 95% interval, else +-1 noise sd of one
+    run; latency: the ratio's 95% interval) and trial numbers beside the points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = study.metric_names or ["accuracy", "latency_ms"]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+              if t.user_attrs.get(CURVE) and "duplicate_of" not in t.user_attrs and t.user_attrs.get("latency_ms")]
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    if pruned:
+        ax.scatter([t.user_attrs["latency_ms"] for t in pruned], [t.user_attrs[CURVE][-1] for t in pruned], s=10,
+                   c="#dddddd", label="pruned (accuracy at its last rung)", zorder=1)
+    ax.scatter([t.values[1] for t in complete], [t.values[0] for t in complete], s=16, c="#999999",
+               label="complete trials (stored)", zorder=2)
+    sd = a.noise.final if a.noise else 0.0
+    for m in a.members:
+        y = m.shown_accuracy if a.confirmed else m.search_accuracy
+        if a.confirmed and m.accuracy is not None and m.accuracy.n > 1:
+            yerr = [[y - m.accuracy.low], [m.accuracy.high - y]]
+        else:
+            yerr = [[sd], [sd]]
+        xerr = [[m.latency - m.latency_low], [m.latency_high - m.latency]]
+        colour = "#d62728" if m.baseline else ("#1f77b4" if m.on_front else "#7f7f7f")
+        ax.errorbar([m.latency], [y], xerr=xerr, yerr=yerr, fmt="*" if m.baseline else "o", ms=12 if m.baseline else 6,
+                    c=colour, ecolor=colour, elinewidth=1, capsize=3, zorder=4)
+        ax.annotate(f"{m.number}", (m.latency, y), textcoords="offset points", xytext=(6, 4), fontsize=8, zorder=5)
+    on = sorted((m for m in a.members if m.on_front), key=lambda m: m.latency)
+    if on:
+        ax.step([m.latency for m in on], [m.shown_accuracy if a.confirmed else m.search_accuracy for m in on],
+                where="post", c="#1f77b4", lw=1, zorder=3)
+    ax.plot([], [], "o", c="#1f77b4", label="front" + (" (confirmed means)" if a.confirmed else ""))
+    ax.plot([], [], "*", c="#d62728", ms=10, label="baseline (no attention)")
+    what = f"confirmed over {len(a.seeds)} seeds, 95% intervals" if a.confirmed else (
+        f"one run each; bars: ±1 noise sd ({100 * sd:.1f} pts)" if a.noise else "one run each; noise not measured")
+    ax.set_xlabel(f"{names[1]} (re-measured, 95% interval)" if any(m.remeasured for m in a.members) else names[1])
+    ax.set_ylabel(names[0])
+    ax.set_title(f"{study.study_name}: {len(complete)} complete, {len(pruned)} pruned trials; front {what}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_html(study: optuna.Study, a: Analysis, names: Sequence[str], png: Path, hv: float,
+               ref: tuple[float, float], path: Path) -> Path:
+    img = base64.b64encode(png.read_bytes()).decode()
+    cols, rows = table_rows(a, names)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    archs = "".join(f"<li><code>{html.escape(m.arch)}</code> (trial {m.number})</li>" for m in a.members)
+    noise = html.escape(str(a.noise) if a.noise else "noise: not measured")
+    path.write_text(
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(study.study_name)}</title>"
+        f"<h1>{html.escape(study.study_name)}</h1><p><b>{html.escape(a.headline())}</b></p><p>{noise}</p>"
+        f"<img src='data:image/png;base64,{img}'>"
+        f"<p>hypervolume {hv:.5f} (reference: accuracy {ref[0]}, latency {ref[1]:.3f} ms)</p>"
+        f"<table border=1 cellpadding=4><tr>{head}</tr>{cells}</table><ol>{archs}</ol>")
+    return path

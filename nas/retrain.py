@@ -18,9 +18,9 @@ import yaml
 from . import data as data_mod
 from .errors import BadOption
 from .export import WEIGHTS_FILE, read_export
-from .model import build, save_weights
+from .model import save_weights
 from .space import data_and_training
-from .train import Classifier, make_trainer, seed_everything
+from .train import make_trainer, seeded_classifier
 
 CHECKPOINTS = "checkpoints"
 
@@ -52,17 +52,23 @@ class _EpochLine(pl.Callback):
             self.report(len(module.curve), trainer.max_epochs, module.curve[-1])
 
 
-def train(source: Path, *, epochs: int, data: str | None = None, batch_size: int | None = None,
-          lr: float | None = None, out: Path | None = None, resume: bool = True, seed: int = 0,
+def train(source: Path, *, epochs: int | None = None, data: str | None = None, batch_size: int | None = None,
+          lr: float | None = None, out: Path | None = None, resume: bool = True, seed: int | None = None,
           report: Callable[[int, int, float], None] = lambda e, n, acc: None) -> TrainResult:
     """Train the architecture of ``source`` (an export folder or an architecture.yaml) for ``epochs``,
     with the export's data and training sections unless overridden. Checkpoints (last and best by
-    validation accuracy) go to ``out/checkpoints``; running again resumes from the last one."""
-    if epochs < 1:
+    validation accuracy) go to ``out/checkpoints``; running again resumes from the last one.
+
+    By default (``epochs`` and ``seed`` None) it trains as the search's trial did: its epochs, from its
+    seed, seeded in the same one place (``train.seeded_classifier``), so the curve is the trial's."""
+    if epochs is not None and epochs < 1:
         raise BadOption("--epochs", epochs, "an integer >= 1")
     info = read_export(source)
     raw_training = dict(info.get("training") or {})
-    raw_training["epochs"] = epochs
+    if epochs is not None:
+        raw_training["epochs"] = epochs
+    if seed is not None:
+        raw_training["seed"] = seed
     for key, value, option in (("batch_size", batch_size, "--batch-size"), ("lr", lr, "--lr")):
         if value is not None:
             if not value > 0:
@@ -79,13 +85,10 @@ def train(source: Path, *, epochs: int, data: str | None = None, batch_size: int
     if last.exists() and not resume:
         raise BadOption("--restart", str(out), f"{last} exists; pass --resume to continue it, or choose another --out")
 
-    seed_everything(seed)
+    epochs, seed = training["epochs"], training["seed"]
     dm = data_mod.datamodule(data_cfg, info["input_size"], training["batch_size"], seed)
     dm.setup("fit")
-    model = build(info["architecture"], dm.num_classes, dm.in_chans)
-    if training["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    module = Classifier(model, dm.num_classes, training)
+    module = seeded_classifier(info["architecture"], seed, dm, training, dm.num_classes, dm.in_chans)
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val_acc", mode="max",
                                               save_top_k=1, save_last=True, save_on_train_epoch_end=False)
     trainer = make_trainer(training, callbacks=[checkpoint, _EpochLine(report)], log_dir=out / "logs")

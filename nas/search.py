@@ -27,15 +27,17 @@ from optuna.trial import TrialState
 
 from . import data as data_mod
 from . import signals
+from . import confirm as cf
 from .check import model_cost
-from .cost import LatencyMeter, LatencyTarget, release_memory
+from .confirm import NOISE_SEEDS_ATTR, SEED_ATTR
+from .cost import LatencyTarget, PairedLatency, PairedMeter, Ratio, release_memory
 from .errors import BadOption, UserError
 from .locks import GateCallback, LatencyGate, StudyLock
 from .model import build, save_weights
-from .pruning import CURVE, LATENCY, MOASHA, PRUNED_AT, ParetoPruningCallback, TrialRecord
+from .pruning import CURVE, LATENCY, LATENCY_CI, MOASHA, PRUNED_AT, ParetoPruningCallback, TrialRecord
 from .space import Architecture, ArchitectureError, SearchSpace
 from .storage import Heartbeat, RetryingStorage, grace_s, open_storage, retry_once
-from .train import Classifier, NonFiniteLoss, make_trainer, seed_everything
+from .train import NonFiniteLoss, fit_curve, make_trainer, seeded_classifier
 
 log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "bruteforce")
@@ -65,8 +67,9 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
 
 
 def open_study(space: SearchSpace, study_name: str, storage: str, sampler: optuna.samplers.BaseSampler,
-               heartbeat_s: int | None = None) -> optuna.Study:
-    """Create or resume the study. A study made from a different space is refused."""
+               heartbeat_s: int | None = None, seed: int = 0) -> optuna.Study:
+    """Create or resume the study. A study made from a different space is refused. A new study
+    records ``seed``: every one of its trials trains from it (common random numbers)."""
     if storage.startswith("sqlite:///"):
         Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     directions = [DIRECTIONS[o] for o in space.objectives]
@@ -87,16 +90,21 @@ def open_study(space: SearchSpace, study_name: str, storage: str, sampler: optun
         study.set_user_attr("space_path", space.path)
         study.set_user_attr("space", Path(space.path).read_text() if Path(space.path).exists() else "")
         study.set_user_attr("objectives", list(space.objectives))
+        study.set_user_attr(SEED_ATTR, seed)
+        study.set_user_attr(NOISE_SEEDS_ATTR, space.training["noise_seeds"])
     elif stored != fingerprint:
         raise UserError(f"study {study_name!r} in {storage} was created from a different search space "
                         f"({study.user_attrs.get('space_path')}); resume it with that space or choose another --study")
     return study
 
 
+NOT_FINGERPRINTED = ("noise_seeds", "confirm")  # how results are checked, not what the trials are: changeable on resume
+
+
 def space_fingerprint(space: SearchSpace) -> str:
     parts = [space.backbone, space.input_size, space.in_chans, space.num_classes, sorted(space.data.items()),
              [(s.index, s.replace_builtin, [(o.mechanism, o.hparams, o.placements) for o in s.options]) for s in space.stages],
-             sorted(space.training.items()), space.objectives, sorted(space.latency.items()), sorted(space.limits.items())]
+             sorted((k, v) for k, v in space.training.items() if k not in NOT_FINGERPRINTED), space.objectives, sorted(space.latency.items()), sorted(space.limits.items())]
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
@@ -107,6 +115,48 @@ class Reporter:
     def trial_start(self, number: int, arch: Architecture) -> None: ...
     def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None: ...
     def trial_end(self, trial: optuna.trial.FrozenTrial) -> None: ...
+    def status(self, text: str) -> None:
+        """What the current trial or re-run is doing now (latency, training, re-runs)."""
+
+
+REFERENCE_FILE = "latency-reference.json"  # under the runs folder: the reference's quiet latency per target
+
+
+def reference_latency_ms(study: optuna.Study, target: LatencyTarget, reference: str, root: Path,
+                         measure: Callable[[], float], lock: Any = None) -> float:
+    """The reference's (plain backbone's) latency on a quiet machine, fixed for the whole study so that
+    every trial's latency = ratio x the same figure. A new study takes the figure this machine
+    remembers for the target and reference (``<root>/latency-reference.json``), so studies on one
+    machine agree; only where none is remembered is it measured (quiet blocks, fastest of 3) and
+    remembered. ``lock`` (the study lock): the figure is set only if no other process set it meanwhile,
+    and whichever was set first is returned, so all of a study's trials share one figure."""
+    import torch
+
+    key = f"{target.key()}|{reference}|torch {torch.__version__}"
+    stored = study.user_attrs.get("latency_reference")
+    if isinstance(stored, dict) and stored.get("key") == key:
+        return float(stored["ms"])
+    path = root / REFERENCE_FILE
+    try:
+        remembered = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        remembered = {}
+    ms = remembered.get(key)
+    if not isinstance(ms, (int, float)) or ms <= 0:
+        ms = float(measure())
+        remembered[key] = ms
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(remembered, indent=1))
+        tmp.replace(path)
+    import contextlib
+
+    with lock.held() if lock is not None else contextlib.nullcontext():
+        stored = study._storage.get_study_user_attrs(study._study_id).get("latency_reference")
+        if isinstance(stored, dict) and stored.get("key") == key:
+            return float(stored["ms"])
+        study.set_user_attr("latency_reference", {"key": key, "ms": round(float(ms), 5), "architecture": reference})
+    return round(float(ms), 5)
 
 
 @dataclass
@@ -153,39 +203,50 @@ class Search:
         self.pruner = MOASHA(eta=self.eta) if self.prune else None
         self.run_dir = self.root / self.study_name
         self._latency_cache_path = self.run_dir / "latency.json"
-        self._meter: LatencyMeter | None = None
+        self._meter: PairedMeter | None = None
         self.gate = LatencyGate(self.run_dir)
 
     # -- helpers ---------------------------------------------------------------------------------
 
     def _datamodule(self) -> Any:
-        dm = data_mod.datamodule(self.space.data, self.space.input_size, self.space.training["batch_size"], self.seed)
+        dm = data_mod.datamodule(self.space.data, self.space.input_size, self.space.training["batch_size"],
+                                 self.train_seed)
         dm.setup("fit")
         if dm.in_chans != self.space.in_chans:
             raise UserError(f"{self.space.path}: in_chans is {self.space.in_chans} but the {self.space.data['source']} "
                             f"data has {dm.in_chans} channel(s); set in_chans: {dm.in_chans}")
         return dm
 
-    def _latency(self, arch: Architecture, num_classes: int) -> tuple[float, float, bool]:
-        """(ms, spread %, disturbed), cached by architecture and target in runs/<study>/latency.json,
-        with the reference workload's quiet speed on this target (see ``cost.LatencyMeter``). Measured
-        while no other worker on this machine trains (``LatencyGate``)."""
+    def _paired_meter(self, study: optuna.Study, num_classes: int) -> PairedMeter:
+        """The meter of this worker: the space's plain backbone as the reference, timed beside every
+        candidate; its quiet latency is the study's (``reference_latency_ms``)."""
+        if self._meter is None:
+            reference = build(self.space.baseline(), num_classes, self.space.in_chans, init_seed=0)
+            meter = PairedMeter(self.target, reference, self.space.in_chans)
+            with self.gate.measuring():  # no worker of this machine trains meanwhile
+                ms = reference_latency_ms(study, self.target, str(self.space.baseline()), self.root,
+                                          lambda: meter.reference_ms, self._lock)
+            self._meter = PairedMeter(self.target, reference, self.space.in_chans, ms)
+        return self._meter
+
+    def _latency(self, study: optuna.Study, arch: Architecture, num_classes: int) -> tuple[PairedLatency, bool]:
+        """The architecture's paired latency (ratio to the plain backbone, timed interleaved with it, x
+        the study's reference latency) and whether it came from the cache (runs/<study>/latency.json,
+        by architecture and target). Measured while no other worker on this machine trains."""
+        meter = self._paired_meter(study, num_classes)
         key = f"{arch}@{self.target.key()}"
-        ref_key = f"reference@{self.target.key()}"
         with self.gate.measuring():
             cache = json.loads(self._latency_cache_path.read_text()) if self._latency_cache_path.exists() else {}
-            if key not in cache:
-                if self._meter is None:
-                    self._meter = LatencyMeter(self.target, cache.get(ref_key))
-                timing = self._meter.measure(build(arch, num_classes, self.space.in_chans), self.space.in_chans)
-                cache[key] = [timing.ms, timing.spread, timing.disturbed]
-                cache[ref_key] = self._meter.quiet_reference_ms
+            hit = isinstance(cache.get(key), dict)
+            if not hit:
+                self.reporter.status(f"measuring latency against {self.space.baseline().backbone} (interleaved)")
+                ratio = meter.ratios([build(arch, num_classes, self.space.in_chans, init_seed=0)])[0]
+                cache[key] = {"ratios": [round(r, 6) for r in ratio.samples]}
                 self._latency_cache_path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = self._latency_cache_path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(cache, indent=1))
+                tmp.write_text(json.dumps(cache))
                 tmp.replace(self._latency_cache_path)
-        ms, spread, *rest = cache[key]
-        return ms, spread, bool(rest and rest[0])
+        return PairedLatency(Ratio(tuple(cache[key]["ratios"])), meter.reference_ms), hit
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -193,7 +254,11 @@ class Search:
         start = time.monotonic()
         self._started_at = datetime.datetime.now()
         study = open_study(self.space, self.study_name, self.storage,
-                           make_sampler(self.sampler, self.seed + self.worker_index), self.heartbeat_s)
+                           make_sampler(self.sampler, self.seed + self.worker_index), self.heartbeat_s, self.seed)
+        self.train_seed = cf.study_seed(study)  # every trial of the study trains from the study's seed
+        if self.train_seed != self.seed:
+            log.warning("study %s trains every trial from its seed %d (--seed %d seeds the sampler only)",
+                        self.study_name, self.train_seed, self.seed)
         storage: RetryingStorage = study._storage
         lock = StudyLock(self.storage, self.study_name, storage.engine)
         dm = self._datamodule()
@@ -201,6 +266,10 @@ class Search:
         self.num_classes = num_classes
         if "num_classes" not in study.user_attrs:
             study.set_user_attr("num_classes", num_classes)
+        if "epochs" not in study.user_attrs:
+            study.set_user_attr("epochs", self.epochs)  # what every trial and re-run trains
+        if "val_size" not in study.user_attrs and getattr(dm, "val_set", None) is not None:
+            study.set_user_attr("val_size", len(dm.val_set))
         self.reporter.search_start(study, self.trials)
         self._lock = lock
         while True:
@@ -244,6 +313,11 @@ class Search:
                 heartbeat.stop()
             release_memory()  # the trial's Trainer, model and optimiser sit in reference cycles
             self.reporter.trial_end(study.get_trials(deepcopy=False)[trial.number])
+            if trial.user_attrs.get("baseline") or self.worker_index == 0:
+                self._noise_floor(study, dm, num_classes)
+        if stopped in ("trials", "space exhausted"):
+            self._noise_floor(study, dm, num_classes)
+            self._confirm(study, dm, num_classes)
         counts = count_states(study)
         return SearchResult(study, counts, time.monotonic() - start, stopped)
 
@@ -329,15 +403,16 @@ class Search:
 
         measured = time.perf_counter()
         cost = model_cost(arch, num_classes, self.space.input_size, self.space.in_chans)
-        latency, spread, disturbed = self._latency(arch, num_classes)
+        lat, cached = self._latency(study, arch, num_classes)
+        latency, (lat_lo, lat_hi) = lat.ms, lat.interval_ms
         latency_s = time.perf_counter() - measured
         trial.set_user_attr("params", cost.params)
         trial.set_user_attr("flops", cost.flops)
         trial.set_user_attr(LATENCY, round(latency, 4))
-        trial.set_user_attr("latency_spread_pct", round(spread, 2))
+        trial.set_user_attr(LATENCY_CI, [round(lat_lo, 4), round(lat_hi, 4)])
+        trial.set_user_attr("latency_ratio", round(lat.ratio.median, 5))
+        trial.set_user_attr("latency_spread_pct", round(lat.spread, 2))
         trial.set_user_attr("latency_target", self.target.key())
-        if disturbed:
-            trial.set_user_attr("latency_disturbed", True)
         violations = self._constraints(trial, latency, cost.params, cost.flops)
         if violations:
             trial.set_user_attr("infeasible", True)
@@ -345,17 +420,18 @@ class Search:
             _tell(study, trial, state=TrialState.PRUNED)
             return
 
-        seed_everything(self.seed + trial.number)
         started = time.perf_counter()
-        model = build(arch, num_classes, self.space.in_chans)
-        if self.space.training["channels_last"]:
-            model = model.to(memory_format=torch.channels_last)
-        module = Classifier(model, num_classes, self.space.training)
+        trial.set_user_attr("seed", self.train_seed)
+        module = seeded_classifier(arch, self.train_seed, dm, self.space.training, num_classes, self.space.in_chans)
+        model = module.model
+        noise = cf.noise_of(study)
+        self.reporter.status(("latency cached; " if cached else "") + "training")
         ddp = self.space.training["devices"] > 1  # spawned ranks: nothing unpicklable in the callbacks
         record = TrialRecord(self.storage, study._study_id, trial._trial_id, trial.number, study._storage)
         callback = ParetoPruningCallback(
-            record, latency, self.epochs, self.pruner, exempt=bool(trial.user_attrs.get("baseline")),
-            on_epoch=None if ddp else (lambda e, acc: self.reporter.epoch(trial.number, e, self.epochs, acc)))
+            record, (latency, lat_lo, lat_hi), self.epochs, self.pruner, exempt=bool(trial.user_attrs.get("baseline")),
+            on_epoch=None if ddp else (lambda e, acc: self.reporter.epoch(trial.number, e, self.epochs, acc)),
+            noise_sd=noise.sd if noise else ())
         trainer = make_trainer(self.space.training, epochs=self.epochs, callbacks=[callback, GateCallback(self.gate)],
                                log_dir=self.run_dir / "trials" / str(trial.number))
         if not ddp and trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(dm, "to_device"):
@@ -385,6 +461,28 @@ class Search:
         trial.set_user_attr("weights", str(self._save_weights(trial.number, arch, model)))
         _tell(study, trial, [values[o] for o in self.space.objectives])
         self._drop_stale_weights(study)
+
+    # -- re-runs: the noise floor and the confirmation of the front ---------------------------------
+
+    def _fit(self, dm: Any, num_classes: int) -> cf.Fit:
+        return cf.make_fit(self.space, dm, num_classes, self.epochs, self.run_dir, self.reporter.status,
+                           callbacks=[GateCallback(self.gate)])
+
+    def _noise_floor(self, study: optuna.Study, dm: Any, num_classes: int) -> None:
+        """Train the baseline from the further noise seeds once it is complete (once per study)."""
+        jobs = cf.pending_noise_runs(study)
+        if jobs:
+            cf.run_reruns(study, jobs, self._fit(dm, num_classes), "noise floor", claim=self._lock.held)
+            release_memory()
+
+    def _confirm(self, study: optuna.Study, dm: Any, num_classes: int) -> None:
+        k = self.space.training["confirm"]
+        if k < 1 or self.worker_index != 0:
+            return
+        archs = [t.user_attrs["arch"] for t in front(study)]
+        cf.run_reruns(study, cf.confirm_jobs(study, archs, k), self._fit(dm, num_classes), "confirming the front",
+                      claim=self._lock.held)
+        release_memory()
 
     # -- weights of the front ---------------------------------------------------------------------
 

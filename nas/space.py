@@ -241,6 +241,8 @@ TRAINING = {
     "schedule": (("onecycle", "cosine", "constant"), "onecycle"),
     "precision": (("32", "16-mixed", "bf16-mixed"), "32"), "channels_last": (bool, False),
     "devices": (int, 1), "seed": (int, 0),
+    "noise_seeds": (int, 3),  # the baseline trained from this many seeds: the search's noise floor
+    "confirm": (int, 0),  # when the trials are done: the front and the baseline re-trained from this many fresh seeds
 }
 LATENCY = {"device": (str, "cpu"), "batch_size": (int, 1), "input_size": (int, 224), "threads": (int, 1),
            "warmup": (int, 5), "repeats": (int, 30)}
@@ -531,7 +533,11 @@ def _objectives(c: _Checker, data: Mapping) -> tuple[str, ...]:
 
 def _training_section(c: _Checker, data: Mapping) -> dict[str, Any]:
     training = c.section(data, "training", TRAINING)
-    for key in ("epochs", "batch_size", "devices"):
+    if training["confirm"] < 0 or training["confirm"] == 1:
+        c.add("training.confirm", f"{training['confirm']!r} is not allowed; expected 0 (no confirmation) or an "
+              "integer >= 2 (one seed gives no interval; 3 or more give intervals worth reading)",
+              c.line(data.get("training") or {}, "confirm"))
+    for key in ("epochs", "batch_size", "devices", "noise_seeds"):
         if training[key] < 1:
             c.add(f"training.{key}", f"{training[key]!r} is not allowed; expected an integer >= 1",
                   c.line(data.get("training") or {}, key))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -126,3 +126,51 @@ def make_trainer(training: Mapping[str, Any], *, epochs: int | None = None, log_
 def seed_everything(seed: int) -> None:
     pl.seed_everything(seed, workers=True, verbose=False)
 
+
+
+def seeded_classifier(arch: Any, seed: int, dm: Any, training: Mapping[str, Any], num_classes: int,
+                      in_chans: int) -> Classifier:
+    """The LightningModule of ``arch`` with every source of randomness fixed by ``seed`` alone: the
+    backbone's initial weights (identical for every architecture), each attention module's own
+    generator, the order of training batches and the training stream itself. Two architectures built
+    with one seed differ only where their choices differ (common random numbers); the same call
+    reproduces a trial exactly. The one place where the search, its re-runs and ``nas train`` seed."""
+    from .model import build
+
+    dm.shuffle_seed = seed
+    model = build(arch, num_classes, in_chans, init_seed=seed)
+    if training["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    seed_everything(seed)  # after the build: what the attention modules drew does not shift training
+    return Classifier(model, num_classes, training)
+
+
+def fit_curve(arch: Any, seed: int, dm: Any, training: Mapping[str, Any], num_classes: int, in_chans: int,
+              epochs: int, log_dir: Path | None = None,
+              on_epoch: "Callable[[int, float], None] | None" = None,
+              callbacks: Sequence[pl.Callback] = ()) -> list[float]:
+    """Train ``arch`` from ``seed`` for ``epochs`` without pruning and return its validation curve
+    (re-runs: the noise floor and the confirmation of the front)."""
+    module = seeded_classifier(arch, seed, dm, training, num_classes, in_chans)
+    hooks: list[pl.Callback] = [*callbacks, *([_EpochHook(on_epoch)] if on_epoch else [])]
+    trainer = make_trainer(training, epochs=epochs, callbacks=hooks, log_dir=log_dir)
+    if trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(dm, "to_device"):
+        dm.to_device(trainer.strategy.root_device)
+    try:
+        trainer.fit(module, dm)
+    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1)
+        raise KeyboardInterrupt from None
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    if len(module.curve) < epochs:
+        raise RuntimeError(f"training stopped after {len(module.curve)} of {epochs} epochs")
+    return list(module.curve)
+
+
+class _EpochHook(pl.Callback):
+    def __init__(self, fn: "Callable[[int, float], None]"):
+        self.fn = fn
+
+    def on_validation_end(self, trainer: pl.Trainer, module: Any) -> None:
+        if not trainer.sanity_checking and module.curve:
+            self.fn(len(module.curve), module.curve[-1])

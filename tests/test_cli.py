@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import attention
 
 
@@ -100,10 +102,21 @@ def test_bench_build_times_random_architectures():
     assert "median" in r.stdout and "slowest: resnet10t|" in r.stdout
 
 
-def test_bench_latency_repeats_the_measurement():
-    r = run_nas("bench", "latency", "--space", str(SPACES[0].parent / "small.yaml"), "--times", "2")
+def test_bench_latency_compares_both_methods_idle_and_loaded(tmp_path):
+    simam = "resnet10t|none|none|none|simam(lam=0.0001)"
+    r = run_nas("bench", "latency", "--space", str(SPACES[0].parent / "small.yaml"), "--times", "2", "--arch", simam,
+                "--load", "1", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert "resnet10t|none|none|none|none on cpu/b1/32px/t1" in r.stdout and "largest deviation" in r.stdout
+    assert "target cpu/b1/32px/t1" in r.stdout and "idle: order right in" in r.stdout and "load 1: order" in r.stdout
+    result = json.loads((tmp_path / "latency.json").read_text())
+    assert [p["phase"] for p in result["phases"]] == ["idle", "load 1"]
+    for p in result["phases"]:
+        rows = {row["architecture"]: row for row in p["rows"]}
+        assert set(rows) == {"resnet10t|none|none|none|none", simam}
+        assert all(len(row["ratio_all"]) == 2 and len(row["absolute_all"]) == 2 for row in rows.values())
+        assert rows["resnet10t|none|none|none|none"]["ratio"] == pytest.approx(1.0, abs=0.05)
+    r = run_nas("bench", "latency", "--space", str(SPACES[0].parent / "small.yaml"), "--load", "1000")
+    assert r.returncode == 2 and "--load" in r.stderr
 
 
 def test_bench_pruning_replays_recorded_curves(tmp_path):

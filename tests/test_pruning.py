@@ -1,7 +1,10 @@
 """Multi-objective successive halving and hypervolume, against direct computations."""
 
 import itertools
+import statistics
 import random
+
+import pytest
 
 from nas.pruning import MOASHA, Recorded, hypervolume, nondominated_ranks, pareto_front, replay_moasha, replay_none, rungs
 
@@ -54,3 +57,26 @@ def test_replay_prunes_and_keeps_the_baseline():
     full, moasha = replay_none(recs), replay_moasha(recs)
     assert full.epochs == 120 and len(full.completed) == 30
     assert moasha.epochs < full.epochs / 2 and recs[0] in moasha.completed
+
+
+def test_replay_within_noise_stops_fewer_members_of_the_confirmed_front():
+    """Ten architectures whose epoch-1 accuracies differ by less than the seed noise: the plain rung
+    decision prunes by that noise, the noise-aware one keeps what it cannot tell apart, and the count
+    of confirmed-front members stopped says so."""
+    from nas.pruning import confirmed_front, noise_from_records, replay_moasha
+
+    base = Recorded(0, "base", (0.50, 0.80, 0.85, 0.86), 1.0, True, (0.99, 1.01),
+                    ((0.44, 0.79, 0.84, 0.86), (0.56, 0.81, 0.86, 0.87)))
+    # mean final accuracy rises with the number; epoch-1 accuracy falls with it, by less than the noise;
+    # latencies rise a little, inside each other's intervals
+    recs = [base] + [Recorded(i, f"a{i}", (0.50 - 0.005 * i, 0.8, 0.85, 0.86 + 0.004 * i), 1.0 + 0.002 * i, False,
+                              (0.97 + 0.002 * i, 1.03 + 0.002 * i), ((0.5, 0.8, 0.85, 0.86 + 0.004 * i),) * 2)
+                     for i in range(1, 10)]
+    noise = noise_from_records(recs)
+    assert noise[0] == pytest.approx(statistics.stdev([0.50, 0.44, 0.56]))
+    front = confirmed_front(recs)
+    plain, aware = replay_moasha(recs), replay_moasha(recs, noise_sd=noise)
+    stopped = lambda res: len(front - {r.arch for r in res.completed})  # noqa: E731
+    assert stopped(plain) > 0 and stopped(aware) == 0
+    assert aware.epochs > plain.epochs, "the price: more epochs"
+    assert aware.method.endswith("within noise")

@@ -1,0 +1,162 @@
+"""The noise floor, confirmation and the report's verdicts end to end on a small learnable space
+(CPU): a test-only mechanism that destroys most of its input is confirmed worse than the baseline, one
+that changes nothing that matters is a tie, every trial trains from the study's seed with its learning
+curve in the storage, and nas train of an export reproduces the trial's curve exactly."""
+
+import textwrap
+
+import optuna
+import pytest
+import torch
+
+import attention
+from attention._base import Attention, mechanism
+from attention._registry import _ALIASES, MECHANISMS
+from nas import confirm as cf
+from nas import export, report, retrain
+from nas.search import Search
+from nas.space import load_space
+from nas.stats import TIED, WORSE
+
+pytestmark = pytest.mark.slow
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = """
+name: trust
+backbone: resnet10t
+input_size: 32
+in_chans: 1
+data: {source: digits, train: 800, val: 200, test: 32, clutter: 0}
+stages:
+  - stage: 1
+    mechanisms: {none: , keep1: }
+  - stage: 4
+    mechanisms: {none: , nudge: }
+training: {epochs: 2, batch_size: 16, lr: 0.003, schedule: cosine, noise_seeds: 2, confirm: 2}
+latency: {input_size: 32, repeats: 5, warmup: 1}
+"""
+
+
+def _test_mechanisms():
+    """Registered for this module only (other tests iterate over the twelve)."""
+
+    @mechanism(name="keep1", title="test only: keeps one channel in 64", arxiv=None, reference="test",
+               placement="stage_output", placement_note="test", hparams=())
+    class Keep1(Attention):
+        def __init__(self, channels, *, device=None, dtype=None):
+            super().__init__(channels)
+            self.register_buffer("mask", (torch.arange(channels) % 64 == 0).float().view(1, -1, 1, 1))
+
+        def forward(self, x):
+            return x * self.mask
+
+    @mechanism(name="nudge", title="test only: scales by 1.0001", arxiv=None, reference="test",
+               placement="stage_output", placement_note="test", hparams=())
+    class Nudge(Attention):
+        def __init__(self, channels, *, device=None, dtype=None):
+            super().__init__(channels)
+
+        def forward(self, x):
+            return x * 1.0001
+
+    return ("keep1", "nudge")
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    names = _test_mechanisms()
+    try:
+        root = tmp_path_factory.mktemp("runs")
+        path = root / "trust.yaml"
+        path.write_text(textwrap.dedent(SPACE))
+        storage = f"sqlite:///{root / 'trust' / 'study.db'}"
+        result = Search(load_space(path), "trust", storage, 4, sampler="bruteforce", prune=False, root=root, seed=5).run()
+        yield result.study, root, storage
+    finally:
+        for n in names:
+            MECHANISMS.pop(n, None)
+            _ALIASES.pop(n, None)
+    assert "keep1" not in attention.MECHANISMS
+
+
+def _trial(study, arch):
+    return next(t for t in study.trials if t.user_attrs.get("arch") == arch and "duplicate_of" not in t.user_attrs)
+
+
+def test_every_trial_trains_from_the_studys_seed_with_its_curve_in_the_storage(searched):
+    study, _, _ = searched
+    assert study.user_attrs["seed"] == 5
+    for t in study.trials:
+        assert t.user_attrs["seed"] == 5
+        curve = t.user_attrs["val_acc_curve"]
+        assert t.intermediate_values == {i + 1: pytest.approx(v) for i, v in enumerate(curve)}, \
+            "optuna-dashboard's intermediate-values chart shows every learning curve"
+        lo, hi = t.user_attrs["latency_ci_ms"]
+        assert lo <= t.user_attrs["latency_ms"] <= hi
+
+
+def test_the_noise_floor_is_the_baselines_spread_over_its_seeds(searched):
+    study, _, _ = searched
+    noise = cf.noise_of(study)
+    base = cf.baseline_trial(study)
+    rerun = study.user_attrs[f"rerun:6:{base.user_attrs['arch']}"]
+    assert noise.seeds == (5, 6)
+    expected = abs(base.user_attrs["val_acc_curve"][-1] - rerun[-1]) / 2 ** 0.5
+    assert noise.final == pytest.approx(expected, abs=1e-6)
+    assert str(noise).startswith("noise: sd ") and "over 2 seeds" in str(noise)
+
+
+def test_a_destructive_choice_is_confirmed_worse_and_a_harmless_one_tied(searched):
+    study, root, _ = searched
+    hurt = _trial(study, "resnet10t|keep1|none|none|none")
+    same = _trial(study, "resnet10t|none|none|none|nudge")
+    confirmed_by_search = {arch for arch, runs in cf.reruns(study).items() if {6, 7} <= set(runs)}
+    assert cf.baseline_trial(study).user_attrs["arch"] in confirmed_by_search, "the search confirmed its front"
+    fit, fitted = report.fitter(study, root=root), []
+    a = report.analyse(study, confirm=2, measure_again=False, include=[hurt.number, same.number],
+                       fit=lambda arch, seed, why: fitted.append((arch, seed)) or fit(arch, seed, why))
+    assert not {arch for arch, _ in fitted} & confirmed_by_search, "stored re-runs are reused, not trained again"
+    assert {(arch, seed) for arch, seed in fitted} == {
+        (a, s) for a in ("resnet10t|keep1|none|none|none", "resnet10t|none|none|none|nudge") for s in (6, 7)
+        if a not in confirmed_by_search}, "what the search left unconfirmed is trained, at the fresh seeds"
+    by = {m.number: m for m in a.members}
+    assert by[hurt.number].verdict == WORSE and by[hurt.number].difference.high < 0
+    assert by[same.number].verdict == TIED
+    d = by[same.number].difference
+    assert d.low <= 0 <= d.high
+    assert len(by[same.number].accuracies) == 2 and a.seeds == [6, 7], "fresh seeds: never the search's own"
+    assert a.headline().startswith("No front member is better than the baseline")
+    base = next(m for m in a.members if m.baseline)
+    assert base.accuracy.n == 2
+
+
+def test_report_cli_leads_with_the_verdict_and_prints_whole_architectures(searched, tmp_path, monkeypatch):
+    """In process (the test mechanisms are registered here only), on an 80-column console."""
+    import io
+
+    from rich.console import Console
+
+    from nas import cli
+
+    _, root, storage = searched
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, width=80))
+    monkeypatch.chdir(root)
+    cli.app(["report", "--study", "trust", "--storage", storage, "--no-remeasure", "--include", "1,2,3",
+             "--out", str(tmp_path / "rep")], standalone_mode=False)
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert lines[0].startswith("No front member is better than the baseline")
+    assert "noise: sd" in text
+    for arch in ("resnet10t|keep1|none|none|none", "resnet10t|none|none|none|nudge"):
+        assert any(line.endswith(arch) for line in lines), f"{arch} printed whole at 80 columns"
+    assert "worse" in text and "tied" in text
+    assert (tmp_path / "rep" / "front.png").stat().st_size > 10_000
+
+
+def test_nas_train_of_an_export_reproduces_the_trials_curve_exactly(searched, tmp_path):
+    study, root, _ = searched
+    trial = _trial(study, "resnet10t|none|none|none|nudge")
+    export.export_trial(study, trial, tmp_path / "exp", weights=False, root=root)
+    result = retrain.train(tmp_path / "exp")
+    assert result.curve == trial.user_attrs["val_acc_curve"]

@@ -1,0 +1,149 @@
+"""What makes the front trustworthy, against formulas, brute force and a simulated machine: intervals
+of a median and of a (paired) mean, verdicts that call a difference inside its noise a tie, latency
+as a ratio to a reference timed interleaved (a busy machine does not move it), common random numbers
+in the build, and rung decisions that do not prune within noise."""
+
+import math
+import random
+import statistics
+
+import pytest
+import torch
+
+from nas import cost
+from nas.cost import Ratio, time_against_reference
+from nas.model import build
+from nas.pruning import MOASHA, within_noise
+from nas.space import Architecture
+from nas.stats import (BETTER, TIED, WORSE, mean_interval, median_interval, paired_difference, seed_sd, t_quantile,
+                       verdict)
+
+
+def _binom_cdf_brute(k: int, n: int) -> float:
+    # by enumerating all 2^n outcomes for small n
+    from itertools import product
+
+    return sum(1 for bits in product((0, 1), repeat=n) if sum(bits) <= k) / 2**n
+
+
+@pytest.mark.parametrize("n", [6, 9, 12, 15])
+def test_median_interval_is_the_order_statistic_interval_by_its_definition(n):
+    xs = list(range(n))
+    lo, hi = median_interval(xs)
+    k = lo + 1  # 1-based rank of the lower end
+    assert hi == n - k, "symmetric order statistics"
+    assert _binom_cdf_brute(k - 1, n) <= 0.025, "coverage at least 95%"
+    assert _binom_cdf_brute(k, n) > 0.025, "the narrowest such interval"
+
+
+def test_median_interval_covers_the_true_median_95_percent_of_the_time():
+    rnd = random.Random(0)
+    true_median = math.log(2)  # exponential(1)
+    hits = 0
+    for _ in range(2000):
+        lo, hi = median_interval([rnd.expovariate(1.0) for _ in range(41)])
+        hits += lo <= true_median <= hi
+    assert hits / 2000 >= 0.94
+
+
+def test_mean_and_paired_intervals_against_the_t_formula():
+    xs = [0.91, 0.94, 0.93, 0.90]
+    e = mean_interval(xs)
+    half = t_quantile(0.975, 3) * statistics.stdev(xs) / 2
+    assert e.mean == pytest.approx(statistics.fmean(xs)) and e.half_width == pytest.approx(half)
+    assert t_quantile(0.975, 1) == pytest.approx(12.7062, abs=1e-4) and t_quantile(0.975, 2) == pytest.approx(4.3027, abs=1e-4)
+    ys = [0.90, 0.93, 0.92, 0.89]  # every pair 0.01 apart: the shared noise cancels
+    d = paired_difference(xs, ys, sd_floor=0.002)
+    assert d.mean == pytest.approx(0.01) and d.sd == pytest.approx(0.002), "the floor replaces a chance sd of 0"
+    assert verdict(d) == BETTER and verdict(paired_difference(ys, xs, sd_floor=0.002)) == WORSE
+    unpaired = mean_interval(xs).half_width + mean_interval(ys).half_width
+    assert d.half_width < unpaired / 5, "pairing is what makes a small difference visible"
+    assert verdict(paired_difference([0.9, 0.95], [0.92, 0.91])) == TIED
+    assert verdict(mean_interval([0.1])) == TIED, "one run never decides"
+    with pytest.raises(ValueError):
+        paired_difference([1.0], [1.0, 2.0])
+
+
+def test_seed_sd_per_epoch():
+    sd = seed_sd([[0.5, 0.9], [0.7, 0.92], [0.6]])
+    assert sd[0] == pytest.approx(0.1) and sd[1] == pytest.approx(statistics.stdev([0.9, 0.92]))
+    assert math.isnan(seed_sd([[0.5, 0.6], [0.5]])[1])
+
+
+class BusyMachine:
+    """A simulated clock: the reference takes 1.0 ms and the candidate 1.2 ms when quiet; in random
+    phases (a few ms to tens of ms long) everything runs 1.6x slower, as when another process shares
+    the cores."""
+
+    def __init__(self, seed: int = 0):
+        self.rnd = random.Random(seed)
+        self.now = 0.0
+        self.busy_until = 0.0
+        self.quiet_until = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def _factor(self) -> float:
+        if self.now >= max(self.busy_until, self.quiet_until):
+            if self.rnd.random() < 0.5:
+                self.busy_until = self.now + self.rnd.uniform(0.002, 0.03)
+            else:
+                self.quiet_until = self.now + self.rnd.uniform(0.002, 0.03)
+        return 1.6 if self.now < self.busy_until else 1.0
+
+    def reference(self) -> None:
+        self.now += self._factor() * 1.0e-3
+
+    def candidate(self) -> None:
+        self.now += self._factor() * 1.2e-3
+
+
+def test_paired_ratio_is_unmoved_by_a_busy_machine_where_absolute_times_are(monkeypatch):
+    sim = BusyMachine()
+    monkeypatch.setattr(cost, "time", sim)
+    ratios, ref = time_against_reference([sim.candidate], sim.reference, torch.device("cpu"), rounds=200, seconds=0)
+    r = ratios[0]
+    assert r.median == pytest.approx(1.2, rel=0.01)
+    lo, hi = r.interval
+    assert lo - 1e-9 <= 1.2 <= hi + 1e-9 and r.spread < 5
+    spread_abs = (max(ref.samples) - min(ref.samples)) / min(ref.samples)
+    assert spread_abs > 0.5, "the machine was busy: absolute times of the reference vary by half"
+
+
+def test_ratio_of_several_candidates_in_one_interleaved_run(monkeypatch):
+    sim = BusyMachine(1)
+    monkeypatch.setattr(cost, "time", sim)
+    slower = lambda: (sim.candidate(), sim.reference())  # noqa: E731  2.2 ms
+    ratios, _ = time_against_reference([sim.reference, sim.candidate, slower], sim.reference, torch.device("cpu"),
+                                       rounds=150, seconds=0)
+    assert [round(r.median, 2) for r in ratios] == [1.0, 1.2, 2.2]
+    assert isinstance(ratios[0], Ratio)
+
+
+def test_common_random_numbers_in_the_build():
+    """With one init seed the backbone starts identical for every architecture, and an attention
+    module starts the same whatever the other stages hold."""
+    a = build(Architecture.parse("resnet10t|none|none|none|none"), 10, 1, init_seed=3).state_dict()
+    b = build(Architecture.parse("resnet10t|none|none|se(r=4)|cbam(r=16,k=7)"), 10, 1, init_seed=3).state_dict()
+    c = build(Architecture.parse("resnet10t|none|none|eca(k=3)|cbam(r=16,k=7)"), 10, 1, init_seed=3).state_dict()
+    d = build(Architecture.parse("resnet10t|none|none|se(r=4)|cbam(r=16,k=7)"), 10, 1, init_seed=4).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "the backbone's weights do not depend on the attention"
+    cbam = [k for k in b if k.startswith("layer4") and k not in a]
+    assert cbam and all(torch.equal(b[k], c[k]) for k in cbam), "stage 4's CBAM does not depend on stage 3"
+    assert not all(torch.equal(b[k], d[k]) for k in cbam), "another seed draws other weights"
+
+
+def test_a_rung_does_not_prune_within_noise():
+    p = MOASHA(eta=3)
+    # six trials at the rung, two continue; trial 5 is third, 0.01 below the last kept, latency intervals overlap
+    others = [(0, 0.80, 5.0, 4.9, 5.1), (1, 0.75, 5.0, 4.9, 5.1), (2, 0.50, 5.0, 4.9, 5.1), (3, 0.40, 5.0, 4.9, 5.1),
+              (4, 0.30, 5.0, 4.9, 5.1)]
+    me = (5, 0.74, 5.05, 4.95, 5.15)
+    assert not p.decide(me, others, 1).keep, "without a noise floor the quota decides"
+    d = p.decide(me, others, 1, acc_sd=0.02)
+    assert d.keep and d.position == 2 and "within noise of place 2" in str(d) and "noise sd 0.0200" in str(d)
+    assert not p.decide((5, 0.70, 5.05, 4.95, 5.15), others, 1, acc_sd=0.02).keep, "0.05 below: beyond one sd"
+    assert not p.decide((5, 0.74, 5.5, 5.4, 5.6), others, 1, acc_sd=0.02).keep, "slower beyond its interval"
+    assert within_noise((0, 0.5, 1.0), (1, 0.5, 1.0), 0.01), "equal points without intervals are a tie"
+    assert not within_noise((0, 0.5, 1.0), (1, 0.5, 1.0), 0.0), "no noise measured: the quota decides, as before"

@@ -97,13 +97,17 @@ class LiveReporter(Reporter):
 
 
 def front_table(study: optuna.Study, limit: int | None = None) -> Table:
+    """The front as the trials stored it: single runs (the noise line above says how far to trust a
+    difference) with each latency's 95% interval."""
     names = study.metric_names or ["accuracy", "latency_ms"]
-    table = Table(title="current Pareto front", title_justify="left")
+    table = Table(title="current Pareto front (one run each; not yet confirmed)", title_justify="left")
     for col in ("trial", "architecture", names[0], names[1]):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     rows = front(study)
     for t in rows[:limit]:
-        table.add_row(str(t.number), escape(t.user_attrs.get("arch", "?")), f"{t.values[0]:.4f}", f"{t.values[1]:.4g}")
+        ci = t.user_attrs.get("latency_ci_ms") if names[1] == "latency_ms" else None
+        second = f"{t.values[1]:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
+        table.add_row(str(t.number), escape(t.user_attrs.get("arch", "?")), f"{t.values[0]:.4f}", second)
     return table
 
 

@@ -3,7 +3,7 @@ with Lightning, pruned by multi-objective successive halving, with measured late
 
 Every trial carries plain user attributes (readable in optuna-dashboard): ``arch``, ``params``,
 ``flops``, ``latency_ms``, ``latency_spread_pct``, ``latency_target``, ``val_acc_curve``,
-``stop_reason`` (and ``infeasible``, ``duplicate_of``, ``baseline``, ``latency_disturbed`` where they
+``stop_reason`` (and ``infeasible``, ``duplicate_of``, ``baseline`` where they
 apply).
 """
 
@@ -386,7 +386,7 @@ class Search:
         self.reporter.trial_start(trial.number, arch)
         previous = self._twin(study, trial, arch)
         if previous is not None:  # never train an architecture twice: copy its outcome
-            for key in ("params", "flops", LATENCY, "latency_spread_pct", "latency_target", "latency_disturbed", CURVE,
+            for key in ("params", "flops", LATENCY, "latency_spread_pct", "latency_target", LATENCY_CI, "latency_ratio", "seed", CURVE,
                         "infeasible"):
                 if key in previous.user_attrs:
                     trial.set_user_attr(key, previous.user_attrs[key])

@@ -20,7 +20,7 @@ from .errors import BadOption
 from .export import WEIGHTS_FILE, read_export
 from .model import save_weights
 from .space import data_and_training
-from .train import make_trainer, seeded_classifier
+from .train import fit_detached, make_trainer, seeded_classifier
 
 CHECKPOINTS = "checkpoints"
 
@@ -103,7 +103,7 @@ def train(source: Path, *, epochs: int | None = None, data: str | None = None, b
                                                 f"learning-rate schedule depends on it; resume with --epochs {planned}, "
                                                 "or train anew into another --out")
     try:
-        trainer.fit(module, dm, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+        fit_detached(trainer, module, dm, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     except SystemExit:  # Lightning turns Ctrl-C into a clean stop and sys.exit(1)
         if trainer.interrupted:
             raise KeyboardInterrupt from None  # the last finished epoch's checkpoint stays for --resume

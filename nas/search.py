@@ -37,7 +37,7 @@ from .model import build, save_weights
 from .pruning import CURVE, LATENCY, LATENCY_CI, MOASHA, PRUNED_AT, ParetoPruningCallback, TrialRecord
 from .space import Architecture, ArchitectureError, SearchSpace
 from .storage import Heartbeat, RetryingStorage, grace_s, open_storage, retry_once
-from .train import NonFiniteLoss, fit_curve, make_trainer, seeded_classifier
+from .train import NonFiniteLoss, fit_curve, fit_detached, make_trainer, seeded_classifier
 
 log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "bruteforce")
@@ -437,7 +437,7 @@ class Search:
         if not ddp and trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(dm, "to_device"):
             dm.to_device(trainer.strategy.root_device)
         try:
-            trainer.fit(module, dm)
+            fit_detached(trainer, module, dm)
         except Exception as e:
             reason = trial_failure(e)
             if reason is None:

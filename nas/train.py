@@ -157,7 +157,7 @@ def fit_curve(arch: Any, seed: int, dm: Any, training: Mapping[str, Any], num_cl
     if trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(dm, "to_device"):
         dm.to_device(trainer.strategy.root_device)
     try:
-        trainer.fit(module, dm)
+        fit_detached(trainer, module, dm)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1)
         raise KeyboardInterrupt from None
     if trainer.interrupted:
@@ -165,6 +165,16 @@ def fit_curve(arch: Any, seed: int, dm: Any, training: Mapping[str, Any], num_cl
     if len(module.curve) < epochs:
         raise RuntimeError(f"training stopped after {len(module.curve)} of {epochs} epochs")
     return list(module.curve)
+
+
+def fit_detached(trainer: pl.Trainer, module: Any, dm: Any, **kwargs: Any) -> None:
+    """``trainer.fit`` that leaves the data module as it found it: Lightning keeps the trainer on the
+    data module (``dm.trainer``), so a later fit that spawns DDP ranks would pickle this trainer and
+    its callbacks (closures among them) along with the data module, and fail."""
+    try:
+        trainer.fit(module, dm, **kwargs)
+    finally:
+        dm.trainer = None
 
 
 class _EpochHook(pl.Callback):

@@ -281,7 +281,9 @@ def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp
     """devices: 2 runs every trial as DDP over 2 spawned processes (gloo on CPU). Rank 0 alone stores
     the curve and decides at the rungs; the decision reaches both ranks, so both stop after the same
     epoch; the parent process records each trial once. With eta 2 and 3 epochs only the best of the
-    trials at epoch 1 goes on (1 of 2, then 1 of 3): with seed 0, trials 1 and 2 are pruned there."""
+    trials at epoch 1 goes on (1 of 2, then 1 of 3) unless it is within noise of the one kept. The
+    baseline's noise seeds are re-run in this process before the DDP trials: those fits must leave
+    nothing unpicklable behind for the spawned ranks."""
     (tmp_path / "multi.yaml").write_text(DDP)
     space = load_space(tmp_path / "multi.yaml")
     result = Search(space, "multi", sqlite_url(tmp_path), 3, sampler="random", eta=2, root=tmp_path / "runs").run()
@@ -292,7 +294,12 @@ def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp
         curve = t.user_attrs["val_acc_curve"]
         assert t.user_attrs["epochs_per_rank"] == [len(curve), len(curve)], t.user_attrs
         assert len(curve) == (3 if t.state == TrialState.COMPLETE else 1)
-    assert any(t.state == TrialState.PRUNED and "pruned at epoch 1" in t.user_attrs["stop_reason"] for t in trained)
+    # a decision was taken at rung 1 for a trial outside the quota: pruned there, or kept and the reason
+    # recorded (within the noise floor the baseline's 3 seeds measured; at 128 validation images the
+    # floor is wide and latencies overlap, so which of the two happens depends on the measured latencies)
+    decided = [t for t in trained if (t.state == TrialState.PRUNED and "pruned at epoch 1" in t.user_attrs["stop_reason"])
+               or "within noise" in t.user_attrs.get("rung_1", "")]
+    assert decided, [(t.number, t.state, t.user_attrs["stop_reason"], t.user_attrs.get("rung_1")) for t in trained]
     # the weights kept come from rank 0's trained model: they reproduce the stored accuracy
     from safetensors.torch import load_file
 

@@ -80,3 +80,36 @@ def test_replay_within_noise_stops_fewer_members_of_the_confirmed_front():
     assert stopped(plain) > 0 and stopped(aware) == 0
     assert aware.epochs > plain.epochs, "the price: more epochs"
     assert aware.method.endswith("within noise")
+
+
+def test_tpe_samples_after_pruned_trials_that_carry_learning_curves():
+    """Every epoch's accuracy goes to the storage as an intermediate value (the dashboard's curves).
+    Optuna's TPE ranks pruned trials by that value in the study's single direction, which a
+    multi-objective study refuses to give: the search's own sampler must go on sampling, and rank
+    pruned trials by accuracy (higher is better)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nas.search import _AccuracyView, make_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler("tpe", 0))
+    dist = {"stage4.mechanism": CategoricalDistribution(["none", "se", "eca"])}
+    for i in range(12):
+        name = ["none", "se", "eca"][i % 3]
+        if i % 2:
+            study.add_trial(create_trial(state=TrialState.PRUNED, params={"stage4.mechanism": name},
+                                         distributions=dist, intermediate_values={1: 0.4 + i / 100}))
+        else:
+            study.add_trial(create_trial(values=[0.8 + i / 100, 5.0 - i / 10], params={"stage4.mechanism": name},
+                                         distributions=dist))
+    seen = set()
+    for _ in range(5):
+        trial = study.ask()
+        seen.add(trial.suggest_categorical("stage4.mechanism", ["none", "se", "eca"]))
+        study.tell(trial, state=TrialState.PRUNED)
+    assert seen <= {"none", "se", "eca"}
+    view = _AccuracyView(study)
+    assert view.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert view.directions == study.directions and len(view.trials) == len(study.trials)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -134,7 +135,14 @@ def search_cmd(
         c, wall = count_states(st), time.monotonic() - start
     console.print(f"{stopped}: complete {c['complete']}, pruned {c['pruned']}, infeasible {c['infeasible']}, "
                   f"failed {c['failed']} in {wall:.0f} s")
-    console.print(front_table(st))
+    console.print(front_table(st, title="Pareto front of the search's runs (one run each)"))
+    from . import report
+
+    # the verdict from what the search stored (the baseline's noise seeds, the confirmation runs)
+    console.print(f"[bold]{escape(report.analyse(st, measure_again=False).headline())}[/bold]", highlight=False)
+    console.print(f"nas report --study {escape(name)}" + (f" --storage {escape(url)}" if storage else "")
+                  + "  (the front and the baseline re-measured, with intervals)",
+                  highlight=False)
     console.print(f"optuna-dashboard {url}")
 
 
@@ -171,15 +179,18 @@ def report_cmd(
     info = report.summary(st)
     console.print(f"[bold]{escape(analysis.headline())}[/bold]", highlight=False)
     console.print(escape(str(analysis.noise) if analysis.noise else "noise: not measured (no baseline re-runs)"))
-    cols, rows = report.table_rows(analysis, names)
-    table = Table(title=f"Pareto front of {escape(st.study_name)} and the baseline ({len(rows)} architectures)")
-    for col in cols:
-        table.add_column(col, overflow="fold")
+    cols, rows = report.table_rows(analysis, names, short=True)
+    table = Table(title=f"Pareto front of {escape(st.study_name)} and the baseline ({len(rows)} architectures)",
+                  box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    for j, col in enumerate(cols):  # no column narrower than its longest word: 80 columns break lines, not words
+        table.add_column(col, overflow="fold", min_width=max(len(w) for c in [col, *(r[j] for r in rows)] for w in c.split()))
     for r in rows:
         table.add_row(*map(escape, r))
     console.print(table)
-    for i, m in enumerate(analysis.members, 1):  # never truncated, whatever the terminal's width
-        console.print(f"{i}. trial {m.number}: {escape(m.arch)}", soft_wrap=True, highlight=False)
+    for m in analysis.members:  # never truncated, whatever the terminal's width
+        say = "baseline" if m.baseline else report.verdict_text(m)
+        console.print(f"trial {m.number}, {escape(say)}, {report.count(m.params)} params, {m.flops / 1e6:.1f} MFLOPs: "
+                      f"{escape(m.arch)}", soft_wrap=True, highlight=False)
     ref_ms = st.user_attrs.get("latency_reference", {}).get("ms")
     if ref_ms:
         console.print(f"latency = ratio to the plain backbone timed interleaved with it x its quiet latency "

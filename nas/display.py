@@ -96,11 +96,12 @@ class LiveReporter(Reporter):
         self.live.update(self._render())
 
 
-def front_table(study: optuna.Study, limit: int | None = None) -> Table:
+def front_table(study: optuna.Study, limit: int | None = None,
+                title: str = "current Pareto front (one run each; not yet confirmed)") -> Table:
     """The front as the trials stored it: single runs (the noise line above says how far to trust a
     difference) with each latency's 95% interval."""
     names = study.metric_names or ["accuracy", "latency_ms"]
-    table = Table(title="current Pareto front (one run each; not yet confirmed)", title_justify="left")
+    table = Table(title=title, title_justify="left")
     for col in ("trial", "architecture", names[0], names[1]):
         table.add_column(col, overflow="fold")
     rows = front(study)

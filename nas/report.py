@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from . import confirm as cf
-from .confirm import Member, Noise
+from .confirm import NOT_PAIRED, Member, Noise
 from .errors import BadOption, UserError
 from .pruning import CURVE, LATENCY_CI, hypervolume
 from .search import front
@@ -224,7 +224,8 @@ class Analysis:
                     "the baseline before 'nas report --confirm 3' re-trains the front from fresh seeds.")
         better = [m for m in others if m.verdict == BETTER]
         n, judged = self.used_seeds, sum(1 for m in others if m.difference is not None)
-        level = f"paired intervals at 95% for all {judged} together (Bonferroni)" if judged > 1 else "paired 95% interval"
+        level = (f"paired 95% intervals, Bonferroni-adjusted for {judged} comparisons" if judged > 1
+                 else "paired 95% interval")
         pending = [m.number for m in others if m.difference is None]
         tail = f" Not confirmed yet: trial(s) {', '.join(map(str, pending))}." if pending else ""
         if not better:
@@ -300,22 +301,39 @@ def verdict_text(m: Member) -> str:
     return ("ahead" if u.low > 0 else "behind") + " beyond noise, not confirmed"
 
 
-def table_rows(a: Analysis, names: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """Columns and cells of the report's table (terminal and HTML alike)."""
-    cols = ["#", "trial", f"{names[0]} (search run)", f"{names[0]} (confirmed, 95%)", f"Δ {names[0]} vs baseline (paired)",
-            "verdict", f"{names[1]} (95%)", f"Δ {names[1]}", "params", "MFLOPs"]
+def count(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+_SHORT_VERDICT = {BETTER: "better", TIED: "tied", WORSE: "worse", NOT_PAIRED: "not paired",
+                  "tie: within noise (not confirmed)": "tie? (1 run)",
+                  "ahead beyond noise, not confirmed": "ahead? (1 run)",
+                  "behind beyond noise, not confirmed": "behind? (1 run)",
+                  "not confirmed; noise not measured": "? (1 run)"}
+
+
+def table_rows(a: Analysis, names: Sequence[str], short: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Columns and cells of the report's table (terminal and HTML alike). Line breaks ("\n") split
+    headers and cells where a narrow terminal may break them; ``short`` (the terminal) gives one-word
+    verdicts and leaves out params and MFLOPs, which the lines below the table carry with the verdict in
+    full and the whole architecture."""
+    cols = ["trial", f"{names[0]}\nsearch run", f"{names[0]}\nconfirmed\n(95%)", f"Δ {names[0]}\nvs baseline\n(paired)",
+            "verdict", f"{names[1]}\n(95%)", f"Δ {names[1]}\n(95%)", "params", "MFLOPs"][:7 if short else None]
     rows = []
-    for i, m in enumerate(a.members, 1):
+    for m in a.members:
         conf = "-" if m.accuracy is None else (
-            f"{m.accuracy.mean:.4f} ± {m.accuracy.half_width:.4f} (n={m.accuracy.n})" if m.accuracy.n > 1
-            else f"{m.accuracy.mean:.4f} (n=1)")
+            f"{m.accuracy.mean:.4f}\n± {m.accuracy.half_width:.4f}\n(n={m.accuracy.n})" if m.accuracy.n > 1
+            else f"{m.accuracy.mean:.4f}\n(n=1)")
         diff = "-" if m.baseline else _points(m.difference if m.difference is not None else m.unconfirmed)
         if not m.baseline and m.difference is None and m.unconfirmed is not None:
-            diff += " (1 run)"
-        lat = f"{m.latency:.3f} [{m.latency_low:.3f}, {m.latency_high:.3f}]" + ("" if m.remeasured else " stored")
-        dl = "-" if m.latency_diff is None else f"{m.latency_diff[0]:+.3f} [{m.latency_diff[1]:+.3f}, {m.latency_diff[2]:+.3f}]"
-        rows.append([str(i), str(m.number) + ("" if m.on_front else " (off front)"), f"{m.search_accuracy:.4f}", conf,
-                     diff, verdict_text(m), lat, dl, f"{m.params:,}", f"{m.flops / 1e6:.1f}"])
+            diff += "\n(1 run)"
+        lat = f"{m.latency:.3f}\n[{m.latency_low:.3f},\n{m.latency_high:.3f}]" + ("" if m.remeasured else "\nstored")
+        dl = "-" if m.latency_diff is None else f"{m.latency_diff[0]:+.3f}\n[{m.latency_diff[1]:+.3f},\n{m.latency_diff[2]:+.3f}]"
+        verdict = verdict_text(m)
+        verdict = _SHORT_VERDICT.get(verdict, verdict) if short else verdict
+        row = [str(m.number), f"{m.search_accuracy:.4f}", conf, diff,
+               verdict + ("" if m.on_front else "\n(off front)"), lat, dl, count(m.params), f"{m.flops / 1e6:.1f}"]
+        rows.append(row[:len(cols)])
     return cols, rows
 
 
@@ -374,8 +392,9 @@ def write_html(study: optuna.Study, a: Analysis, names: Sequence[str], png: Path
                ref: tuple[float, float], path: Path) -> Path:
     img = base64.b64encode(png.read_bytes()).decode()
     cols, rows = table_rows(a, names)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    head = "".join(f"<th>{html.escape(c).replace(chr(10), '<br>')}</th>" for c in cols)
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c).replace(chr(10), '<br>')}</td>" for c in r) + "</tr>"
+                    for r in rows)
     archs = "".join(f"<li><code>{html.escape(m.arch)}</code> (trial {m.number})</li>" for m in a.members)
     noise = html.escape(str(a.noise) if a.noise else "noise: not measured")
     path.write_text(

@@ -124,7 +124,8 @@ def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "optuna-dashboard sqlite:///runs/tiny/study.db" in r.stdout
-    assert "current Pareto front" in r.stdout and "complete" in r.stdout
+    assert "Pareto front of the search's runs" in r.stdout and "complete" in r.stdout
+    assert "nas report --study tiny  (the front and the baseline re-measured" in r.stdout  # and the verdict above it
     r = subprocess.run([sys.executable, "-m", "nas", "report", "--study", "tiny", "--no-remeasure"], cwd=tmp_path,
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr

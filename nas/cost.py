@@ -282,6 +282,7 @@ def with_threads(threads: int, fn: Callable[[], T]) -> T:
 # Paired latency: every candidate timed interleaved with a fixed reference model
 # ----------------------------------------------------------------------------------------------------
 
+REFERENCE_MEASURES = 9  # the reference's quiet latency: the median of this many measurements (about 6 s)
 PAIRED_ROUNDS = 80  # rounds at least (and at least PAIRED_S seconds of them)
 PAIRED_S = 0.4
 SLOT_MS = 1.0  # each timed slot repeats the call until it lasts about this long (fast models, GPUs)
@@ -376,7 +377,8 @@ class PairedLatency:
 class PairedMeter:
     """Measures models on one latency target against a fixed reference model (the space's plain
     backbone), interleaved in this process. ``reference_ms`` is the reference's quiet latency on the
-    target; when not given it is measured once (``LatencyMeter``'s quiet blocks, fastest of 3)."""
+    target; when not given it is measured once: the median of ``REFERENCE_MEASURES`` measurements by
+    ``LatencyMeter`` (quiet blocks)."""
 
     def __init__(self, target: LatencyTarget, reference: nn.Module, in_chans: int,
                  reference_ms: float | None = None):
@@ -391,7 +393,8 @@ class PairedMeter:
     def reference_ms(self) -> float:
         if self._reference_ms is None:
             meter = LatencyMeter(self.target)
-            self._reference_ms = min(meter.measure(self._reference, self.in_chans).ms for _ in range(3))
+            self._reference_ms = statistics.median(meter.measure(self._reference, self.in_chans).ms
+                                                   for _ in range(REFERENCE_MEASURES))
         return self._reference_ms
 
     def ratios(self, models: Sequence[nn.Module]) -> list[Ratio]:

@@ -171,7 +171,7 @@ def remeasure(study: optuna.Study, members: Sequence[Member], space: Any, root: 
     classes = num_classes_of(study, space)
     reference = build(space.baseline(), classes, space.in_chans, init_seed=0)
     meter = PairedMeter(target, reference, space.in_chans)
-    ref_ms = reference_latency_ms(study, target, str(space.baseline()), root, lambda: meter.reference_ms)
+    ref_ms = reference_latency_ms(study, target, str(space.baseline()), lambda: meter.reference_ms)
     objective = _latency_objective(study)
     ratios = meter.ratios([build(Architecture.parse(m.arch), classes, space.in_chans, init_seed=0) for m in members])
     base_i = next((i for i, m in enumerate(members) if m.baseline), None)

@@ -146,36 +146,49 @@ class Reporter:
         """What the current trial or re-run is doing now (latency, training, re-runs)."""
 
 
-REFERENCE_FILE = "latency-reference.json"  # under the runs folder: the reference's quiet latency per target
+REFERENCE_FILE = "latency-reference.json"  # the reference's quiet latency per machine and target
 
 
-def reference_latency_ms(study: optuna.Study, target: LatencyTarget, reference: str, root: Path,
+def machine_cache() -> Path:
+    """Where this machine's facts are remembered across projects and clones: ``$NAS_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/attention-nas``, else ``~/.cache/attention-nas``."""
+    if os.environ.get("NAS_CACHE_DIR"):
+        return Path(os.environ["NAS_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "attention-nas"
+
+
+def reference_latency_ms(study: optuna.Study, target: LatencyTarget, reference: str,
                          measure: Callable[[], float], lock: Any = None) -> float:
     """The reference's (plain backbone's) latency on a quiet machine, fixed for the whole study so that
     every trial's latency = ratio x the same figure. A new study takes the figure this machine
-    remembers for the target and reference (``<root>/latency-reference.json``), so studies on one
-    machine agree; only where none is remembered is it measured (quiet blocks, fastest of 3) and
-    remembered. ``lock`` (the study lock): the figure is set only if no other process set it meanwhile,
-    and whichever was set first is returned, so all of a study's trials share one figure."""
+    remembers for the target and reference (``machine_cache() / REFERENCE_FILE``, keyed by host name
+    too, for a home folder shared by several machines), so every study and every clone on one machine
+    agree; only where none is remembered is it measured and remembered. ``lock`` (the study lock):
+    the figure is set only if no other process set it meanwhile, and whichever was set first is
+    returned, so all of a study's trials share one figure."""
     import torch
 
-    key = f"{target.key()}|{reference}|torch {torch.__version__}"
+    key = f"{target.key()}|{reference}|torch {torch.__version__}"  # the study's: the same on every machine
     stored = study.user_attrs.get("latency_reference")
     if isinstance(stored, dict) and stored.get("key") == key:
         return float(stored["ms"])
-    path = root / REFERENCE_FILE
+    path, mine = machine_cache() / REFERENCE_FILE, f"{socket.gethostname()}|{key}"
     try:
         remembered = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
+    except (OSError, ValueError):
         remembered = {}
-    ms = remembered.get(key)
+    ms = remembered.get(mine) if isinstance(remembered, dict) else None
     if not isinstance(ms, (int, float)) or ms <= 0:
         ms = float(measure())
-        remembered[key] = ms
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(remembered, indent=1))
-        tmp.replace(path)
+        remembered = {**(remembered if isinstance(remembered, dict) else {}), mine: ms}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(remembered, indent=1))
+            tmp.replace(path)
+        except OSError as e:  # a read-only home: measured again by the next study, nothing lost
+            log.warning("could not remember the reference latency in %s: %s", path, e)
     import contextlib
 
     with lock.held() if lock is not None else contextlib.nullcontext():
@@ -251,7 +264,7 @@ class Search:
             reference = build(self.space.baseline(), num_classes, self.space.in_chans, init_seed=0)
             meter = PairedMeter(self.target, reference, self.space.in_chans)
             with self.gate.measuring():  # no worker of this machine trains meanwhile
-                ms = reference_latency_ms(study, self.target, str(self.space.baseline()), self.root,
+                ms = reference_latency_ms(study, self.target, str(self.space.baseline()),
                                           lambda: meter.reference_ms, self._lock)
             self._meter = PairedMeter(self.target, reference, self.space.in_chans, ms)
         return self._meter

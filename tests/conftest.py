@@ -1,9 +1,18 @@
 import itertools
+import os
 
 import pytest
 import torch
 
 from postgres import start_postgres
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _machine_cache(tmp_path_factory):
+    """What the tool remembers per machine (the reference latency) goes to a folder of this session,
+    never to the user's cache; subprocesses inherit it."""
+    os.environ["NAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("machine-cache"))
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -175,7 +175,7 @@ def report_cmd(
         root = report.runs_root(st, storage)
         fit = report.fitter(st, say, root) if confirm else None
         analysis = report.analyse(st, confirm=confirm, measure_again=remeasure, fit=fit, status=say,
-                                  include=[int(p) for p in extra], root=root)
+                                  include=[int(p) for p in extra])
     info = report.summary(st)
     console.print(f"[bold]{escape(analysis.headline())}[/bold]", highlight=False)
     console.print(escape(str(analysis.noise) if analysis.noise else "noise: not measured (no baseline re-runs)"))

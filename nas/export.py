@@ -287,7 +287,7 @@ def judged(study: optuna.Study, trial: optuna.trial.FrozenTrial, remeasure: bool
     baseline (95% intervals) and verdict."""
     from .report import analyse, verdict_text
 
-    a = analyse(study, measure_again=remeasure, include=[trial.number], root=root)
+    a = analyse(study, measure_again=remeasure, include=[trial.number])
     m = next(m for m in a.members if m.number == trial.number)
     out: dict[str, Any] = {"noise_sd": a.noise.final if a.noise else None,
                            "noise_seeds": list(a.noise.seeds) if a.noise else None, "verdict": verdict_text(m)}

@@ -157,7 +157,7 @@ def get_complete(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     return t
 
 
-def remeasure(study: optuna.Study, members: Sequence[Member], space: Any, root: Path = Path("runs")) -> list[Member]:
+def remeasure(study: optuna.Study, members: Sequence[Member], space: Any) -> list[Member]:
     """Every shown architecture and the baseline timed again now, all in one interleaved run against
     the plain backbone, x the study's reference latency: figures that share the machine's state, and
     each member's difference to the baseline from ratios taken in the same rounds."""
@@ -245,7 +245,7 @@ def _points(e: Any) -> str:
 
 def analyse(study: optuna.Study, *, confirm: int = 0, measure_again: bool = True,
             fit: "cf.Fit | None" = None, status: Callable[[str], None] = lambda s: None,
-            include: Sequence[int] = (), root: Path = Path("runs")) -> Analysis:
+            include: Sequence[int] = ()) -> Analysis:
     """The front and the baseline (and the trials in ``include``), re-measured (``measure_again``),
     confirmed from ``confirm`` fresh seeds (training what is missing with ``fit``; runs already
     stored are reused) and judged."""
@@ -262,7 +262,7 @@ def analyse(study: optuna.Study, *, confirm: int = 0, measure_again: bool = True
             m.search_accuracy, base.search_accuracy, noise, cf.resolution(study))) for m in members]
     if measure_again and space is not None:
         status("re-measuring latency of the front and the baseline, interleaved")
-        members = remeasure(study, members, space, root)
+        members = remeasure(study, members, space)
     if k:
         members = cf.judge(study, members, k)  # the front recomputed on mean accuracy and latency now
     members.sort(key=lambda m: m.latency)

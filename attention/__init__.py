@@ -8,6 +8,14 @@
 Every module maps (B, C, H, W) to (B, C, H, W), accepts ``device=``/``dtype=`` (so it plugs into
 timm's ``attn_layer`` slot) and refuses at construction any hyperparameter that cannot work at the
 given channel count.
+
+A mechanism of your own joins the registry (and so search spaces, ``nas mechanisms`` and exports)
+with the ``mechanism`` decorator on an ``Attention`` subclass::
+
+    @attention.mechanism(name="mine", title="My attention", arxiv=None, reference="...",
+                         placement="residual", placement_note="...", hparams=())
+    class Mine(attention.Attention):
+        def __init__(self, channels, *, device=None, dtype=None): ...
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from . import cbam, coord, criss_cross, nam, s2, shuffle, simam, sk, squeeze  # noqa: F401  (registers)
-from ._base import Attention
+from ._base import Attention, mechanism
 from ._registry import (
     MECHANISMS,
     PLACEMENTS,
@@ -28,6 +36,8 @@ from ._registry import (
     UnknownMechanismError,
     get_spec,
     known_names,
+    register,
+    unregister,
 )
 from .cbam import CBAM, GAM
 from .coord import CoordAtt
@@ -42,6 +52,7 @@ from .squeeze import ECA, SE, SOCA, eca_kernel_size
 __all__ = [
     "MECHANISMS", "PLACEMENTS", "Attention", "HParam", "HyperparameterError", "MechanismSpec",
     "UnknownMechanismError", "create", "attn_layer", "get_spec", "known_names", "eca_kernel_size",
+    "mechanism", "register", "unregister",
     "SE", "ECA", "SOCA", "CBAM", "GAM", "CoordAtt", "SimAM", "NAM", "ShuffleAttention",
     "CrissCrossAttention", "S2Attention", "SelectiveKernel",
 ]

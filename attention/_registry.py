@@ -201,12 +201,26 @@ _ALIASES: dict[str, str] = {}
 
 
 def register(spec: MechanismSpec) -> MechanismSpec:
+    """Add a mechanism to the registry (``@attention.mechanism(...)`` on a class does this). A name or
+    alias already taken is refused: a mechanism never silently replaces another."""
     if spec.placement not in PLACEMENTS:
-        raise ValueError(f"unknown placement {spec.placement!r}")
+        raise ValueError(f"unknown placement {spec.placement!r}; allowed: {', '.join(PLACEMENTS)}")
+    taken = [a for a in (spec.name, *spec.aliases) if a.lower() in _ALIASES]
+    if taken:
+        raise ValueError(f"mechanism name {taken[0]!r} is already registered (for {_ALIASES[taken[0].lower()]}); "
+                         "choose another name, or unregister the first")
     MECHANISMS[spec.name] = spec
     for alias in (spec.name, *spec.aliases):
         _ALIASES[alias.lower()] = spec.name
     return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a registered mechanism and its aliases (a test's or a plugin's)."""
+    spec = get_spec(name)
+    del MECHANISMS[spec.name]
+    for alias in [a for a, n in _ALIASES.items() if n == spec.name]:
+        del _ALIASES[alias]
 
 
 def get_spec(name: str) -> MechanismSpec:

@@ -34,6 +34,18 @@ def _alias(spec: MechanismSpec) -> type:
     return type(base.__name__, (base,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
 
 
-_ALIASES = {spec.cls.__name__: _alias(spec) for spec in MECHANISMS.values()}
-globals().update(_ALIASES)
-__all__ = sorted(_ALIASES)
+SE = _alias(MECHANISMS["se"])
+ECA = _alias(MECHANISMS["eca"])
+SOCA = _alias(MECHANISMS["soca"])
+CBAM = _alias(MECHANISMS["cbam"])
+GAM = _alias(MECHANISMS["gam"])
+CoordAtt = _alias(MECHANISMS["ca"])
+SimAM = _alias(MECHANISMS["simam"])
+NAM = _alias(MECHANISMS["nam"])
+ShuffleAttention = _alias(MECHANISMS["sa"])
+CrissCrossAttention = _alias(MECHANISMS["cca"])
+S2Attention = _alias(MECHANISMS["s2"])
+SelectiveKernel = _alias(MECHANISMS["sk"])
+
+__all__ = ["CBAM", "ECA", "GAM", "NAM", "SE", "SOCA", "CoordAtt", "CrissCrossAttention", "S2Attention",
+           "SelectiveKernel", "ShuffleAttention", "SimAM"]

@@ -274,3 +274,24 @@ def test_yolo_aliases_take_c1_c2_and_positional_hyperparameters():
     with pytest.raises(attention.HyperparameterError, match="groups=64.*96 channels"):
         yolo.ShuffleAttention(96, 96)
     assert set(yolo.__all__) == {s.cls.__name__ for s in attention.MECHANISMS.values()}
+
+
+def test_a_third_party_mechanism_registers_through_the_public_api_and_never_shadows_one():
+    @attention.mechanism(name="halve", title="test only: halves its input", arxiv=None, reference="test",
+                         placement="residual", placement_note="test", hparams=())
+    class Halve(attention.Attention):
+        def __init__(self, channels, *, device=None, dtype=None):
+            super().__init__(channels)
+
+        def forward(self, x):
+            return x / 2
+
+    try:
+        assert "halve" in attention.MECHANISMS and attention.create("halve", 8)(torch.ones(1, 8, 2, 2)).max() == 0.5
+        with pytest.raises(ValueError, match="'se' is already registered"):
+            attention.register(attention.MechanismSpec(**{**vars(attention.MECHANISMS["halve"]), "name": "se"}))
+    finally:
+        attention.unregister("halve")
+    assert "halve" not in attention.MECHANISMS
+    with pytest.raises(attention.UnknownMechanismError):
+        attention.create("halve", 8)

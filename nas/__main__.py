@@ -1,3 +1,3 @@
-from .cli import main
+from nas.cli import main
 
 main()

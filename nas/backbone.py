@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import timm
 import torch
@@ -28,7 +28,7 @@ from timm.models import _efficientnet_blocks as effnet_blocks
 from timm.models import regnet, resnet
 from torch import nn
 
-from .errors import UserError
+from nas.errors import UserError
 
 BLOCK_PLACEMENTS = ("residual", "post_conv3x3", "post_conv3x3_act", "replace_conv3x3")
 
@@ -241,6 +241,29 @@ class StageInfo:
     placements: tuple[str, ...]
     channels: dict  # placement -> list of channel counts met there
     builtin: dict  # placement -> builtin attention class names
+
+
+REPLACE_BY_STRING = "mark the stage '!' to replace built-in attention"  # the remedy in an architecture string
+REPLACE_BY_YAML = "set 'replace_builtin: true' on the stage to replace it, or choose another placement"  # in a space
+
+
+def placement_problem(mechanism: str, placement: str, stage: int, placements: Sequence[str],
+                      builtin: Mapping[str, Sequence[str]], replace_builtin: bool,
+                      remedy: str = REPLACE_BY_STRING) -> str | None:
+    """Why ``mechanism`` cannot go at ``placement`` in stage ``stage`` whose blocks offer ``placements``
+    and already hold the attention named in ``builtin`` (placement -> class names); None when it can.
+    The one placement rule: the space loader, ``architecture_problems`` and ``model.build`` all ask it."""
+    import attention
+
+    if placement not in attention.PLACEMENTS:
+        return f"{placement!r} is not a placement; allowed: {', '.join(attention.PLACEMENTS)}"
+    if placement not in placements:
+        return f"{mechanism} cannot go at {placement} in stage {stage}; its blocks offer {', '.join(placements)}"
+    if placement == "replace_conv3x3" and mechanism != "sk":
+        return f"only a selective kernel can replace the 3x3 convolution, not {mechanism}"
+    if builtin.get(placement) and not replace_builtin:
+        return f"stage {stage} already has {', '.join(builtin[placement])} at {placement}; {remedy}"
+    return None
 
 
 @functools.lru_cache(maxsize=64)

@@ -17,9 +17,9 @@ from torch import nn
 
 import attention
 
-from .cost import (count_flops, count_params, forward_fn, paired_ratio, steady_allocator, time_interleaved,
+from nas.cost import (count_flops, count_params, forward_fn, paired_ratio, steady_allocator, time_interleaved,
                    train_step_fn)
-from .errors import BadOption
+from nas.errors import BadOption
 
 
 def _timm_sk(channels: int, device: torch.device) -> nn.Module:
@@ -110,7 +110,7 @@ def check_positive(option: str, value: int) -> int:
 
 
 def load_recorded(path: Path) -> list["Recorded"]:
-    from .pruning import Recorded
+    from nas.search.pruning import Recorded
 
     try:
         data = json.loads(path.read_text())
@@ -129,10 +129,10 @@ def recorded_from_study(study: Any) -> tuple[list["Recorded"], dict[str, Any]]:
     further seeds where the study holds them (``record_seeds``)."""
     from optuna.trial import TrialState
 
-    from .confirm import reruns
-    from .pruning import Recorded
+    from nas.search.confirm import reruns
+    from nas.search.pruning import Recorded
 
-    from .confirm import fresh_seeds
+    from nas.search.confirm import fresh_seeds
 
     rows = []
     seeds = reruns(study)
@@ -170,8 +170,8 @@ def record_seeds(study: Any, seeds: int, root: Path, status: Callable[[str], Non
     resumes). Returns the runs trained."""
     from optuna.trial import TrialState
 
-    from . import confirm as cf
-    from .report import fitter
+    from nas.search import confirm as cf
+    from nas.report import fitter
 
     archs = [t.user_attrs["arch"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
              if "duplicate_of" not in t.user_attrs]
@@ -180,9 +180,10 @@ def record_seeds(study: Any, seeds: int, root: Path, status: Callable[[str], Non
 
 
 def bench_pruning(rows: list["Recorded"], eta: int) -> tuple[list[dict[str, Any]], tuple[float, float]]:
-    from .pruning import hypervolume, pareto_front, replay_moasha, replay_none, replay_optuna_sh
+    from nas.pareto import hypervolume, pareto_front
+    from nas.search.pruning import replay_moasha, replay_none, replay_optuna_sh
 
-    from .pruning import confirmed_front, noise_from_records
+    from nas.search.pruning import confirmed_front, noise_from_records
 
     ref = (0.0, 1.1 * max(r.latency for r in rows))
     noise = noise_from_records(rows)
@@ -214,7 +215,8 @@ def bench_workers(space: Path, trials: int, workers: list[int], threads: int | N
     import optuna
     from optuna.trial import TrialState
 
-    from .workers import cpu_count
+    from nas.search.options import SearchOptions
+    from nas.search.workers import cpu_count
 
     rows: list[dict[str, Any]] = []
     for n in workers:
@@ -227,8 +229,8 @@ def bench_workers(space: Path, trials: int, workers: list[int], threads: int | N
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         url = f"sqlite:///{folder / 'study.db'}"
-        cmd = [sys.executable, "-m", "nas", "search", "--space", str(space), "--trials", str(trials), "--study", name,
-               "--storage", url, "--workers", str(n), "--threads", str(per), "--sampler", "random", "--no-prune"]
+        opts = SearchOptions(Path(space), trials, study=name, storage=url, sampler="random", prune=False)
+        cmd = [sys.executable, "-m", "nas", "search", *opts.to_argv(), "--workers", str(n), "--threads", str(per)]
         started = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - started
@@ -308,8 +310,8 @@ def bench_latency(space: Any, archs: list[Any], times: int, load: int,
     expected order comes from outside the measurement being scored)."""
     import statistics
 
-    from .cost import LatencyMeter, LatencyTarget, PairedMeter
-    from .model import build
+    from nas.cost import LatencyMeter, LatencyTarget, PairedMeter
+    from nas.model import build
 
     target = LatencyTarget.from_space(space.latency)
     classes = space.num_classes or 10

@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import optuna
 import torch
 
-from . import backbone as bb
-from .cost import count_flops, count_params
-from .errors import UserError
-from .model import build
-from .space import Architecture, ArchitectureError, SearchSpace, architecture_problems
-
-
-@dataclass(frozen=True)
-class ModelCost:
-    params: int
-    flops: int  # one forward pass at batch 1 (torch's counter: convolutions and matrix products)
-
-
-def model_cost(arch: Architecture, num_classes: int, input_size: tuple[int, int], in_chans: int) -> ModelCost:
-    """Params and FLOPs of the assembled model, computed on the meta device (no memory, no compute)."""
-    problems = architecture_problems(arch, input_size, in_chans)
-    if problems:
-        raise ArchitectureError(f"{arch}: " + "; ".join(problems))
-    model = build(arch, num_classes, in_chans, device="meta").eval()
-    return ModelCost(count_params(model), count_flops(model, torch.empty(1, in_chans, *input_size, device="meta")))
+from nas import backbone as bb
+from nas.errors import UserError
+from nas.model import build
+from nas.architecture import Architecture
+from nas.space import SearchSpace
 
 
 def parse_arch(text: str) -> Architecture:

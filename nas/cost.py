@@ -13,7 +13,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import BadOption
+from nas.architecture import Architecture, ArchitectureError, architecture_problems
+from nas.errors import BadOption
+from nas.model import build
 
 T = TypeVar("T")
 
@@ -301,7 +303,7 @@ class Ratio:
     @property
     def interval(self) -> tuple[float, float]:
         """95% distribution-free interval of the median ratio (order statistics)."""
-        from .stats import median_interval
+        from nas.stats import median_interval
 
         return median_interval(self.samples)
 
@@ -407,3 +409,18 @@ class PairedMeter:
 
     def measure(self, model: nn.Module) -> PairedLatency:
         return PairedLatency(self.ratios([model])[0], self.reference_ms)
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    params: int
+    flops: int  # one forward pass at batch 1 (torch's counter: convolutions and matrix products)
+
+
+def model_cost(arch: Architecture, num_classes: int, input_size: tuple[int, int], in_chans: int) -> ModelCost:
+    """Params and FLOPs of the assembled model, computed on the meta device (no memory, no compute)."""
+    problems = architecture_problems(arch, input_size, in_chans)
+    if problems:
+        raise ArchitectureError(f"{arch}: " + "; ".join(problems))
+    model = build(arch, num_classes, in_chans, device="meta").eval()
+    return ModelCost(count_params(model), count_flops(model, torch.empty(1, in_chans, *input_size, device="meta")))

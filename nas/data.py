@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .errors import UserError
+from nas.errors import UserError
 
 log = logging.getLogger(__name__)
 

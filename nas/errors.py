@@ -1,6 +1,9 @@
-"""Errors a user can cause. The CLI prints them without a traceback and exits with code 2."""
+"""Errors a user can cause, and the exit code of each: the command line prints them without a
+traceback and exits with ``exit_code_of(error)``."""
 
 from __future__ import annotations
+
+import sys
 
 
 class UserError(Exception):
@@ -14,3 +17,22 @@ class BadOption(UserError):
 
     def __init__(self, option: str, value: object, allowed: str):
         super().__init__(f"{option}: {value!r} is not allowed; {allowed}")
+
+
+class WorkerFailed(Exception):
+    """A worker of ``--workers`` stopped with an unexpected error (its trial is recorded); the others
+    were stopped."""
+
+    exit_code = 1
+
+
+def exit_code_of(error: BaseException) -> int | None:
+    """The exit code of an error the command line reports in one line (no traceback), or None for
+    anything else. The attention library's own bad-input errors count as user errors; it is not
+    imported here (only an error it raised can be one of its errors)."""
+    if isinstance(error, (UserError, WorkerFailed)):
+        return error.exit_code
+    attention = sys.modules.get("attention")
+    if attention is not None and isinstance(error, (attention.HyperparameterError, attention.UnknownMechanismError)):
+        return UserError.exit_code
+    return None

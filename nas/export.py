@@ -23,25 +23,19 @@ from typing import Any
 
 import optuna
 import torch
-import yaml
 from optuna.trial import TrialState
 from torch import nn
 
 import attention
 
-from . import backbone as bb
-from .errors import UserError
-from .model import build
-from .space import Architecture
+from nas import backbone as bb
+from nas.model import build
+from nas.architecture import Architecture
+from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard
 
-WEIGHTS_FILE = "weights.safetensors"
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z|\d+\Z")
 _SAFE_STR = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 _ARCH_CHARS = re.compile(r"[A-Za-z0-9_.\-|(),=@!]+\Z")
-
-
-class ExportError(UserError):
-    pass
 
 
 # -- choosing the trial ---------------------------------------------------------------------------
@@ -51,7 +45,7 @@ def pick_best(study: optuna.Study, max_latency_ms: float | None = None, min_accu
               ) -> tuple[optuna.trial.FrozenTrial, str]:
     """From the Pareto front: the most accurate; with ``max_latency_ms``, the most accurate within it;
     with only ``min_accuracy``, the fastest that reaches it. Returns the trial and why it was chosen."""
-    from .search import front
+    from nas.search.study import front
 
     members = front(study)
     if not members:
@@ -260,7 +254,7 @@ class Exported:
 
 
 def _weights_of(study: optuna.Study, trial: optuna.trial.FrozenTrial, root: Path) -> Path:
-    from .search import weights_path
+    from nas.artifacts import weights_path
 
     recorded = trial.user_attrs.get("weights")
     path = Path(recorded) if recorded else weights_path(root / study.study_name, trial.number)
@@ -285,7 +279,7 @@ def judged(study: optuna.Study, trial: optuna.trial.FrozenTrial, remeasure: bool
     """The figures ``nas report`` shows for the trial: latency re-measured beside the baseline (with
     ``remeasure``), the noise floor, and where confirmed its mean accuracy, paired difference to the
     baseline (95% intervals) and verdict."""
-    from .report import analyse, verdict_text
+    from nas.report import analyse, verdict_text
 
     a = analyse(study, measure_again=remeasure, include=[trial.number])
     m = next(m for m in a.members if m.number == trial.number)
@@ -321,8 +315,8 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
                  tolerance: float = 1e-4, remeasure: bool = True) -> Exported:
     """Write the export folder for ``trial`` and check model.py (and ONNX/TorchScript) against the
     model the search built, on a random input."""
-    from .check import model_cost
-    from .report import num_classes_of, space_of
+    from nas.cost import model_cost
+    from nas.search.study import num_classes_of, space_of
 
     space = space_of(study)
     if space is None:
@@ -334,14 +328,12 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     weights_src = _weights_of(study, trial, root) if weights else None
 
     out.mkdir(parents=True, exist_ok=True)
-    files = [out / "model.py", out / "architecture.yaml", out / "metrics.json"]
+    files = [out / "model.py", out / CARD_FILE, out / "metrics.json"]
     files[0].write_text(source)
-    files[1].write_text(yaml.safe_dump({
-        "architecture": str(arch), "backbone": arch.backbone, "num_classes": num_classes, "in_chans": space.in_chans,
-        "input_size": list(space.input_size), "timm_name": name,
-        "data": dict(space.data), "training": {**dict(space.training), "seed": trial_seed(study, trial) or 0,
-                                               "epochs": len(trial.user_attrs.get("val_acc_curve") or [])
-                                               or space.training["epochs"]}}, sort_keys=False))
+    ModelCard(arch, num_classes, space.in_chans, space.input_size, dict(space.data),
+              {**dict(space.training), "seed": trial_seed(study, trial) or 0,
+               "epochs": len(trial.user_attrs.get("val_acc_curve") or []) or space.training["epochs"]},
+              timm_name=name).write(out)
     cost = model_cost(arch, num_classes, space.input_size, space.in_chans)
     a = trial.user_attrs
     metrics = {"study": study.study_name, "trial": trial.number, "architecture": str(arch),
@@ -412,57 +404,31 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, path: Path, expected:
 # -- loading --------------------------------------------------------------------------------------
 
 
-def read_export(path: Path) -> dict[str, Any]:
-    """architecture.yaml of an export folder (or the file itself), checked."""
-    from .yamlio import load
-
-    file = path / "architecture.yaml" if path.is_dir() else path
-    if not file.exists():
-        raise ExportError(f"{path}: no architecture.yaml here; give an export folder written by nas export "
-                          "or an architecture.yaml file")
-    data, _ = load(file)
-    if not isinstance(data, dict) or "architecture" not in data:
-        raise ExportError(f"{file}: expected a mapping with an 'architecture' key, e.g. "
-                          "architecture: resnet18|se(r=16)|none|none|eca(k=3)")
-    info = dict(data)
-    info["architecture"] = Architecture.parse(data["architecture"])
-    for key, default in (("num_classes", 10), ("in_chans", 3)):
-        value = info.get(key, default)
-        if not isinstance(value, int) or value < 1:
-            raise ExportError(f"{file}: {key} is {value!r}; expected a positive integer")
-        info[key] = value
-    size = info.get("input_size", [224, 224])
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise ExportError(f"{file}: input_size is {size!r}; expected [height, width]")
-    info["input_size"] = tuple(size)
-    return info
-
-
-def load_export(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_export(path: Path) -> tuple[nn.Module, ModelCard]:
     """The model of an export folder with its weights (eval mode), built through the search code from
-    architecture.yaml (the same modules model.py builds), and its description."""
+    architecture.yaml (the same modules model.py builds), and its card."""
     path = Path(path)
-    info = read_export(path)
-    model = build(info["architecture"], info["num_classes"], info["in_chans"]).eval()
+    card = ModelCard.read(path)
+    model = build(card.architecture, card.num_classes, card.in_chans).eval()
     folder = path if path.is_dir() else path.parent
     if (folder / WEIGHTS_FILE).exists():
         _load_weights(model, folder / WEIGHTS_FILE)
     else:
         raise ExportError(f"{folder}: no {WEIGHTS_FILE}; this export has the definition only")
-    return model, info
+    return model, card
 
 
 def load_trial(study_name: str | None, storage: str | None, number: int, root: Path = Path("runs")
-               ) -> tuple[nn.Module, dict[str, Any]]:
-    """A trial's model with the weights the search kept (eval mode), and its description."""
-    from .report import num_classes_of, open_study, space_of
+               ) -> tuple[nn.Module, ModelCard]:
+    """A trial's model with the weights the search kept (eval mode), and its card."""
+    from nas.search.study import num_classes_of, open_existing, space_of
 
-    study = open_study(study_name, storage)
+    study = open_existing(study_name, storage)
     trial = get_trial(study, number)
     space = space_of(study)
     arch = Architecture.parse(trial.user_attrs["arch"])
     num_classes = num_classes_of(study, space)
     in_chans = space.in_chans if space else 3
     model = _load_weights(build(arch, num_classes, in_chans).eval(), _weights_of(study, trial, root))
-    return model, {"architecture": arch, "num_classes": num_classes, "in_chans": in_chans,
-                   "input_size": space.input_size if space else (224, 224), "data": dict(space.data) if space else {}}
+    return model, ModelCard(arch, num_classes, in_chans, space.input_size if space else (224, 224),
+                            dict(space.data) if space else {})

@@ -12,8 +12,8 @@ from torch import nn
 
 import attention
 
-from . import backbone as bb
-from .space import NONE, Architecture, ArchitectureError, StageChoice
+from nas import backbone as bb
+from nas.architecture import NONE, Architecture, ArchitectureError, StageChoice
 
 
 def _make(choice: StageChoice, channels: int, stride: int = 1) -> nn.Module:
@@ -77,22 +77,18 @@ def build(arch: Architecture, num_classes: int, in_chans: int = 3, device: str |
             _remove_builtin(stage)
         if choice.mechanism == NONE:
             continue
-        if choice.placement not in stage.placements:
-            raise ArchitectureError(f"{arch}: stage {stage.index}: {choice.mechanism} cannot go at {choice.placement}; "
-                                    f"the blocks of {stage.module_name} offer {', '.join(stage.placements)}")
+        placements = stage.placements
+        problem = bb.placement_problem(choice.mechanism, choice.placement, stage.index, placements,
+                                       {p: stage.builtin(p) for p in placements}, choice.replace_builtin)
+        if problem:
+            raise ArchitectureError(f"{arch}: {problem}")
         try:
             if choice.placement == "stage_output":
                 with _seeded(init_seed, stage.index, -1):
                     stage.install_after(model, _make(choice, stage.channels))
                 continue
-            for k, (block, slots) in enumerate(zip(stage.block_names, stage.slots())):
-                slot = slots.get(choice.placement)
-                if slot is None:
-                    raise ArchitectureError(f"{block} ({type(model.get_submodule(block)).__name__}) has no "
-                                            f"{choice.placement} slot; it offers {', '.join(slots) or 'none'}")
-                if slot.builtin is not None:
-                    raise ArchitectureError(f"{block} already holds {type(slot.builtin).__name__} at "
-                                            f"{choice.placement}; mark the stage '!' to replace built-in attention")
+            for k, slots in enumerate(stage.slots()):  # every block has the slot (placement_problem)
+                slot = slots[choice.placement]
                 with _seeded(init_seed, stage.index, k):
                     slot.install(_make(choice, slot.channels, slot.stride))
         except attention.HyperparameterError as e:

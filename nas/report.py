@@ -12,73 +12,13 @@ from typing import Any, Callable, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from . import confirm as cf
-from .confirm import NOT_PAIRED, Member, Noise
-from .errors import BadOption, UserError
-from .pruning import CURVE, LATENCY_CI, hypervolume
-from .search import front
-from .stats import BETTER, TIED, WORSE
-
-
-def load_study(study_name: str | None, storage: str) -> optuna.Study:
-    from .storage import open_storage
-
-    try:
-        store = open_storage(storage)
-        names = [s.study_name for s in optuna.get_all_study_summaries(store)]
-    except Exception as e:
-        raise UserError(f"cannot open storage {storage!r}: {e.__class__.__name__}: {e}") from None
-    if study_name is None:
-        if len(names) != 1:
-            raise UserError(f"{storage} holds {len(names)} studies ({', '.join(names) or 'none'}); name one with --study")
-        study_name = names[0]
-    if study_name not in names:
-        raise UserError(f"no study {study_name!r} in {storage}; it holds: {', '.join(names) or 'none'}")
-    return optuna.load_study(study_name=study_name, storage=store)
-
-
-def open_study(study_name: str | None, storage: str | None) -> optuna.Study:
-    """The study named on the command line: in ``storage``, or in its default SQLite file under runs/."""
-    from .search import default_storage
-
-    if storage is None:
-        if study_name is None:
-            raise BadOption("--study", None, "a study name (or give --storage)")
-        storage = default_storage(study_name)
-        path = storage[len("sqlite:///"):]
-        if not Path(path).exists():
-            raise BadOption("--study", study_name, f"no study database at {path}; run nas search first")
-    return load_study(study_name, storage)
-
-
-def runs_root(study: optuna.Study, storage: str | None) -> Path:
-    """The runs folder a study's files belong in: beside its SQLite file when that is
-    ``<root>/<study>/study.db`` (the default layout), else ./runs."""
-    if storage and storage.startswith("sqlite:///"):
-        db = Path(storage[len("sqlite:///"):])
-        if db.parent.name == study.study_name:
-            return db.parent.parent
-    return Path("runs")
-
-
-def space_of(study: optuna.Study) -> Any:
-    """The SearchSpace the study was run with (its YAML text is stored in the study), or None."""
-    import tempfile
-
-    from .space import load_space
-
-    text = study.user_attrs.get("space")
-    if not text:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "space.yaml"
-        path.write_text(text)
-        return load_space(path)
-
-
-def num_classes_of(study: optuna.Study, space: Any) -> int:
-    """Classes of the study's models: as the search found them in the data, else the space's, else 10."""
-    return int(study.user_attrs.get("num_classes") or (space.num_classes if space else None) or 10)
+from nas.search import confirm as cf
+from nas.search.confirm import NOT_PAIRED, Member, Noise
+from nas.errors import BadOption, UserError
+from nas.pareto import hypervolume
+from nas.search.pruning import CURVE, LATENCY_CI
+from nas.search.study import front, num_classes_of, space_of
+from nas.stats import BETTER, TIED, WORSE
 
 
 baseline_trial = cf.baseline_trial
@@ -90,8 +30,6 @@ def reference_point(study: optuna.Study) -> tuple[float, float]:
     if not lats:
         raise UserError(f"study {study.study_name!r} has no complete trial yet")
     return 0.0, 1.1 * max(lats)
-
-
 
 
 def summary(study: optuna.Study) -> dict[str, Any]:
@@ -113,8 +51,6 @@ def timing_summary(study: optuna.Study) -> dict[str, Any]:
     inside = sum(t.user_attrs["seconds_train_val"] for t in trained)
     epochs = sum(len(t.user_attrs.get("val_acc_curve", [])) for t in trained)
     return {"wall_s": wall, "epochs": epochs, "overhead_pct": 100 * (1 - inside / total) if total else None}
-
-
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -161,11 +97,11 @@ def remeasure(study: optuna.Study, members: Sequence[Member], space: Any) -> lis
     """Every shown architecture and the baseline timed again now, all in one interleaved run against
     the plain backbone, x the study's reference latency: figures that share the machine's state, and
     each member's difference to the baseline from ratios taken in the same rounds."""
-    from .cost import LatencyTarget, PairedMeter
-    from .model import build
-    from .search import reference_latency_ms
-    from .space import Architecture
-    from .stats import median_interval
+    from nas.cost import LatencyTarget, PairedMeter
+    from nas.model import build
+    from nas.search.latency import reference_latency_ms
+    from nas.architecture import Architecture
+    from nas.stats import median_interval
 
     target = LatencyTarget.from_space(space.latency)
     classes = num_classes_of(study, space)
@@ -277,7 +213,7 @@ def _stored_confirm(study: optuna.Study) -> int:
 
 def fitter(study: optuna.Study, status: Callable[[str], None] = lambda s: None, root: Path = Path("runs")) -> "cf.Fit":
     """Re-runs for ``nas report --confirm``: the study's space, data and seed, as its trials trained."""
-    from . import data as data_mod
+    from nas import data as data_mod
 
     space = space_of(study)
     if space is None:

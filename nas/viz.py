@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,8 +57,11 @@ from torch.utils.hooks import RemovableHandle
 
 import attention
 
-from .data import DigitsSplit
-from .errors import UserError
+from nas.errors import UserError
+
+if TYPE_CHECKING:
+    from nas.artifacts import ModelCard
+    from nas.data import DigitsSplit
 
 # Grad-CAM's default layer is the deepest stage whose output has at least this many pixels on each
 # side: a 1x1 or 2x2 map (the last stages at small inputs) cannot point inside an object's box.
@@ -537,21 +540,21 @@ def write_digits(split: DigitsSplit, count: int, folder: Path) -> list[Path]:
     return paths
 
 
-def imagenet_input(meta: dict[str, Any]) -> bool:
-    """Whether a model described by ``meta`` (an export's or a trial's) was trained on ImageNet-normalised
+def imagenet_input(card: ModelCard) -> bool:
+    """Whether a model described by ``card`` (an export's or a trial's) was trained on ImageNet-normalised
     inputs (ImageFolder, CIFAR) rather than the raw [0, 1] embedded digits. Without a ``data`` section,
     the one-channel models are taken for digits models (the only one-channel source)."""
-    source = (meta.get("data") or {}).get("source")
-    return source != "digits" if source else meta["in_chans"] != 1
+    source = card.data.get("source")
+    return source != "digits" if source else card.in_chans != 1
 
 
-def digits_test_split(meta: dict[str, Any]) -> DigitsSplit:
-    """The embedded digits test split a model described by ``meta`` was evaluated on: canvas = its input
+def digits_test_split(card: ModelCard) -> DigitsSplit:
+    """The embedded digits test split a model described by ``card`` was evaluated on: canvas = its input
     size, the other options from its ``data`` section where present. UserError for other models."""
-    from .data import digits_splits
+    from nas.data import digits_splits
 
-    data = dict(meta.get("data") or {})
-    (h, w), in_chans = meta["input_size"], meta["in_chans"]
+    data = dict(card.data)
+    (h, w), in_chans = card.input_size, card.in_chans
     if data.get("source", "digits") != "digits" or in_chans != 1 or h != w:
         trained = f", trained on {data['source']}" if data.get("source") else ""
         raise UserError(f"--eval needs a model trained on the embedded digits data (1 input channel, square "

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from nas.errors import UserError
 
 
 class LineDict(dict):
@@ -72,6 +72,11 @@ def load(path: str | Path) -> tuple[Any, list[tuple[Any, int, int]]]:
         raise YamlError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise YamlError(f"{path}: cannot be read as text ({e.__class__.__name__}: {e})") from None
+    return loads(text, path)
+
+
+def loads(text: str, path: str | Path) -> tuple[Any, list[tuple[Any, int, int]]]:
+    """``load`` of text already read; ``path`` names it in messages."""
     loader = _Loader(text)
     try:
         data = loader.get_single_data()

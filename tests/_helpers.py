@@ -1,5 +1,7 @@
 """Shared test helpers."""
 
+from pathlib import Path
+
 import torch
 
 import attention
@@ -32,3 +34,68 @@ def randomize(module: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> tor
                 b.copy_(torch.randn(b.shape, generator=gen, dtype=torch.float64).to(b.dtype) * 0.1)
     return module
 
+
+
+class Ran:
+    """What a run of the command line left: exit code and output, as ``subprocess.run`` reports them."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+    def __repr__(self) -> str:
+        return f"Ran({self.returncode}, stdout={self.stdout[-500:]!r}, stderr={self.stderr[-2000:]!r})"
+
+
+def run_nas(*args, cwd=None, env=None, width: int = 400) -> Ran:
+    """``nas ARGS`` in this process, as a user's shell would run it: the exit code, what went to
+    stdout and stderr (rich output at ``width`` columns), run in ``cwd`` with ``env`` added to the
+    environment. An error the command line does not turn into a message ends in a traceback on stderr
+    and exit code 1, as ``python -m nas`` would. The process's working folder, environment and torch
+    thread count are restored afterwards."""
+    import contextlib
+    import io
+    import os
+    import traceback
+
+    from nas import cli
+    from nas.cli.console import console, err_console
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = (os.getcwd(), dict(os.environ), console._width, err_console._width, torch.get_num_threads())
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        os.environ.update({"COLUMNS": str(width), **(env or {})})
+        console.width = err_console.width = width
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.run([str(a) for a in args])
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved[0])
+        os.environ.clear()
+        os.environ.update(saved[1])
+        console._width, err_console._width = saved[2], saved[3]
+        torch.set_num_threads(saved[4])
+    return Ran(code, out.getvalue(), err.getvalue())
+
+
+def space_file(folder, name: str = "tiny", *, stages: dict | None = None, data: dict | None = None,
+               training: dict | None = None, **top) -> Path:
+    """A search space on the embedded digits data (resnet10t at 32x32, one channel, quick latency),
+    written to ``folder/<name>.yaml``. ``stages`` (stage index -> mechanisms) replaces the default
+    stages; ``data`` and ``training`` change the default sections key by key; any other top-level key
+    (``limits``, ``objectives``, ...) is added as given."""
+    import yaml
+
+    doc = {"name": name, "backbone": "resnet10t", "input_size": 32, "in_chans": 1,
+           "data": {"source": "digits", "train": 256, "val": 128, "test": 32, **(data or {})},
+           "stages": [{"stage": i, "mechanisms": m} for i, m in (stages or {
+               4: {"none": None, "se": {"reduction": [4, 16]}, "eca": {"k_size": [3, 5]}, "simam": None}}).items()],
+           "training": {"epochs": 3, "batch_size": 64, **(training or {})},
+           "latency": {"input_size": 32, "repeats": 5, "warmup": 1}, **top}
+    path = Path(folder) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path

@@ -1,20 +1,12 @@
 """The command line as a user meets it: exit codes, messages, files written."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _helpers import run_nas
 
 import attention
-
-
-def run_nas(*args, cwd=None):
-    env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
 
 
 def test_mechanisms_lists_all_twelve_with_valid_values():

@@ -3,38 +3,23 @@
 that changes nothing that matters is a tie, every trial trains from the study's seed with its learning
 curve in the storage, and nas train of an export reproduces the trial's curve exactly."""
 
-import textwrap
 
 import optuna
 import pytest
+from _helpers import run_nas, space_file
 import torch
 
 import attention
-from attention._base import Attention, mechanism
-from attention._registry import _ALIASES, MECHANISMS
-from nas import confirm as cf
-from nas import export, report, retrain
-from nas.search import Search
-from nas.space import load_space
+from attention import Attention, mechanism
+from nas.search import confirm as cf
+from nas import export, finetune, report
+from nas.search.loop import Search
+from nas.spacefile import load_space
 from nas.stats import TIED, WORSE
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SPACE = """
-name: trust
-backbone: resnet10t
-input_size: 32
-in_chans: 1
-data: {source: digits, train: 800, val: 200, test: 32, clutter: 0}
-stages:
-  - stage: 1
-    mechanisms: {none: , keep1: }
-  - stage: 4
-    mechanisms: {none: , nudge: }
-training: {epochs: 2, batch_size: 16, lr: 0.003, schedule: cosine, noise_seeds: 2, confirm: 2}
-latency: {input_size: 32, repeats: 5, warmup: 1}
-"""
 
 
 def _test_mechanisms():
@@ -67,15 +52,16 @@ def searched(tmp_path_factory):
     names = _test_mechanisms()
     try:
         root = tmp_path_factory.mktemp("runs")
-        path = root / "trust.yaml"
-        path.write_text(textwrap.dedent(SPACE))
+        path = space_file(root, "trust", data={"train": 800, "val": 200, "clutter": 0},
+                          stages={1: {"none": None, "keep1": None}, 4: {"none": None, "nudge": None}},
+                          training={"epochs": 2, "batch_size": 16, "lr": 0.003, "schedule": "cosine",
+                                    "noise_seeds": 2, "confirm": 2})
         storage = f"sqlite:///{root / 'trust' / 'study.db'}"
         result = Search(load_space(path), "trust", storage, 4, sampler="bruteforce", prune=False, root=root, seed=5).run()
         yield result.study, root, storage
     finally:
         for n in names:
-            MECHANISMS.pop(n, None)
-            _ALIASES.pop(n, None)
+            attention.unregister(n)
     assert "keep1" not in attention.MECHANISMS
 
 
@@ -132,19 +118,11 @@ def test_a_destructive_choice_is_confirmed_worse_and_a_harmless_one_tied(searche
 
 def test_report_cli_leads_with_the_verdict_and_prints_whole_architectures(searched, tmp_path, monkeypatch):
     """In process (the test mechanisms are registered here only), on an 80-column console."""
-    import io
-
-    from rich.console import Console
-
-    from nas import cli
-
     _, root, storage = searched
-    out = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=out, width=80))
-    monkeypatch.chdir(root)
-    cli.app(["report", "--study", "trust", "--storage", storage, "--no-remeasure", "--include", "1,2,3",
-             "--out", str(tmp_path / "rep")], standalone_mode=False)
-    text = out.getvalue()
+    r = run_nas("report", "--study", "trust", "--storage", storage, "--no-remeasure", "--include", "1,2,3",
+                "--out", tmp_path / "rep", cwd=root, width=80)
+    assert r.returncode == 0, r
+    text = r.stdout
     lines = text.splitlines()
     assert lines[0].startswith("No front member is better than the baseline")
     assert "noise: sd" in text
@@ -158,5 +136,5 @@ def test_nas_train_of_an_export_reproduces_the_trials_curve_exactly(searched, tm
     study, root, _ = searched
     trial = _trial(study, "resnet10t|none|none|none|nudge")
     export.export_trial(study, trial, tmp_path / "exp", weights=False, root=root)
-    result = retrain.train(tmp_path / "exp")
+    result = finetune.train(tmp_path / "exp")
     assert result.curve == trial.user_attrs["val_acc_curve"]

@@ -12,39 +12,30 @@ import textwrap
 
 import optuna
 import pytest
+from _helpers import space_file
 import torch
 from safetensors.torch import load_file
 
-from nas import export, retrain
+from nas import export, finetune
 from nas.errors import UserError
 from nas.model import build
-from nas.search import Search, front, weights_path
-from nas.space import Architecture, load_space
+from nas.artifacts import weights_path
+from nas.search.loop import Search
+from nas.search.study import front
+from nas.architecture import Architecture
+from nas.spacefile import load_space
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SPACE = """
-name: exp
-backbone: resnet10t
-input_size: 32
-in_chans: 1
-data: {source: digits, train: 256, val: 128, test: 32}
-stages:
-  - stage: 3
-    mechanisms: {none: , cbam: {reduction: 16, kernel_size: 3}}
-  - stage: 4
-    mechanisms: {none: , se: {reduction: 16}, sa: {groups: 8}}
-training: {epochs: 2, batch_size: 64}
-latency: {input_size: 32, repeats: 5, warmup: 1}
-"""
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    path = root / "exp.yaml"
-    path.write_text(textwrap.dedent(SPACE))
+    path = space_file(root, "exp", training={"epochs": 2},
+                      stages={3: {"none": None, "cbam": {"reduction": 16, "kernel_size": 3}},
+                              4: {"none": None, "se": {"reduction": 16}, "sa": {"groups": 8}}})
     storage = f"sqlite:///{root / 'exp' / 'study.db'}"
     result = Search(load_space(path), "exp", storage, 4, sampler="random", prune=False, root=root).run()
     return result.study, root
@@ -180,12 +171,12 @@ def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, 
     assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "weights.safetensors").exists()
 
     with pytest.raises(UserError, match="resume with --epochs 3"):
-        retrain.train(folder, epochs=5, out=out)
-    resumed = retrain.train(folder, epochs=3, out=out)
+        finetune.train(folder, epochs=5, out=out)
+    resumed = finetune.train(folder, epochs=3, out=out)
     assert resumed.resumed_from >= 1 and len(resumed.curve) == 3, "the second run continues the first"
     assert f"{resumed.curve[0]:.4f}" in lines[-1], "the first epoch's accuracy is the interrupted run's"
     with pytest.raises(UserError, match="exists"):
-        retrain.train(folder, epochs=3, out=out, resume=False)
+        finetune.train(folder, epochs=3, out=out, resume=False)
     model = export.import_model_py(folder / "model.py").build_model(weights=resumed.weights).eval()
     trained = build(trial_arch(trial), 10, 1).eval()
     trained.load_state_dict(load_file(str(resumed.weights)))

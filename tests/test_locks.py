@@ -2,17 +2,16 @@
 new ones out (writer preference); the study lock excludes other workers on SQLite and PostgreSQL;
 --workers and --threads are planned or refused with a clear error."""
 
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from _helpers import run_nas
 
 from nas.errors import BadOption
-from nas.locks import LatencyGate, StudyLock
-from nas.workers import cpu_count, plan
+from nas.search.locks import LatencyGate, StudyLock
+from nas.search.workers import cpu_count, plan
 
 
 def started(fn):
@@ -99,15 +98,12 @@ def test_workers_and_threads_are_planned_or_refused():
 
 
 def test_bad_workers_option_exits_2_with_the_value_named(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "nas", "search", "--space", str(Path(__file__).parents[1] / "spaces" / "small.yaml"),
-                        "--workers", "zero"],
-                       capture_output=True, text=True, timeout=120)
+    r = run_nas("search", "--space", Path(__file__).parents[1] / "spaces" / "small.yaml", "--workers", "zero")
     assert r.returncode == 2 and "--workers" in r.stderr and "zero" in r.stderr, r.stderr
 
 
 def test_bad_heartbeat_exits_2_with_the_value_named_before_any_worker_starts(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "nas", "search", "--space", str(Path(__file__).parents[1] / "spaces" /
-                        "small.yaml"), "--workers", "2", "--heartbeat", "0"], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=120)
+    r = run_nas("search", "--space", Path(__file__).parents[1] / "spaces" / "small.yaml", "--workers", "2",
+                "--heartbeat", "0", cwd=tmp_path)
     assert r.returncode == 2 and "--heartbeat: 0 is not allowed" in r.stderr, r.stderr
     assert not (tmp_path / "runs").exists()  # no study was created

@@ -6,10 +6,10 @@ from torch import nn
 
 import attention
 from nas import backbone as bb
-from nas.check import model_cost
+from nas.cost import model_cost
 from nas.cost import count_params
 from nas.model import build
-from nas.space import Architecture, ArchitectureError, architecture_problems
+from nas.architecture import Architecture, ArchitectureError, architecture_problems
 
 
 def arch(text):
@@ -93,7 +93,7 @@ def test_architectures_that_do_not_fit_are_refused_with_the_reason():
     cases = [
         ("resnet18|se|none|none", "resnet18 has 4 stages with blocks"),
         ("resnet18|sa|none|none|none", "sa: groups=64 is not allowed at 64 channels"),
-        ("mobilenetv3_large_100|none|none|eca@post_conv3x3_act|none|none", "already holds SqueezeExcite"),
+        ("mobilenetv3_large_100|none|none|eca@post_conv3x3_act|none|none", "already has SqueezeExcite at post_conv3x3_act"),
         ("convnext_atto|se|none|none|none", "cannot go at residual"),
         ("resnet99|none", "is not a timm model"),
     ]

@@ -6,40 +6,24 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from io import BytesIO
-from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
+from _helpers import run_nas, space_file
 from optuna.trial import TrialState
 
-from nas.search import Search, count_states, front
-from nas.space import load_space
+from nas.search.loop import Search
+from nas.search.study import count_states, front
+from nas.spacefile import load_space
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-TINY = """
-name: tiny
-backbone: resnet10t
-input_size: 32
-in_chans: 1
-data: {source: digits, train: 256, val: 128, test: 32}
-stages:
-  - stage: 4
-    mechanisms: {none: , se: {reduction: [4, 16]}, eca: {k_size: [3, 5]}, simam: }
-training: {epochs: 3, batch_size: 64}
-latency: {input_size: 32, repeats: 5, warmup: 1}
-"""
-
-
-def tiny_space(tmp_path, extra=""):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(textwrap.dedent(TINY) + extra)
-    return load_space(path)
+def tiny_space(tmp_path, **overrides):
+    return load_space(space_file(tmp_path, **overrides))
 
 
 def run_search(tmp_path, space, trials, **kw):
@@ -79,7 +63,7 @@ def test_search_prunes_records_everything_and_resumes(tmp_path):
 
 
 def test_infeasible_candidates_stop_before_training_and_the_sampler_sees_it(tmp_path):
-    space = tiny_space(tmp_path, "limits: {max_params: 4.95e6}\n")  # baseline resnet10t has 4.92M
+    space = tiny_space(tmp_path, limits={"max_params": 4.95e6})  # baseline resnet10t has 4.92M
     result = run_search(tmp_path, space, 4, sampler="random")
     trials = result.study.get_trials()
     infeasible = [t for t in trials if t.user_attrs.get("infeasible")]
@@ -118,7 +102,7 @@ def test_optuna_dashboard_lists_the_study_with_objective_names_and_attributes(tm
 
 
 def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
-    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(TINY))
+    space_file(tmp_path)
     env = {**os.environ, "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "nas", "search", "--space", "tiny.yaml", "--trials", "3", "--sampler", "random"]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
@@ -126,8 +110,7 @@ def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
     assert "optuna-dashboard sqlite:///runs/tiny/study.db" in r.stdout
     assert "Pareto front of the search's runs" in r.stdout and "complete" in r.stdout
     assert "nas report --study tiny  (the front and the baseline re-measured" in r.stdout  # and the verdict above it
-    r = subprocess.run([sys.executable, "-m", "nas", "report", "--study", "tiny", "--no-remeasure"], cwd=tmp_path,
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = run_nas("report", "--study", "tiny", "--no-remeasure", cwd=tmp_path, width=200)
     assert r.returncode == 0, r.stderr
     assert "hypervolume" in r.stdout and "Δ accuracy" in r.stdout and "resnet10t|none|none|none|" in r.stdout
     assert (tmp_path / "runs/tiny/report/front.png").stat().st_size > 1000
@@ -162,7 +145,7 @@ def interrupt_mid_trial(tmp_path, cmd, env, study_name, signum, code, reason):
 
 
 def test_sigterm_stops_like_ctrl_c_and_the_same_command_resumes(tmp_path):
-    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(TINY))
+    space_file(tmp_path)
     env = {**os.environ, "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "nas", "search", "--space", "tiny.yaml", "--trials", "3", "--sampler", "random"]
     before = interrupt_mid_trial(tmp_path, cmd, env, "term", signal.SIGTERM, 143, "interrupted (SIGTERM)")
@@ -175,11 +158,10 @@ def test_sigterm_stops_like_ctrl_c_and_the_same_command_resumes(tmp_path):
 
 
 def test_bad_search_options_exit_2(tmp_path):
-    (tmp_path / "tiny.yaml").write_text(textwrap.dedent(TINY))
+    space_file(tmp_path)
     for args, words in [(("--trials", "0"), "--trials"), (("--sampler", "cmaes"), "--sampler"),
                         (("--eta", "1"), "--eta")]:
-        r = subprocess.run([sys.executable, "-m", "nas", "search", "--space", "tiny.yaml", *args], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
+        r = run_nas("search", "--space", "tiny.yaml", *args, cwd=tmp_path)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 

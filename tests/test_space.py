@@ -8,7 +8,8 @@ import optuna
 import pytest
 import yaml
 
-from nas.space import Architecture, ArchitectureError, SpaceError, StageChoice, load_space
+from nas.architecture import Architecture, ArchitectureError, StageChoice
+from nas.spacefile import SpaceError, load_space
 
 SPACES = sorted(Path(__file__).resolve().parent.parent.joinpath("spaces").glob("*.yaml"))
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -111,7 +112,7 @@ def test_every_problem_is_reported_not_just_the_first(tmp_path):
 def test_lines_point_at_the_offending_key(tmp_path):
     err, message = problems_of(tmp_path, GOOD.replace("se: {reduction: [4, 16]}", "se: {reduction: [4, 512]}"))
     (problem,) = err.problems
-    assert problem.line == 8 and f"space.yaml:8: stages[0].mechanisms.se.reduction" in message
+    assert problem.line == 8 and "space.yaml:8: stages[0].mechanisms.se.reduction" in message
 
 
 def test_spaces_with_sk_check_the_real_width_of_the_3x3(tmp_path):

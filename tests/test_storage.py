@@ -9,7 +9,7 @@ import optuna
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from nas.storage import RetryingStorage, open_storage
+from nas.search.storage import RetryingStorage, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -78,3 +78,20 @@ def test_sqlite_locked_by_another_writer_waits_instead_of_failing(tmp_path):
     assert study.trials[0].state.name == "COMPLETE"
     release.join()
     lock.close()
+
+
+def test_the_retry_budget_is_set_by_the_environment_and_sets_the_heartbeat_grace(monkeypatch):
+    from nas.errors import UserError
+    from nas.search.storage import grace_s, retry_budget_s
+
+    assert retry_budget_s() == pytest.approx(20.6) and grace_s(10) == 51
+    monkeypatch.setenv("NAS_STORAGE_ATTEMPTS", "3")
+    waits = []
+    storage = RetryingStorage(Flaky(failures=100), sleep=waits.append)
+    with pytest.raises(OperationalError):
+        optuna.create_study(storage=storage)
+    assert waits == [0.2, 0.4] and retry_budget_s() == pytest.approx(0.6) and grace_s(1) == 4
+    for bad in ("0", "21", "many"):
+        monkeypatch.setenv("NAS_STORAGE_ATTEMPTS", bad)
+        with pytest.raises(UserError, match=f"NAS_STORAGE_ATTEMPTS: '{bad}' is not allowed; an integer from 1 to 20"):
+            grace_s(1)

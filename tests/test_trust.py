@@ -13,8 +13,8 @@ import torch
 from nas import cost
 from nas.cost import Ratio, time_against_reference
 from nas.model import build
-from nas.pruning import MOASHA, within_noise
-from nas.space import Architecture
+from nas.search.pruning import MOASHA, within_noise
+from nas.architecture import Architecture
 from nas.stats import (BETTER, TIED, WORSE, mean_interval, median_interval, paired_difference, seed_sd, t_quantile,
                        verdict)
 

@@ -18,8 +18,9 @@ from nas import viz
 from nas.data import digits_splits
 from nas.errors import UserError
 from nas.model import build
-from nas.space import Architecture
-from nas.viz_cmd import viz_cmd
+from nas.architecture import Architecture
+from nas.artifacts import ModelCard
+from nas.cli.viz import viz_cmd
 
 
 def no_hooks_left(model: nn.Module) -> bool:
@@ -200,14 +201,18 @@ def test_load_image_grey_rgb_and_unreadable(tmp_path):
     normalised = viz.imagenet_normalise(rgb[None])[0, :, 0, 0]
     torch.testing.assert_close(normalised, (torch.tensor([1.0, 0, 0]) - torch.tensor([0.485, 0.456, 0.406]))
                                / torch.tensor([0.229, 0.224, 0.225]), atol=0.02, rtol=0)
-    assert not viz.imagenet_input({"in_chans": 3, "data": {"source": "digits"}})
-    assert viz.imagenet_input({"in_chans": 3, "data": {"source": "imagefolder"}})
-    assert [viz.imagenet_input({"in_chans": c}) for c in (1, 3)] == [False, True], "no data section: by channels"
+    assert not viz.imagenet_input(_card("resnet10t|none|none|none|none", in_chans=3, data={"source": "digits"}))
+    assert viz.imagenet_input(_card("resnet10t|none|none|none|none", in_chans=3, data={"source": "imagefolder"}))
+    assert [viz.imagenet_input(_card("resnet10t|none|none|none|none", in_chans=c)) for c in (1, 3)] == [False, True], "no data section: by channels"
     (tmp_path / "broken.png").write_bytes(b"not an image")
     with pytest.raises(UserError, match="cannot read image .*broken.png"):
         viz.load_image(tmp_path / "broken.png", 1, (32, 32), imagenet=False)
     assert viz.figure_stems([tmp_path / "a" / "x.png", tmp_path / "b" / "x.jpg", tmp_path / "x-2.png"]) == \
         ["x", "x-2", "x-2-2"]
+
+
+def _card(arch, **fields):
+    return ModelCard(Architecture.parse(arch), **fields)
 
 
 def _run_viz(monkeypatch, model, meta, *args):
@@ -224,8 +229,7 @@ def _run_viz(monkeypatch, model, meta, *args):
 def test_viz_command_writes_png_per_image_and_stage(tmp_path, monkeypatch, capsys):
     arch = "resnet10t|cbam|sa(g=8)|none|none"
     model = with_live_gates(build(Architecture.parse(arch), 10, 1))
-    meta = {"architecture": arch, "input_size": (32, 32), "in_chans": 1, "num_classes": 10,
-            "data": {"source": "digits", "test": 20}}
+    meta = _card(arch, input_size=(32, 32), in_chans=1, num_classes=10, data={"source": "digits", "test": 20})
     folder = tmp_path / "images"
     folder.mkdir()
     Image.new("L", (32, 32), 30).save(folder / "one.jpg")
@@ -256,7 +260,7 @@ def test_viz_command_writes_png_per_image_and_stage(tmp_path, monkeypatch, capsy
 def test_viz_command_errors_say_what_is_wrong(tmp_path, monkeypatch, args, in_chans, message):
     arch = "resnet10t|none|none|none|none"
     model = build(Architecture.parse(arch), 10, in_chans)
-    meta = {"architecture": arch, "input_size": (32, 32), "in_chans": in_chans, "num_classes": 10}
+    meta = _card(arch, input_size=(32, 32), in_chans=in_chans, num_classes=10)
     (tmp_path / "EXPORT").mkdir()
     (tmp_path / "bad.png").write_text("no")
     monkeypatch.chdir(tmp_path)

@@ -9,44 +9,27 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 
 import optuna
 import pytest
+from _helpers import space_file
 import torch
 from optuna.trial import TrialState
 
-from nas.search import Search
-from nas.space import load_space
+from nas.search.loop import Search
+from nas.spacefile import load_space
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# 8 x 8 x 8 = 512 architectures: a stress run of 100 trials cannot exhaust it
-SPACE = """
-name: multi
-backbone: resnet10t
-input_size: 32
-in_chans: 1
-data: {{source: digits, train: {train}, val: 64, test: 32}}
-stages:
-  - stage: 2
-    mechanisms: {{none: , se: {{reduction: [4, 8, 16]}}, eca: {{k_size: [3, 5, 7]}}, simam: }}
-  - stage: 3
-    mechanisms: {{none: , se: {{reduction: [4, 8, 16]}}, eca: {{k_size: [3, 5, 7]}}, simam: }}
-  - stage: 4
-    mechanisms: {{none: , se: {{reduction: [4, 8, 16]}}, eca: {{k_size: [3, 5, 7]}}, simam: }}
-training: {{epochs: {epochs}, batch_size: 64{extra}}}
-latency: {{input_size: 32, repeats: 5, warmup: 1}}
-"""
 
 
-def write_space(tmp_path, epochs=1, train=128, extra=""):
-    path = tmp_path / "multi.yaml"
-    path.write_text(textwrap.dedent(SPACE.format(epochs=epochs, train=train, extra=extra)))
-    return path
+def write_space(tmp_path, epochs=1, train=128):
+    """8 x 8 x 8 = 512 architectures: a stress run of 100 trials cannot exhaust it."""
+    choices = {"none": None, "se": {"reduction": [4, 8, 16]}, "eca": {"k_size": [3, 5, 7]}, "simam": None}
+    return space_file(tmp_path, "multi", data={"train": train, "val": 64}, stages={2: choices, 3: choices, 4: choices},
+                      training={"epochs": epochs})
 
 
 def env():
@@ -154,10 +137,11 @@ def test_a_worker_killed_mid_trial_is_failed_at_once_and_its_architecture_retrie
     assert "restarted (1 of 3)" in out
 
 
-def test_a_lone_worker_killed_is_caught_by_the_heartbeat_and_the_same_command_resumes(tmp_path):
+def test_a_lone_worker_killed_is_caught_by_the_heartbeat_and_the_same_command_resumes(tmp_path, monkeypatch):
     """No parent watches a worker started by hand (another machine): its trial stays RUNNING until
     the next worker sees no heartbeat for 3 intervals plus the storage retry budget, fails it and
-    retries the architecture."""
+    retries the architecture. (3 storage attempts: a retry budget of 0.6 s instead of 21 s.)"""
+    monkeypatch.setenv("NAS_STORAGE_ATTEMPTS", "3")  # inherited by both commands, as every worker must share it
     write_space(tmp_path, epochs=3, train=256)
     url = sqlite_url(tmp_path)
     cmd = nas(tmp_path, "--trials", "3", "--heartbeat", "1", "--no-prune")
@@ -171,7 +155,7 @@ def test_a_lone_worker_killed_is_caught_by_the_heartbeat_and_the_same_command_re
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials = assert_final_state(study_of(url), 3)
     dead = trials[victim.number]
-    from nas.storage import grace_s
+    from nas.search.storage import grace_s
 
     assert dead.state == TrialState.FAIL and f"no heartbeat for {grace_s(1)} s" in dead.user_attrs["stop_reason"]
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
@@ -202,29 +186,15 @@ def test_sigterm_to_the_parent_stops_every_worker_and_the_same_command_resumes(t
     assert_final_state(study_of(url), 5)
 
 
-FAULTS = """
-name: multi
-backbone: resnet10t
-input_size: 32
-in_chans: 1
-data: {source: digits, train: 128, val: 64, test: 32}
-stages:
-  - stage: 3
-    mechanisms: {none: , simam: , ca: {reduction: [8, 16, 32]}, cbam: {reduction: [8, 16]}}
-  - stage: 4
-    mechanisms: {none: , se: {reduction: [16]}, eca: {k_size: [3]}, simam: , ca: {reduction: [16]}}
-training: {epochs: 1, batch_size: 64}
-latency: {input_size: 32, repeats: 5, warmup: 1}
-"""
 
 
 def test_nan_loss_and_out_of_memory_fail_one_trial_each_and_the_worker_goes_on(tmp_path, monkeypatch):
     """Injected by architecture: models with SE produce NaN logits, models with ECA raise CUDA's
     out-of-memory error (SE and ECA are options of the last stage only, and the seeded random
     sampler proposes both). Those trials fail with the reason; the others finish the count."""
-    import nas.train
+    import nas.training
 
-    plain_forward = nas.train.Classifier.forward
+    plain_forward = nas.training.Classifier.forward
 
     def faulty(self, x):
         names = {type(m).__name__ for m in self.model.modules()}
@@ -234,9 +204,10 @@ def test_nan_loss_and_out_of_memory_fail_one_trial_each_and_the_worker_goes_on(t
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         return plain_forward(self, x)
 
-    monkeypatch.setattr(nas.train.Classifier, "forward", faulty)
-    (tmp_path / "multi.yaml").write_text(FAULTS)
-    space = load_space(tmp_path / "multi.yaml")
+    monkeypatch.setattr(nas.training.Classifier, "forward", faulty)
+    space = load_space(space_file(tmp_path, "multi", data={"train": 128, "val": 64}, training={"epochs": 1}, stages={
+        3: {"none": None, "simam": None, "ca": {"reduction": [8, 16, 32]}, "cbam": {"reduction": [8, 16]}},
+        4: {"none": None, "se": {"reduction": [16]}, "eca": {"k_size": [3]}, "simam": None, "ca": {"reduction": [16]}}}))
     url = sqlite_url(tmp_path)
     result = Search(space, "multi", url, 8, sampler="random", root=tmp_path / "runs").run()
     assert result.stopped == "trials"
@@ -251,30 +222,18 @@ def test_nan_loss_and_out_of_memory_fail_one_trial_each_and_the_worker_goes_on(t
 
 
 def test_a_search_where_every_trial_fails_stops_instead_of_spinning(tmp_path, monkeypatch):
-    import nas.train
+    import nas.training
 
     def broken(self, x):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
-    monkeypatch.setattr(nas.train.Classifier, "forward", broken)
+    monkeypatch.setattr(nas.training.Classifier, "forward", broken)
     space = load_space(write_space(tmp_path))
     result = Search(space, "multi", sqlite_url(tmp_path), 3, sampler="random", root=tmp_path / "runs").run()
     assert result.stopped.startswith("10 trials failed since this run started")
     assert result.counts["failed"] == 10 and result.counts["running"] == 0
 
 
-DDP = """
-name: multi
-backbone: resnet10t
-input_size: 32
-in_chans: 1
-data: {source: digits, train: 256, val: 128, test: 32}
-stages:
-  - stage: 4
-    mechanisms: {none: , se: {reduction: [4, 16]}, eca: {k_size: [3, 5]}, simam: }
-training: {epochs: 3, batch_size: 64, devices: 2}
-latency: {input_size: 32, repeats: 5, warmup: 1}
-"""
 
 
 def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp_path):
@@ -284,7 +243,7 @@ def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp
     trials at epoch 1 goes on (1 of 2, then 1 of 3) unless it is within noise of the one kept. The
     baseline's noise seeds are re-run in this process before the DDP trials: those fits must leave
     nothing unpicklable behind for the spawned ranks."""
-    (tmp_path / "multi.yaml").write_text(DDP)
+    space_file(tmp_path, "multi", training={"devices": 2})
     space = load_space(tmp_path / "multi.yaml")
     result = Search(space, "multi", sqlite_url(tmp_path), 3, sampler="random", eta=2, root=tmp_path / "runs").run()
     trials = assert_final_state(result.study, 3)
@@ -305,7 +264,7 @@ def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp
 
     from nas import data as data_mod
     from nas.model import build
-    from nas.space import Architecture
+    from nas.architecture import Architecture
 
     best = result.study.best_trials[0]
     model = build(Architecture.parse(best.user_attrs["arch"]), 10, 1).eval()

@@ -27,12 +27,9 @@ from typing import Callable, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from .errors import BadOption, UserError
-
-
-class WorkerFailed(Exception):
-    """A worker stopped with an unexpected error (its trial is recorded); the others were stopped."""
-from .locks import StudyLock
+from nas.errors import UserError, WorkerFailed
+from nas.search.locks import StudyLock
+from nas.search.options import check_workers
 
 RESTARTS = 3
 STOP_WAIT_S = 60.0
@@ -72,14 +69,8 @@ class Plan:
 def plan(workers: str, threads: int | None, devices_per_trial: int = 1) -> Plan:
     """``--workers`` (N or auto) and ``--threads`` -> how many processes, threads and GPUs."""
     gpus = visible_gpus()
-    if workers == "auto":
-        n = max(1, len(gpus) // devices_per_trial) if gpus else 1
-    elif workers.isdigit() and int(workers) >= 1:
-        n = int(workers)
-    else:
-        raise BadOption("--workers", workers, "a positive integer, or auto (one per visible GPU, one on a CPU-only machine)")
-    if threads is not None and threads < 1:
-        raise BadOption("--threads", threads, "a positive integer (threads per worker)")
+    count = check_workers(workers, threads)
+    n = count if count is not None else (max(1, len(gpus) // devices_per_trial) if gpus else 1)
     per_worker = threads or max(1, cpu_count() // n)
     if gpus and devices_per_trial > 1:  # a DDP trial needs its GPUs together
         groups = [",".join(gpus[i:i + devices_per_trial]) for i in range(0, len(gpus) - devices_per_trial + 1,
@@ -152,7 +143,7 @@ def describe_exit(code: int) -> str:
 
 def fail_trials_of(study: optuna.Study, lock: StudyLock, ident: str, why: str) -> list[int]:
     """Fail (and queue again, once) the running trials of the worker process ``ident``."""
-    from .search import fail_dead
+    from nas.search.study import fail_dead
 
     failed = []
     with lock.held():
@@ -170,7 +161,7 @@ def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, loc
     so that does not wait until one of its own workers finishes a trial. Raises UserError when a
     worker stopped with an error; re-raises an interruption after stopping every worker. Returns why
     the workers stopped (what the last of them said)."""
-    from .search import fail_stale
+    from nas.search.study import fail_stale
 
     workers = []
     for i in range(plan_.workers):

@@ -12,9 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .confirm import noise_of
-from .console import console
-from .search import Reporter, count_states, front
+from nas.search.confirm import noise_of
+from nas.cli.console import console
+from nas.search.loop import Reporter
+from nas.search.study import count_states, front
 
 
 class LiveReporter(Reporter):

@@ -4,20 +4,23 @@ images, and the pointing game on the embedded digits data. Parse, call nas.viz, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from . import viz
-from .console import console
-from .errors import BadOption
+from nas.cli.console import console
+from nas.errors import BadOption
+
+if TYPE_CHECKING:
+    import torch
+
+    from nas.artifacts import ModelCard
 
 
 def _load(export_dir: Optional[Path], study: Optional[str], trial: Optional[int], storage: Optional[str]
-          ) -> tuple[torch.nn.Module, dict[str, Any], Path]:
+          ) -> tuple[torch.nn.Module, ModelCard, Path]:
     """The model, its description and the default output folder of what the user named."""
     if (export_dir is None) == (study is None):
         raise BadOption("nas viz", str(export_dir or ""), "give exactly one of EXPORT_DIR or --study NAME --trial N")
@@ -27,16 +30,16 @@ def _load(export_dir: Optional[Path], study: Optional[str], trial: Optional[int]
                             "only with --study (an export folder holds one model)")
         if not export_dir.is_dir():
             raise BadOption("EXPORT_DIR", str(export_dir), "an existing export folder (written by nas export)")
-        from .export import load_export
+        from nas.export import load_export
 
-        model, meta = load_export(export_dir)
-        return model, meta, export_dir / "viz"
+        model, card = load_export(export_dir)
+        return model, card, export_dir / "viz"
     if trial is None:
         raise BadOption("--trial", None, f"the number of a trial of study {study!r} (nas report lists them)")
-    from .export import load_trial
+    from nas.export import load_trial
 
-    model, meta = load_trial(study, storage, trial)  # storage None: the study's default SQLite file
-    return model, meta, Path("runs") / study / "viz" / f"trial-{trial}"
+    model, card = load_trial(study, storage, trial)  # storage None: the study's default SQLite file
+    return model, card, Path("runs") / study / "viz" / f"trial-{trial}"
 
 
 def viz_cmd(
@@ -58,6 +61,8 @@ def viz_cmd(
     """Attention heatmaps per stage beside Grad-CAM of the predicted class, one set of PNGs per image
     (<image>.png with every stage, <image>_<stage>.png and <image>_gradcam.png); with --eval, the
     pointing game (heatmap maximum inside the digit's box) on the embedded digits data."""
+    from nas import viz
+
     if not images and not evaluate and not digits:
         raise BadOption("nas viz", "", "give --images PATH (repeatable), --digits N and/or --eval")
     if batch_size < 1:
@@ -65,16 +70,16 @@ def viz_cmd(
     if digits < 0:
         raise BadOption("--digits", digits, "a number of images >= 0")
     files = viz.image_files(images)
-    model, meta, default_out = _load(export_dir, study, trial, storage)
-    split = viz.digits_test_split(meta) if evaluate or digits else None  # refuse a non-digits model first
+    model, card, default_out = _load(export_dir, study, trial, storage)
+    split = viz.digits_test_split(card) if evaluate or digits else None  # refuse a non-digits model first
     if digits:
         files += viz.write_digits(split, digits, (out or default_out) / "inputs")
     split = split if evaluate else None
     if not viz.stage_mechanisms(model):
-        console.print(f"{escape(str(meta['architecture']))} has no attention modules: Grad-CAM only")
+        console.print(f"{escape(str(card.architecture))} has no attention modules: Grad-CAM only")
     for path, predicted, written in viz.figures(
-            model, files, out or default_out, in_chans=meta["in_chans"], input_size=tuple(meta["input_size"]),
-            imagenet=viz.imagenet_input(meta), layer=cam_layer, batch_size=batch_size):
+            model, files, out or default_out, in_chans=card.in_chans, input_size=card.input_size,
+            imagenet=viz.imagenet_input(card), layer=cam_layer, batch_size=batch_size):
         console.print(f"{escape(str(path))}: predicted class {predicted}; {len(written)} PNGs: "
                       f"{escape(', '.join(p.name for p in written))} in {escape(str(written[0].parent))}")
     if split is not None:

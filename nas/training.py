@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -135,7 +136,7 @@ def seeded_classifier(arch: Any, seed: int, dm: Any, training: Mapping[str, Any]
     generator, the order of training batches and the training stream itself. Two architectures built
     with one seed differ only where their choices differ (common random numbers); the same call
     reproduces a trial exactly. The one place where the search, its re-runs and ``nas train`` seed."""
-    from .model import build
+    from nas.model import build
 
     dm.shuffle_seed = seed
     model = build(arch, num_classes, in_chans, init_seed=seed)
@@ -145,26 +146,50 @@ def seeded_classifier(arch: Any, seed: int, dm: Any, training: Mapping[str, Any]
     return Classifier(model, num_classes, training)
 
 
+@dataclass
+class Fitting:
+    """An architecture ready to train: its seeded module and its Trainer (``prepare_fit``)."""
+
+    module: Classifier
+    trainer: pl.Trainer
+    dm: Any
+
+    def run(self, **fit_kwargs: Any) -> None:
+        """Fit; in-memory data moves to the trainer's GPU first (a DDP fit's ranks load their own)."""
+        ddp = self.trainer.world_size > 1
+        if not ddp and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(self.dm, "to_device"):
+            self.dm.to_device(self.trainer.strategy.root_device)
+        fit_detached(self.trainer, self.module, self.dm, **fit_kwargs)
+
+
+def prepare_fit(arch: Any, seed: int, dm: Any, training: Mapping[str, Any], num_classes: int, in_chans: int, *,
+                epochs: int | None = None, callbacks: Sequence[pl.Callback] = (), log_dir: Path | None = None
+                ) -> Fitting:
+    """Build -> seeded Classifier -> Trainer for ``arch``: the one place where a search trial, its re-runs
+    (``fit_curve``) and ``nas train`` set up a fit."""
+    module = seeded_classifier(arch, seed, dm, training, num_classes, in_chans)
+    return Fitting(module, make_trainer(training, epochs=epochs, callbacks=list(callbacks), log_dir=log_dir), dm)
+
+
 def fit_curve(arch: Any, seed: int, dm: Any, training: Mapping[str, Any], num_classes: int, in_chans: int,
               epochs: int, log_dir: Path | None = None,
               on_epoch: "Callable[[int, float], None] | None" = None,
               callbacks: Sequence[pl.Callback] = ()) -> list[float]:
     """Train ``arch`` from ``seed`` for ``epochs`` without pruning and return its validation curve
     (re-runs: the noise floor and the confirmation of the front)."""
-    module = seeded_classifier(arch, seed, dm, training, num_classes, in_chans)
     hooks: list[pl.Callback] = [*callbacks, *([_EpochHook(on_epoch)] if on_epoch else [])]
-    trainer = make_trainer(training, epochs=epochs, callbacks=hooks, log_dir=log_dir)
-    if trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(dm, "to_device"):
-        dm.to_device(trainer.strategy.root_device)
+    fitting = prepare_fit(arch, seed, dm, training, num_classes, in_chans, epochs=epochs, callbacks=hooks,
+                          log_dir=log_dir)
     try:
-        fit_detached(trainer, module, dm)
+        fitting.run()
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1)
         raise KeyboardInterrupt from None
-    if trainer.interrupted:
+    if fitting.trainer.interrupted:
         raise KeyboardInterrupt
-    if len(module.curve) < epochs:
-        raise RuntimeError(f"training stopped after {len(module.curve)} of {epochs} epochs")
-    return list(module.curve)
+    curve = fitting.module.curve
+    if len(curve) < epochs:
+        raise RuntimeError(f"training stopped after {len(curve)} of {epochs} epochs")
+    return list(curve)
 
 
 def fit_detached(trainer: pl.Trainer, module: Any, dm: Any, **kwargs: Any) -> None:
@@ -184,3 +209,23 @@ class _EpochHook(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, module: Any) -> None:
         if not trainer.sanity_checking and module.curve:
             self.fn(len(module.curve), module.curve[-1])
+
+
+
+def trial_failure(e: BaseException) -> str | None:
+    """The reason to record when training a trial raised ``e``, for failures that belong to that
+    trial alone (the worker goes on); None for anything else. In a spawned DDP fit the rank's
+    exception arrives as text."""
+    if isinstance(e, NonFiniteLoss):
+        return str(e)
+    if isinstance(e, torch.OutOfMemoryError):
+        return f"out of memory ({str(e).splitlines()[0]})"
+    if e.__class__.__name__ == "ProcessExitedException":  # a DDP rank killed (the host's OOM killer)
+        return f"a DDP rank died: {e}"
+    if e.__class__.__name__ == "ProcessRaisedException":  # torch.multiprocessing, from a DDP rank
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        for name, what in (("NonFiniteLoss", ""), ("OutOfMemoryError", "out of memory ")):
+            hits = [ln for ln in lines if name in ln]
+            if hits:
+                return f"{what}{hits[-1].split(':', 1)[-1].strip()} (in a DDP rank)"
+    return None

@@ -13,14 +13,13 @@ from typing import Any, Callable
 
 import lightning.pytorch as pl
 import torch
-import yaml
 
-from . import data as data_mod
-from .errors import BadOption
-from .export import WEIGHTS_FILE, read_export
-from .model import save_weights
-from .space import data_and_training
-from .train import fit_detached, make_trainer, seeded_classifier
+from nas import data as data_mod
+from nas.errors import BadOption
+from nas.artifacts import WEIGHTS_FILE, ModelCard
+from nas.model import save_weights
+from nas.spacefile import data_and_training
+from nas.training import prepare_fit
 
 CHECKPOINTS = "checkpoints"
 
@@ -63,8 +62,8 @@ def train(source: Path, *, epochs: int | None = None, data: str | None = None, b
     seed, seeded in the same one place (``train.seeded_classifier``), so the curve is the trial's."""
     if epochs is not None and epochs < 1:
         raise BadOption("--epochs", epochs, "an integer >= 1")
-    info = read_export(source)
-    raw_training = dict(info.get("training") or {})
+    card = ModelCard.read(source)
+    raw_training = dict(card.training)
     if epochs is not None:
         raw_training["epochs"] = epochs
     if seed is not None:
@@ -74,10 +73,10 @@ def train(source: Path, *, epochs: int | None = None, data: str | None = None, b
             if not value > 0:
                 raise BadOption(option, value, "a positive number")
             raw_training[key] = value
-    raw = {"data": data_option(data) if data else (info.get("data") or {"source": "digits"}), "training": raw_training}
+    raw = {"data": data_option(data) if data else (dict(card.data) or {"source": "digits"}), "training": raw_training}
     data_cfg, training = data_and_training(str(source), raw)
-    if data_cfg["source"] == "digits" and data_cfg["canvas"] != info["input_size"][0]:
-        data_cfg["canvas"] = info["input_size"][0]
+    if data_cfg["source"] == "digits" and data_cfg["canvas"] != card.input_size[0]:
+        data_cfg["canvas"] = card.input_size[0]
     folder = source if source.is_dir() else source.parent
     out = out or (folder / "train" if source.is_dir() else Path("runs") / "train" / source.stem)
     ckpt_dir = out / CHECKPOINTS
@@ -86,14 +85,13 @@ def train(source: Path, *, epochs: int | None = None, data: str | None = None, b
         raise BadOption("--restart", str(out), f"{last} exists; pass --resume to continue it, or choose another --out")
 
     epochs, seed = training["epochs"], training["seed"]
-    dm = data_mod.datamodule(data_cfg, info["input_size"], training["batch_size"], seed)
+    dm = data_mod.datamodule(data_cfg, card.input_size, training["batch_size"], seed)
     dm.setup("fit")
-    module = seeded_classifier(info["architecture"], seed, dm, training, dm.num_classes, dm.in_chans)
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val_acc", mode="max",
                                               save_top_k=1, save_last=True, save_on_train_epoch_end=False)
-    trainer = make_trainer(training, callbacks=[checkpoint, _EpochLine(report)], log_dir=out / "logs")
-    if trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(dm, "to_device"):
-        dm.to_device(trainer.strategy.root_device)
+    fitting = prepare_fit(card.architecture, seed, dm, training, dm.num_classes, dm.in_chans,
+                          callbacks=[checkpoint, _EpochLine(report)], log_dir=out / "logs")
+    module, trainer = fitting.module, fitting.trainer
     done = 0
     if last.exists():
         state = torch.load(last, map_location="cpu", weights_only=True)
@@ -103,7 +101,7 @@ def train(source: Path, *, epochs: int | None = None, data: str | None = None, b
                                                 f"learning-rate schedule depends on it; resume with --epochs {planned}, "
                                                 "or train anew into another --out")
     try:
-        fit_detached(trainer, module, dm, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+        fitting.run(ckpt_path=str(last) if last.exists() else None, weights_only=True)
     except SystemExit:  # Lightning turns Ctrl-C into a clean stop and sys.exit(1)
         if trainer.interrupted:
             raise KeyboardInterrupt from None  # the last finished epoch's checkpoint stays for --resume
@@ -111,14 +109,11 @@ def train(source: Path, *, epochs: int | None = None, data: str | None = None, b
     if trainer.interrupted:
         raise KeyboardInterrupt
 
-    weights = save_weights(module.model, out / WEIGHTS_FILE, {"arch": str(info["architecture"])})
+    weights = save_weights(module.model, out / WEIGHTS_FILE, {"arch": str(card.architecture)})
     best = max(range(len(module.curve)), key=lambda i: module.curve[i]) if module.curve else None
-    (out / "architecture.yaml").write_text(yaml.safe_dump({
-        "architecture": str(info["architecture"]), "backbone": info["architecture"].backbone,
-        "num_classes": dm.num_classes, "in_chans": dm.in_chans, "input_size": list(info["input_size"]),
-        "data": data_cfg, "training": training}, sort_keys=False))
+    ModelCard(card.architecture, dm.num_classes, dm.in_chans, card.input_size, data_cfg, training).write(out)
     (out / "metrics.json").write_text(json.dumps({
-        "architecture": str(info["architecture"]), "epochs": len(module.curve), "val_acc_curve": module.curve,
+        "architecture": str(card.architecture), "epochs": len(module.curve), "val_acc_curve": module.curve,
         "final_val_acc": module.curve[-1] if module.curve else None,
         "best_val_acc": module.curve[best] if best is not None else None,
         "best_epoch": best + 1 if best is not None else None,

@@ -25,8 +25,9 @@ import logging
 import optuna
 from optuna.trial import TrialState
 
-from .pruning import CURVE, nondominated_ranks
-from .stats import TIED, Estimate, mean_interval, paired_difference, seed_sd, verdict
+from nas.pareto import nondominated_ranks
+from nas.search.pruning import CURVE
+from nas.stats import Estimate, mean_interval, paired_difference, seed_sd, verdict
 
 log = logging.getLogger(__name__)
 RERUN, CLAIM, FAILED = "rerun:", "claim:", "rerun_failed:"
@@ -151,7 +152,7 @@ def run_reruns(study: optuna.Study, jobs: Iterable[tuple[str, int]], fit: Fit, w
             study.set_user_attr(key(seed, arch, CLAIM), None)  # released: a later run takes it
             raise
         except Exception as e:  # this run's own failure (NaN loss, out of memory): recorded, the rest goes on
-            from .search import trial_failure
+            from nas.training import trial_failure
 
             reason = trial_failure(e) or f"{e.__class__.__name__}: {e}"
             if e.__class__.__name__ == "Interrupted":  # signals.Interrupted (SIGTERM)
@@ -288,7 +289,7 @@ def unconfirmed_difference(member_acc: float, base_acc: float, noise: Noise | No
     when each carries the baseline's seed-to-seed sd: +-t * sqrt(2) * sd, t over the noise seeds."""
     if noise is None:
         return None
-    from .stats import t_quantile
+    from nas.stats import t_quantile
 
     d = member_acc - base_acc
     sd = math.sqrt(2) * max(noise.final, floor)
@@ -302,8 +303,8 @@ def make_fit(space: Any, dm: Any, num_classes: int, epochs: int, run_dir: Any,
     search's trials (``train.seeded_classifier``); Lightning's logs under ``run_dir/reruns``."""
     import hashlib
 
-    from .space import Architecture
-    from .train import fit_curve
+    from nas.architecture import Architecture
+    from nas.training import fit_curve
 
     training = {**space.training, "devices": 1}  # re-runs train in this process (a DDP fit's curve stays in its ranks)
 

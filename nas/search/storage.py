@@ -6,27 +6,43 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import warnings
 from typing import Any, Callable
 
 import optuna
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial
+from optuna.storages import BaseStorage, RDBStorage
+
+from nas.errors import UserError
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 8  # about 21 s of waiting in all before giving up (retry_budget_s)
+ATTEMPTS_ENV = "NAS_STORAGE_ATTEMPTS"  # changes ATTEMPTS; every worker of a study must use the same value
 FIRST_WAIT_S = 0.2
 MAX_WAIT_S = 8.0
 SQLITE_LOCK_TIMEOUT_S = 30
 
 
-def retry_budget_s(attempts: int = ATTEMPTS, first_wait: float = FIRST_WAIT_S) -> float:
-    """How long ``retry`` waits in all before giving up (about 20.6 s)."""
+def configured_attempts() -> int:
+    """Attempts per storage call: ``$NAS_STORAGE_ATTEMPTS`` (1 to 20), else ``ATTEMPTS``. The budget
+    also sets how long a silent trial waits before it counts as dead (``grace_s``), so every worker of
+    a study must see the same value."""
+    raw = os.environ.get(ATTEMPTS_ENV)
+    if raw is None:
+        return ATTEMPTS
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 20:
+        raise UserError(f"${ATTEMPTS_ENV}: {raw!r} is not allowed; an integer from 1 to 20 (attempts per storage "
+                        f"call; default {ATTEMPTS}, about {retry_budget_s(ATTEMPTS):.0f} s of retrying)")
+    return int(raw)
+
+
+def retry_budget_s(attempts: int | None = None, first_wait: float = FIRST_WAIT_S) -> float:
+    """How long ``retry`` waits in all before giving up (about 20.6 s with the default attempts)."""
     waits, wait = 0.0, first_wait
-    for _ in range(attempts - 1):
+    for _ in range((configured_attempts() if attempts is None else attempts) - 1):
         waits += wait
         wait = min(2 * wait, MAX_WAIT_S)
     return waits
@@ -58,12 +74,12 @@ def _transient_at_connect(e: BaseException) -> bool:
     return _transient(e) or isinstance(e, (IntegrityError, ProgrammingError))
 
 
-def retry(fn: Callable[[], Any], what: str, *, attempts: int = ATTEMPTS, first_wait: float = FIRST_WAIT_S,
+def retry(fn: Callable[[], Any], what: str, *, attempts: int | None = None, first_wait: float = FIRST_WAIT_S,
           sleep: Callable[[float], None] = time.sleep, on_retry: Callable[[], None] = lambda: None,
           transient: Callable[[BaseException], bool] = _transient) -> Any:
     """``fn()``; on a transient database error, again after ``first_wait`` s, doubling up to
     MAX_WAIT_S, ``attempts`` times in all; then the error is raised."""
-    wait = first_wait
+    wait, attempts = first_wait, (configured_attempts() if attempts is None else attempts)
     for attempt in range(1, attempts + 1):
         try:
             return fn()
@@ -84,9 +100,10 @@ class RetryingStorage(BaseStorage):
     Not an Optuna ``BaseHeartbeat``: Optuna runs heartbeats only inside ``optimize`` (and warns on
     every ``ask`` outside it); the search runs its own."""
 
-    def __init__(self, backend: BaseStorage, *, attempts: int = ATTEMPTS, first_wait: float = FIRST_WAIT_S,
+    def __init__(self, backend: BaseStorage, *, attempts: int | None = None, first_wait: float = FIRST_WAIT_S,
                  sleep: Callable[[float], None] = time.sleep):
-        self.backend, self.attempts, self.first_wait, self.sleep = backend, attempts, first_wait, sleep
+        self.backend, self.first_wait, self.sleep = backend, first_wait, sleep
+        self.attempts = configured_attempts() if attempts is None else attempts
         self.retries = 0  # transient failures ridden out so far
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -109,6 +126,10 @@ class RetryingStorage(BaseStorage):
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         return self._call("_get_stale_trial_ids", study_id)
 
+    def stale_trial_ids(self, study_id: int) -> list[int]:
+        """Running trials of the study whose heartbeat is older than the grace period."""
+        return self._get_stale_trial_ids(study_id)
+
     def get_heartbeat_interval(self) -> int | None:
         return getattr(self.backend, "heartbeat_interval", None)
 
@@ -125,18 +146,6 @@ def _delegate(name: str) -> Callable[..., Any]:
 for _name in BaseStorage.__abstractmethods__:
     setattr(RetryingStorage, _name, _delegate(_name))
 RetryingStorage.__abstractmethods__ = frozenset()
-
-
-def retry_once(study: optuna.Study, trial: FrozenTrial) -> None:
-    """What happens to a trial whose worker died (no heartbeat, or the parent saw the process end):
-    its architecture is queued again, once; a retry that dies too is not retried. The retry keeps
-    the architecture and the baseline mark, not the dead trial's partial results."""
-    keep = {k: v for k, v in trial.user_attrs.items() if k in ("arch", "baseline")}
-    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, FrozenTrial(
-        number=trial.number, state=trial.state, value=None, values=trial.values, datetime_start=None,
-        datetime_complete=None, params=trial.params, distributions=trial.distributions, user_attrs=keep,
-        system_attrs={k: v for k, v in trial.system_attrs.items() if k in ("failed_trial", "retry_history")},
-        intermediate_values={}, trial_id=trial._trial_id))
 
 
 def open_storage(url: str, heartbeat_s: int | None = None) -> RetryingStorage:

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import lightning.pytorch as pl
 
+from nas.pareto import nondominated_ranks, pareto_front
+
 CURVE = "val_acc_curve"
 LATENCY = "latency_ms"
 
@@ -26,42 +28,6 @@ def rungs(max_epochs: int, min_epochs: int = 1, eta: int = 3) -> list[int]:
         out.append(r)
         r *= eta
     return out
-
-
-def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """(accuracy, latency): a is at least as accurate and as fast as b, and better in one."""
-    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
-
-
-def nondominated_ranks(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Front index of every point (0 = non-dominated), by repeated peeling."""
-    ranks = [-1] * len(points)
-    left, rank = set(range(len(points))), 0
-    while left:
-        front = {i for i in left if not any(dominates(points[j], points[i]) for j in left if j != i)}
-        for i in front:
-            ranks[i] = rank
-        left -= front
-        rank += 1
-    return ranks
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    return [i for i, r in enumerate(nondominated_ranks(points)) if r == 0]
-
-
-def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, float]) -> float:
-    """Area dominated by ``points`` (maximise accuracy, minimise latency) and bounded by ``reference``
-    = (worst accuracy, worst latency). Points beyond the reference contribute nothing."""
-    pts = sorted({p for p in points if p[0] > reference[0] and p[1] < reference[1]}, key=lambda p: (p[1], -p[0]))
-    # sweep by latency: each point that beats every faster one adds the strip between its accuracy and
-    # theirs, from its latency to the reference latency
-    area, best_acc = 0.0, reference[0]
-    for acc, lat in pts:
-        if acc > best_acc:
-            area += (acc - best_acc) * (reference[1] - lat)
-            best_acc = acc
-    return area
 
 
 @dataclass(frozen=True)
@@ -151,7 +117,7 @@ class TrialRecord:
     @property
     def storage(self) -> Any:
         if self._storage is None:
-            from .storage import open_storage
+            from nas.search.storage import open_storage
 
             self._storage = open_storage(self.storage_url)
         return self._storage
@@ -258,7 +224,7 @@ class Recorded:
 
 def noise_from_records(records: Sequence[Recorded]) -> list[float]:
     """The seed-to-seed sd per epoch of the recorded baseline (empty without one or its seeds)."""
-    from .stats import seed_sd
+    from nas.stats import seed_sd
 
     base = next((r for r in records if r.baseline), None)
     if base is None or not base.seed_curves:

@@ -84,7 +84,7 @@ class StudyLock:
             from sqlalchemy import text
             from sqlalchemy.exc import DBAPIError
 
-            from .storage import retry
+            from nas.search.storage import retry
 
             def connect() -> Any:
                 conn = self.engine.connect()

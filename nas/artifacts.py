@@ -1,0 +1,95 @@
+"""Where a study's files live and what they hold: ``runs/<study>/weights/trial_<n>.safetensors`` (the
+weights of the current front), and an export folder's ``architecture.yaml`` (``ModelCard``), written
+by ``nas export`` and ``nas train`` and read by ``nas train`` and ``nas viz``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from nas.architecture import Architecture
+from nas.errors import UserError
+
+WEIGHTS_DIR = "weights"
+WEIGHTS_FILE = "weights.safetensors"  # in an export folder and in nas train's output folder
+CARD_FILE = "architecture.yaml"
+
+
+def weights_path(run_dir: Path, number: int) -> Path:
+    return run_dir / WEIGHTS_DIR / f"trial_{number}.safetensors"
+
+
+class ExportError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a trained model is: its architecture, classes, input, and the data and training it came
+    from (``training.seed`` and ``training.epochs``: those of the trial, so ``nas train`` repeats it)."""
+
+    architecture: Architecture
+    num_classes: int = 10
+    in_chans: int = 3
+    input_size: tuple[int, int] = (224, 224)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    training: Mapping[str, Any] = field(default_factory=dict)
+    timm_name: str | None = None
+
+    def to_yaml(self) -> str:
+        card: dict[str, Any] = {"architecture": str(self.architecture), "backbone": self.architecture.backbone,
+                                "num_classes": self.num_classes, "in_chans": self.in_chans,
+                                "input_size": list(self.input_size)}
+        if self.timm_name is not None:
+            card["timm_name"] = self.timm_name
+        card.update({"data": dict(self.data), "training": dict(self.training)})
+        return yaml.safe_dump(card, sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str, file: str = CARD_FILE) -> ModelCard:
+        """Parse and check an ``architecture.yaml``; a problem names the file and the key."""
+        from nas.yamlio import loads
+
+        return cls._checked(loads(text, file)[0], file)
+
+    @classmethod
+    def _checked(cls, data: Any, file: str) -> ModelCard:
+        if not isinstance(data, dict) or "architecture" not in data:
+            raise ExportError(f"{file}: expected a mapping with an 'architecture' key, e.g. "
+                              "architecture: resnet18|se(r=16)|none|none|eca(k=3)")
+        arch = Architecture.parse(data["architecture"])
+        numbers = {}
+        for key, default in (("num_classes", 10), ("in_chans", 3)):
+            value = data.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ExportError(f"{file}: {key} is {value!r}; expected a positive integer")
+            numbers[key] = value
+        size = data.get("input_size", [224, 224])
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+            raise ExportError(f"{file}: input_size is {size!r}; expected [height, width]")
+        for key in ("data", "training"):
+            if not isinstance(data.get(key) or {}, dict):
+                raise ExportError(f"{file}: {key} is {data[key]!r}; expected a mapping")
+        name = data.get("timm_name")
+        return cls(arch, numbers["num_classes"], numbers["in_chans"], (size[0], size[1]), dict(data.get("data") or {}),
+                   dict(data.get("training") or {}), name if isinstance(name, str) else None)
+
+    def write(self, folder: Path) -> Path:
+        path = folder / CARD_FILE
+        path.write_text(self.to_yaml())
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> ModelCard:
+        """The card of an export folder, or the file itself."""
+        path = Path(path)
+        file = path / CARD_FILE if path.is_dir() else path
+        if not file.is_file():
+            raise ExportError(f"{path}: no {CARD_FILE} here; give an export folder written by nas export "
+                              f"or an {CARD_FILE} file")
+        from nas.yamlio import load
+
+        return cls._checked(load(file)[0], str(file))

@@ -1,0 +1,41 @@
+"""``nas mechanisms``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from nas.cli.base import app
+from nas.cli.console import console
+
+
+
+@app.command("mechanisms")
+def mechanisms_cmd(channels: Optional[int] = typer.Option(
+        None, help="Also show, per integer hyperparameter, the values valid at this channel count.")) -> None:
+    """List the attention mechanisms: hyperparameters with defaults, paper and placement."""
+    import attention
+
+    table = Table(title="Attention mechanisms", show_lines=True, expand=True)
+    for col, ratio in (("name", 1), ("mechanism", 2), ("hyperparameters (default)", 5), ("paper", 2), ("placement", 3)):
+        table.add_column(col, overflow="fold", ratio=ratio)
+    for spec in attention.MECHANISMS.values():
+        hps = []
+        for h in spec.hparams:
+            text = f"{h.name} [{h.short}] = {h.default!r}: {h.describe()}"
+            if channels is not None and h.kind is int and h.choices is None:
+                text += f"\n  valid at {channels}: {_compact(spec.valid_values(h.name, channels))}"
+            hps.append(text)
+        if channels is not None and spec.problems(channels):
+            hps.append(f"defaults invalid at {channels} channels: {spec.problems(channels)[0]}")
+        paper = f"arXiv:{spec.arxiv}" if spec.arxiv else spec.reference.split(";")[0]
+        table.add_row(spec.name, spec.title, escape("\n".join(hps)) or "-", paper,
+                      f"{spec.placement}\n{spec.placement_note}")
+    console.print(table)
+
+
+def _compact(values: list) -> str:
+    return ", ".join(map(str, values)) if len(values) <= 12 else ", ".join(map(str, values[:12])) + ", ..."

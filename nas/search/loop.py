@@ -1,0 +1,295 @@
+"""The search loop: one worker of an Optuna multi-objective study whose trials are architectures of a
+space, trained with Lightning, pruned by multi-objective successive halving, with measured latency.
+
+``decide`` is the scheduling rule (stop, wait, or start a trial) as a pure function of the study's
+progress; ``Search.next`` reads that progress under the study's lock and asks Optuna for the trial;
+``nas.search.trial.Trials`` runs it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import optuna
+from optuna.trial import TrialState
+
+from nas import data as data_mod
+from nas.architecture import Architecture, ArchitectureError
+from nas.cost import release_memory
+from nas.errors import UserError
+from nas.search import confirm as cf
+from nas.search import signals
+from nas.search.locks import GateCallback, LatencyGate, StudyLock
+from nas.search.options import HEARTBEAT_S, check_numbers
+from nas.search.pruning import MOASHA
+from nas.search.samplers import make_sampler
+from nas.search.storage import Heartbeat
+from nas.search.study import (count_states, create_or_resume, fail_dead, fail_stale, finished, front, record_end,
+                              storage_of, stored_trial, trial_id)
+from nas.search.trial import POLL_S, Reporter, Trials
+from nas.space import SearchSpace
+from nas.training import trial_failure
+
+log = logging.getLogger(__name__)
+MAX_FAILURES = 10  # a run stops once this many trials (or --trials, if more) have failed
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who runs a trial: user attribute ``worker``
+
+__all__ = ["Progress", "Reporter", "Search", "SearchResult", "Start", "Stop", "Wait", "decide"]
+
+
+# -- the scheduling rule --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The worker stops: ``reason`` is what the run ends with ("trials", "timeout", "space exhausted",
+    or why too many trials failed)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """The trials still needed are running elsewhere: look again after their outcome."""
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start a trial (``Search.next`` fills in the trial and its architecture)."""
+
+    trial: Any = None
+    arch: Architecture | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the scheduling rule reads from the study."""
+
+    target: int  # --trials: finished (complete or pruned) trials to reach
+    done: int  # complete or pruned trials
+    running: int
+    distinct_done: int  # distinct architectures among the done trials
+    distinct_started: int  # distinct architectures among the done and the running trials
+    space_size: int  # distinct architectures of the space
+    failed: int = 0  # trials failed since this run started (interrupted ones not counted)
+    last_failure: str | None = None
+    elapsed_s: float = 0.0
+    timeout_s: float | None = None
+
+
+def decide(p: Progress) -> Stop | Wait | Start:
+    """Stop when the target is reached, the time is up, trials keep failing or every architecture is
+    done; wait while the trials still needed (or the last architectures) run elsewhere; else start one.
+    With several workers, trials = done + running never exceeds the target, so N workers end with
+    exactly ``target`` finished trials."""
+    if p.done >= p.target:
+        return Stop("trials")
+    if p.timeout_s is not None and p.elapsed_s > p.timeout_s:
+        return Stop("timeout")
+    if p.failed >= max(MAX_FAILURES, p.target):  # something fails every trial: stop, don't spin
+        return Stop(f"{p.failed} trials failed since this run started (last: {p.last_failure})")
+    if p.distinct_done >= p.space_size:
+        return Stop("space exhausted")
+    if p.done + p.running >= p.target or p.distinct_started >= p.space_size:
+        return Wait()
+    return Start()
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchResult:
+    study: optuna.Study
+    counts: dict[str, int]
+    wall_s: float
+    stopped: str
+
+
+@dataclass
+class Search:
+    """One worker of a search. Several of them (processes, machines) may share the study: a worker
+    asks for a trial only while holding the study's lock and only while the finished and running
+    trials are fewer than ``trials`` (``decide``)."""
+
+    space: SearchSpace
+    study_name: str
+    storage: str
+    trials: int
+    timeout: float | None = None
+    seed: int = 0
+    sampler: str = "tpe"
+    prune: bool = True
+    eta: int = 3
+    root: Path = Path("runs")
+    reporter: Reporter = field(default_factory=Reporter)
+    max_epochs: int | None = None
+    worker_index: int = 0  # sampler seed = seed + worker_index: workers must not propose in lockstep
+    heartbeat_s: int = HEARTBEAT_S
+
+    def __post_init__(self) -> None:
+        check_numbers(trials=self.trials, timeout=self.timeout, sampler=self.sampler, eta=self.eta,
+                      heartbeat=self.heartbeat_s)
+        self.epochs = self.max_epochs or self.space.training["epochs"]
+        self.run_dir = self.root / self.study_name
+        self.gate = LatencyGate(self.run_dir)
+        self._started_at = datetime.datetime.now()
+        self._start = time.monotonic()
+
+    def _datamodule(self, seed: int) -> Any:
+        dm = data_mod.datamodule(self.space.data, self.space.input_size, self.space.training["batch_size"], seed)
+        dm.setup("fit")
+        if dm.in_chans != self.space.in_chans:
+            raise UserError(f"{self.space.path}: in_chans is {self.space.in_chans} but the {self.space.data['source']} "
+                            f"data has {dm.in_chans} channel(s); set in_chans: {dm.in_chans}")
+        return dm
+
+    def run(self) -> SearchResult:
+        self._start = time.monotonic()
+        self._started_at = datetime.datetime.now()
+        study = create_or_resume(self.space, self.study_name, self.storage,
+                                 make_sampler(self.sampler, self.seed + self.worker_index), self.heartbeat_s, self.seed)
+        train_seed = cf.study_seed(study)  # every trial of the study trains from the study's seed
+        if train_seed != self.seed:
+            log.warning("study %s trains every trial from its seed %d (--seed %d seeds the sampler only)",
+                        self.study_name, train_seed, self.seed)
+        lock = StudyLock(self.storage, self.study_name, storage_of(study).engine)
+        dm = self._datamodule(train_seed)
+        num_classes = self.space.num_classes or dm.num_classes
+        if "num_classes" not in study.user_attrs:
+            study.set_user_attr("num_classes", num_classes)
+        if "epochs" not in study.user_attrs:
+            study.set_user_attr("epochs", self.epochs)  # what every trial and re-run trains
+        if "val_size" not in study.user_attrs and getattr(dm, "val_set", None) is not None:
+            study.set_user_attr("val_size", len(dm.val_set))
+        self.study, self.lock = study, lock
+        self.work = Trials(self.space, study, self.storage, self.study_name, self.run_dir, dm, num_classes, train_seed,
+                           self.epochs, MOASHA(eta=self.eta) if self.prune else None, self.gate, lock,
+                           self.heartbeat_s, self.reporter)
+        self.reporter.search_start(study, self.trials)
+        while True:
+            signals.defer()  # from asking for a trial until it is inside the try below that records it
+            try:
+                with lock.held():
+                    nxt = self.next()
+            except BaseException:
+                signals.resume(raise_pending=False)
+                raise
+            if isinstance(nxt, Stop):
+                signals.resume()
+                stopped = nxt.reason
+                break
+            if isinstance(nxt, Wait):
+                signals.resume()
+                time.sleep(POLL_S)  # the trials still needed are running elsewhere: wait for their outcome
+                continue
+            self._run(nxt.trial, nxt.arch)
+        if stopped in ("trials", "space exhausted"):
+            self._noise_floor()
+            self._confirm()
+        return SearchResult(study, count_states(study), time.monotonic() - self._start, stopped)
+
+    def next(self) -> Union[Stop, Wait, Start]:
+        """Called with the study's lock held: fail the trials whose worker died, queue the baseline
+        first, then ``decide``. A Start carries the new trial, its architecture sampled and recorded
+        before the lock is released so no other worker starts the same one."""
+        study = self.study
+        fail_stale(study, self.heartbeat_s)
+        trials = study.get_trials(deepcopy=False)
+        for t in trials:  # under the lock, a running trial without a worker lost it before starting
+            if t.state == TrialState.RUNNING and "worker" not in t.user_attrs:
+                fail_dead(study, t, "its worker stopped before the trial started")
+        if not trials:
+            try:
+                params = self.space.params_of(self.space.baseline())
+            except ArchitectureError:
+                log.warning("the space has a stage without 'none': no baseline trial, fronts read without one")
+            else:
+                study.enqueue_trial(params, user_attrs={"baseline": True})
+        step = decide(self.progress(study.get_trials(deepcopy=False)))
+        if not isinstance(step, Start):
+            return step
+        trial = study.ask()
+        try:
+            arch = self.space.sample(trial)
+            trial.set_user_attr("arch", str(arch))
+            trial.set_user_attr("worker", WORKER)
+        except Exception as e:
+            record_end(study, trial, f"failed: {e.__class__.__name__}: {e}"[:1000])
+            raise
+        return Start(trial, arch)
+
+    def progress(self, trials: list[optuna.trial.FrozenTrial]) -> Progress:
+        """The study's progress as ``decide`` reads it."""
+        done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        failed = [t for t in trials if t.state == TrialState.FAIL and t.datetime_start is not None
+                  and t.datetime_start >= self._started_at
+                  and not str(t.user_attrs.get("stop_reason", "")).startswith("interrupted")]
+        distinct = {t.user_attrs.get("arch") for t in done}
+        return Progress(target=self.trials, done=len(done), running=len(running), distinct_done=len(distinct),
+                        distinct_started=len(distinct | {t.user_attrs.get("arch") for t in running}),
+                        space_size=self.space.count(), failed=len(failed),
+                        last_failure=failed[-1].user_attrs.get("stop_reason") if failed else None,
+                        elapsed_s=time.monotonic() - self._start, timeout_s=self.timeout)
+
+    def _run(self, trial: optuna.Trial, arch: Architecture) -> None:
+        """Run one trial with its heartbeat; whatever stops it, it is recorded (an interruption
+        re-raised, a failure of its own recorded and the search goes on, anything else raised)."""
+        study = self.study
+        heartbeat = Heartbeat(storage_of(study), trial_id(trial))
+        try:
+            signals.resume()  # a signal that came meanwhile is raised here, and the trial recorded
+            heartbeat.start()
+            self.work.run(trial, arch)
+        except (KeyboardInterrupt, SystemExit, signals.Interrupted) as e:  # Lightning: Ctrl-C -> SystemExit
+            heartbeat.stop()
+            record_end(study, trial, f"interrupted ({signals.cause()})" if not isinstance(e, SystemExit)
+                       or e.code in (1, 130) else f"interrupted (exit {e.code})")
+            raise e if isinstance(e, signals.Interrupted) else KeyboardInterrupt() from None
+        except Exception as e:
+            heartbeat.stop()
+            if finished(study, trial):  # failed meanwhile by another process (no heartbeat seen)
+                log.warning("trial %d was failed by another process (%s); its retry goes on", trial.number,
+                            stored_trial(study, trial).user_attrs.get("stop_reason"))
+            else:
+                reason = trial_failure(e)  # this trial's own failure (out of memory, NaN): go on
+                record_end(study, trial, f"failed: {reason}" if reason else
+                           f"failed: {e.__class__.__name__}: {e}"[:1000])
+                if reason is None:  # anything else stops the worker, with the trial recorded
+                    raise
+        finally:
+            heartbeat.stop()
+        release_memory()  # the trial's Trainer, model and optimiser sit in reference cycles
+        self.reporter.trial_end(study.get_trials(deepcopy=False)[trial.number])
+        if trial.user_attrs.get("baseline") or self.worker_index == 0:
+            self._noise_floor()
+
+    # -- re-runs: the noise floor and the confirmation of the front ---------------------------------
+
+    def _fit(self) -> cf.Fit:
+        return cf.make_fit(self.space, self.work.dm, self.work.num_classes, self.epochs, self.run_dir,
+                           self.reporter.status, callbacks=[GateCallback(self.gate)])
+
+    def _noise_floor(self) -> None:
+        """Train the baseline from the further noise seeds once it is complete (once per study)."""
+        jobs = cf.pending_noise_runs(self.study)
+        if jobs:
+            cf.run_reruns(self.study, jobs, self._fit(), "noise floor", claim=self.lock.held)
+            release_memory()
+
+    def _confirm(self) -> None:
+        k = self.space.training["confirm"]
+        if k < 1 or self.worker_index != 0:
+            return
+        archs = [t.user_attrs["arch"] for t in front(self.study)]
+        cf.run_reruns(self.study, cf.confirm_jobs(self.study, archs, k), self._fit(), "confirming the front",
+                      claim=self.lock.held)
+        release_memory()

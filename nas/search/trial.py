@@ -1,0 +1,255 @@
+"""One trial of a search, from a sampled architecture to its recorded end:
+
+twin (an architecture is never trained twice) -> params, FLOPs and paired latency -> limits -> training
+with the pruning callback -> ``Outcome`` -> told to the study.
+
+Every trial carries plain user attributes (readable in optuna-dashboard): ``arch``, ``params``,
+``flops``, ``latency_ms``, ``latency_ci_ms``, ``latency_ratio``, ``latency_spread_pct``,
+``latency_target``, ``seed``, ``val_acc_curve``, ``stop_reason`` (and ``infeasible``, ``duplicate_of``,
+``baseline``, ``weights`` where they apply).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from nas.architecture import Architecture
+from nas.artifacts import WEIGHTS_DIR, weights_path
+from nas.cost import LatencyTarget, PairedLatency, PairedMeter, Ratio, model_cost
+from nas.model import build, save_weights
+from nas.search import confirm as cf
+from nas.search.latency import reference_latency_ms
+from nas.search.locks import GateCallback, LatencyGate
+from nas.search.pruning import CURVE, LATENCY, LATENCY_CI, PRUNED_AT, ParetoPruningCallback, TrialRecord
+from nas.search.study import (fail_stale, front, set_system_attr, storage_of, stored_trial, study_id, tell,
+                              trial_id)
+from nas.training import prepare_fit, trial_failure
+
+if TYPE_CHECKING:
+    from nas.search.pruning import MOASHA
+    from nas.space import SearchSpace
+
+POLL_S = 1.0  # how often a worker waiting for another one's trial looks again
+COPIED = ("params", "flops", LATENCY, "latency_spread_pct", "latency_target", LATENCY_CI, "latency_ratio", "seed", CURVE,
+          "infeasible")  # what a duplicate takes over from its twin
+
+
+class Reporter:
+    """What the search tells its display. The CLI's rich display overrides these."""
+
+    def search_start(self, study: optuna.Study, target: int) -> None: ...
+    def trial_start(self, number: int, arch: Architecture) -> None: ...
+    def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None: ...
+    def trial_end(self, trial: optuna.trial.FrozenTrial) -> None: ...
+    def status(self, text: str) -> None:
+        """What the current trial or re-run is doing now (latency, training, re-runs)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a trial ended: the state to tell, the stop reason, and the objective values (complete only)."""
+
+    state: TrialState
+    stop_reason: str
+    values: tuple[float, ...] | None = None
+
+
+@dataclass
+class Trials:
+    """What the trials of one worker share, and how one of them is run (``run``)."""
+
+    space: SearchSpace
+    study: optuna.Study
+    storage_url: str
+    study_name: str
+    run_dir: Path
+    dm: Any
+    num_classes: int
+    train_seed: int
+    epochs: int
+    pruner: MOASHA | None
+    gate: LatencyGate
+    lock: Any  # the study's lock (nas.search.locks.StudyLock)
+    heartbeat_s: int
+    reporter: Reporter = field(default_factory=Reporter)
+
+    def __post_init__(self) -> None:
+        self.target = LatencyTarget.from_space(self.space.latency)
+        self._latency_cache_path = self.run_dir / "latency.json"
+        self._meter: PairedMeter | None = None
+
+    # -- one trial --------------------------------------------------------------------------------
+
+    def run(self, trial: optuna.Trial, arch: Architecture) -> None:
+        """Run ``trial`` (its architecture ``arch``) to its end and tell the study. A failure that belongs
+        to the trial alone (out of memory, NaN) is recorded as FAIL; anything else is raised."""
+        self.reporter.trial_start(trial.number, arch)
+        outcome = self._outcome(trial, arch)
+        trial.set_user_attr("stop_reason", outcome.stop_reason)
+        if outcome.state == TrialState.COMPLETE:
+            tell(self.study, trial, list(outcome.values or ()))
+            self._drop_stale_weights()
+        else:
+            tell(self.study, trial, state=outcome.state)
+
+    def _outcome(self, trial: optuna.Trial, arch: Architecture) -> Outcome:
+        previous = self._twin(trial, arch)
+        if previous is not None:  # never train an architecture twice: copy its outcome
+            return self._copy(trial, previous)
+        measured = time.perf_counter()
+        cost = model_cost(arch, self.num_classes, self.space.input_size, self.space.in_chans)
+        lat, cached = self._latency(arch)
+        latency, (lat_lo, lat_hi) = lat.ms, lat.interval_ms
+        latency_s = time.perf_counter() - measured
+        trial.set_user_attr("params", cost.params)
+        trial.set_user_attr("flops", cost.flops)
+        trial.set_user_attr(LATENCY, round(latency, 4))
+        trial.set_user_attr(LATENCY_CI, [round(lat_lo, 4), round(lat_hi, 4)])
+        trial.set_user_attr("latency_ratio", round(lat.ratio.median, 5))
+        trial.set_user_attr("latency_spread_pct", round(lat.spread, 2))
+        trial.set_user_attr("latency_target", self.target.key())
+        violations = self._constraints(trial, latency, cost.params, cost.flops)
+        if violations:
+            trial.set_user_attr("infeasible", True)
+            return Outcome(TrialState.PRUNED, "infeasible: " + "; ".join(violations))
+
+        started = time.perf_counter()
+        trial.set_user_attr("seed", self.train_seed)
+        noise = cf.noise_of(self.study)
+        self.reporter.status(("latency cached; " if cached else "") + "training")
+        ddp = self.space.training["devices"] > 1  # spawned ranks: nothing unpicklable in the callbacks
+        record = TrialRecord(self.storage_url, study_id(self.study), trial_id(trial), trial.number,
+                             storage_of(self.study))
+        callback = ParetoPruningCallback(
+            record, (latency, lat_lo, lat_hi), self.epochs, self.pruner, exempt=bool(trial.user_attrs.get("baseline")),
+            on_epoch=None if ddp else (lambda e, acc: self.reporter.epoch(trial.number, e, self.epochs, acc)),
+            noise_sd=noise.sd if noise else ())
+        fitting = prepare_fit(arch, self.train_seed, self.dm, self.space.training, self.num_classes,
+                              self.space.in_chans, epochs=self.epochs, callbacks=[callback, GateCallback(self.gate)],
+                              log_dir=self.run_dir / "trials" / str(trial.number))
+        try:
+            fitting.run()
+        except Exception as e:
+            reason = trial_failure(e)
+            if reason is None:
+                raise
+            return Outcome(TrialState.FAIL, f"failed: {reason}")
+        stored = stored_trial(self.study, trial).user_attrs  # rank 0 wrote them (DDP: elsewhere)
+        curve = stored.get(CURVE, [])
+        trial.set_user_attr("seconds_trial", round(time.perf_counter() - started + latency_s, 3))
+        if PRUNED_AT in stored:
+            return Outcome(TrialState.PRUNED, stored[PRUNED_AT])
+        if not curve or len(curve) < self.epochs:
+            return Outcome(TrialState.FAIL, f"failed: training stopped after {len(curve)} of {self.epochs} epochs")
+        values = {"accuracy": curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
+        trial.set_user_attr("weights", str(self._save_weights(trial.number, arch, fitting.module.model)))
+        return Outcome(TrialState.COMPLETE, f"completed {len(curve)} epochs",
+                       tuple(values[o] for o in self.space.objectives))
+
+    # -- duplicates -------------------------------------------------------------------------------
+
+    def _twin(self, trial: optuna.Trial, arch: Architecture) -> optuna.trial.FrozenTrial | None:
+        """A finished trial of the same architecture, waiting first for one that is running (started
+        earlier, by another worker): an architecture is never trained twice at the same time. While
+        waiting it fails silent trials, so a twin whose worker died does not hold it forever."""
+        while True:
+            with self.lock.held():
+                fail_stale(self.study, self.heartbeat_s)
+            same = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("arch") == str(arch)
+                    and t.number != trial.number]
+            done = [t for t in same if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+            if done:
+                return done[0]
+            if not any(t.state == TrialState.RUNNING and t.number < trial.number for t in same):
+                return None
+            time.sleep(POLL_S)
+
+    def _copy(self, trial: optuna.Trial, previous: optuna.trial.FrozenTrial) -> Outcome:
+        for key in COPIED:
+            if key in previous.user_attrs:
+                trial.set_user_attr(key, previous.user_attrs[key])
+        for key, value in previous.system_attrs.items():  # both constraint formats, as stored
+            if key == "constraints" or key.startswith("constraints:"):
+                set_system_attr(self.study, trial, key, value)
+        trial.set_user_attr("duplicate_of", previous.number)
+        reason = f"duplicate of trial {previous.number}"
+        if previous.state == TrialState.COMPLETE:
+            return Outcome(TrialState.COMPLETE, reason, tuple(previous.values))
+        return Outcome(TrialState.PRUNED, reason)
+
+    # -- latency ----------------------------------------------------------------------------------
+
+    def _paired_meter(self) -> PairedMeter:
+        """The meter of this worker: the space's plain backbone as the reference, timed beside every
+        candidate; its quiet latency is the study's (``reference_latency_ms``)."""
+        if self._meter is None:
+            reference = build(self.space.baseline(), self.num_classes, self.space.in_chans, init_seed=0)
+            meter = PairedMeter(self.target, reference, self.space.in_chans)
+            with self.gate.measuring():  # no worker of this machine trains meanwhile
+                ms = reference_latency_ms(self.study, self.target, str(self.space.baseline()),
+                                          lambda: meter.reference_ms, self.lock)
+            self._meter = PairedMeter(self.target, reference, self.space.in_chans, ms)
+        return self._meter
+
+    def _latency(self, arch: Architecture) -> tuple[PairedLatency, bool]:
+        """The architecture's paired latency (ratio to the plain backbone, timed interleaved with it, x
+        the study's reference latency) and whether it came from the cache (runs/<study>/latency.json,
+        by architecture and target). Measured while no other worker on this machine trains."""
+        meter = self._paired_meter()
+        key = f"{arch}@{self.target.key()}"
+        path = self._latency_cache_path
+        with self.gate.measuring():
+            cache = json.loads(path.read_text()) if path.exists() else {}
+            hit = isinstance(cache.get(key), dict)
+            if not hit:
+                self.reporter.status(f"measuring latency against {self.space.baseline().backbone} (interleaved)")
+                ratio = meter.ratios([build(arch, self.num_classes, self.space.in_chans, init_seed=0)])[0]
+                cache[key] = {"ratios": [round(r, 6) for r in ratio.samples]}
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(cache))
+                tmp.replace(path)
+        return PairedLatency(Ratio(tuple(cache[key]["ratios"])), meter.reference_ms), hit
+
+    # -- limits -----------------------------------------------------------------------------------
+
+    def _constraints(self, trial: optuna.Trial, latency: float, params: int, flops: int) -> list[str]:
+        limits = self.space.limits
+        checks = [("latency_ms", latency, limits["max_latency_ms"], "ms"), ("params", params, limits["max_params"], ""),
+                  ("flops", flops, limits["max_flops"], "")]
+        violations, legacy = [], []
+        for name, value, limit, unit in checks:
+            if limit is None:
+                continue
+            excess = float(value) - float(limit)
+            trial.set_constraint(name, excess)
+            legacy.append(excess)
+            if excess > 0:
+                violations.append(f"{name} {value:,.4g}{unit} > limit {limit:,.4g}{unit}")
+        if legacy:  # optuna-dashboard 0.21 reads only the legacy list form
+            set_system_attr(self.study, trial, "constraints", legacy)
+        return violations
+
+    # -- weights of the front ---------------------------------------------------------------------
+
+    def _save_weights(self, number: int, arch: Architecture, model: torch.nn.Module) -> Path:
+        """The final weights of a complete trial (those its accuracy was measured with), written before
+        the trial is marked complete so a complete trial never lacks them."""
+        return save_weights(model, weights_path(self.run_dir, number),
+                            {"arch": str(arch), "trial": str(number), "study": self.study_name})
+
+    def _drop_stale_weights(self) -> None:
+        """Keep the weights of the current front only, so disk use stays bounded by the front's size."""
+        keep = {weights_path(self.run_dir, t.number).name for t in front(self.study)}
+        for path in (self.run_dir / WEIGHTS_DIR).glob("trial_*.safetensors"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)

@@ -1,0 +1,409 @@
+"""Search-space YAML files -> validated SearchSpace.
+
+Validation reports every problem at once, each with the file, the key path (``stages[2].mechanisms.se
+.reduction``), the line, what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import attention
+
+from nas import backbone as bb
+from nas.architecture import NONE, NUMBER_TEXT
+from nas.errors import UserError
+from nas.space import Option, SearchSpace, StageSpace
+from nas.yamlio import load
+
+DATA_SOURCES: dict[str, dict[str, Any]] = {
+    # source: {key: (type, default)}; the data module documents each key
+    "digits": {"canvas": (int, 32), "train": (int, 3000), "val": (int, 1000), "test": (int, 1000),
+               "clutter": (int, 2), "noise": (float, 0.1), "seed": (int, 0)},
+    "imagefolder": {"root": (str, None), "val_split": (float, 0.2), "on_error": (("raise", "skip"), "raise")},
+    "cifar10": {"root": (str, "data"), "download": (bool, True)},
+    "cifar100": {"root": (str, "data"), "download": (bool, True)},
+}
+DATA_COMMON = {"num_workers": (int, 0)}
+
+TRAINING = {
+    "epochs": (int, 6), "batch_size": (int, 128), "optimizer": (("adamw", "sgd"), "adamw"),
+    "lr": (float, 2e-3), "weight_decay": (float, 0.05), "momentum": (float, 0.9),
+    "schedule": (("onecycle", "cosine", "constant"), "onecycle"),
+    "precision": (("32", "16-mixed", "bf16-mixed"), "32"), "channels_last": (bool, False),
+    "devices": (int, 1), "seed": (int, 0),
+    "noise_seeds": (int, 3),  # the baseline trained from this many seeds: the search's noise floor
+    "confirm": (int, 0),  # when the trials are done: the front and the baseline re-trained from this many fresh seeds
+}
+LATENCY = {"device": (str, "cpu"), "batch_size": (int, 1), "input_size": (int, 224), "threads": (int, 1),
+           "warmup": (int, 5), "repeats": (int, 30)}
+LIMITS = {"max_latency_ms": (float, None), "max_params": (float, None), "max_flops": (float, None)}
+OBJECTIVES = ("accuracy", "latency", "params", "flops")
+TOP_LEVEL = ("name", "backbone", "input_size", "in_chans", "num_classes", "data", "stages", "training",
+             "objectives", "latency", "limits")
+
+
+
+
+@dataclass
+class Problem:
+    path: str
+    message: str
+    line: int | None = None
+
+
+class SpaceError(UserError):
+    """All problems of a search-space file."""
+
+    def __init__(self, file: str, problems: list[Problem]):
+        self.file, self.problems = file, problems
+        lines = [f"{file}: {len(problems)} problem{'s' if len(problems) != 1 else ''}"]
+        for p in problems:
+            where = f"{file}:{p.line}" if p.line else file
+            lines.append(f"  {where}: {p.path}: {p.message}" if p.path else f"  {where}: {p.message}")
+        super().__init__("\n".join(lines))
+
+
+class _Checker:
+    def __init__(self, file: str):
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, message: str, line: int | None = None) -> None:
+        self.problems.append(Problem(path, message, line))
+
+    @staticmethod
+    def line(container: Any, key: Any) -> int | None:
+        lines = getattr(container, "lines", None)
+        if isinstance(lines, dict):
+            return lines.get(key)
+        if isinstance(lines, list) and isinstance(key, int) and key < len(lines):
+            return lines[key]
+        return None
+
+    def section(self, data: Mapping, key: str, schema: Mapping[str, tuple], path: str | None = None) -> dict:
+        """Validate ``data[key]`` as a mapping against {name: (type or choices, default)}."""
+        path = path or key
+        raw = data.get(key) if isinstance(data, Mapping) else None
+        out = {k: d for k, (_, d) in schema.items()}
+        if raw is None:
+            return out
+        if not isinstance(raw, Mapping):
+            self.add(path, f"expected a mapping, got {type(raw).__name__} {raw!r}", self.line(data, key))
+            return out
+        for k, v in raw.items():
+            where = f"{path}.{k}"
+            if k not in schema:
+                self.add(where, f"unknown key; allowed: {', '.join(schema)}", self.line(raw, k))
+                continue
+            ok, value = _typed(v, schema[k][0])
+            if not ok:
+                self.add(where, f"{v!r} is not allowed; expected {_describe_type(schema[k][0])}", self.line(raw, k))
+            else:
+                out[k] = value
+        return out
+
+
+def _yaml_float(v: Any) -> Any:
+    """PyYAML (YAML 1.1) reads ``1e-4`` and ``12.0e6`` as strings (its floats need a dot and a signed
+    exponent); where a number is expected, such a string is read as the number it spells."""
+    if isinstance(v, str) and NUMBER_TEXT.match(v.strip()):
+        return float(v)
+    return v
+
+
+def _typed(v: Any, kind: Any) -> tuple[bool, Any]:
+    if kind is float:
+        v = _yaml_float(v)
+    if isinstance(kind, tuple):
+        return (str(v) in kind and not isinstance(v, bool), str(v))
+    if kind is bool:
+        return isinstance(v, bool), v
+    if kind is int:
+        if isinstance(v, bool):
+            return False, v
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        return isinstance(v, int) and v >= 0, v
+    if kind is float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            return False, v
+        return True, float(v)
+    if kind is str:
+        return isinstance(v, str) and bool(v), v
+    return False, v
+
+
+def _describe_type(kind: Any) -> str:
+    if isinstance(kind, tuple):
+        return "one of " + ", ".join(repr(k) for k in kind)
+    return {bool: "true or false", int: "a non-negative integer", float: "a non-negative number",
+            str: "a non-empty string"}[kind]
+
+
+def _as_list(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, list) else [v]
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space YAML file; raises SpaceError listing every problem."""
+    path = Path(path)
+    data, duplicates = load(path)
+    c = _Checker(str(path))
+    for key, first, again in duplicates:
+        c.add("", f"duplicate key {key!r} (first at line {first}); each key may appear once", again)
+    if not isinstance(data, Mapping):
+        c.add("", f"the file must be a mapping with keys {', '.join(TOP_LEVEL)}; got {type(data).__name__}")
+        raise SpaceError(str(path), c.problems)
+    for key in data:
+        if key not in TOP_LEVEL:
+            c.add(str(key), f"unknown key; allowed: {', '.join(TOP_LEVEL)}", c.line(data, key))
+
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        c.add("name", f"{name!r} is not allowed; use letters, digits, '.', '_' and '-'", c.line(data, "name"))
+        name = path.stem
+
+    input_size = _input_size(c, data, "input_size", data.get("input_size", 224))
+    in_chans = data.get("in_chans", 3)
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        c.add("in_chans", f"{in_chans!r} is not allowed; expected a positive integer", c.line(data, "in_chans"))
+        in_chans = 3
+    num_classes = data.get("num_classes", "auto")
+    if num_classes == "auto":
+        num_classes = None
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        c.add("num_classes", f"{num_classes!r} is not allowed; expected an integer >= 2 or 'auto'",
+              c.line(data, "num_classes"))
+        num_classes = None
+
+    data_cfg = _data_section(c, data)
+    training = _training_section(c, data)
+    latency = c.section(data, "latency", LATENCY)
+    for key in ("batch_size", "input_size", "threads", "repeats"):
+        if latency[key] < 1:
+            c.add(f"latency.{key}", f"{latency[key]!r} is not allowed; expected an integer >= 1",
+                  c.line(data.get("latency") or {}, key))
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", latency["device"]):
+        c.add("latency.device", f"{latency['device']!r} is not allowed; expected cpu, cuda or cuda:N",
+              c.line(data.get("latency") or {}, "device"))
+    limits = c.section(data, "limits", LIMITS)
+    for key, value in limits.items():
+        if value is not None and value <= 0:
+            c.add(f"limits.{key}", f"{value!r} is not allowed; expected a positive number (or leave it out)",
+                  c.line(data.get("limits") or {}, key))
+    objectives = _objectives(c, data)
+
+    backbone_name = data.get("backbone")
+    stage_infos: tuple[bb.StageInfo, ...] = ()
+    if backbone_name is None:
+        c.add("backbone", "missing; give a timm model name such as resnet18")
+    else:
+        reason = bb.check_model_name(backbone_name)
+        if reason:
+            c.add("backbone", reason, c.line(data, "backbone"))
+        else:
+            try:
+                stage_infos = bb.describe(backbone_name, input_size, in_chans)
+            except RuntimeError as e:
+                c.add("input_size", f"{list(input_size)} is too small for {backbone_name}: {str(e).splitlines()[0]}",
+                      c.line(data, "input_size"))
+    stages = _stages(c, data, stage_infos) if stage_infos else ()
+    if c.problems:
+        raise SpaceError(str(path), c.problems)
+    return SearchSpace(
+        path=str(path), name=name, backbone=backbone_name, input_size=input_size, in_chans=in_chans,
+        num_classes=num_classes, data=data_cfg, stages=stages, stage_indices=tuple(s.index for s in stage_infos),
+        training=training, objectives=objectives, latency=latency, limits=limits,
+        builtin_stages=tuple(s.index for s in stage_infos if any(s.builtin.values())))
+
+
+def _input_size(c: _Checker, data: Mapping, key: str, value: Any) -> tuple[int, int]:
+    v = _as_list(value)
+    if len(v) == 1:
+        v = v * 2
+    if len(v) != 2 or any(isinstance(x, bool) or not isinstance(x, int) or x < 8 for x in v):
+        c.add(key, f"{value!r} is not allowed; expected an integer >= 8 or [height, width]", c.line(data, key))
+        return (224, 224)
+    return (v[0], v[1])
+
+
+def _objectives(c: _Checker, data: Mapping) -> tuple[str, ...]:
+    raw = data.get("objectives", ["accuracy", "latency"])
+    values = _as_list(raw)
+    bad = [v for v in values if v not in OBJECTIVES]
+    line = c.line(data, "objectives")
+    if bad or len(values) != 2 or len(set(values)) != 2 or "accuracy" not in values:
+        c.add("objectives", f"{raw!r} is not allowed; expected accuracy and one of latency, params, flops "
+                            "(e.g. [accuracy, latency])", line)
+        return ("accuracy", "latency")
+    return ("accuracy", next(v for v in values if v != "accuracy"))
+
+
+def _training_section(c: _Checker, data: Mapping) -> dict[str, Any]:
+    training = c.section(data, "training", TRAINING)
+    if training["confirm"] < 0 or training["confirm"] == 1:
+        c.add("training.confirm", f"{training['confirm']!r} is not allowed; expected 0 (no confirmation) or an "
+              "integer >= 2 (one seed gives no interval; 3 or more give intervals worth reading)",
+              c.line(data.get("training") or {}, "confirm"))
+    for key in ("epochs", "batch_size", "devices", "noise_seeds"):
+        if training[key] < 1:
+            c.add(f"training.{key}", f"{training[key]!r} is not allowed; expected an integer >= 1",
+                  c.line(data.get("training") or {}, key))
+    return training
+
+
+def data_and_training(file: str, data: Mapping) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``data`` and ``training`` sections of ``data`` (a space or an export's architecture.yaml),
+    validated and completed with defaults as in a space; SpaceError lists every problem."""
+    c = _Checker(file)
+    out = _data_section(c, data), _training_section(c, data)
+    if c.problems:
+        raise SpaceError(file, c.problems)
+    return out
+
+
+def _data_section(c: _Checker, data: Mapping) -> dict[str, Any]:
+    raw = data.get("data") or {"source": "digits"}
+    if not isinstance(raw, Mapping):
+        c.add("data", f"expected a mapping with 'source'; got {raw!r}", c.line(data, "data"))
+        return {"source": "digits"}
+    source = raw.get("source", "digits")
+    if source not in DATA_SOURCES:
+        c.add("data.source", f"{source!r} is not allowed; one of {', '.join(DATA_SOURCES)}", c.line(raw, "source"))
+        return {"source": "digits"}
+    schema = {"source": (tuple(DATA_SOURCES), "digits"), **DATA_SOURCES[source], **DATA_COMMON}
+    out = c.section({"data": raw}, "data", schema)
+    if source == "imagefolder" and not out.get("root"):
+        c.add("data.root", "missing; the folder with train/ and val/ (or class) subfolders", c.line(data, "data"))
+    if source == "imagefolder" and not 0 < out["val_split"] < 1:
+        c.add("data.val_split", f"{out['val_split']!r} is not allowed; expected a number in (0, 1)", c.line(raw, "val_split"))
+    return out
+
+
+def _stages(c: _Checker, data: Mapping, infos: tuple[bb.StageInfo, ...]) -> tuple[StageSpace, ...]:
+    raw = data.get("stages")
+    by_index = {s.index: s for s in infos}
+    allowed_idx = ", ".join(str(s.index) for s in infos)
+    if raw is None:
+        c.add("stages", f"missing; a list of stages to search ({data.get('backbone')} has stages {allowed_idx})")
+        return ()
+    if not isinstance(raw, list) or not raw:
+        c.add("stages", f"expected a non-empty list of stages; got {raw!r}", c.line(data, "stages"))
+        return ()
+    out: list[StageSpace] = []
+    seen: dict[int, int] = {}
+    for k, entry in enumerate(raw):
+        path, line = f"stages[{k}]", c.line(raw, k)
+        if not isinstance(entry, Mapping):
+            c.add(path, f"expected a mapping with 'stage' and 'mechanisms'; got {entry!r}", line)
+            continue
+        for key in entry:
+            if key not in ("stage", "mechanisms", "replace_builtin"):
+                c.add(f"{path}.{key}", "unknown key; allowed: stage, mechanisms, replace_builtin", c.line(entry, key))
+        index = entry.get("stage")
+        if isinstance(index, bool) or not isinstance(index, int) or index not in by_index:
+            c.add(f"{path}.stage", f"{index!r} is not a stage of {data.get('backbone')}; its stages with blocks "
+                                   f"are {allowed_idx} (feature_info indices)", c.line(entry, "stage") or line)
+            continue
+        if index in seen:
+            c.add(f"{path}.stage", f"stage {index} is already described at stages[{seen[index]}]", c.line(entry, "stage"))
+            continue
+        seen[index] = k
+        replace = entry.get("replace_builtin", False)
+        if not isinstance(replace, bool):
+            c.add(f"{path}.replace_builtin", f"{replace!r} is not allowed; expected true or false",
+                  c.line(entry, "replace_builtin"))
+            replace = False
+        options = _options(c, path, entry, by_index[index], replace, data.get("backbone"))
+        if options:
+            out.append(StageSpace(index, tuple(options), replace))
+    return tuple(sorted(out, key=lambda s: s.index))
+
+
+def _options(c: _Checker, path: str, entry: Mapping, info: bb.StageInfo, replace: bool, backbone: str) -> list[Option]:
+    mechs = entry.get("mechanisms")
+    mpath = f"{path}.mechanisms"
+    if not isinstance(mechs, Mapping) or not mechs:
+        c.add(mpath, f"expected a non-empty mapping of mechanism -> hyperparameter choices (use 'none' for no "
+                     f"attention); got {mechs!r}", c.line(entry, "mechanisms") or c.line(entry, "stage"))
+        return []
+    options = []
+    for mname, cfg in mechs.items():
+        where, line = f"{mpath}.{mname}", c.line(mechs, mname)
+        if mname == NONE:
+            if cfg not in (None, {}):
+                c.add(where, f"'none' takes no hyperparameters; got {cfg!r}", line)
+            options.append(Option(NONE, (), (None,)))
+            continue
+        try:
+            spec = attention.get_spec(str(mname))
+        except attention.UnknownMechanismError:
+            c.add(where, f"unknown mechanism {mname!r}; allowed: none, {', '.join(attention.MECHANISMS)}", line)
+            continue
+        if cfg is None:
+            cfg = {}
+        if not isinstance(cfg, Mapping):
+            c.add(where, f"expected a mapping of hyperparameter -> value or list of values; got {cfg!r}", line)
+            continue
+        placements = _placements(c, where, cfg, spec, info, replace)
+        hparams = []
+        for h in spec.hparams:
+            given = [k for k in cfg if k != "placement" and spec.find(str(k)) is h]
+            key = given[0] if given else None
+            values = _as_list(cfg[key]) if key is not None else [h.default]
+            hwhere = f"{where}.{key or h.name}"
+            hline = c.line(cfg, key) if key is not None else line
+            if not values:
+                c.add(hwhere, f"empty list of choices; allowed: {h.describe()}", hline)
+                continue
+            if len(set(map(repr, values))) != len(values):
+                c.add(hwhere, f"{values!r} lists a value twice", hline)
+            if h.kind is float:
+                values = [_yaml_float(v) for v in values]
+            good = []
+            for v in values:
+                try:
+                    good.append(h.coerce(spec.name, v))
+                except attention.HyperparameterError:
+                    c.add(hwhere, f"{v!r} is not allowed; {h.describe()}", hline)
+            for v in good:
+                for place in placements:
+                    for ch in info.channels.get(place, []):
+                        for err in spec.problems(ch, **{h.name: v}):
+                            if err.name == h.name:
+                                default_note = "" if key is not None else " (the default)"
+                                c.add(hwhere, f"{v!r}{default_note} is not allowed at {ch} channels "
+                                              f"({place} of stage {info.index}): {err.allowed}", hline)
+            hparams.append((h.name, tuple(good)))
+        for key in cfg:
+            if key != "placement" and spec.find(str(key)) is None:
+                known = ", ".join(f"{h.name} ({h.short})" for h in spec.hparams) or "none"
+                c.add(f"{where}.{key}", f"unknown hyperparameter of {spec.name}; allowed: {known}, placement",
+                      c.line(cfg, key))
+        if placements:
+            options.append(Option(spec.name, tuple(hparams), tuple(placements)))
+    return options
+
+
+def _placements(c: _Checker, where: str, cfg: Mapping, spec: attention.MechanismSpec, info: bb.StageInfo,
+                replace: bool) -> list[str]:
+    if "placement" in cfg:
+        values = _as_list(cfg["placement"])
+        line = c.line(cfg, "placement")
+    else:  # the paper's placement where the blocks offer it, else after the stage
+        values = [spec.placement if spec.placement in info.placements else "stage_output"]
+        line = None
+    good = []
+    for p in values:
+        problem = bb.placement_problem(spec.name, p, info.index, info.placements, info.builtin, replace,
+                                       bb.REPLACE_BY_YAML)
+        if problem:
+            c.add(f"{where}.placement", problem, line or c.line(cfg, "placement"))
+        else:
+            good.append(p)
+    return good

@@ -50,11 +50,33 @@ from .sk import SelectiveKernel
 from .squeeze import ECA, SE, SOCA, eca_kernel_size
 
 __all__ = [
-    "MECHANISMS", "PLACEMENTS", "Attention", "HParam", "HyperparameterError", "MechanismSpec",
-    "UnknownMechanismError", "create", "attn_layer", "get_spec", "known_names", "eca_kernel_size",
-    "mechanism", "register", "unregister",
-    "SE", "ECA", "SOCA", "CBAM", "GAM", "CoordAtt", "SimAM", "NAM", "ShuffleAttention",
-    "CrissCrossAttention", "S2Attention", "SelectiveKernel",
+    "MECHANISMS",
+    "PLACEMENTS",
+    "Attention",
+    "HParam",
+    "HyperparameterError",
+    "MechanismSpec",
+    "UnknownMechanismError",
+    "create",
+    "attn_layer",
+    "get_spec",
+    "known_names",
+    "eca_kernel_size",
+    "mechanism",
+    "register",
+    "unregister",
+    "SE",
+    "ECA",
+    "SOCA",
+    "CBAM",
+    "GAM",
+    "CoordAtt",
+    "SimAM",
+    "NAM",
+    "ShuffleAttention",
+    "CrissCrossAttention",
+    "S2Attention",
+    "SelectiveKernel",
 ]
 
 

@@ -7,13 +7,13 @@ space can validate user input ("is reduction=32 valid at 64 channels?") and enum
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 # Where a mechanism sits inside a block. Values are the vocabulary of the whole project.
 PLACEMENTS: dict[str, str] = {
-    "residual": "on the residual branch after its last normalisation, before the addition "
-    "(the SE/CBAM/ECA slot)",
+    "residual": "on the residual branch after its last normalisation, before the addition (the SE/CBAM/ECA slot)",
     "post_conv3x3": "right after the block's 3x3 (or depthwise) convolution, before its normalisation",
     "post_conv3x3_act": "after the block's 3x3 (or depthwise) convolution, normalisation and "
     "activation, before the projecting 1x1 convolution",
@@ -35,8 +35,7 @@ class HyperparameterError(ValueError):
     given channel count). Carries the pieces a caller needs to report it."""
 
     def __init__(self, mechanism: str, name: str, value: Any, allowed: str, channels: int | None = None):
-        self.mechanism, self.name, self.value, self.allowed, self.channels = (
-            mechanism, name, value, allowed, channels)
+        self.mechanism, self.name, self.value, self.allowed, self.channels = (mechanism, name, value, allowed, channels)
         where = f" at {channels} channels" if channels is not None else ""
         super().__init__(f"{mechanism}: {name}={value!r} is not allowed{where}; {allowed}")
 
@@ -97,8 +96,10 @@ class HParam:
             value = float(value)
             if not math.isfinite(value):
                 raise HyperparameterError(mechanism, self.name, value, f"allowed: {self.describe()}")
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high) or (
-            self.odd and value % 2 == 0
+        if (
+            (self.low is not None and value < self.low)
+            or (self.high is not None and value > self.high)
+            or (self.odd and value % 2 == 0)
         ):
             raise HyperparameterError(mechanism, self.name, value, f"allowed: {self.describe()}")
         return value
@@ -140,16 +141,16 @@ class MechanismSpec:
         h = self.find(name)
         if h is None:
             known = ", ".join(f"{h.name} ({h.short})" for h in self.hparams) or "none"
-            raise HyperparameterError(self.name, name, value,
-                                      f"unknown hyperparameter; {self.name} accepts: {known}")
+            raise HyperparameterError(self.name, name, value, f"unknown hyperparameter; {self.name} accepts: {known}")
         return h
 
     def problems(self, channels: Any, **hparams: Any) -> list[HyperparameterError]:
         """Every reason why ``create(self.name, channels, **hparams)`` would be refused (empty when valid)."""
         errors: list[HyperparameterError] = []
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < self.min_channels:
-            errors.append(HyperparameterError(self.name, "channels", channels,
-                                              f"allowed: an integer >= {self.min_channels}"))
+            errors.append(
+                HyperparameterError(self.name, "channels", channels, f"allowed: an integer >= {self.min_channels}")
+            )
             return errors
         resolved = self.defaults
         for key, value in hparams.items():
@@ -178,8 +179,9 @@ class MechanismSpec:
     def is_valid(self, channels: int, **hparams: Any) -> bool:
         return not self.problems(channels, **hparams)
 
-    def valid_values(self, name: str, channels: int, candidates: Iterable[Any] | None = None,
-                     **others: Any) -> list[Any]:
+    def valid_values(
+        self, name: str, channels: int, candidates: Iterable[Any] | None = None, **others: Any
+    ) -> list[Any]:
         """The values of hyperparameter ``name`` accepted at ``channels`` (other hyperparameters at
         their defaults unless given). Integers are enumerated up to ``channels`` when no candidates
         are given; continuous hyperparameters need explicit candidates."""
@@ -207,8 +209,10 @@ def register(spec: MechanismSpec) -> MechanismSpec:
         raise ValueError(f"unknown placement {spec.placement!r}; allowed: {', '.join(PLACEMENTS)}")
     taken = [a for a in (spec.name, *spec.aliases) if a.lower() in _ALIASES]
     if taken:
-        raise ValueError(f"mechanism name {taken[0]!r} is already registered (for {_ALIASES[taken[0].lower()]}); "
-                         "choose another name, or unregister the first")
+        raise ValueError(
+            f"mechanism name {taken[0]!r} is already registered (for {_ALIASES[taken[0].lower()]}); "
+            "choose another name, or unregister the first"
+        )
     MECHANISMS[spec.name] = spec
     for alias in (spec.name, *spec.aliases):
         _ALIASES[alias.lower()] = spec.name

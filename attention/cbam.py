@@ -61,8 +61,9 @@ def _gam_rule(channels: int, hp: dict) -> list[tuple[str, str]]:
     g, hidden = hp["groups"], channels // hp["reduction"]
     if channels % g or hidden % g:
         ok = [d for d in divisors(channels) if hidden % d == 0]
-        errors.append(("groups", f"must divide both channels ({channels}) and channels // reduction "
-                                 f"({hidden}); valid here: {ok}"))
+        errors.append(
+            ("groups", f"must divide both channels ({channels}) and channels // reduction ({hidden}); valid here: {ok}")
+        )
     return errors
 
 
@@ -74,10 +75,16 @@ def _gam_rule(channels: int, hp: dict) -> list[tuple[str, str]]:
     placement="residual",
     placement_note="the paper gives no code; used like CBAM, on the residual branch before the addition",
     hparams=(
-        HParam("reduction", "r", 4, int, "reduction ratio of the channel MLP and of the spatial convolutions",
-               low=1),
-        HParam("groups", "g", 1, int, "groups of the two 7x7 convolutions (>1: grouped, with a channel "
-               "shuffle between them, the paper's variant for ResNet-50)", low=1),
+        HParam("reduction", "r", 4, int, "reduction ratio of the channel MLP and of the spatial convolutions", low=1),
+        HParam(
+            "groups",
+            "g",
+            1,
+            int,
+            "groups of the two 7x7 convolutions (>1: grouped, with a channel "
+            "shuffle between them, the paper's variant for ResNet-50)",
+            low=1,
+        ),
     ),
     rule=_gam_rule,
 )

@@ -20,8 +20,15 @@ from ._registry import HParam
     "not a per-block module in the paper",
     hparams=(
         HParam("reduction", "r", 8, int, "query/key width = channels // r (official 8)", low=1),
-        HParam("recurrence", "R", 2, int, "times the module is applied with shared weights (R=2 reaches "
-               "every pixel)", low=1, high=4),
+        HParam(
+            "recurrence",
+            "R",
+            2,
+            int,
+            "times the module is applied with shared weights (R=2 reaches every pixel)",
+            low=1,
+            high=4,
+        ),
     ),
     rule=floor_div_rule("reduction", "query/key width"),
 )

@@ -27,7 +27,7 @@ def spatial_shift(t: torch.Tensor, first_dim: int) -> torch.Tensor:
     bounds = [0, c // 4, c // 2, (3 * c) // 4, c]
     other = 2 if first_dim == 1 else 1
     moves = [(first_dim, 1), (first_dim, -1), (other, 1), (other, -1)]
-    parts = [shift(t[..., bounds[i]:bounds[i + 1]], d, s) for i, (d, s) in enumerate(moves)]
+    parts = [shift(t[..., bounds[i] : bounds[i + 1]], d, s) for i, (d, s) in enumerate(moves)]
     return torch.cat(parts, -1)
 
 

@@ -13,8 +13,13 @@ def _sa_rule(channels: int, hp: dict) -> list[tuple[str, str]]:
     g = hp["groups"]
     if channels % (2 * g):
         ok = [d for d in divisors(channels) if channels % (2 * d) == 0]
-        return [("groups", f"channels must be divisible by 2 * groups (each group is split into a channel "
-                           f"half and a spatial half); valid groups at {channels} channels: {ok}")]
+        return [
+            (
+                "groups",
+                f"channels must be divisible by 2 * groups (each group is split into a channel "
+                f"half and a spatial half); valid groups at {channels} channels: {ok}",
+            )
+        ]
     return []
 
 
@@ -26,8 +31,9 @@ def _sa_rule(channels: int, hp: dict) -> list[tuple[str, str]]:
     reference="ICASSP 2021; official code wofmanaf/SA-Net (models/sa_resnet.py, sa_layer)",
     placement="residual",
     placement_note="after bn3, before the addition (SABottleneck)",
-    hparams=(HParam("groups", "g", 64, int, "number of groups G; needs channels % (2 G) == 0 "
-                    "(official default 64)", low=1),),
+    hparams=(
+        HParam("groups", "g", 64, int, "number of groups G; needs channels % (2 G) == 0 (official default 64)", low=1),
+    ),
     rule=_sa_rule,
 )
 class ShuffleAttention(Attention):

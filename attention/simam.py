@@ -16,8 +16,9 @@ from ._registry import HParam
     placement="post_conv3x3",
     placement_note="official ResNets wrap conv2: after the 3x3 conv, before bn2; MobileNetV2: after the "
     "depthwise conv, before its BN",
-    hparams=(HParam("e_lambda", "lam", 1e-4, float, "regulariser lambda of the energy function",
-                    low=1e-12, high=10.0),),
+    hparams=(
+        HParam("e_lambda", "lam", 1e-4, float, "regulariser lambda of the energy function", low=1e-12, high=10.0),
+    ),
 )
 class SimAM(Attention):
     """y = x * sigmoid(d / (4 (sum(d) / n + lambda)) + 1/2), d = (x - mean_hw x)^2, n = H*W - 1

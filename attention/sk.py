@@ -27,8 +27,15 @@ def _sk_rule(channels: int, hp: dict) -> list[tuple[str, str]]:
         HParam("reduction", "r", 16, int, "d = max(channels // r, L)", low=1),
         HParam("min_hidden", "L", 32, int, "lower bound L of the fuse width d", low=1),
         HParam("groups", "g", 32, int, "groups of each branch convolution (official 32)", low=1),
-        HParam("branches", "M", 2, int, "paths: 3x3 convs with dilation 1..M (official M=2: 3x3 and a "
-               "dilated 3x3 standing for 5x5)", low=2, high=4),
+        HParam(
+            "branches",
+            "M",
+            2,
+            int,
+            "paths: 3x3 convs with dilation 1..M (official M=2: 3x3 and a dilated 3x3 standing for 5x5)",
+            low=2,
+            high=4,
+        ),
     ),
     rule=_sk_rule,
 )
@@ -38,8 +45,18 @@ class SelectiveKernel(Attention):
     logits, softmax across branches, y = sum_m a_m * U_m. ``stride`` (default 1) applies in every
     branch, for use as a drop-in replacement of a strided 3x3 convolution."""
 
-    def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 32, groups: int = 32,
-                 branches: int = 2, *, stride: int = 1, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        min_hidden: int = 32,
+        groups: int = 32,
+        branches: int = 2,
+        *,
+        stride: int = 1,
+        device=None,
+        dtype=None,
+    ):
         super().__init__(channels, reduction=reduction, min_hidden=min_hidden, groups=groups, branches=branches)
         dd = dict(device=device, dtype=dtype)
         hp = self.hparams
@@ -47,8 +64,9 @@ class SelectiveKernel(Attention):
         self.stride = stride
         self.paths = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(channels, channels, 3, stride=stride, padding=d, dilation=d, groups=hp["groups"],
-                          bias=False, **dd),
+                nn.Conv2d(
+                    channels, channels, 3, stride=stride, padding=d, dilation=d, groups=hp["groups"], bias=False, **dd
+                ),
                 nn.BatchNorm2d(channels, **dd),
                 nn.ReLU(inplace=True),
             )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._base import Attention, floor_div_rule, fp32, mechanism
@@ -61,10 +60,20 @@ def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int
     reference="CVPR 2020; official code BangguWu/ECANet",
     placement="residual",
     placement_note="after bn3/bn2, before the addition (MobileNetV2: after the final pw-linear BN)",
-    hparams=(HParam("k_size", "k", "auto", int,
-                    "kernel of the 1D convolution across channels; 'auto' = the paper's "
-                    "|log2(C)/2 + 1/2|_odd (the official code takes k per stage, e.g. 3,5,5,7 for ResNet-50)",
-                    low=1, high=31, odd=True, extra=("auto",)),),
+    hparams=(
+        HParam(
+            "k_size",
+            "k",
+            "auto",
+            int,
+            "kernel of the 1D convolution across channels; 'auto' = the paper's "
+            "|log2(C)/2 + 1/2|_odd (the official code takes k per stage, e.g. 3,5,5,7 for ResNet-50)",
+            low=1,
+            high=31,
+            odd=True,
+            extra=("auto",),
+        ),
+    ),
 )
 class ECA(Attention):
     """w = sigmoid(conv1d_k(GAP(x))) across channels, no bias (official eca_layer); y = w * x."""
@@ -73,8 +82,9 @@ class ECA(Attention):
         super().__init__(channels, k_size=k_size)
         k = self.hparams["k_size"]
         self.kernel_size = eca_kernel_size(channels) if k == "auto" else k
-        self.conv = nn.Conv1d(1, 1, self.kernel_size, padding=(self.kernel_size - 1) // 2, bias=False,
-                              device=device, dtype=dtype)
+        self.conv = nn.Conv1d(
+            1, 1, self.kernel_size, padding=(self.kernel_size - 1) // 2, bias=False, device=device, dtype=dtype
+        )
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x.mean((2, 3)).unsqueeze(1)).squeeze(1).sigmoid()

@@ -19,12 +19,14 @@ def _alias(spec: MechanismSpec) -> type:
 
     def __init__(self, c1: int, c2: int | None = None, *args: Any, device=None, dtype=None, **kwargs: Any):
         if c2 is not None and c2 != c1:
-            raise HyperparameterError(spec.name, "c2", c2,
-                                      f"attention keeps the channel count: c2 must equal c1 ({c1}) or be omitted")
+            raise HyperparameterError(
+                spec.name, "c2", c2, f"attention keeps the channel count: c2 must equal c1 ({c1}) or be omitted"
+            )
         if len(args) > len(names):
-            raise HyperparameterError(spec.name, "args", list(args),
-                                      f"at most {len(names)} positional hyperparameters: {names or 'none'}")
-        hp = dict(zip(names, args))
+            raise HyperparameterError(
+                spec.name, "args", list(args), f"at most {len(names)} positional hyperparameters: {names or 'none'}"
+            )
+        hp = dict(zip(names, args, strict=False))
         clash = sorted(set(hp) & set(kwargs))
         if clash:
             raise HyperparameterError(spec.name, clash[0], kwargs[clash[0]], "given both by position and keyword")
@@ -47,5 +49,17 @@ CrissCrossAttention = _alias(MECHANISMS["cca"])
 S2Attention = _alias(MECHANISMS["s2"])
 SelectiveKernel = _alias(MECHANISMS["sk"])
 
-__all__ = ["CBAM", "ECA", "GAM", "NAM", "SE", "SOCA", "CoordAtt", "CrissCrossAttention", "S2Attention",
-           "SelectiveKernel", "ShuffleAttention", "SimAM"]
+__all__ = [
+    "CBAM",
+    "ECA",
+    "GAM",
+    "NAM",
+    "SE",
+    "SOCA",
+    "CoordAtt",
+    "CrissCrossAttention",
+    "S2Attention",
+    "SelectiveKernel",
+    "ShuffleAttention",
+    "SimAM",
+]

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import attention
-
 from nas import backbone as bb
 from nas.errors import UserError
 
 NONE = "none"
+
 
 class ArchitectureError(UserError):
     pass
@@ -79,7 +80,9 @@ class StageChoice:
         return d
 
 
-_CHOICE = re.compile(r"^(?P<bang>!?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\((?P<args>[^()]*)\))?(?:@(?P<place>[a-z0-9_]+))?$")
+_CHOICE = re.compile(
+    r"^(?P<bang>!?)(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:\((?P<args>[^()]*)\))?(?:@(?P<place>[a-z0-9_]+))?$"
+)
 NUMBER_TEXT = re.compile(r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)$")
 
 
@@ -113,17 +116,21 @@ class Architecture:
         return "|".join([self.backbone, *map(str, self.stages)])
 
     @classmethod
-    def parse(cls, text: str) -> "Architecture":
+    def parse(cls, text: str) -> Architecture:
         if not isinstance(text, str) or "|" not in text:
-            raise ArchitectureError(f"{text!r} is not an architecture string; expected "
-                                    "'backbone|stage|stage|...', e.g. 'resnet18|se(r=16)|none|none|eca(k=3)'")
+            raise ArchitectureError(
+                f"{text!r} is not an architecture string; expected "
+                "'backbone|stage|stage|...', e.g. 'resnet18|se(r=16)|none|none|eca(k=3)'"
+            )
         backbone, *parts = [p.strip() for p in text.split("|")]
         choices = []
         for i, part in enumerate(parts):
             m = _CHOICE.match(part)
             if not m:
-                raise ArchitectureError(f"stage {i + 1} of {text!r}: {part!r} is not 'name(key=value,...)'; "
-                                        "e.g. 'cbam(r=8,k=7)', 'none', 'simam(lam=0.1)@post_conv3x3'")
+                raise ArchitectureError(
+                    f"stage {i + 1} of {text!r}: {part!r} is not 'name(key=value,...)'; "
+                    "e.g. 'cbam(r=8,k=7)', 'none', 'simam(lam=0.1)@post_conv3x3'"
+                )
             hp: dict[str, Any] = {}
             if m.group("args"):
                 for item in m.group("args").split(","):
@@ -144,7 +151,7 @@ class Architecture:
         return {"backbone": self.backbone, "stages": [s.to_dict() for s in self.stages], "string": str(self)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Architecture":
+    def from_dict(cls, data: Mapping[str, Any]) -> Architecture:
         if not isinstance(data, Mapping) or "backbone" not in data or not isinstance(data.get("stages"), list):
             raise ArchitectureError("an architecture mapping needs 'backbone' and a list 'stages'")
         stages = []
@@ -154,8 +161,14 @@ class Architecture:
             hp = s.get("hparams") or {}
             if not isinstance(hp, Mapping):
                 raise ArchitectureError(f"stages[{i}].hparams must be a mapping")
-            stages.append(StageChoice(s.get("mechanism", NONE), tuple(hp.items()), s.get("placement"),
-                                      bool(s.get("replace_builtin", False))))
+            stages.append(
+                StageChoice(
+                    s.get("mechanism", NONE),
+                    tuple(hp.items()),
+                    s.get("placement"),
+                    bool(s.get("replace_builtin", False)),
+                )
+            )
         arch = cls(data["backbone"], tuple(stages))
         if "string" in data and data["string"] != str(arch):
             raise ArchitectureError(f"'string' {data['string']!r} disagrees with the stages ({arch})")
@@ -165,7 +178,7 @@ class Architecture:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str) -> "Architecture":
+    def from_json(cls, text: str) -> Architecture:
         return cls.from_dict(json.loads(text))
 
     @property
@@ -180,14 +193,17 @@ def architecture_problems(arch: Architecture, input_size: tuple[int, int] = (224
         return [reason]
     infos = bb.describe(arch.backbone, input_size, in_chans)
     if len(infos) != len(arch.stages):
-        return [f"{arch.backbone} has {len(infos)} stages with blocks (feature_info indices "
-                f"{', '.join(str(i.index) for i in infos)}); the architecture lists {len(arch.stages)}"]
+        return [
+            f"{arch.backbone} has {len(infos)} stages with blocks (feature_info indices "
+            f"{', '.join(str(i.index) for i in infos)}); the architecture lists {len(arch.stages)}"
+        ]
     problems = []
-    for info, choice in zip(infos, arch.stages):
+    for info, choice in zip(infos, arch.stages, strict=True):
         if choice.mechanism == NONE:
             continue
-        problem = bb.placement_problem(choice.mechanism, choice.placement, info.index, info.placements, info.builtin,
-                                       choice.replace_builtin)
+        problem = bb.placement_problem(
+            choice.mechanism, choice.placement, info.index, info.placements, info.builtin, choice.replace_builtin
+        )
         if problem:
             problems.append(problem)
             continue

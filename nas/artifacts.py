@@ -4,9 +4,10 @@ by ``nas export`` and ``nas train`` and read by ``nas train`` and ``nas viz``.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -40,9 +41,13 @@ class ModelCard:
     timm_name: str | None = None
 
     def to_yaml(self) -> str:
-        card: dict[str, Any] = {"architecture": str(self.architecture), "backbone": self.architecture.backbone,
-                                "num_classes": self.num_classes, "in_chans": self.in_chans,
-                                "input_size": list(self.input_size)}
+        card: dict[str, Any] = {
+            "architecture": str(self.architecture),
+            "backbone": self.architecture.backbone,
+            "num_classes": self.num_classes,
+            "in_chans": self.in_chans,
+            "input_size": list(self.input_size),
+        }
         if self.timm_name is not None:
             card["timm_name"] = self.timm_name
         card.update({"data": dict(self.data), "training": dict(self.training)})
@@ -58,8 +63,10 @@ class ModelCard:
     @classmethod
     def _checked(cls, data: Any, file: str) -> ModelCard:
         if not isinstance(data, dict) or "architecture" not in data:
-            raise ExportError(f"{file}: expected a mapping with an 'architecture' key, e.g. "
-                              "architecture: resnet18|se(r=16)|none|none|eca(k=3)")
+            raise ExportError(
+                f"{file}: expected a mapping with an 'architecture' key, e.g. "
+                "architecture: resnet18|se(r=16)|none|none|eca(k=3)"
+            )
         arch = Architecture.parse(data["architecture"])
         numbers = {}
         for key, default in (("num_classes", 10), ("in_chans", 3)):
@@ -74,8 +81,15 @@ class ModelCard:
             if not isinstance(data.get(key) or {}, dict):
                 raise ExportError(f"{file}: {key} is {data[key]!r}; expected a mapping")
         name = data.get("timm_name")
-        return cls(arch, numbers["num_classes"], numbers["in_chans"], (size[0], size[1]), dict(data.get("data") or {}),
-                   dict(data.get("training") or {}), name if isinstance(name, str) else None)
+        return cls(
+            arch,
+            numbers["num_classes"],
+            numbers["in_chans"],
+            (size[0], size[1]),
+            dict(data.get("data") or {}),
+            dict(data.get("training") or {}),
+            name if isinstance(name, str) else None,
+        )
 
     def write(self, folder: Path) -> Path:
         path = folder / CARD_FILE
@@ -88,8 +102,9 @@ class ModelCard:
         path = Path(path)
         file = path / CARD_FILE if path.is_dir() else path
         if not file.is_file():
-            raise ExportError(f"{path}: no {CARD_FILE} here; give an export folder written by nas export "
-                              f"or an {CARD_FILE} file")
+            raise ExportError(
+                f"{path}: no {CARD_FILE} here; give an export folder written by nas export or an {CARD_FILE} file"
+            )
         from nas.yamlio import load
 
         return cls._checked(load(file)[0], str(file))

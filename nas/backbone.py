@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import timm
 import torch
@@ -70,8 +70,9 @@ def _resnet_slots(b: nn.Module) -> dict[str, Slot]:
     slots = {
         "residual": Slot(last.out_channels, _set(b, "se"), builtin=_present(b.se)),
         "post_conv3x3": Slot(b.conv2.out_channels, _wrap(b, "conv2")),
-        "post_conv3x3_act": Slot(b.conv2.out_channels if bottleneck else b.conv1.out_channels,
-                                 _wrap(b, "act2" if bottleneck else "act1")),
+        "post_conv3x3_act": Slot(
+            b.conv2.out_channels if bottleneck else b.conv1.out_channels, _wrap(b, "act2" if bottleneck else "act1")
+        ),
     }
     conv = b.conv2
     if conv.in_channels == conv.out_channels and conv.kernel_size == (3, 3) and conv.dilation == (1, 1):
@@ -153,8 +154,13 @@ class Stage:
         """Class names of attention the backbone already has at ``placement`` in this stage."""
         if placement == "stage_output":
             return []
-        return sorted({type(s[placement].builtin).__name__ for s in self.slots()
-                       if placement in s and s[placement].builtin is not None})
+        return sorted(
+            {
+                type(s[placement].builtin).__name__
+                for s in self.slots()
+                if placement in s and s[placement].builtin is not None
+            }
+        )
 
     def install_after(self, model: nn.Module, module: nn.Module) -> None:
         """Put ``module`` after the stage's output module."""
@@ -217,8 +223,9 @@ def check_model_name(name: object) -> str | None:
     return f"{name!r} is not a timm model{hint}"
 
 
-def create(name: str, *, num_classes: int = 10, in_chans: int = 3, device: str | torch.device | None = None
-           ) -> nn.Module:
+def create(
+    name: str, *, num_classes: int = 10, in_chans: int = 3, device: str | torch.device | None = None
+) -> nn.Module:
     """A randomly initialised timm model (never downloads weights)."""
     reason = check_model_name(name)
     if reason:
@@ -247,9 +254,15 @@ REPLACE_BY_STRING = "mark the stage '!' to replace built-in attention"  # the re
 REPLACE_BY_YAML = "set 'replace_builtin: true' on the stage to replace it, or choose another placement"  # in a space
 
 
-def placement_problem(mechanism: str, placement: str, stage: int, placements: Sequence[str],
-                      builtin: Mapping[str, Sequence[str]], replace_builtin: bool,
-                      remedy: str = REPLACE_BY_STRING) -> str | None:
+def placement_problem(
+    mechanism: str,
+    placement: str,
+    stage: int,
+    placements: Sequence[str],
+    builtin: Mapping[str, Sequence[str]],
+    replace_builtin: bool,
+    remedy: str = REPLACE_BY_STRING,
+) -> str | None:
     """Why ``mechanism`` cannot go at ``placement`` in stage ``stage`` whose blocks offer ``placements``
     and already hold the attention named in ``builtin`` (placement -> class names); None when it can.
     The one placement rule: the space loader, ``architecture_problems`` and ``model.build`` all ask it."""
@@ -273,13 +286,26 @@ def describe(name: str, input_size: tuple[int, int] = (224, 224), in_chans: int 
     model = create(name, in_chans=in_chans, device="meta").eval()
     found = stages(model)
     sizes: dict[str, tuple[int, int]] = {}
-    hooks = [model.get_submodule(s.module_name).register_forward_hook(
-        lambda mod, inp, out, n=s.module_name: sizes.__setitem__(n, tuple(out.shape[-2:]))) for s in found]
+    hooks = [
+        model.get_submodule(s.module_name).register_forward_hook(
+            lambda mod, inp, out, n=s.module_name: sizes.__setitem__(n, tuple(out.shape[-2:]))
+        )
+        for s in found
+    ]
     with torch.no_grad():
         model(torch.empty(1, in_chans, *input_size, device="meta"))
     for h in hooks:
         h.remove()
     return tuple(
-        StageInfo(s.index, s.module_name, len(s.blocks), s.channels, sizes[s.module_name], s.placements,
-                  {p: s.channels_at(p) for p in s.placements}, {p: s.builtin(p) for p in s.placements})
-        for s in found)
+        StageInfo(
+            s.index,
+            s.module_name,
+            len(s.blocks),
+            s.channels,
+            sizes[s.module_name],
+            s.placements,
+            {p: s.channels_at(p) for p in s.placements},
+            {p: s.builtin(p) for p in s.placements},
+        )
+        for s in found
+    )

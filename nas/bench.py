@@ -6,8 +6,9 @@ import csv
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import timm
 import torch
@@ -16,17 +17,27 @@ from timm.layers import create_attn
 from torch import nn
 
 import attention
-
-from nas.cost import (count_flops, count_params, forward_fn, paired_ratio, steady_allocator, time_interleaved,
-                   train_step_fn)
+from nas.cost import (
+    count_flops,
+    count_params,
+    forward_fn,
+    paired_ratio,
+    steady_allocator,
+    time_interleaved,
+    train_step_fn,
+)
 from nas.errors import BadOption
+
+if TYPE_CHECKING:
+    from nas.search.pruning import Recorded
 
 
 def _timm_sk(channels: int, device: torch.device) -> nn.Module:
     # timm's SelectiveKernel configured as the SKNet paper (and our default): two grouped 3x3 paths
     # (the second dilated), groups 32, full input to every path, d = max(C/16, 32).
-    return TimmSelectiveKernel(channels, channels, groups=32, split_input=False,
-                               rd_channels=max(channels // 16, 32), device=device)
+    return TimmSelectiveKernel(
+        channels, channels, groups=32, split_input=False, rd_channels=max(channels // 16, 32), device=device
+    )
 
 
 # Mechanisms that timm also ships, with how timm's version is built for the side-by-side timing.
@@ -39,9 +50,17 @@ TIMM_COUNTERPARTS: dict[str, tuple[str, Callable[[int, torch.device], nn.Module]
 }
 
 
-def bench_modules(*, device: torch.device, batch: int, channels: int, size: int, repeats: int, warmup: int,
-                  only: list[str] | None = None, progress: Callable[[str], None] = lambda s: None
-                  ) -> list[dict[str, Any]]:
+def bench_modules(
+    *,
+    device: torch.device,
+    batch: int,
+    channels: int,
+    size: int,
+    repeats: int,
+    warmup: int,
+    only: list[str] | None = None,
+    progress: Callable[[str], None] = lambda s: None,
+) -> list[dict[str, Any]]:
     """Time forward (inference mode) and forward+backward (training mode) of every mechanism at its
     default hyperparameters on a (batch, channels, size, size) input; where timm ships the mechanism,
     its version is timed round-robin with ours in the same loop and the ratio ours/timm reported as the
@@ -73,17 +92,28 @@ def bench_modules(*, device: torch.device, batch: int, channels: int, size: int,
         step = time_interleaved([train_step_fn(m, x) for m in modules], device, warmup=warmup, repeats=repeats)
         row.update(fwd_ms=fwd[0].median, fwd_spread=fwd[0].spread, fb_ms=step[0].median, fb_spread=step[0].spread)
         if len(modules) == 2:
-            row.update(timm_params=count_params(modules[1]), timm_fwd_ms=fwd[1].median, timm_fwd_spread=fwd[1].spread,
-                       timm_fb_ms=step[1].median, timm_fb_spread=step[1].spread,
-                       fwd_ratio=paired_ratio(fwd[0], fwd[1]), fb_ratio=paired_ratio(step[0], step[1]))
+            row.update(
+                timm_params=count_params(modules[1]),
+                timm_fwd_ms=fwd[1].median,
+                timm_fwd_spread=fwd[1].spread,
+                timm_fb_ms=step[1].median,
+                timm_fb_spread=step[1].spread,
+                fwd_ratio=paired_ratio(fwd[0], fwd[1]),
+                fb_ratio=paired_ratio(step[0], step[1]),
+            )
         rows.append(row)
     return rows
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    env = {"torch": torch.__version__, "timm": timm.__version__, "device": str(device),
-           "threads": torch.get_num_threads(), "machine": platform.machine(),
-           "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    env = {
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
@@ -109,30 +139,40 @@ def check_positive(option: str, value: int) -> int:
     return value
 
 
-def load_recorded(path: Path) -> list["Recorded"]:
+def load_recorded(path: Path) -> list[Recorded]:
     from nas.search.pruning import Recorded
 
     try:
         data = json.loads(path.read_text())
-        return [Recorded(d["number"], d["arch"], tuple(d["curve"]), d["latency_ms"], d.get("baseline", False),
-                         tuple(d["latency_ci_ms"]) if d.get("latency_ci_ms") else None,
-                         tuple(tuple(c) for c in (d.get("seed_curves") or {}).values()))
-                for d in data["trials"]]
+        return [
+            Recorded(
+                d["number"],
+                d["arch"],
+                tuple(d["curve"]),
+                d["latency_ms"],
+                d.get("baseline", False),
+                tuple(d["latency_ci_ms"]) if d.get("latency_ci_ms") else None,
+                tuple(tuple(c) for c in (d.get("seed_curves") or {}).values()),
+            )
+            for d in data["trials"]
+        ]
     except FileNotFoundError:
-        raise BadOption("--curves", str(path), "a JSON file written by 'nas bench pruning --study ... --export'") from None
+        raise BadOption(
+            "--curves", str(path), "a JSON file written by 'nas bench pruning --study ... --export'"
+        ) from None
     except (ValueError, KeyError, TypeError) as e:
-        raise BadOption("--curves", str(path), f"a JSON file of recorded curves ({e.__class__.__name__}: {e})") from None
+        raise BadOption(
+            "--curves", str(path), f"a JSON file of recorded curves ({e.__class__.__name__}: {e})"
+        ) from None
 
 
-def recorded_from_study(study: Any) -> tuple[list["Recorded"], dict[str, Any]]:
+def recorded_from_study(study: Any) -> tuple[list[Recorded], dict[str, Any]]:
     """Complete, non-duplicate trials of a study run without pruning, with the re-runs of each from
     further seeds where the study holds them (``record_seeds``)."""
     from optuna.trial import TrialState
 
-    from nas.search.confirm import reruns
+    from nas.search.confirm import fresh_seeds, reruns
     from nas.search.pruning import Recorded
-
-    from nas.search.confirm import fresh_seeds
 
     rows = []
     seeds = reruns(study)
@@ -146,22 +186,48 @@ def recorded_from_study(study: Any) -> tuple[list["Recorded"], dict[str, Any]]:
         if "duplicate_of" in a or not a.get("val_acc_curve"):
             continue
         more = {s: c for s, c in seeds.get(a["arch"], {}).items() if s in common}
-        rows.append(Recorded(t.number, a["arch"], tuple(a["val_acc_curve"]), a["latency_ms"], bool(a.get("baseline")),
-                             tuple(a["latency_ci_ms"]) if a.get("latency_ci_ms") else None,
-                             tuple(tuple(more[s]) for s in sorted(more))))
+        rows.append(
+            Recorded(
+                t.number,
+                a["arch"],
+                tuple(a["val_acc_curve"]),
+                a["latency_ms"],
+                bool(a.get("baseline")),
+                tuple(a["latency_ci_ms"]) if a.get("latency_ci_ms") else None,
+                tuple(tuple(more[s]) for s in sorted(more)),
+            )
+        )
     lengths = {len(r.curve) for r in rows}
     if len(lengths) > 1:
-        raise BadOption("--study", study.study_name, f"a study run with --no-prune (curves have lengths {sorted(lengths)})")
+        raise BadOption(
+            "--study", study.study_name, f"a study run with --no-prune (curves have lengths {sorted(lengths)})"
+        )
     meta = {"study": study.study_name, "space": study.user_attrs.get("space_path"), "trials": len(rows)}
     return rows, meta
 
 
-def export_recorded(rows: list["Recorded"], meta: dict[str, Any], path: Path) -> None:
+def export_recorded(rows: list[Recorded], meta: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "trials": [
-        {"number": r.number, "arch": r.arch, "curve": [round(c, 6) for c in r.curve], "latency_ms": r.latency,
-         "latency_ci_ms": list(r.latency_ci) if r.latency_ci else None, "baseline": r.baseline,
-         "seed_curves": {str(i + 1): list(c) for i, c in enumerate(r.seed_curves)}} for r in rows]}, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "trials": [
+                    {
+                        "number": r.number,
+                        "arch": r.arch,
+                        "curve": [round(c, 6) for c in r.curve],
+                        "latency_ms": r.latency,
+                        "latency_ci_ms": list(r.latency_ci) if r.latency_ci else None,
+                        "baseline": r.baseline,
+                        "seed_curves": {str(i + 1): list(c) for i, c in enumerate(r.seed_curves)},
+                    }
+                    for r in rows
+                ],
+            },
+            indent=1,
+        )
+    )
 
 
 def record_seeds(study: Any, seeds: int, root: Path, status: Callable[[str], None] = lambda s: None) -> int:
@@ -170,25 +236,29 @@ def record_seeds(study: Any, seeds: int, root: Path, status: Callable[[str], Non
     resumes). Returns the runs trained."""
     from optuna.trial import TrialState
 
-    from nas.search import confirm as cf
     from nas.report import fitter
+    from nas.search import confirm as cf
 
-    archs = [t.user_attrs["arch"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-             if "duplicate_of" not in t.user_attrs]
+    archs = [
+        t.user_attrs["arch"]
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "duplicate_of" not in t.user_attrs
+    ]
     jobs = [(a, s) for s in cf.fresh_seeds(study, seeds - 1) for a in archs]
     return cf.run_reruns(study, jobs, fitter(study, status, root), "recording")
 
 
-def bench_pruning(rows: list["Recorded"], eta: int) -> tuple[list[dict[str, Any]], tuple[float, float]]:
+def bench_pruning(rows: list[Recorded], eta: int) -> tuple[list[dict[str, Any]], tuple[float, float]]:
     from nas.pareto import hypervolume, pareto_front
-    from nas.search.pruning import replay_moasha, replay_none, replay_optuna_sh
-
-    from nas.search.pruning import confirmed_front, noise_from_records
+    from nas.search.pruning import confirmed_front, noise_from_records, replay_moasha, replay_none, replay_optuna_sh
 
     ref = (0.0, 1.1 * max(r.latency for r in rows))
     noise = noise_from_records(rows)
-    results = [replay_none(rows), replay_moasha(rows, eta)] + ([replay_moasha(rows, eta, noise)] if noise else []) \
+    results = (
+        [replay_none(rows), replay_moasha(rows, eta)]
+        + ([replay_moasha(rows, eta, noise)] if noise else [])
         + [replay_optuna_sh(rows, eta)]
+    )
     confirmed = confirmed_front(rows) if any(r.seed_curves for r in rows) else set()
     full_epochs, full_hv = results[0].epochs, None
     out = []
@@ -196,16 +266,30 @@ def bench_pruning(rows: list["Recorded"], eta: int) -> tuple[list[dict[str, Any]
         pts = res.points()
         hv = hypervolume(pts, ref)
         full_hv = hv if full_hv is None else full_hv
-        out.append({"method": res.method, "completed": len(res.completed), "epochs": res.epochs,
-                    "epochs_saved_pct": 100 * (1 - res.epochs / full_epochs), "hypervolume": hv,
-                    "hypervolume_pct": 100 * hv / full_hv if full_hv else 0.0, "front": len(pareto_front(pts)),
-                    "confirmed_front": len(confirmed),
-                    "confirmed_stopped": len(confirmed - {r.arch for r in res.completed}) if confirmed else None})
+        out.append(
+            {
+                "method": res.method,
+                "completed": len(res.completed),
+                "epochs": res.epochs,
+                "epochs_saved_pct": 100 * (1 - res.epochs / full_epochs),
+                "hypervolume": hv,
+                "hypervolume_pct": 100 * hv / full_hv if full_hv else 0.0,
+                "front": len(pareto_front(pts)),
+                "confirmed_front": len(confirmed),
+                "confirmed_stopped": len(confirmed - {r.arch for r in res.completed}) if confirmed else None,
+            }
+        )
     return out, ref
 
 
-def bench_workers(space: Path, trials: int, workers: list[int], threads: int | None, out_dir: Path,
-                  on_row: Callable[[dict[str, Any]], None] = lambda r: None) -> list[dict[str, Any]]:
+def bench_workers(
+    space: Path,
+    trials: int,
+    workers: list[int],
+    threads: int | None,
+    out_dir: Path,
+    on_row: Callable[[dict[str, Any]], None] = lambda r: None,
+) -> list[dict[str, Any]]:
     """Trials per minute of ``nas search --workers N`` for each N, each in a fresh study (random
     sampler, seed 0, no pruning, so every trained trial does the same epochs). Each run is the real
     command in a subprocess; its wall time includes starting the workers."""
@@ -235,14 +319,24 @@ def bench_workers(space: Path, trials: int, workers: list[int], threads: int | N
         done = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - started
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:] or done.stdout[-2000:]}")
+            raise RuntimeError(
+                f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:] or done.stdout[-2000:]}"
+            )
         study = optuna.load_study(study_name=name, storage=url)
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         trained = [t for t in finished if "duplicate_of" not in t.user_attrs and not t.user_attrs.get("infeasible")]
         epochs = sum(len(t.user_attrs.get("val_acc_curve", [])) for t in trained)
-        row = {"workers": n, "threads_per_worker": per, "wall_s": round(wall, 1), "trials": len(finished),
-               "trained": len(trained), "epochs": epochs, "trials_per_min": round(60 * len(finished) / wall, 2),
-               "trained_per_min": round(60 * len(trained) / wall, 2), "epochs_per_min": round(60 * epochs / wall, 2)}
+        row = {
+            "workers": n,
+            "threads_per_worker": per,
+            "wall_s": round(wall, 1),
+            "trials": len(finished),
+            "trained": len(trained),
+            "epochs": epochs,
+            "trials_per_min": round(60 * len(finished) / wall, 2),
+            "trained_per_min": round(60 * len(trained) / wall, 2),
+            "epochs_per_min": round(60 * epochs / wall, 2),
+        }
         if rows:
             row["epochs_per_min_ratio"] = round(row["epochs_per_min"] / rows[0]["epochs_per_min"], 3)
         else:
@@ -273,8 +367,10 @@ def start_load(n: int) -> list[Any]:
     import subprocess
     import sys
 
-    procs = [subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for _ in range(n)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(n)
+    ]
     time.sleep(3.0)  # imported and training
     dead = [p for p in procs if p.poll() is not None]
     if dead:
@@ -299,8 +395,9 @@ def _iqr_pct(values: list[float]) -> float:
     return 100 * (q[2] - q[0]) / statistics.median(values)
 
 
-def bench_latency(space: Any, archs: list[Any], times: int, load: int,
-                  progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def bench_latency(
+    space: Any, archs: list[Any], times: int, load: int, progress: Callable[[str], None] = lambda s: None
+) -> dict[str, Any]:
     """``times`` re-measurements of every architecture by both methods, idle and (``load`` > 0) with
     ``load`` busy processes beside: the absolute method (quiet blocks of ``LatencyMeter``, each
     architecture on its own) and the paired ratio (all architectures and the plain backbone in one
@@ -336,14 +433,30 @@ def bench_latency(space: Any, archs: list[Any], times: int, load: int,
                     ratios[k].append(r.median)
         finally:
             stop_load(procs)
-        def right(values: list[list[float]]) -> int:
-            return sum(sorted(range(len(archs)), key=lambda k: values[k][i]) == expected for i in range(times))
 
-        out["phases"].append({
-            "phase": phase, "load": n, "order_right_absolute": right(abs_ms), "order_right_ratio": right(ratios),
-            "rows": [{"architecture": str(a), "absolute_ms": statistics.median(abs_ms[k]),
-                      "absolute_iqr_pct": _iqr_pct(abs_ms[k]), "ratio": statistics.median(ratios[k]),
-                      "ratio_iqr_pct": _iqr_pct(ratios[k]), "paired_ms": statistics.median(ratios[k]) * ref_ms,
-                      "absolute_all": abs_ms[k], "ratio_all": ratios[k]} for k, a in enumerate(archs)]})
+        def right(values: list[list[float]]) -> int:
+            return sum(sorted(range(len(archs)), key=lambda j, i=i: values[j][i]) == expected for i in range(times))
+
+        out["phases"].append(
+            {
+                "phase": phase,
+                "load": n,
+                "order_right_absolute": right(abs_ms),
+                "order_right_ratio": right(ratios),
+                "rows": [
+                    {
+                        "architecture": str(a),
+                        "absolute_ms": statistics.median(abs_ms[k]),
+                        "absolute_iqr_pct": _iqr_pct(abs_ms[k]),
+                        "ratio": statistics.median(ratios[k]),
+                        "ratio_iqr_pct": _iqr_pct(ratios[k]),
+                        "paired_ms": statistics.median(ratios[k]) * ref_ms,
+                        "absolute_all": abs_ms[k],
+                        "ratio_all": ratios[k],
+                    }
+                    for k, a in enumerate(archs)
+                ],
+            }
+        )
     out["expected_order"] = [str(a) for a in archs]
     return out

@@ -8,9 +8,9 @@ import optuna
 import torch
 
 from nas import backbone as bb
+from nas.architecture import Architecture
 from nas.errors import UserError
 from nas.model import build
-from nas.architecture import Architecture
 from nas.space import SearchSpace
 
 
@@ -25,14 +25,19 @@ def stage_table(space: SearchSpace) -> list[dict]:
     rows = []
     for info in bb.describe(space.backbone, space.input_size, space.in_chans):
         st = by_index.get(info.index)
-        rows.append({
-            "stage": info.index, "module": info.module, "blocks": info.blocks, "out_channels": info.out_channels,
-            "spatial": info.spatial,
-            "channels": {p: c for p, c in info.channels.items()},
-            "builtin": sorted({n for names in info.builtin.values() for n in names}),
-            "choices": st.count() if st else 1,
-            "mechanisms": [o.mechanism for o in st.options] if st else ["none (fixed)"],
-        })
+        rows.append(
+            {
+                "stage": info.index,
+                "module": info.module,
+                "blocks": info.blocks,
+                "out_channels": info.out_channels,
+                "spatial": info.spatial,
+                "channels": {p: c for p, c in info.channels.items()},
+                "builtin": sorted({n for names in info.builtin.values() for n in names}),
+                "choices": st.count() if st else 1,
+                "mechanisms": [o.mechanism for o in st.options] if st else ["none (fixed)"],
+            }
+        )
     return rows
 
 
@@ -40,7 +45,9 @@ def time_builds(space: SearchSpace, samples: int, batch: int, seed: int = 0) -> 
     """Sample architectures at random from ``space``; for each, time build() and one training-mode
     forward+backward at the space's input size."""
     if samples < 1 or batch < 2:
-        raise UserError(f"--samples must be >= 1 and --batch >= 2 (BatchNorm needs two samples); got {samples}, {batch}")
+        raise UserError(
+            f"--samples must be >= 1 and --batch >= 2 (BatchNorm needs two samples); got {samples}, {batch}"
+        )
     num_classes = space.num_classes or 10
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     rows, seen = [], set()

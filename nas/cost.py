@@ -6,8 +6,9 @@ import functools
 import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -70,7 +71,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _glibc(name: str) -> Callable[..., int] | None:
     """A glibc function, or None where glibc is not there. Cached: ``find_library`` runs ldconfig."""
     import ctypes
@@ -111,8 +112,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_interleaved(fns: Sequence[Callable[[], object]], device: torch.device, *, warmup: int = 3,
-                     repeats: int = 20) -> list[Timing]:
+def time_interleaved(
+    fns: Sequence[Callable[[], object]], device: torch.device, *, warmup: int = 3, repeats: int = 20
+) -> list[Timing]:
     """Time several operations round-robin (one call each per round), so slow drifts of the machine
     (frequency, other load) hit all of them alike and their ratio is fair. CUDA is synchronised around
     every call."""
@@ -134,7 +136,7 @@ def time_interleaved(fns: Sequence[Callable[[], object]], device: torch.device, 
 def paired_ratio(a: Timing, b: Timing) -> float:
     """Median over rounds of a's time over b's time in the same round of ``time_interleaved``: robust
     to drifts that last longer than a round, which a ratio of two medians is not."""
-    return statistics.median(x / y for x, y in zip(a.samples, b.samples))
+    return statistics.median(x / y for x, y in zip(a.samples, b.samples, strict=True))
 
 
 def forward_fn(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
@@ -176,7 +178,7 @@ class LatencyTarget:
         return f"{self.device}/b{self.batch_size}/{self.input_size}px/t{self.threads}"
 
     @classmethod
-    def from_space(cls, latency: "dict") -> "LatencyTarget":
+    def from_space(cls, latency: dict) -> LatencyTarget:
         """The target described by a space's validated ``latency`` section."""
         return cls(**{f: latency[f] for f in cls.__dataclass_fields__})
 
@@ -266,8 +268,12 @@ class LatencyMeter:
                 break
         good = quiet()
         chosen = good if len(good) >= BLOCKS else blocks
-        return Latency(tuple(x for b, _ in chosen for x in b), tuple(statistics.median(b) for b, _ in chosen),
-                       statistics.median(ref for _, ref in chosen), disturbed=len(good) < BLOCKS)
+        return Latency(
+            tuple(x for b, _ in chosen for x in b),
+            tuple(statistics.median(b) for b, _ in chosen),
+            statistics.median(ref for _, ref in chosen),
+            disturbed=len(good) < BLOCKS,
+        )
 
 
 def with_threads(threads: int, fn: Callable[[], T]) -> T:
@@ -277,7 +283,6 @@ def with_threads(threads: int, fn: Callable[[], T]) -> T:
         return fn()
     finally:
         torch.set_num_threads(previous)
-
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -314,9 +319,15 @@ class Ratio:
         return 100.0 * (hi - lo) / 2 / self.median
 
 
-def time_against_reference(fns: Sequence[Callable[[], object]], reference: Callable[[], object],
-                           device: torch.device, *, rounds: int = PAIRED_ROUNDS, seconds: float = PAIRED_S,
-                           warmup: int = 5) -> tuple[list[Ratio], Timing]:
+def time_against_reference(
+    fns: Sequence[Callable[[], object]],
+    reference: Callable[[], object],
+    device: torch.device,
+    *,
+    rounds: int = PAIRED_ROUNDS,
+    seconds: float = PAIRED_S,
+    warmup: int = 5,
+) -> tuple[list[Ratio], Timing]:
     """Time ``fns`` and ``reference`` round-robin: every round times the reference and each candidate
     once (the order rotates and reverses from round to round, so no candidate always follows the
     same one), and records each candidate's time over the reference's time in that round. A slow
@@ -382,8 +393,7 @@ class PairedMeter:
     target; when not given it is measured once: the median of ``REFERENCE_MEASURES`` measurements by
     ``LatencyMeter`` (quiet blocks)."""
 
-    def __init__(self, target: LatencyTarget, reference: nn.Module, in_chans: int,
-                 reference_ms: float | None = None):
+    def __init__(self, target: LatencyTarget, reference: nn.Module, in_chans: int, reference_ms: float | None = None):
         self.target, self.in_chans = target, in_chans
         self.device = resolve_device(target.device)
         steady_allocator()
@@ -395,8 +405,9 @@ class PairedMeter:
     def reference_ms(self) -> float:
         if self._reference_ms is None:
             meter = LatencyMeter(self.target)
-            self._reference_ms = statistics.median(meter.measure(self._reference, self.in_chans).ms
-                                                   for _ in range(REFERENCE_MEASURES))
+            self._reference_ms = statistics.median(
+                meter.measure(self._reference, self.in_chans).ms for _ in range(REFERENCE_MEASURES)
+            )
         return self._reference_ms
 
     def ratios(self, models: Sequence[nn.Module]) -> list[Ratio]:
@@ -404,8 +415,12 @@ class PairedMeter:
         fns = [forward_fn(m.eval().to(self.device), self.x) for m in models]
         ref = forward_fn(self._reference, self.x)
         t = self.target
-        return with_threads(t.threads, lambda: time_against_reference(
-            fns, ref, self.device, rounds=max(PAIRED_ROUNDS, 2 * t.repeats), warmup=t.warmup)[0])
+        return with_threads(
+            t.threads,
+            lambda: time_against_reference(
+                fns, ref, self.device, rounds=max(PAIRED_ROUNDS, 2 * t.repeats), warmup=t.warmup
+            )[0],
+        )
 
     def measure(self, model: nn.Module) -> PairedLatency:
         return PairedLatency(self.ratios([model])[0], self.reference_ms)

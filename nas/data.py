@@ -10,9 +10,10 @@ seed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -43,8 +44,17 @@ def _upscaled_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.kron(images, np.ones((1, 2, 2), np.float32)), d.target.astype(np.int64)  # 16x16
 
 
-def make_digits(n: int, pool: np.ndarray, labels: np.ndarray, clutter_pool: np.ndarray, *, canvas: int,
-                clutter: int, noise: float, rng: np.random.Generator) -> DigitsSplit:
+def make_digits(
+    n: int,
+    pool: np.ndarray,
+    labels: np.ndarray,
+    clutter_pool: np.ndarray,
+    *,
+    canvas: int,
+    clutter: int,
+    noise: float,
+    rng: np.random.Generator,
+) -> DigitsSplit:
     """``n`` canvases, each with one digit from ``pool`` and ``clutter`` 8x8 fragments cut from
     ``clutter_pool`` digits, placed outside the digit's box."""
     size = pool.shape[-1]
@@ -59,14 +69,14 @@ def make_digits(n: int, pool: np.ndarray, labels: np.ndarray, clutter_pool: np.n
             for _attempt in range(20):
                 src = clutter_pool[rng.integers(0, len(clutter_pool))]
                 sx, sy = rng.integers(0, size - 8 + 1, 2)
-                frag = src[sy:sy + 8, sx:sx + 8]
+                frag = src[sy : sy + 8, sx : sx + 8]
                 if frag.sum() < 4:  # an empty corner is no clutter
                     continue
                 fx, fy = rng.integers(0, canvas - 8 + 1, 2)
                 if fx + 8 <= x or fx >= x + size or fy + 8 <= y or fy >= y + size:
-                    np.maximum(out[i, fy:fy + 8, fx:fx + 8], frag, out=out[i, fy:fy + 8, fx:fx + 8])
+                    np.maximum(out[i, fy : fy + 8, fx : fx + 8], frag, out=out[i, fy : fy + 8, fx : fx + 8])
                     break
-        np.maximum(out[i, y:y + size, x:x + size], pool[picks[i]], out=out[i, y:y + size, x:x + size])
+        np.maximum(out[i, y : y + size, x : x + size], pool[picks[i]], out=out[i, y : y + size, x : x + size])
     if noise > 0:
         out += rng.normal(0, noise, out.shape).astype(np.float32)
     np.clip(out, 0, 1, out=out)
@@ -74,8 +84,15 @@ def make_digits(n: int, pool: np.ndarray, labels: np.ndarray, clutter_pool: np.n
     return DigitsSplit(torch.from_numpy(out[:, None]), torch.from_numpy(labels[picks]), torch.from_numpy(boxes))
 
 
-def digits_splits(canvas: int = 32, train: int = 3000, val: int = 1000, test: int = 1000, clutter: int = 2,
-                  noise: float = 0.1, seed: int = 0) -> dict[str, DigitsSplit]:
+def digits_splits(
+    canvas: int = 32,
+    train: int = 3000,
+    val: int = 1000,
+    test: int = 1000,
+    clutter: int = 2,
+    noise: float = 0.1,
+    seed: int = 0,
+) -> dict[str, DigitsSplit]:
     """Train/val/test of the embedded task. The 1,797 source digits are split 60/20/20 first, so no
     digit drawn in training is seen in validation or test."""
     images, labels = _upscaled_digits()
@@ -86,8 +103,9 @@ def digits_splits(canvas: int = 32, train: int = 3000, val: int = 1000, test: in
     out = {}
     for k, (name, idx) in enumerate(parts.items()):
         rng = np.random.default_rng([seed, k])
-        out[name] = make_digits(sizes[name], images[idx], labels[idx], images[idx], canvas=canvas, clutter=clutter,
-                                noise=noise, rng=rng)
+        out[name] = make_digits(
+            sizes[name], images[idx], labels[idx], images[idx], canvas=canvas, clutter=clutter, noise=noise, rng=rng
+        )
     return out
 
 
@@ -123,10 +141,23 @@ class DigitsDataModule(TensorDataModule):
     num_classes = 10
     in_chans = 1
 
-    def __init__(self, batch_size: int = 128, seed: int = 0, canvas: int = 32, train: int = 3000, val: int = 1000,
-                 test: int = 1000, clutter: int = 2, noise: float = 0.1, data_seed: int = 0, **_: Any):
+    def __init__(
+        self,
+        batch_size: int = 128,
+        seed: int = 0,
+        canvas: int = 32,
+        train: int = 3000,
+        val: int = 1000,
+        test: int = 1000,
+        clutter: int = 2,
+        noise: float = 0.1,
+        data_seed: int = 0,
+        **_: Any,
+    ):
         super().__init__(batch_size, seed)
-        self.options = dict(canvas=canvas, train=train, val=val, test=test, clutter=clutter, noise=noise, seed=data_seed)
+        self.options = dict(
+            canvas=canvas, train=train, val=val, test=test, clutter=clutter, noise=noise, seed=data_seed
+        )
         self.splits: dict[str, DigitsSplit] | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -165,7 +196,9 @@ class _CheckedImageFolder(Dataset):
         try:
             base = ImageFolder(str(root), allow_empty=False)
         except (FileNotFoundError, OSError) as e:
-            raise DataError(f"data.root: cannot read {root} as an image folder (one subfolder per class): {e}") from None
+            raise DataError(
+                f"data.root: cannot read {root} as an image folder (one subfolder per class): {e}"
+            ) from None
         if classes is not None and base.classes != classes:
             raise DataError(f"data.root: {root} has classes {base.classes}, but the training folder has {classes}")
         self.classes, self.transform = base.classes, transform
@@ -177,8 +210,10 @@ class _CheckedImageFolder(Dataset):
                 self.samples.append((path, label))
             except Exception as e:  # PIL raises many types for broken files
                 if on_error == "raise":
-                    raise DataError(f"unreadable image {path}: {e.__class__.__name__}: {e} "
-                                    "(set data.on_error: skip to skip such files)") from None
+                    raise DataError(
+                        f"unreadable image {path}: {e.__class__.__name__}: {e} "
+                        "(set data.on_error: skip to skip such files)"
+                    ) from None
                 self.skipped.append(path)
         if self.skipped:
             log.warning("skipped %d unreadable image(s) under %s, e.g. %s", len(self.skipped), root, self.skipped[0])
@@ -200,8 +235,17 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     in_chans = 3
 
-    def __init__(self, root: str, input_size: tuple[int, int], batch_size: int = 64, seed: int = 0,
-                 val_split: float = 0.2, on_error: str = "raise", num_workers: int = 0, **_: Any):
+    def __init__(
+        self,
+        root: str,
+        input_size: tuple[int, int],
+        batch_size: int = 64,
+        seed: int = 0,
+        val_split: float = 0.2,
+        on_error: str = "raise",
+        num_workers: int = 0,
+        **_: Any,
+    ):
         super().__init__()
         self.root, self.input_size, self.batch_size, self.seed = Path(root), input_size, batch_size, seed
         self.shuffle_seed = seed  # the order of training batches; ``seed`` also fixes the validation split
@@ -244,8 +288,17 @@ class CifarDataModule(pl.LightningDataModule):
 
     in_chans = 3
 
-    def __init__(self, source: str, root: str, input_size: tuple[int, int], batch_size: int = 128, seed: int = 0,
-                 download: bool = True, num_workers: int = 0, **_: Any):
+    def __init__(
+        self,
+        source: str,
+        root: str,
+        input_size: tuple[int, int],
+        batch_size: int = 128,
+        seed: int = 0,
+        download: bool = True,
+        num_workers: int = 0,
+        **_: Any,
+    ):
         super().__init__()
         self.source, self.root, self.input_size = source, root, input_size
         self.batch_size, self.seed, self.download, self.num_workers = batch_size, seed, download, num_workers
@@ -266,8 +319,10 @@ class CifarDataModule(pl.LightningDataModule):
             self.train_set = cls(self.root, train=True, transform=train_tf, download=self.download)
             self.val_set = cls(self.root, train=False, transform=eval_tf, download=self.download)
         except RuntimeError as e:
-            raise DataError(f"data.root: {self.source} not found under {self.root!r} ({e}); "
-                            "set data.download: true or point root at the extracted data") from None
+            raise DataError(
+                f"data.root: {self.source} not found under {self.root!r} ({e}); "
+                "set data.download: true or point root at the extracted data"
+            ) from None
 
     def train_dataloader(self) -> DataLoader:
         gen = torch.Generator().manual_seed(self.shuffle_seed)
@@ -277,7 +332,9 @@ class CifarDataModule(pl.LightningDataModule):
         return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)
 
 
-def datamodule(data: Mapping[str, Any], input_size: tuple[int, int], batch_size: int, seed: int) -> pl.LightningDataModule:
+def datamodule(
+    data: Mapping[str, Any], input_size: tuple[int, int], batch_size: int, seed: int
+) -> pl.LightningDataModule:
     """The DataModule a space's ``data`` section describes."""
     options = {k: v for k, v in data.items() if k != "source"}
     source = data["source"]
@@ -285,7 +342,9 @@ def datamodule(data: Mapping[str, Any], input_size: tuple[int, int], batch_size:
         canvas = options.pop("canvas")
         if tuple(input_size) != (canvas, canvas):
             raise DataError(f"input_size {list(input_size)} must equal data.canvas ({canvas}) for the digits data")
-        return DigitsDataModule(batch_size=batch_size, seed=seed, canvas=canvas, data_seed=options.pop("seed"), **options)
+        return DigitsDataModule(
+            batch_size=batch_size, seed=seed, canvas=canvas, data_seed=options.pop("seed"), **options
+        )
     if source == "imagefolder":
         return ImageFolderDataModule(input_size=input_size, batch_size=batch_size, seed=seed, **options)
     return CifarDataModule(source, input_size=input_size, batch_size=batch_size, seed=seed, **options)

@@ -27,11 +27,10 @@ from optuna.trial import TrialState
 from torch import nn
 
 import attention
-
 from nas import backbone as bb
-from nas.model import build
 from nas.architecture import Architecture
 from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard
+from nas.model import build
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z|\d+\Z")
 _SAFE_STR = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
@@ -41,8 +40,9 @@ _ARCH_CHARS = re.compile(r"[A-Za-z0-9_.\-|(),=@!]+\Z")
 # -- choosing the trial ---------------------------------------------------------------------------
 
 
-def pick_best(study: optuna.Study, max_latency_ms: float | None = None, min_accuracy: float | None = None
-              ) -> tuple[optuna.trial.FrozenTrial, str]:
+def pick_best(
+    study: optuna.Study, max_latency_ms: float | None = None, min_accuracy: float | None = None
+) -> tuple[optuna.trial.FrozenTrial, str]:
     """From the Pareto front: the most accurate; with ``max_latency_ms``, the most accurate within it;
     with only ``min_accuracy``, the fastest that reaches it. Returns the trial and why it was chosen."""
     from nas.search.study import front
@@ -50,11 +50,20 @@ def pick_best(study: optuna.Study, max_latency_ms: float | None = None, min_accu
     members = front(study)
     if not members:
         raise ExportError(f"study {study.study_name!r} has no complete feasible trial yet; nothing to export")
-    ok = [t for t in members if (max_latency_ms is None or t.values[1] <= max_latency_ms)
-          and (min_accuracy is None or t.values[0] >= min_accuracy)]
-    budget = " and ".join(x for x in (
-        f"latency <= {max_latency_ms:g} ms" if max_latency_ms is not None else "",
-        f"accuracy >= {min_accuracy:g}" if min_accuracy is not None else "") if x)
+    ok = [
+        t
+        for t in members
+        if (max_latency_ms is None or t.values[1] <= max_latency_ms)
+        and (min_accuracy is None or t.values[0] >= min_accuracy)
+    ]
+    budget = " and ".join(
+        x
+        for x in (
+            f"latency <= {max_latency_ms:g} ms" if max_latency_ms is not None else "",
+            f"accuracy >= {min_accuracy:g}" if min_accuracy is not None else "",
+        )
+        if x
+    )
     if not ok:
         have = ", ".join(f"trial {t.number}: accuracy {t.values[0]:.4f}, {t.values[1]:.3f} ms" for t in members)
         raise ExportError(f"no trial on the front meets {budget}; the front is: {have}")
@@ -74,8 +83,11 @@ def get_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     trial = trials[number]
     if trial.state != TrialState.COMPLETE:
         reason = trial.user_attrs.get("stop_reason", "")
-        raise ExportError(f"trial {number} is {trial.state.name.lower()}" + (f" ({reason})" if reason else "")
-                          + "; only complete trials have trained weights to export")
+        raise ExportError(
+            f"trial {number} is {trial.state.name.lower()}"
+            + (f" ({reason})" if reason else "")
+            + "; only complete trials have trained weights to export"
+        )
     source = trial.user_attrs.get("duplicate_of")
     return trials[source] if source is not None else trial
 
@@ -100,8 +112,12 @@ class Edit:
 def _describe(module: nn.Module) -> dict[str, Any]:
     if not isinstance(module, attention.Attention):
         raise ExportError(f"cannot express {type(module).__name__} in model.py (not an attention mechanism)")
-    return {"mechanism": module.spec.name, "channels": module.channels, "hparams": tuple(module.hparams.items()),
-            "stride": int(getattr(module, "stride", 1))}
+    return {
+        "mechanism": module.spec.name,
+        "channels": module.channels,
+        "hparams": tuple(module.hparams.items()),
+        "stride": int(getattr(module, "stride", 1)),
+    }
 
 
 def edits(plain: nn.Module, built: nn.Module, path: str = "") -> list[Edit]:
@@ -114,8 +130,12 @@ def edits(plain: nn.Module, built: nn.Module, path: str = "") -> list[Edit]:
             out.append(Edit("set", path, attr, **_describe(new)))
         elif isinstance(new, nn.Identity) and not isinstance(old, nn.Identity):
             out.append(Edit("identity", path, attr))
-        elif (isinstance(new, nn.Sequential) and not isinstance(old, nn.Sequential) and len(new) == 2
-              and type(new[0]) is type(old)):
+        elif (
+            isinstance(new, nn.Sequential)
+            and not isinstance(old, nn.Sequential)
+            and len(new) == 2
+            and type(new[0]) is type(old)
+        ):
             out.append(Edit("after", path, attr, **_describe(new[1])))
         elif type(new) is not type(old):
             raise ExportError(f"cannot express the change at {where}: {type(old).__name__} -> {type(new).__name__}")
@@ -147,8 +167,10 @@ def _constructor(e: Edit) -> str:
         raise ExportError(f"refusing to write mechanism {e.mechanism!r}: not one of {', '.join(attention.MECHANISMS)}")
     hp = dict(e.hparams)
     if set(hp) - {p.name for p in spec.hparams} or not spec.is_valid(e.channels, **hp):
-        raise ExportError(f"refusing to write {e.mechanism} with {hp!r} at {e.channels} channels: "
-                          + "; ".join(str(p) for p in spec.problems(e.channels, **hp)))
+        raise ExportError(
+            f"refusing to write {e.mechanism} with {hp!r} at {e.channels} channels: "
+            + "; ".join(str(p) for p in spec.problems(e.channels, **hp))
+        )
     args = [_literal(e.channels, "channels")] + [f"{k}={_literal(v, k)}" for k, v in hp.items()]
     if e.stride != 1:  # only the selective kernel replaces a (strided) convolution
         return f"attention.MECHANISMS[{e.mechanism!r}].cls({', '.join(args)}, stride={_literal(e.stride, 'stride')})"
@@ -259,9 +281,11 @@ def _weights_of(study: optuna.Study, trial: optuna.trial.FrozenTrial, root: Path
     recorded = trial.user_attrs.get("weights")
     path = Path(recorded) if recorded else weights_path(root / study.study_name, trial.number)
     if not path.exists():
-        raise ExportError(f"the weights of trial {trial.number} were not kept ({path} is missing): the search keeps "
-                          "those of the current front only. Export a front member, add --no-weights for the "
-                          "definition alone, or train it with nas train")
+        raise ExportError(
+            f"the weights of trial {trial.number} were not kept ({path} is missing): the search keeps "
+            "those of the current front only. Export a front member, add --no-weights for the "
+            "definition alone, or train it with nas train"
+        )
     return path
 
 
@@ -283,16 +307,23 @@ def judged(study: optuna.Study, trial: optuna.trial.FrozenTrial, remeasure: bool
 
     a = analyse(study, measure_again=remeasure, include=[trial.number])
     m = next(m for m in a.members if m.number == trial.number)
-    out: dict[str, Any] = {"noise_sd": a.noise.final if a.noise else None,
-                           "noise_seeds": list(a.noise.seeds) if a.noise else None, "verdict": verdict_text(m)}
+    out: dict[str, Any] = {
+        "noise_sd": a.noise.final if a.noise else None,
+        "noise_seeds": list(a.noise.seeds) if a.noise else None,
+        "verdict": verdict_text(m),
+    }
     if m.remeasured:
         out["latency_remeasured_ms"] = m.latency
         out["latency_remeasured_ci_ms"] = [m.latency_low, m.latency_high]
         if m.latency_diff is not None:
             out["latency_vs_baseline_ms"] = list(m.latency_diff)
     if m.accuracy is not None:
-        out["confirmed"] = {"seeds": list(m.seeds), "accuracies": list(m.accuracies),
-                            "accuracy_mean": m.accuracy.mean, "accuracy_ci95": [m.accuracy.low, m.accuracy.high]}
+        out["confirmed"] = {
+            "seeds": list(m.seeds),
+            "accuracies": list(m.accuracies),
+            "accuracy_mean": m.accuracy.mean,
+            "accuracy_ci95": [m.accuracy.low, m.accuracy.high],
+        }
         if m.difference is not None:
             out["confirmed"]["difference_to_baseline"] = m.difference.mean
             out["confirmed"]["difference_ci95"] = [m.difference.low, m.difference.high]
@@ -310,9 +341,19 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
-def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path, *, weights: bool = True,
-                 onnx: bool = False, torchscript: bool = False, name: str | None = None, root: Path = Path("runs"),
-                 tolerance: float = 1e-4, remeasure: bool = True) -> Exported:
+def export_trial(
+    study: optuna.Study,
+    trial: optuna.trial.FrozenTrial,
+    out: Path,
+    *,
+    weights: bool = True,
+    onnx: bool = False,
+    torchscript: bool = False,
+    name: str | None = None,
+    root: Path = Path("runs"),
+    tolerance: float = 1e-4,
+    remeasure: bool = True,
+) -> Exported:
     """Write the export folder for ``trial`` and check model.py (and ONNX/TorchScript) against the
     model the search built, on a random input."""
     from nas.cost import model_cost
@@ -330,18 +371,37 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "model.py", out / CARD_FILE, out / "metrics.json"]
     files[0].write_text(source)
-    ModelCard(arch, num_classes, space.in_chans, space.input_size, dict(space.data),
-              {**dict(space.training), "seed": trial_seed(study, trial) or 0,
-               "epochs": len(trial.user_attrs.get("val_acc_curve") or []) or space.training["epochs"]},
-              timm_name=name).write(out)
+    ModelCard(
+        arch,
+        num_classes,
+        space.in_chans,
+        space.input_size,
+        dict(space.data),
+        {
+            **dict(space.training),
+            "seed": trial_seed(study, trial) or 0,
+            "epochs": len(trial.user_attrs.get("val_acc_curve") or []) or space.training["epochs"],
+        },
+        timm_name=name,
+    ).write(out)
     cost = model_cost(arch, num_classes, space.input_size, space.in_chans)
     a = trial.user_attrs
-    metrics = {"study": study.study_name, "trial": trial.number, "architecture": str(arch),
-               "accuracy": trial.values[0], "latency_ms": trial.values[1], "latency_ci_ms": a.get("latency_ci_ms"),
-               "latency_spread_pct": a.get("latency_spread_pct"), "latency_target": a.get("latency_target"),
-               "seed": trial_seed(study, trial), "params": cost.params, "flops": cost.flops,
-               "val_acc_curve": a.get("val_acc_curve"), "weights": WEIGHTS_FILE if weights else None,
-               **judged(study, trial, remeasure, root)}
+    metrics = {
+        "study": study.study_name,
+        "trial": trial.number,
+        "architecture": str(arch),
+        "accuracy": trial.values[0],
+        "latency_ms": trial.values[1],
+        "latency_ci_ms": a.get("latency_ci_ms"),
+        "latency_spread_pct": a.get("latency_spread_pct"),
+        "latency_target": a.get("latency_target"),
+        "seed": trial_seed(study, trial),
+        "params": cost.params,
+        "flops": cost.flops,
+        "val_acc_curve": a.get("val_acc_curve"),
+        "weights": WEIGHTS_FILE if weights else None,
+        **judged(study, trial, remeasure, root),
+    }
     files[2].write_text(json.dumps(metrics, indent=1))
 
     reference = build(arch, num_classes, space.in_chans).eval()
@@ -367,8 +427,11 @@ def export_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, out: Path
         checks["torchscript"] = _export_torchscript(generated, x, files[-1], ref_out)
     bad = {k: v for k, v in checks.items() if not v <= tolerance}
     if bad:
-        raise ExportError(f"{out}: the exported " + ", ".join(f"{k} differs from PyTorch by {v:.3g}" for k, v in bad.items())
-                          + f" (tolerance {tolerance:g})")
+        raise ExportError(
+            f"{out}: the exported "
+            + ", ".join(f"{k} differs from PyTorch by {v:.3g}" for k, v in bad.items())
+            + f" (tolerance {tolerance:g})"
+        )
     return Exported(out, trial.number, files, checks)
 
 
@@ -382,8 +445,14 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, expected: torch.
         warnings.simplefilter("ignore")
         logging.disable(logging.WARNING)
         try:
-            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=18,
-                              dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})
+            torch.onnx.export(
+                model,
+                (x,),
+                str(path),
+                dynamo=True,
+                opset_version=18,
+                dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
+            )
         finally:
             logging.disable(logging.NOTSET)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -418,8 +487,9 @@ def load_export(path: Path) -> tuple[nn.Module, ModelCard]:
     return model, card
 
 
-def load_trial(study_name: str | None, storage: str | None, number: int, root: Path = Path("runs")
-               ) -> tuple[nn.Module, ModelCard]:
+def load_trial(
+    study_name: str | None, storage: str | None, number: int, root: Path = Path("runs")
+) -> tuple[nn.Module, ModelCard]:
     """A trial's model with the weights the search kept (eval mode), and its card."""
     from nas.search.study import num_classes_of, open_existing, space_of
 
@@ -430,5 +500,6 @@ def load_trial(study_name: str | None, storage: str | None, number: int, root: P
     num_classes = num_classes_of(study, space)
     in_chans = space.in_chans if space else 3
     model = _load_weights(build(arch, num_classes, in_chans).eval(), _weights_of(study, trial, root))
-    return model, ModelCard(arch, num_classes, in_chans, space.input_size if space else (224, 224),
-                            dict(space.data) if space else {})
+    return model, ModelCard(
+        arch, num_classes, in_chans, space.input_size if space else (224, 224), dict(space.data) if space else {}
+    )

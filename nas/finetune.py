@@ -7,16 +7,17 @@ Kept apart from export.py: exporting reads a study, training reads only an archi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 
 from nas import data as data_mod
-from nas.errors import BadOption
 from nas.artifacts import WEIGHTS_FILE, ModelCard
+from nas.errors import BadOption
 from nas.model import save_weights
 from nas.spacefile import data_and_training
 from nas.training import prepare_fit
@@ -30,8 +31,12 @@ def data_option(value: str) -> dict[str, Any]:
         return {"source": value}
     if Path(value).is_dir():
         return {"source": "imagefolder", "root": value}
-    raise BadOption("--data", value, "digits, cifar10, cifar100 or an existing folder of images "
-                                     "(train/ and val/ subfolders, or one folder per class)")
+    raise BadOption(
+        "--data",
+        value,
+        "digits, cifar10, cifar100 or an existing folder of images "
+        "(train/ and val/ subfolders, or one folder per class)",
+    )
 
 
 @dataclass
@@ -51,9 +56,18 @@ class _EpochLine(pl.Callback):
             self.report(len(module.curve), trainer.max_epochs, module.curve[-1])
 
 
-def train(source: Path, *, epochs: int | None = None, data: str | None = None, batch_size: int | None = None,
-          lr: float | None = None, out: Path | None = None, resume: bool = True, seed: int | None = None,
-          report: Callable[[int, int, float], None] = lambda e, n, acc: None) -> TrainResult:
+def train(
+    source: Path,
+    *,
+    epochs: int | None = None,
+    data: str | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    out: Path | None = None,
+    resume: bool = True,
+    seed: int | None = None,
+    report: Callable[[int, int, float], None] = lambda e, n, acc: None,
+) -> TrainResult:
     """Train the architecture of ``source`` (an export folder or an architecture.yaml) for ``epochs``,
     with the export's data and training sections unless overridden. Checkpoints (last and best by
     validation accuracy) go to ``out/checkpoints``; running again resumes from the last one.
@@ -87,19 +101,38 @@ def train(source: Path, *, epochs: int | None = None, data: str | None = None, b
     epochs, seed = training["epochs"], training["seed"]
     dm = data_mod.datamodule(data_cfg, card.input_size, training["batch_size"], seed)
     dm.setup("fit")
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val_acc", mode="max",
-                                              save_top_k=1, save_last=True, save_on_train_epoch_end=False)
-    fitting = prepare_fit(card.architecture, seed, dm, training, dm.num_classes, dm.in_chans,
-                          callbacks=[checkpoint, _EpochLine(report)], log_dir=out / "logs")
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=str(ckpt_dir),
+        filename="best",
+        monitor="val_acc",
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        save_on_train_epoch_end=False,
+    )
+    fitting = prepare_fit(
+        card.architecture,
+        seed,
+        dm,
+        training,
+        dm.num_classes,
+        dm.in_chans,
+        callbacks=[checkpoint, _EpochLine(report)],
+        log_dir=out / "logs",
+    )
     module, trainer = fitting.module, fitting.trainer
     done = 0
     if last.exists():
         state = torch.load(last, map_location="cpu", weights_only=True)
         done, planned = int(state.get("epoch", -1)) + 1, state.get("planned_epochs")
         if planned is not None and planned != epochs:
-            raise BadOption("--epochs", epochs, f"{planned}: {last} belongs to a run of {planned} epochs, whose "
-                                                f"learning-rate schedule depends on it; resume with --epochs {planned}, "
-                                                "or train anew into another --out")
+            raise BadOption(
+                "--epochs",
+                epochs,
+                f"{planned}: {last} belongs to a run of {planned} epochs, whose "
+                f"learning-rate schedule depends on it; resume with --epochs {planned}, "
+                "or train anew into another --out",
+            )
     try:
         fitting.run(ckpt_path=str(last) if last.exists() else None, weights_only=True)
     except SystemExit:  # Lightning turns Ctrl-C into a clean stop and sys.exit(1)
@@ -112,10 +145,19 @@ def train(source: Path, *, epochs: int | None = None, data: str | None = None, b
     weights = save_weights(module.model, out / WEIGHTS_FILE, {"arch": str(card.architecture)})
     best = max(range(len(module.curve)), key=lambda i: module.curve[i]) if module.curve else None
     ModelCard(card.architecture, dm.num_classes, dm.in_chans, card.input_size, data_cfg, training).write(out)
-    (out / "metrics.json").write_text(json.dumps({
-        "architecture": str(card.architecture), "epochs": len(module.curve), "val_acc_curve": module.curve,
-        "final_val_acc": module.curve[-1] if module.curve else None,
-        "best_val_acc": module.curve[best] if best is not None else None,
-        "best_epoch": best + 1 if best is not None else None,
-        "weights": WEIGHTS_FILE, "best_checkpoint": f"{CHECKPOINTS}/best.ckpt"}, indent=1))
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {
+                "architecture": str(card.architecture),
+                "epochs": len(module.curve),
+                "val_acc_curve": module.curve,
+                "final_val_acc": module.curve[-1] if module.curve else None,
+                "best_val_acc": module.curve[best] if best is not None else None,
+                "best_epoch": best + 1 if best is not None else None,
+                "weights": WEIGHTS_FILE,
+                "best_checkpoint": f"{CHECKPOINTS}/best.ckpt",
+            },
+            indent=1,
+        )
+    )
     return TrainResult(out, list(module.curve), done, weights)

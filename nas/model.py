@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 import attention
-
 from nas import backbone as bb
 from nas.architecture import NONE, Architecture, ArchitectureError, StageChoice
 
@@ -50,8 +50,13 @@ def _fresh_rng(seed: int) -> Iterator[None]:
         yield
 
 
-def build(arch: Architecture, num_classes: int, in_chans: int = 3, device: str | torch.device | None = None,
-          init_seed: int | None = None) -> nn.Module:
+def build(
+    arch: Architecture,
+    num_classes: int,
+    in_chans: int = 3,
+    device: str | torch.device | None = None,
+    init_seed: int | None = None,
+) -> nn.Module:
     """Build ``arch``: timm creates the backbone (random init, never downloads); then for every stage
     the chosen mechanism goes into every block at its placement, or once after the stage for
     ``stage_output``. Stages come from timm's ``feature_info``. Raises ArchitectureError when a choice
@@ -71,15 +76,22 @@ def build(arch: Architecture, num_classes: int, in_chans: int = 3, device: str |
     if len(found) != len(arch.stages):
         raise ArchitectureError(
             f"{arch}: {arch.backbone} has {len(found)} stages with blocks (feature_info indices "
-            f"{', '.join(str(s.index) for s in found)}) but the architecture lists {len(arch.stages)}")
-    for stage, choice in zip(found, arch.stages):
+            f"{', '.join(str(s.index) for s in found)}) but the architecture lists {len(arch.stages)}"
+        )
+    for stage, choice in zip(found, arch.stages, strict=True):
         if choice.replace_builtin:
             _remove_builtin(stage)
         if choice.mechanism == NONE:
             continue
         placements = stage.placements
-        problem = bb.placement_problem(choice.mechanism, choice.placement, stage.index, placements,
-                                       {p: stage.builtin(p) for p in placements}, choice.replace_builtin)
+        problem = bb.placement_problem(
+            choice.mechanism,
+            choice.placement,
+            stage.index,
+            placements,
+            {p: stage.builtin(p) for p in placements},
+            choice.replace_builtin,
+        )
         if problem:
             raise ArchitectureError(f"{arch}: {problem}")
         try:

@@ -3,7 +3,7 @@ sorting and the two-dimensional hypervolume, shared by the pruner, the report an
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:

@@ -5,21 +5,21 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from nas.search import confirm as cf
-from nas.search.confirm import NOT_PAIRED, Member, Noise
 from nas.errors import BadOption, UserError
 from nas.pareto import hypervolume
+from nas.search import confirm as cf
+from nas.search.confirm import NOT_PAIRED, Member, Noise
 from nas.search.pruning import CURVE, LATENCY_CI
 from nas.search.study import front, num_classes_of, space_of
 from nas.stats import BETTER, TIED, WORSE
-
 
 baseline_trial = cf.baseline_trial
 
@@ -62,8 +62,18 @@ def _member(t: optuna.trial.FrozenTrial) -> Member:
     a = t.user_attrs
     lat = float(a.get("latency_ms", t.values[1]))
     lo, hi = a.get(LATENCY_CI) or (lat, lat)
-    return Member(t.number, a.get("arch", "?"), float(t.values[0]), lat, float(lo), float(hi), int(a.get("params", 0)),
-                  int(a.get("flops", 0)), bool(a.get("baseline")), second=float(t.values[1]))
+    return Member(
+        t.number,
+        a.get("arch", "?"),
+        float(t.values[0]),
+        lat,
+        float(lo),
+        float(hi),
+        int(a.get("params", 0)),
+        int(a.get("flops", 0)),
+        bool(a.get("baseline")),
+        second=float(t.values[1]),
+    )
 
 
 def _latency_objective(study: optuna.Study) -> bool:
@@ -88,8 +98,13 @@ def get_complete(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
         raise BadOption("--include", number, f"a trial number of study {study.study_name!r} (0 to {len(trials) - 1})")
     t = trials[number]
     if t.state != TrialState.COMPLETE or "duplicate_of" in t.user_attrs:
-        raise BadOption("--include", number, f"a complete trial (trial {number} is {t.state.name.lower()}"
-                        + (", a copy of another" if "duplicate_of" in t.user_attrs else "") + ")")
+        raise BadOption(
+            "--include",
+            number,
+            f"a complete trial (trial {number} is {t.state.name.lower()}"
+            + (", a copy of another" if "duplicate_of" in t.user_attrs else "")
+            + ")",
+        )
     return t
 
 
@@ -97,10 +112,10 @@ def remeasure(study: optuna.Study, members: Sequence[Member], space: Any) -> lis
     """Every shown architecture and the baseline timed again now, all in one interleaved run against
     the plain backbone, x the study's reference latency: figures that share the machine's state, and
     each member's difference to the baseline from ratios taken in the same rounds."""
+    from nas.architecture import Architecture
     from nas.cost import LatencyTarget, PairedMeter
     from nas.model import build
     from nas.search.latency import reference_latency_ms
-    from nas.architecture import Architecture
     from nas.stats import median_interval
 
     target = LatencyTarget.from_space(space.latency)
@@ -112,17 +127,26 @@ def remeasure(study: optuna.Study, members: Sequence[Member], space: Any) -> lis
     ratios = meter.ratios([build(Architecture.parse(m.arch), classes, space.in_chans, init_seed=0) for m in members])
     base_i = next((i for i, m in enumerate(members) if m.baseline), None)
     out = []
-    for i, (m, r) in enumerate(zip(members, ratios)):
+    for m, r in zip(members, ratios, strict=True):
         lo, hi = r.interval
         diff = None
         if base_i is not None and not m.baseline:
-            d = [(x - y) * ref_ms for x, y in zip(r.samples, ratios[base_i].samples)]
+            d = [(x - y) * ref_ms for x, y in zip(r.samples, ratios[base_i].samples, strict=True)]
             import statistics
 
             dlo, dhi = median_interval(d)
             diff = (statistics.median(d), dlo, dhi)
-        out.append(replace(m, latency=r.median * ref_ms, latency_low=lo * ref_ms, latency_high=hi * ref_ms,
-                           latency_diff=diff, remeasured=True, second=r.median * ref_ms if objective else m.second))
+        out.append(
+            replace(
+                m,
+                latency=r.median * ref_ms,
+                latency_low=lo * ref_ms,
+                latency_high=hi * ref_ms,
+                latency_diff=diff,
+                remeasured=True,
+                second=r.median * ref_ms if objective else m.second,
+            )
+        )
     return out
 
 
@@ -156,17 +180,24 @@ class Analysis:
             return "The front holds the baseline alone: no attention placement found that is faster or more accurate."
         if not self.confirmed:
             noise = str(self.noise) if self.noise else "noise not measured"
-            return (f"Not confirmed: every accuracy is one training run ({noise}); no member is called better than "
-                    "the baseline before 'nas report --confirm 3' re-trains the front from fresh seeds.")
+            return (
+                f"Not confirmed: every accuracy is one training run ({noise}); no member is called better than "
+                "the baseline before 'nas report --confirm 3' re-trains the front from fresh seeds."
+            )
         better = [m for m in others if m.verdict == BETTER]
         n, judged = self.used_seeds, sum(1 for m in others if m.difference is not None)
-        level = (f"paired 95% intervals, Bonferroni-adjusted for {judged} comparisons" if judged > 1
-                 else "paired 95% interval")
+        level = (
+            f"paired 95% intervals, Bonferroni-adjusted for {judged} comparisons"
+            if judged > 1
+            else "paired 95% interval"
+        )
         pending = [m.number for m in others if m.difference is None]
         tail = f" Not confirmed yet: trial(s) {', '.join(map(str, pending))}." if pending else ""
         if not better:
-            return (f"No front member is better than the baseline in accuracy: confirmed over {n} fresh seeds, no "
-                    f"interval of the difference lies above 0 ({level}).{tail}")
+            return (
+                f"No front member is better than the baseline in accuracy: confirmed over {n} fresh seeds, no "
+                f"interval of the difference lies above 0 ({level}).{tail}"
+            )
         names = ", ".join(f"trial {m.number} ({_points(m.difference)})" for m in better)
         return f"Better than the baseline in accuracy, confirmed over {n} fresh seeds ({level}): {names}.{tail}"
 
@@ -179,9 +210,15 @@ def _points(e: Any) -> str:
     return f"{100 * e.mean:+.1f} ± {100 * e.half_width:.1f} pts"
 
 
-def analyse(study: optuna.Study, *, confirm: int = 0, measure_again: bool = True,
-            fit: "cf.Fit | None" = None, status: Callable[[str], None] = lambda s: None,
-            include: Sequence[int] = ()) -> Analysis:
+def analyse(
+    study: optuna.Study,
+    *,
+    confirm: int = 0,
+    measure_again: bool = True,
+    fit: cf.Fit | None = None,
+    status: Callable[[str], None] = lambda s: None,
+    include: Sequence[int] = (),
+) -> Analysis:
     """The front and the baseline (and the trials in ``include``), re-measured (``measure_again``),
     confirmed from ``confirm`` fresh seeds (training what is missing with ``fit``; runs already
     stored are reused) and judged."""
@@ -194,8 +231,17 @@ def analyse(study: optuna.Study, *, confirm: int = 0, measure_again: bool = True
         cf.run_reruns(study, cf.confirm_jobs(study, [m.arch for m in members], confirm), fit, "confirming the front")
     base = next((m for m in members if m.baseline), None)
     if base is not None:
-        members = [m if m.baseline else replace(m, unconfirmed=cf.unconfirmed_difference(
-            m.search_accuracy, base.search_accuracy, noise, cf.resolution(study))) for m in members]
+        members = [
+            m
+            if m.baseline
+            else replace(
+                m,
+                unconfirmed=cf.unconfirmed_difference(
+                    m.search_accuracy, base.search_accuracy, noise, cf.resolution(study)
+                ),
+            )
+            for m in members
+        ]
     if measure_again and space is not None:
         status("re-measuring latency of the front and the baseline, interleaved")
         members = remeasure(study, members, space)
@@ -211,7 +257,7 @@ def _stored_confirm(study: optuna.Study) -> int:
     return int(space.training.get("confirm", 0)) if space is not None else 0
 
 
-def fitter(study: optuna.Study, status: Callable[[str], None] = lambda s: None, root: Path = Path("runs")) -> "cf.Fit":
+def fitter(study: optuna.Study, status: Callable[[str], None] = lambda s: None, root: Path = Path("runs")) -> cf.Fit:
     """Re-runs for ``nas report --confirm``: the study's space, data and seed, as its trials trained."""
     from nas import data as data_mod
 
@@ -241,11 +287,16 @@ def count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
-_SHORT_VERDICT = {BETTER: "better", TIED: "tied", WORSE: "worse", NOT_PAIRED: "not paired",
-                  "tie: within noise (not confirmed)": "tie? (1 run)",
-                  "ahead beyond noise, not confirmed": "ahead? (1 run)",
-                  "behind beyond noise, not confirmed": "behind? (1 run)",
-                  "not confirmed; noise not measured": "? (1 run)"}
+_SHORT_VERDICT = {
+    BETTER: "better",
+    TIED: "tied",
+    WORSE: "worse",
+    NOT_PAIRED: "not paired",
+    "tie: within noise (not confirmed)": "tie? (1 run)",
+    "ahead beyond noise, not confirmed": "ahead? (1 run)",
+    "behind beyond noise, not confirmed": "behind? (1 run)",
+    "not confirmed; noise not measured": "? (1 run)",
+}
 
 
 def table_rows(a: Analysis, names: Sequence[str], short: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -253,23 +304,51 @@ def table_rows(a: Analysis, names: Sequence[str], short: bool = False) -> tuple[
     headers and cells where a narrow terminal may break them; ``short`` (the terminal) gives one-word
     verdicts and leaves out params and MFLOPs, which the lines below the table carry with the verdict in
     full and the whole architecture."""
-    cols = ["trial", f"{names[0]}\nsearch run", f"{names[0]}\nconfirmed\n(95%)", f"Δ {names[0]}\nvs baseline\n(paired)",
-            "verdict", f"{names[1]}\n(95%)", f"Δ {names[1]}\n(95%)", "params", "MFLOPs"][:7 if short else None]
+    cols = [
+        "trial",
+        f"{names[0]}\nsearch run",
+        f"{names[0]}\nconfirmed\n(95%)",
+        f"Δ {names[0]}\nvs baseline\n(paired)",
+        "verdict",
+        f"{names[1]}\n(95%)",
+        f"Δ {names[1]}\n(95%)",
+        "params",
+        "MFLOPs",
+    ][: 7 if short else None]
     rows = []
     for m in a.members:
-        conf = "-" if m.accuracy is None else (
-            f"{m.accuracy.mean:.4f}\n± {m.accuracy.half_width:.4f}\n(n={m.accuracy.n})" if m.accuracy.n > 1
-            else f"{m.accuracy.mean:.4f}\n(n=1)")
+        conf = (
+            "-"
+            if m.accuracy is None
+            else (
+                f"{m.accuracy.mean:.4f}\n± {m.accuracy.half_width:.4f}\n(n={m.accuracy.n})"
+                if m.accuracy.n > 1
+                else f"{m.accuracy.mean:.4f}\n(n=1)"
+            )
+        )
         diff = "-" if m.baseline else _points(m.difference if m.difference is not None else m.unconfirmed)
         if not m.baseline and m.difference is None and m.unconfirmed is not None:
             diff += "\n(1 run)"
         lat = f"{m.latency:.3f}\n[{m.latency_low:.3f},\n{m.latency_high:.3f}]" + ("" if m.remeasured else "\nstored")
-        dl = "-" if m.latency_diff is None else f"{m.latency_diff[0]:+.3f}\n[{m.latency_diff[1]:+.3f},\n{m.latency_diff[2]:+.3f}]"
+        dl = (
+            "-"
+            if m.latency_diff is None
+            else f"{m.latency_diff[0]:+.3f}\n[{m.latency_diff[1]:+.3f},\n{m.latency_diff[2]:+.3f}]"
+        )
         verdict = verdict_text(m)
         verdict = _SHORT_VERDICT.get(verdict, verdict) if short else verdict
-        row = [str(m.number), f"{m.search_accuracy:.4f}", conf, diff,
-               verdict + ("" if m.on_front else "\n(off front)"), lat, dl, count(m.params), f"{m.flops / 1e6:.1f}"]
-        rows.append(row[:len(cols)])
+        row = [
+            str(m.number),
+            f"{m.search_accuracy:.4f}",
+            conf,
+            diff,
+            verdict + ("" if m.on_front else "\n(off front)"),
+            lat,
+            dl,
+            count(m.params),
+            f"{m.flops / 1e6:.1f}",
+        ]
+        rows.append(row[: len(cols)])
     return cols, rows
 
 
@@ -284,14 +363,29 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
 
     names = study.metric_names or ["accuracy", "latency_ms"]
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    pruned = [t for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-              if t.user_attrs.get(CURVE) and "duplicate_of" not in t.user_attrs and t.user_attrs.get("latency_ms")]
+    pruned = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+        if t.user_attrs.get(CURVE) and "duplicate_of" not in t.user_attrs and t.user_attrs.get("latency_ms")
+    ]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     if pruned:
-        ax.scatter([t.user_attrs["latency_ms"] for t in pruned], [t.user_attrs[CURVE][-1] for t in pruned], s=10,
-                   c="#dddddd", label="pruned (accuracy at its last rung)", zorder=1)
-    ax.scatter([t.values[1] for t in complete], [t.values[0] for t in complete], s=16, c="#999999",
-               label="complete trials (stored)", zorder=2)
+        ax.scatter(
+            [t.user_attrs["latency_ms"] for t in pruned],
+            [t.user_attrs[CURVE][-1] for t in pruned],
+            s=10,
+            c="#dddddd",
+            label="pruned (accuracy at its last rung)",
+            zorder=1,
+        )
+    ax.scatter(
+        [t.values[1] for t in complete],
+        [t.values[0] for t in complete],
+        s=16,
+        c="#999999",
+        label="complete trials (stored)",
+        zorder=2,
+    )
     sd = a.noise.final if a.noise else 0.0
     for m in a.members:
         y = m.shown_accuracy if a.confirmed else m.search_accuracy
@@ -301,17 +395,39 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
             yerr = [[sd], [sd]]
         xerr = [[m.latency - m.latency_low], [m.latency_high - m.latency]]
         colour = "#d62728" if m.baseline else ("#1f77b4" if m.on_front else "#7f7f7f")
-        ax.errorbar([m.latency], [y], xerr=xerr, yerr=yerr, fmt="*" if m.baseline else "o", ms=12 if m.baseline else 6,
-                    c=colour, ecolor=colour, elinewidth=1, capsize=3, zorder=4)
+        ax.errorbar(
+            [m.latency],
+            [y],
+            xerr=xerr,
+            yerr=yerr,
+            fmt="*" if m.baseline else "o",
+            ms=12 if m.baseline else 6,
+            c=colour,
+            ecolor=colour,
+            elinewidth=1,
+            capsize=3,
+            zorder=4,
+        )
         ax.annotate(f"{m.number}", (m.latency, y), textcoords="offset points", xytext=(6, 4), fontsize=8, zorder=5)
     on = sorted((m for m in a.members if m.on_front), key=lambda m: m.latency)
     if on:
-        ax.step([m.latency for m in on], [m.shown_accuracy if a.confirmed else m.search_accuracy for m in on],
-                where="post", c="#1f77b4", lw=1, zorder=3)
+        ax.step(
+            [m.latency for m in on],
+            [m.shown_accuracy if a.confirmed else m.search_accuracy for m in on],
+            where="post",
+            c="#1f77b4",
+            lw=1,
+            zorder=3,
+        )
     ax.plot([], [], "o", c="#1f77b4", label="front" + (" (confirmed means)" if a.confirmed else ""))
     ax.plot([], [], "*", c="#d62728", ms=10, label="baseline (no attention)")
-    what = f"confirmed over {len(a.seeds)} seeds, 95% intervals" if a.confirmed else (
-        f"one run each; bars: ±1 noise sd ({100 * sd:.1f} pts)" if a.noise else "one run each; noise not measured")
+    what = (
+        f"confirmed over {len(a.seeds)} seeds, 95% intervals"
+        if a.confirmed
+        else (
+            f"one run each; bars: ±1 noise sd ({100 * sd:.1f} pts)" if a.noise else "one run each; noise not measured"
+        )
+    )
     ax.set_xlabel(f"{names[1]} (re-measured, 95% interval)" if any(m.remeasured for m in a.members) else names[1])
     ax.set_ylabel(names[0])
     ax.set_title(f"{study.study_name}: {len(complete)} complete, {len(pruned)} pruned trials; front {what}", fontsize=9)
@@ -324,13 +440,15 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
     return path
 
 
-def write_html(study: optuna.Study, a: Analysis, names: Sequence[str], png: Path, hv: float,
-               ref: tuple[float, float], path: Path) -> Path:
+def write_html(
+    study: optuna.Study, a: Analysis, names: Sequence[str], png: Path, hv: float, ref: tuple[float, float], path: Path
+) -> Path:
     img = base64.b64encode(png.read_bytes()).decode()
     cols, rows = table_rows(a, names)
     head = "".join(f"<th>{html.escape(c).replace(chr(10), '<br>')}</th>" for c in cols)
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(c).replace(chr(10), '<br>')}</td>" for c in r) + "</tr>"
-                    for r in rows)
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c).replace(chr(10), '<br>')}</td>" for c in r) + "</tr>" for r in rows
+    )
     archs = "".join(f"<li><code>{html.escape(m.arch)}</code> (trial {m.number})</li>" for m in a.members)
     noise = html.escape(str(a.noise) if a.noise else "noise: not measured")
     path.write_text(
@@ -338,5 +456,6 @@ def write_html(study: optuna.Study, a: Analysis, names: Sequence[str], png: Path
         f"<h1>{html.escape(study.study_name)}</h1><p><b>{html.escape(a.headline())}</b></p><p>{noise}</p>"
         f"<img src='data:image/png;base64,{img}'>"
         f"<p>hypervolume {hv:.5f} (reference: accuracy {ref[0]}, latency {ref[1]:.3f} ms)</p>"
-        f"<table border=1 cellpadding=4><tr>{head}</tr>{cells}</table><ol>{archs}</ol>")
+        f"<table border=1 cellpadding=4><tr>{head}</tr>{cells}</table><ol>{archs}</ol>"
+    )
     return path

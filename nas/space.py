@@ -5,11 +5,11 @@ and validates the YAML files."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from nas.architecture import Architecture, ArchitectureError, StageChoice
-
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Option:
         names = [n for n, _ in self.hparams]
         for place in self.placements:
             for combo in _product([v for _, v in self.hparams]):
-                yield StageChoice(self.mechanism, tuple(zip(names, combo)), place, replace_builtin)
+                yield StageChoice(self.mechanism, tuple(zip(names, combo, strict=True)), place, replace_builtin)
 
 
 def _product(lists: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
@@ -100,8 +100,11 @@ class SearchSpace:
             opt = st.options[names.index(name)]
             hp = {}
             for key, values in opt.hparams:
-                hp[key] = (trial.suggest_categorical(f"stage{st.index}.{name}.{key}", list(values))
-                           if len(values) > 1 else values[0])
+                hp[key] = (
+                    trial.suggest_categorical(f"stage{st.index}.{name}.{key}", list(values))
+                    if len(values) > 1
+                    else values[0]
+                )
             place = opt.placements[0]
             if len(opt.placements) > 1:
                 place = trial.suggest_categorical(f"stage{st.index}.{name}.placement", list(opt.placements))
@@ -110,7 +113,7 @@ class SearchSpace:
 
     def params_of(self, arch: Architecture) -> dict[str, Any]:
         """The trial parameters that ``sample`` would have drawn for ``arch`` (for enqueueing)."""
-        by_index = dict(zip(self.stage_indices, arch.stages))
+        by_index = dict(zip(self.stage_indices, arch.stages, strict=True))
         params: dict[str, Any] = {}
         for st in self.stages:
             choice = by_index[st.index]

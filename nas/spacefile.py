@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import attention
-
 from nas import backbone as bb
 from nas.architecture import NONE, NUMBER_TEXT
 from nas.errors import UserError
@@ -22,8 +22,15 @@ from nas.yamlio import load
 
 DATA_SOURCES: dict[str, dict[str, Any]] = {
     # source: {key: (type, default)}; the data module documents each key
-    "digits": {"canvas": (int, 32), "train": (int, 3000), "val": (int, 1000), "test": (int, 1000),
-               "clutter": (int, 2), "noise": (float, 0.1), "seed": (int, 0)},
+    "digits": {
+        "canvas": (int, 32),
+        "train": (int, 3000),
+        "val": (int, 1000),
+        "test": (int, 1000),
+        "clutter": (int, 2),
+        "noise": (float, 0.1),
+        "seed": (int, 0),
+    },
     "imagefolder": {"root": (str, None), "val_split": (float, 0.2), "on_error": (("raise", "skip"), "raise")},
     "cifar10": {"root": (str, "data"), "download": (bool, True)},
     "cifar100": {"root": (str, "data"), "download": (bool, True)},
@@ -31,22 +38,43 @@ DATA_SOURCES: dict[str, dict[str, Any]] = {
 DATA_COMMON = {"num_workers": (int, 0)}
 
 TRAINING = {
-    "epochs": (int, 6), "batch_size": (int, 128), "optimizer": (("adamw", "sgd"), "adamw"),
-    "lr": (float, 2e-3), "weight_decay": (float, 0.05), "momentum": (float, 0.9),
+    "epochs": (int, 6),
+    "batch_size": (int, 128),
+    "optimizer": (("adamw", "sgd"), "adamw"),
+    "lr": (float, 2e-3),
+    "weight_decay": (float, 0.05),
+    "momentum": (float, 0.9),
     "schedule": (("onecycle", "cosine", "constant"), "onecycle"),
-    "precision": (("32", "16-mixed", "bf16-mixed"), "32"), "channels_last": (bool, False),
-    "devices": (int, 1), "seed": (int, 0),
+    "precision": (("32", "16-mixed", "bf16-mixed"), "32"),
+    "channels_last": (bool, False),
+    "devices": (int, 1),
+    "seed": (int, 0),
     "noise_seeds": (int, 3),  # the baseline trained from this many seeds: the search's noise floor
     "confirm": (int, 0),  # when the trials are done: the front and the baseline re-trained from this many fresh seeds
 }
-LATENCY = {"device": (str, "cpu"), "batch_size": (int, 1), "input_size": (int, 224), "threads": (int, 1),
-           "warmup": (int, 5), "repeats": (int, 30)}
+LATENCY = {
+    "device": (str, "cpu"),
+    "batch_size": (int, 1),
+    "input_size": (int, 224),
+    "threads": (int, 1),
+    "warmup": (int, 5),
+    "repeats": (int, 30),
+}
 LIMITS = {"max_latency_ms": (float, None), "max_params": (float, None), "max_flops": (float, None)}
 OBJECTIVES = ("accuracy", "latency", "params", "flops")
-TOP_LEVEL = ("name", "backbone", "input_size", "in_chans", "num_classes", "data", "stages", "training",
-             "objectives", "latency", "limits")
-
-
+TOP_LEVEL = (
+    "name",
+    "backbone",
+    "input_size",
+    "in_chans",
+    "num_classes",
+    "data",
+    "stages",
+    "training",
+    "objectives",
+    "latency",
+    "limits",
+)
 
 
 @dataclass
@@ -141,8 +169,12 @@ def _typed(v: Any, kind: Any) -> tuple[bool, Any]:
 def _describe_type(kind: Any) -> str:
     if isinstance(kind, tuple):
         return "one of " + ", ".join(repr(k) for k in kind)
-    return {bool: "true or false", int: "a non-negative integer", float: "a non-negative number",
-            str: "a non-empty string"}[kind]
+    return {
+        bool: "true or false",
+        int: "a non-negative integer",
+        float: "a non-negative number",
+        str: "a non-empty string",
+    }[kind]
 
 
 def _as_list(v: Any) -> list[Any]:
@@ -177,8 +209,11 @@ def load_space(path: str | Path) -> SearchSpace:
     if num_classes == "auto":
         num_classes = None
     elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        c.add("num_classes", f"{num_classes!r} is not allowed; expected an integer >= 2 or 'auto'",
-              c.line(data, "num_classes"))
+        c.add(
+            "num_classes",
+            f"{num_classes!r} is not allowed; expected an integer >= 2 or 'auto'",
+            c.line(data, "num_classes"),
+        )
         num_classes = None
 
     data_cfg = _data_section(c, data)
@@ -186,16 +221,25 @@ def load_space(path: str | Path) -> SearchSpace:
     latency = c.section(data, "latency", LATENCY)
     for key in ("batch_size", "input_size", "threads", "repeats"):
         if latency[key] < 1:
-            c.add(f"latency.{key}", f"{latency[key]!r} is not allowed; expected an integer >= 1",
-                  c.line(data.get("latency") or {}, key))
+            c.add(
+                f"latency.{key}",
+                f"{latency[key]!r} is not allowed; expected an integer >= 1",
+                c.line(data.get("latency") or {}, key),
+            )
     if not re.fullmatch(r"cpu|cuda(:\d+)?", latency["device"]):
-        c.add("latency.device", f"{latency['device']!r} is not allowed; expected cpu, cuda or cuda:N",
-              c.line(data.get("latency") or {}, "device"))
+        c.add(
+            "latency.device",
+            f"{latency['device']!r} is not allowed; expected cpu, cuda or cuda:N",
+            c.line(data.get("latency") or {}, "device"),
+        )
     limits = c.section(data, "limits", LIMITS)
     for key, value in limits.items():
         if value is not None and value <= 0:
-            c.add(f"limits.{key}", f"{value!r} is not allowed; expected a positive number (or leave it out)",
-                  c.line(data.get("limits") or {}, key))
+            c.add(
+                f"limits.{key}",
+                f"{value!r} is not allowed; expected a positive number (or leave it out)",
+                c.line(data.get("limits") or {}, key),
+            )
     objectives = _objectives(c, data)
 
     backbone_name = data.get("backbone")
@@ -210,16 +254,30 @@ def load_space(path: str | Path) -> SearchSpace:
             try:
                 stage_infos = bb.describe(backbone_name, input_size, in_chans)
             except RuntimeError as e:
-                c.add("input_size", f"{list(input_size)} is too small for {backbone_name}: {str(e).splitlines()[0]}",
-                      c.line(data, "input_size"))
+                c.add(
+                    "input_size",
+                    f"{list(input_size)} is too small for {backbone_name}: {str(e).splitlines()[0]}",
+                    c.line(data, "input_size"),
+                )
     stages = _stages(c, data, stage_infos) if stage_infos else ()
     if c.problems:
         raise SpaceError(str(path), c.problems)
     return SearchSpace(
-        path=str(path), name=name, backbone=backbone_name, input_size=input_size, in_chans=in_chans,
-        num_classes=num_classes, data=data_cfg, stages=stages, stage_indices=tuple(s.index for s in stage_infos),
-        training=training, objectives=objectives, latency=latency, limits=limits,
-        builtin_stages=tuple(s.index for s in stage_infos if any(s.builtin.values())))
+        path=str(path),
+        name=name,
+        backbone=backbone_name,
+        input_size=input_size,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        data=data_cfg,
+        stages=stages,
+        stage_indices=tuple(s.index for s in stage_infos),
+        training=training,
+        objectives=objectives,
+        latency=latency,
+        limits=limits,
+        builtin_stages=tuple(s.index for s in stage_infos if any(s.builtin.values())),
+    )
 
 
 def _input_size(c: _Checker, data: Mapping, key: str, value: Any) -> tuple[int, int]:
@@ -238,8 +296,11 @@ def _objectives(c: _Checker, data: Mapping) -> tuple[str, ...]:
     bad = [v for v in values if v not in OBJECTIVES]
     line = c.line(data, "objectives")
     if bad or len(values) != 2 or len(set(values)) != 2 or "accuracy" not in values:
-        c.add("objectives", f"{raw!r} is not allowed; expected accuracy and one of latency, params, flops "
-                            "(e.g. [accuracy, latency])", line)
+        c.add(
+            "objectives",
+            f"{raw!r} is not allowed; expected accuracy and one of latency, params, flops (e.g. [accuracy, latency])",
+            line,
+        )
         return ("accuracy", "latency")
     return ("accuracy", next(v for v in values if v != "accuracy"))
 
@@ -247,13 +308,19 @@ def _objectives(c: _Checker, data: Mapping) -> tuple[str, ...]:
 def _training_section(c: _Checker, data: Mapping) -> dict[str, Any]:
     training = c.section(data, "training", TRAINING)
     if training["confirm"] < 0 or training["confirm"] == 1:
-        c.add("training.confirm", f"{training['confirm']!r} is not allowed; expected 0 (no confirmation) or an "
-              "integer >= 2 (one seed gives no interval; 3 or more give intervals worth reading)",
-              c.line(data.get("training") or {}, "confirm"))
+        c.add(
+            "training.confirm",
+            f"{training['confirm']!r} is not allowed; expected 0 (no confirmation) or an "
+            "integer >= 2 (one seed gives no interval; 3 or more give intervals worth reading)",
+            c.line(data.get("training") or {}, "confirm"),
+        )
     for key in ("epochs", "batch_size", "devices", "noise_seeds"):
         if training[key] < 1:
-            c.add(f"training.{key}", f"{training[key]!r} is not allowed; expected an integer >= 1",
-                  c.line(data.get("training") or {}, key))
+            c.add(
+                f"training.{key}",
+                f"{training[key]!r} is not allowed; expected an integer >= 1",
+                c.line(data.get("training") or {}, key),
+            )
     return training
 
 
@@ -281,7 +348,11 @@ def _data_section(c: _Checker, data: Mapping) -> dict[str, Any]:
     if source == "imagefolder" and not out.get("root"):
         c.add("data.root", "missing; the folder with train/ and val/ (or class) subfolders", c.line(data, "data"))
     if source == "imagefolder" and not 0 < out["val_split"] < 1:
-        c.add("data.val_split", f"{out['val_split']!r} is not allowed; expected a number in (0, 1)", c.line(raw, "val_split"))
+        c.add(
+            "data.val_split",
+            f"{out['val_split']!r} is not allowed; expected a number in (0, 1)",
+            c.line(raw, "val_split"),
+        )
     return out
 
 
@@ -307,17 +378,26 @@ def _stages(c: _Checker, data: Mapping, infos: tuple[bb.StageInfo, ...]) -> tupl
                 c.add(f"{path}.{key}", "unknown key; allowed: stage, mechanisms, replace_builtin", c.line(entry, key))
         index = entry.get("stage")
         if isinstance(index, bool) or not isinstance(index, int) or index not in by_index:
-            c.add(f"{path}.stage", f"{index!r} is not a stage of {data.get('backbone')}; its stages with blocks "
-                                   f"are {allowed_idx} (feature_info indices)", c.line(entry, "stage") or line)
+            c.add(
+                f"{path}.stage",
+                f"{index!r} is not a stage of {data.get('backbone')}; its stages with blocks "
+                f"are {allowed_idx} (feature_info indices)",
+                c.line(entry, "stage") or line,
+            )
             continue
         if index in seen:
-            c.add(f"{path}.stage", f"stage {index} is already described at stages[{seen[index]}]", c.line(entry, "stage"))
+            c.add(
+                f"{path}.stage", f"stage {index} is already described at stages[{seen[index]}]", c.line(entry, "stage")
+            )
             continue
         seen[index] = k
         replace = entry.get("replace_builtin", False)
         if not isinstance(replace, bool):
-            c.add(f"{path}.replace_builtin", f"{replace!r} is not allowed; expected true or false",
-                  c.line(entry, "replace_builtin"))
+            c.add(
+                f"{path}.replace_builtin",
+                f"{replace!r} is not allowed; expected true or false",
+                c.line(entry, "replace_builtin"),
+            )
             replace = False
         options = _options(c, path, entry, by_index[index], replace, data.get("backbone"))
         if options:
@@ -329,8 +409,12 @@ def _options(c: _Checker, path: str, entry: Mapping, info: bb.StageInfo, replace
     mechs = entry.get("mechanisms")
     mpath = f"{path}.mechanisms"
     if not isinstance(mechs, Mapping) or not mechs:
-        c.add(mpath, f"expected a non-empty mapping of mechanism -> hyperparameter choices (use 'none' for no "
-                     f"attention); got {mechs!r}", c.line(entry, "mechanisms") or c.line(entry, "stage"))
+        c.add(
+            mpath,
+            f"expected a non-empty mapping of mechanism -> hyperparameter choices (use 'none' for no "
+            f"attention); got {mechs!r}",
+            c.line(entry, "mechanisms") or c.line(entry, "stage"),
+        )
         return []
     options = []
     for mname, cfg in mechs.items():
@@ -377,21 +461,29 @@ def _options(c: _Checker, path: str, entry: Mapping, info: bb.StageInfo, replace
                         for err in spec.problems(ch, **{h.name: v}):
                             if err.name == h.name:
                                 default_note = "" if key is not None else " (the default)"
-                                c.add(hwhere, f"{v!r}{default_note} is not allowed at {ch} channels "
-                                              f"({place} of stage {info.index}): {err.allowed}", hline)
+                                c.add(
+                                    hwhere,
+                                    f"{v!r}{default_note} is not allowed at {ch} channels "
+                                    f"({place} of stage {info.index}): {err.allowed}",
+                                    hline,
+                                )
             hparams.append((h.name, tuple(good)))
         for key in cfg:
             if key != "placement" and spec.find(str(key)) is None:
                 known = ", ".join(f"{h.name} ({h.short})" for h in spec.hparams) or "none"
-                c.add(f"{where}.{key}", f"unknown hyperparameter of {spec.name}; allowed: {known}, placement",
-                      c.line(cfg, key))
+                c.add(
+                    f"{where}.{key}",
+                    f"unknown hyperparameter of {spec.name}; allowed: {known}, placement",
+                    c.line(cfg, key),
+                )
         if placements:
             options.append(Option(spec.name, tuple(hparams), tuple(placements)))
     return options
 
 
-def _placements(c: _Checker, where: str, cfg: Mapping, spec: attention.MechanismSpec, info: bb.StageInfo,
-                replace: bool) -> list[str]:
+def _placements(
+    c: _Checker, where: str, cfg: Mapping, spec: attention.MechanismSpec, info: bb.StageInfo, replace: bool
+) -> list[str]:
     if "placement" in cfg:
         values = _as_list(cfg["placement"])
         line = c.line(cfg, "placement")
@@ -400,8 +492,9 @@ def _placements(c: _Checker, where: str, cfg: Mapping, spec: attention.Mechanism
         line = None
     good = []
     for p in values:
-        problem = bb.placement_problem(spec.name, p, info.index, info.placements, info.builtin, replace,
-                                       bb.REPLACE_BY_YAML)
+        problem = bb.placement_problem(
+            spec.name, p, info.index, info.placements, info.builtin, replace, bb.REPLACE_BY_YAML
+        )
         if problem:
             c.add(f"{where}.placement", problem, line or c.line(cfg, "placement"))
         else:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 LEVEL = 0.95
 
@@ -81,13 +81,14 @@ def mean_interval(values: Sequence[float], level: float = LEVEL, sd_floor: float
     return Estimate(mean, mean - half, mean + half, n, sd)
 
 
-def paired_difference(xs: Sequence[float], ys: Sequence[float], level: float = LEVEL,
-                      sd_floor: float = 0.0) -> Estimate:
+def paired_difference(
+    xs: Sequence[float], ys: Sequence[float], level: float = LEVEL, sd_floor: float = 0.0
+) -> Estimate:
     """Mean of x_i - y_i over pairs that share a seed, with its t-interval: the common randomness
     cancels, so this is narrower than the difference of two independent means."""
     if len(xs) != len(ys):
         raise ValueError(f"paired samples differ in length ({len(xs)} and {len(ys)})")
-    return mean_interval([x - y for x, y in zip(xs, ys)], level, sd_floor)
+    return mean_interval([x - y for x, y in zip(xs, ys, strict=True)], level, sd_floor)
 
 
 BETTER, TIED, WORSE = "better than the baseline", "tied with the baseline", "worse than the baseline"

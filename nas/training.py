@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -73,15 +74,22 @@ class Classifier(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         cfg = self.cfg
         if cfg["optimizer"] == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                                  weight_decay=cfg["weight_decay"], nesterov=True)
+            opt = torch.optim.SGD(
+                self.parameters(),
+                lr=cfg["lr"],
+                momentum=cfg["momentum"],
+                weight_decay=cfg["weight_decay"],
+                nesterov=True,
+            )
         else:
             opt = torch.optim.AdamW(self.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         total = int(self.trainer.estimated_stepping_batches)
         if total < 8:  # too few steps to shape: one-cycle's phases would be empty
             return opt
         if cfg["schedule"] == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=max(total, 1), pct_start=0.25)
+            sched = torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=cfg["lr"], total_steps=max(total, 1), pct_start=0.25
+            )
         elif cfg["schedule"] == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
         else:
@@ -99,9 +107,15 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*all_gather is deprecated.*")
 
 
-def make_trainer(training: Mapping[str, Any], *, epochs: int | None = None, log_dir: Path | None = None,
-                 callbacks: list[pl.Callback] | None = None, accelerator: str = "auto",
-                 progress: bool = False) -> pl.Trainer:
+def make_trainer(
+    training: Mapping[str, Any],
+    *,
+    epochs: int | None = None,
+    log_dir: Path | None = None,
+    callbacks: list[pl.Callback] | None = None,
+    accelerator: str = "auto",
+    progress: bool = False,
+) -> pl.Trainer:
     quiet_lightning()
     precision = training["precision"]
     if precision != "32" and not torch.cuda.is_available() and precision == "16-mixed":
@@ -116,10 +130,19 @@ def make_trainer(training: Mapping[str, Any], *, epochs: int | None = None, log_
     # every rank (each would run its own search); spawned ranks run only the fit.
     strategy = "ddp_spawn" if devices > 1 else "auto"
     return pl.Trainer(
-        max_epochs=epochs or training["epochs"], accelerator=accelerator, devices=devices, precision=precision,
+        max_epochs=epochs or training["epochs"],
+        accelerator=accelerator,
+        devices=devices,
+        precision=precision,
         strategy=strategy,
-        logger=logger, callbacks=callbacks or [], enable_progress_bar=progress, enable_model_summary=False,
-        enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks or []), num_sanity_val_steps=0, deterministic=False, log_every_n_steps=10,
+        logger=logger,
+        callbacks=callbacks or [],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks or []),
+        num_sanity_val_steps=0,
+        deterministic=False,
+        log_every_n_steps=10,
         default_root_dir=str(log_dir) if log_dir else None,
     )
 
@@ -128,9 +151,9 @@ def seed_everything(seed: int) -> None:
     pl.seed_everything(seed, workers=True, verbose=False)
 
 
-
-def seeded_classifier(arch: Any, seed: int, dm: Any, training: Mapping[str, Any], num_classes: int,
-                      in_chans: int) -> Classifier:
+def seeded_classifier(
+    arch: Any, seed: int, dm: Any, training: Mapping[str, Any], num_classes: int, in_chans: int
+) -> Classifier:
     """The LightningModule of ``arch`` with every source of randomness fixed by ``seed`` alone: the
     backbone's initial weights (identical for every architecture), each attention module's own
     generator, the order of training batches and the training stream itself. Two architectures built
@@ -157,29 +180,51 @@ class Fitting:
     def run(self, **fit_kwargs: Any) -> None:
         """Fit; in-memory data moves to the trainer's GPU first (a DDP fit's ranks load their own)."""
         ddp = self.trainer.world_size > 1
-        if not ddp and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator" and hasattr(self.dm, "to_device"):
+        if (
+            not ddp
+            and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+            and hasattr(self.dm, "to_device")
+        ):
             self.dm.to_device(self.trainer.strategy.root_device)
         fit_detached(self.trainer, self.module, self.dm, **fit_kwargs)
 
 
-def prepare_fit(arch: Any, seed: int, dm: Any, training: Mapping[str, Any], num_classes: int, in_chans: int, *,
-                epochs: int | None = None, callbacks: Sequence[pl.Callback] = (), log_dir: Path | None = None
-                ) -> Fitting:
+def prepare_fit(
+    arch: Any,
+    seed: int,
+    dm: Any,
+    training: Mapping[str, Any],
+    num_classes: int,
+    in_chans: int,
+    *,
+    epochs: int | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+    log_dir: Path | None = None,
+) -> Fitting:
     """Build -> seeded Classifier -> Trainer for ``arch``: the one place where a search trial, its re-runs
     (``fit_curve``) and ``nas train`` set up a fit."""
     module = seeded_classifier(arch, seed, dm, training, num_classes, in_chans)
     return Fitting(module, make_trainer(training, epochs=epochs, callbacks=list(callbacks), log_dir=log_dir), dm)
 
 
-def fit_curve(arch: Any, seed: int, dm: Any, training: Mapping[str, Any], num_classes: int, in_chans: int,
-              epochs: int, log_dir: Path | None = None,
-              on_epoch: "Callable[[int, float], None] | None" = None,
-              callbacks: Sequence[pl.Callback] = ()) -> list[float]:
+def fit_curve(
+    arch: Any,
+    seed: int,
+    dm: Any,
+    training: Mapping[str, Any],
+    num_classes: int,
+    in_chans: int,
+    epochs: int,
+    log_dir: Path | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+) -> list[float]:
     """Train ``arch`` from ``seed`` for ``epochs`` without pruning and return its validation curve
     (re-runs: the noise floor and the confirmation of the front)."""
     hooks: list[pl.Callback] = [*callbacks, *([_EpochHook(on_epoch)] if on_epoch else [])]
-    fitting = prepare_fit(arch, seed, dm, training, num_classes, in_chans, epochs=epochs, callbacks=hooks,
-                          log_dir=log_dir)
+    fitting = prepare_fit(
+        arch, seed, dm, training, num_classes, in_chans, epochs=epochs, callbacks=hooks, log_dir=log_dir
+    )
     try:
         fitting.run()
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1)
@@ -203,13 +248,12 @@ def fit_detached(trainer: pl.Trainer, module: Any, dm: Any, **kwargs: Any) -> No
 
 
 class _EpochHook(pl.Callback):
-    def __init__(self, fn: "Callable[[int, float], None]"):
+    def __init__(self, fn: Callable[[int, float], None]):
         self.fn = fn
 
     def on_validation_end(self, trainer: pl.Trainer, module: Any) -> None:
         if not trainer.sanity_checking and module.curve:
             self.fn(len(module.curve), module.curve[-1])
-
 
 
 def trial_failure(e: BaseException) -> str | None:

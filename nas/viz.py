@@ -47,8 +47,9 @@ the image centre, which is strong wherever objects sit near the middle.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,6 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 import attention
-
 from nas.errors import UserError
 
 if TYPE_CHECKING:
@@ -80,8 +80,9 @@ class ImageError(UserError):
 # ----------------------------------------------------------------------------------------------------
 
 
-def _on_forward(module: nn.Module, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                emit: Emit) -> RemovableHandle:
+def _on_forward(
+    module: nn.Module, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], emit: Emit
+) -> RemovableHandle:
     """A hook on ``module`` that emits ``reduce(input, output)`` and leaves the output as it is."""
 
     def hook(_: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -211,7 +212,7 @@ class AttentionRecorder:
         self._emitted: dict[str, list[torch.Tensor]] = {}
         self._handles: list[RemovableHandle] = []
 
-    def __enter__(self) -> "AttentionRecorder":
+    def __enter__(self) -> AttentionRecorder:
         self._emitted = {}
         for group in self.modules.values():
             for name, m in group:
@@ -229,8 +230,9 @@ class AttentionRecorder:
         block resolution, normalised again."""
         out = {}
         for stage, group in self.modules.items():
-            per_block = [normalise(torch.stack(self._emitted[name]).mean(0)) for name, _ in group
-                         if self._emitted.get(name)]
+            per_block = [
+                normalise(torch.stack(self._emitted[name]).mean(0)) for name, _ in group if self._emitted.get(name)
+            ]
             if not per_block:
                 continue
             size = max((t.shape[-2:] for t in per_block), key=lambda s: s[0] * s[1])
@@ -260,8 +262,10 @@ def attention_maps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Te
 
 def stage_mechanisms(model: nn.Module) -> dict[str, str]:
     """{stage: mechanism name(s)} of the stages with attention, e.g. {'layer2': 'cbam'}."""
-    return {stage: "+".join(dict.fromkeys(m.spec.name for _, m in group))
-            for stage, group in attention_modules(model).items()}
+    return {
+        stage: "+".join(dict.fromkeys(m.spec.name for _, m in group))
+        for stage, group in attention_modules(model).items()
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -281,8 +285,10 @@ def cam_layer(model: nn.Module, images: torch.Tensor) -> str:
     if not names:
         raise UserError("the model has no feature_info listing its stages; name a Grad-CAM layer")
     sides: dict[str, int] = {}
-    handles = [model.get_submodule(n).register_forward_hook(
-        lambda _m, _a, out, n=n: sides.__setitem__(n, min(out.shape[-2:]))) for n in names]
+    handles = [
+        model.get_submodule(n).register_forward_hook(lambda _m, _a, out, n=n: sides.__setitem__(n, min(out.shape[-2:])))
+        for n in names
+    ]
     try:
         with _eval_mode(model), torch.no_grad():
             model(images[:1])
@@ -292,8 +298,9 @@ def cam_layer(model: nn.Module, images: torch.Tensor) -> str:
     return ([n for n in names if sides[n] >= MIN_CAM_SIDE] or names[:1])[-1]
 
 
-def grad_cam(model: nn.Module, images: torch.Tensor, target_layer: str | None = None,
-             classes: torch.Tensor | None = None) -> torch.Tensor:
+def grad_cam(
+    model: nn.Module, images: torch.Tensor, target_layer: str | None = None, classes: torch.Tensor | None = None
+) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al., arXiv:1610.02391) of ``classes`` (default: each image's predicted
     class): ReLU(sum_c alpha_c A_c), alpha_c the spatial mean of d score / d A_c, A the output of the
     module ``target_layer`` (default: ``cam_layer``). Returns (B, H, W) maps normalised per image to
@@ -303,8 +310,10 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target_layer: str | None = 
     try:
         module = model.get_submodule(layer)
     except AttributeError:
-        raise UserError(f"Grad-CAM layer {layer!r} is not a module of the model; its stages are "
-                        f"{', '.join(_stage_names(model)) or 'unknown (no feature_info)'}") from None
+        raise UserError(
+            f"Grad-CAM layer {layer!r} is not a module of the model; its stages are "
+            f"{', '.join(_stage_names(model)) or 'unknown (no feature_info)'}"
+        ) from None
     kept: list[torch.Tensor] = []
 
     def keep(_m: nn.Module, _args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
@@ -367,8 +376,9 @@ def centre_baseline(boxes: torch.Tensor, input_size: Sequence[int]) -> float:
     return float(_hits(centre, boxes).float().mean())
 
 
-def evaluate(model: nn.Module, split: DigitsSplit, batch_size: int = 100,
-             layer: str | None = None) -> list[dict[str, Any]]:
+def evaluate(
+    model: nn.Module, split: DigitsSplit, batch_size: int = 100, layer: str | None = None
+) -> list[dict[str, Any]]:
     """The pointing game on a split of the embedded digits data: one row per stage with attention,
     one for Grad-CAM of the predicted class at ``layer`` (default: ``cam_layer``), and the centre and
     random-point baselines. Each row has ``method``, ``resolution`` (the map's h x w, or '-'),
@@ -379,8 +389,8 @@ def evaluate(model: nn.Module, split: DigitsSplit, batch_size: int = 100,
     resolution: dict[str, str] = {}
     names = stage_mechanisms(model)
     for start in range(0, len(split.images), batch_size):
-        x = split.images[start:start + batch_size].to(device)
-        boxes = split.boxes[start:start + batch_size]
+        x = split.images[start : start + batch_size].to(device)
+        boxes = split.boxes[start : start + batch_size]
         found = {f"attention {stage} ({names[stage]})": m for stage, m in attention_maps(model, x).items()}
         layer = layer or cam_layer(model, x)
         found[f"Grad-CAM {layer}"] = grad_cam(model, x, layer)
@@ -388,12 +398,19 @@ def evaluate(model: nn.Module, split: DigitsSplit, batch_size: int = 100,
             hits.setdefault(method, []).append(pointing_hits(m, boxes, size).cpu())
             resolution[method] = f"{m.shape[-2]}x{m.shape[-1]}"
     n = len(split.images)
-    rows = [{"method": k, "resolution": resolution[k], "score": float(torch.cat(v).float().mean()), "images": n}
-            for k, v in hits.items()]
-    rows.append({"method": "centre point", "resolution": "-", "score": centre_baseline(split.boxes, size),
-                 "images": n})
-    rows.append({"method": "uniformly random point (expected)", "resolution": "-",
-                 "score": random_baseline(split.boxes, size), "images": n})
+    rows = [
+        {"method": k, "resolution": resolution[k], "score": float(torch.cat(v).float().mean()), "images": n}
+        for k, v in hits.items()
+    ]
+    rows.append({"method": "centre point", "resolution": "-", "score": centre_baseline(split.boxes, size), "images": n})
+    rows.append(
+        {
+            "method": "uniformly random point (expected)",
+            "resolution": "-",
+            "score": random_baseline(split.boxes, size),
+            "images": n,
+        }
+    )
     return rows
 
 
@@ -452,8 +469,14 @@ def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
-def save_figure(image: torch.Tensor, maps: dict[str, torch.Tensor], cam: torch.Tensor | None, path: Path,
-                title: str = "", cam_label: str = "Grad-CAM") -> Path:
+def save_figure(
+    image: torch.Tensor,
+    maps: dict[str, torch.Tensor],
+    cam: torch.Tensor | None,
+    path: Path,
+    title: str = "",
+    cam_label: str = "Grad-CAM",
+) -> Path:
     """A PNG: the input (C, H, W in [0, 1]), then each map of ``maps`` ({panel title: (h, w) in [0, 1]})
     and ``cam`` upsampled to the input and overlaid on it, each with a colour bar."""
     from matplotlib.figure import Figure
@@ -467,7 +490,7 @@ def save_figure(image: torch.Tensor, maps: dict[str, torch.Tensor], cam: torch.T
     axes = fig.subplots(1, 1 + len(panels), squeeze=False)[0]
     axes[0].imshow(shown, **grey)
     axes[0].set_title("input", fontsize=9)
-    for ax, (label, m) in zip(axes[1:], panels):
+    for ax, (label, m) in zip(axes[1:], panels, strict=True):
         up = _resize(m.detach().float().cpu()[None], size)[0].numpy()
         ax.imshow(shown, **grey)
         overlay = ax.imshow(up, cmap="jet", alpha=0.5, vmin=0, vmax=1)
@@ -495,8 +518,17 @@ def figure_stems(images: Sequence[Path]) -> list[str]:
     return stems
 
 
-def figures(model: nn.Module, files: Sequence[Path], folder: Path, *, in_chans: int, input_size: Sequence[int],
-            imagenet: bool, layer: str | None = None, batch_size: int = 100) -> Iterator[tuple[Path, int, list[Path]]]:
+def figures(
+    model: nn.Module,
+    files: Sequence[Path],
+    folder: Path,
+    *,
+    in_chans: int,
+    input_size: Sequence[int],
+    imagenet: bool,
+    layer: str | None = None,
+    batch_size: int = 100,
+) -> Iterator[tuple[Path, int, list[Path]]]:
     """For each image file: ``<stem>.png`` with every stage's attention and Grad-CAM of the predicted
     class, ``<stem>_<stage>.png`` per stage and ``<stem>_gradcam.png``, written to ``folder``. Yields
     (image file, predicted class, PNGs written) as it goes. ``imagenet``: see ``load_image``."""
@@ -504,7 +536,7 @@ def figures(model: nn.Module, files: Sequence[Path], folder: Path, *, in_chans: 
     mechanisms = stage_mechanisms(model)
     stems = figure_stems(files)
     for start in range(0, len(files), batch_size):
-        batch = files[start:start + batch_size]
+        batch = files[start : start + batch_size]
         shown = torch.stack([load_image(p, in_chans, input_size, imagenet) for p in batch])
         x = (imagenet_normalise(shown) if imagenet else shown).to(device)
         layer = layer or cam_layer(model, x)
@@ -513,13 +545,16 @@ def figures(model: nn.Module, files: Sequence[Path], folder: Path, *, in_chans: 
         maps = rec.maps()
         cams = grad_cam(model, x, layer, predicted)
         cam_label = f"Grad-CAM {layer} ({cams.shape[-2]}x{cams.shape[-1]})"
-        for i, (path, stem) in enumerate(zip(batch, stems[start:start + batch_size])):
-            panels = {stage: (f"{stage} {mechanisms[stage]} ({m.shape[-2]}x{m.shape[-1]})", m[i])
-                      for stage, m in maps.items()}
+        for i, (path, stem) in enumerate(zip(batch, stems[start : start + batch_size], strict=True)):
+            panels = {
+                stage: (f"{stage} {mechanisms[stage]} ({m.shape[-2]}x{m.shape[-1]})", m[i]) for stage, m in maps.items()
+            }
             title = f"{path.name}: predicted class {int(predicted[i])}"
             written = [save_figure(shown[i], dict(panels.values()), cams[i], folder / f"{stem}.png", title, cam_label)]
-            written += [save_figure(shown[i], {label: m}, None, folder / f"{stem}_{stage}.png", title)
-                        for stage, (label, m) in panels.items()]
+            written += [
+                save_figure(shown[i], {label: m}, None, folder / f"{stem}_{stage}.png", title)
+                for stage, (label, m) in panels.items()
+            ]
             written.append(save_figure(shown[i], {}, cams[i], folder / f"{stem}_gradcam.png", title, cam_label))
             yield path, int(predicted[i]), written
 
@@ -557,7 +592,9 @@ def digits_test_split(card: ModelCard) -> DigitsSplit:
     (h, w), in_chans = card.input_size, card.in_chans
     if data.get("source", "digits") != "digits" or in_chans != 1 or h != w:
         trained = f", trained on {data['source']}" if data.get("source") else ""
-        raise UserError(f"--eval needs a model trained on the embedded digits data (1 input channel, square "
-                        f"input); this one takes {in_chans} channel(s) at {h}x{w}{trained}")
+        raise UserError(
+            f"--eval needs a model trained on the embedded digits data (1 input channel, square "
+            f"input); this one takes {in_chans} channel(s) at {h}x{w}{trained}"
+        )
     options = {k: data[k] for k in ("clutter", "noise", "seed", "test") if k in data}
     return digits_splits(canvas=h, train=0, val=0, **options)["test"]

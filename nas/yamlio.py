@@ -41,8 +41,9 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
         try:
             hash(key)
         except TypeError:
-            raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a plain value",
-                                                    key_node.start_mark) from None
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value", key_node.start_mark
+            ) from None
         line = key_node.start_mark.line + 1
         if key in out.lines:
             loader.duplicates.append((key, out.lines[key], line))
@@ -85,8 +86,10 @@ def loads(text: str, path: str | Path) -> tuple[Any, list[tuple[Any, int, int]]]
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         if "could not determine a constructor for the tag" in str(e.problem):
             tag = str(e.problem).split("tag", 1)[1].strip(" '")
-            raise YamlError(f"{where}: YAML tag {tag!r} is not allowed: files are loaded safely, and tags "
-                            "that construct Python objects are refused") from None
+            raise YamlError(
+                f"{where}: YAML tag {tag!r} is not allowed: files are loaded safely, and tags "
+                "that construct Python objects are refused"
+            ) from None
         raise YamlError(f"{where}: {e.problem}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -10,9 +10,14 @@ import attention
 # (the official defaults need more channels: ShuffleAttention groups=64 needs C % 128 == 0,
 # Selective Kernel groups=32 needs C % 32 == 0).
 SMALL_C = 32
-SMALL_HP = {"sa": {"groups": 4}, "sk": {"groups": 8},
-            # 8 hidden units instead of 2, so random weights cannot leave every ReLU unit dead
-            "se": {"reduction": 4}, "cbam": {"reduction": 4}, "soca": {"reduction": 4}}
+SMALL_HP = {
+    "sa": {"groups": 4},
+    "sk": {"groups": 8},
+    # 8 hidden units instead of 2, so random weights cannot leave every ReLU unit dead
+    "se": {"reduction": 4},
+    "cbam": {"reduction": 4},
+    "soca": {"reduction": 4},
+}
 NAMES = list(attention.MECHANISMS)
 
 
@@ -33,7 +38,6 @@ def randomize(module: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> tor
             elif name.endswith("running_mean"):
                 b.copy_(torch.randn(b.shape, generator=gen, dtype=torch.float64).to(b.dtype) * 0.1)
     return module
-
 
 
 class Ran:
@@ -82,20 +86,37 @@ def run_nas(*args, cwd=None, env=None, width: int = 400) -> Ran:
     return Ran(code, out.getvalue(), err.getvalue())
 
 
-def space_file(folder, name: str = "tiny", *, stages: dict | None = None, data: dict | None = None,
-               training: dict | None = None, **top) -> Path:
+def space_file(
+    folder,
+    name: str = "tiny",
+    *,
+    stages: dict | None = None,
+    data: dict | None = None,
+    training: dict | None = None,
+    **top,
+) -> Path:
     """A search space on the embedded digits data (resnet10t at 32x32, one channel, quick latency),
     written to ``folder/<name>.yaml``. ``stages`` (stage index -> mechanisms) replaces the default
     stages; ``data`` and ``training`` change the default sections key by key; any other top-level key
     (``limits``, ``objectives``, ...) is added as given."""
     import yaml
 
-    doc = {"name": name, "backbone": "resnet10t", "input_size": 32, "in_chans": 1,
-           "data": {"source": "digits", "train": 256, "val": 128, "test": 32, **(data or {})},
-           "stages": [{"stage": i, "mechanisms": m} for i, m in (stages or {
-               4: {"none": None, "se": {"reduction": [4, 16]}, "eca": {"k_size": [3, 5]}, "simam": None}}).items()],
-           "training": {"epochs": 3, "batch_size": 64, **(training or {})},
-           "latency": {"input_size": 32, "repeats": 5, "warmup": 1}, **top}
+    doc = {
+        "name": name,
+        "backbone": "resnet10t",
+        "input_size": 32,
+        "in_chans": 1,
+        "data": {"source": "digits", "train": 256, "val": 128, "test": 32, **(data or {})},
+        "stages": [
+            {"stage": i, "mechanisms": m}
+            for i, m in (
+                stages or {4: {"none": None, "se": {"reduction": [4, 16]}, "eca": {"k_size": [3, 5]}, "simam": None}}
+            ).items()
+        ],
+        "training": {"epochs": 3, "batch_size": 64, **(training or {})},
+        "latency": {"input_size": 32, "repeats": 5, "warmup": 1},
+        **top,
+    }
     path = Path(folder) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

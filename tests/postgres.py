@@ -92,22 +92,18 @@ def find_bin_dir() -> Path:
     for d in candidates:
         if all(_is_exe(os.path.join(d, name)) for name in SERVER_BINARIES):
             return Path(d)
-    partial = {
-        d: [n for n in SERVER_BINARIES if _is_exe(os.path.join(d, n))] for d in candidates
-    }
+    partial = {d: [n for n in SERVER_BINARIES if _is_exe(os.path.join(d, n))] for d in candidates}
     partial = {d: names for d, names in partial.items() if names}
     if partial:
         found = "; ".join(
-            f"{d} has only {', '.join(names)} "
-            f"(missing {', '.join(n for n in SERVER_BINARIES if n not in names)})"
+            f"{d} has only {', '.join(names)} (missing {', '.join(n for n in SERVER_BINARIES if n not in names)})"
             for d, names in partial.items()
         )
     else:
         found = "none of them was found anywhere"
     raise RuntimeError(
         "PostgreSQL server binaries not found: the tests need one directory holding all of "
-        f"{', '.join(SERVER_BINARIES)}, searched for on PATH and in {SEARCH_GLOB}; {found}. "
-        + _INSTALL_HINT
+        f"{', '.join(SERVER_BINARIES)}, searched for on PATH and in {SEARCH_GLOB}; {found}. " + _INSTALL_HINT
     )
 
 
@@ -178,35 +174,54 @@ class Server:
         RuntimeError with its output if it fails."""
         cmd = [self._exe(name), *args]
         r = subprocess.run(
-            cmd, cwd=self.dir, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            timeout=timeout, **(self._user if as_server else {}),
+            cmd,
+            cwd=self.dir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **(self._user if as_server else {}),
         )
         if r.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(cmd)} failed (exit {r.returncode}):\n{r.stdout}{r.stderr}"
-            )
+            raise RuntimeError(f"{' '.join(cmd)} failed (exit {r.returncode}):\n{r.stdout}{r.stderr}")
         return r
 
     def _start(self) -> None:
         self._run(
-            "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
-            "--locale=C", "--no-sync",
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
         )
         for attempt in range(3):  # another process may take the free port before postgres binds it
             self.port = _free_port()
             settings = [a for k, v in SETTINGS.items() for a in ("-c", f"{k}={v}")]
             cmd = [
-                self._exe("postgres"), "-D", str(self.data), "-p", str(self.port),
-                "-k", str(self.dir), *settings,
+                self._exe("postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.dir),
+                *settings,
             ]
             with open(self.log, "ab") as log:
                 self._proc = subprocess.Popen(
-                    cmd, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    cmd,
+                    cwd=self.dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
                     start_new_session=True,  # a Ctrl-C in the terminal goes to pytest only
                     preexec_fn=(
                         _die_with_parent
-                        if sys.platform == "linux"
-                        and threading.current_thread() is threading.main_thread()
+                        if sys.platform == "linux" and threading.current_thread() is threading.main_thread()
                         else None
                     ),
                     **self._user,
@@ -219,7 +234,14 @@ class Server:
                     f"(exit {self._proc.returncode}); {self.log}:\n{_tail(self.log)}"
                 )
         self._run(
-            "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, DATABASE,
+            "createdb",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            SUPERUSER,
+            DATABASE,
             as_server=False,
         )
 
@@ -230,9 +252,21 @@ class Server:
             if self._proc.poll() is not None:
                 return False
             r = subprocess.run(
-                [self._exe("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER,
-                 "-d", "postgres", "-t", "2"],
-                stdin=subprocess.DEVNULL, capture_output=True,
+                [
+                    self._exe("pg_isready"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    SUPERUSER,
+                    "-d",
+                    "postgres",
+                    "-t",
+                    "2",
+                ],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
             )
             if r.returncode == 0:
                 return True
@@ -255,8 +289,13 @@ class Server:
         with open(self.log, "ab") as log:
             self._proc = subprocess.Popen(
                 [self._exe("postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.dir), *settings],
-                cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                **self._user)
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                **self._user,
+            )
         if not self._wait_ready():
             raise RuntimeError(f"PostgreSQL did not come back on port {self.port}:\n{_tail(self.log)}")
 
@@ -271,9 +310,7 @@ class Server:
         """A psycopg2 connection (autocommit) to `database`, e.g. for CREATE DATABASE."""
         import psycopg2
 
-        conn = psycopg2.connect(
-            host="127.0.0.1", port=self.port, user=SUPERUSER, dbname=database
-        )
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname=database)
         conn.autocommit = True
         return conn
 
@@ -285,8 +322,7 @@ class Server:
         try:
             if proc is not None and proc.poll() is None:
                 try:
-                    self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w",
-                              "-t", "30")
+                    self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "30")
                     proc.wait(timeout=30)
                 except (RuntimeError, subprocess.TimeoutExpired):
                     proc.kill()  # SIGKILL the postmaster; its children exit when they notice
@@ -294,7 +330,7 @@ class Server:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import attention
+
 from _helpers import NAMES, SMALL_C, SMALL_HP, randomize, small
 
 
@@ -161,7 +162,9 @@ def test_parameter_count_follows_the_paper_formula(name, channels):
 
 def test_parameter_counts_of_non_default_hyperparameters():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(attention.create("sk", 96, reduction=4, min_hidden=8, groups=3, branches=3)) == _sk_params(96, 4, 8, 3, 3)
+    assert count(attention.create("sk", 96, reduction=4, min_hidden=8, groups=3, branches=3)) == _sk_params(
+        96, 4, 8, 3, 3
+    )
     assert count(attention.create("gam", 64, reduction=2, groups=4)) == _gam_params(64, 2, 4)
     assert count(attention.create("eca", 256, k_size=3)) == 3
     assert count(attention.create("sa", 96, groups=8)) == 3 * 96 // 8
@@ -258,7 +261,8 @@ def test_simam_is_finite_on_1x1_maps_in_half_precision():
     y = attention.create("simam", 8).half()(torch.randn(2, 8, 1, 1).half() * 100)
     assert torch.isfinite(y).all()
     torch.testing.assert_close(
-        attention.create("simam", 8)(torch.ones(1, 8, 1, 1)), torch.full((1, 8, 1, 1), 1 / (1 + math.exp(-0.5))))
+        attention.create("simam", 8)(torch.ones(1, 8, 1, 1)), torch.full((1, 8, 1, 1), 1 / (1 + math.exp(-0.5)))
+    )
 
 
 def test_yolo_aliases_take_c1_c2_and_positional_hyperparameters():
@@ -277,8 +281,15 @@ def test_yolo_aliases_take_c1_c2_and_positional_hyperparameters():
 
 
 def test_a_third_party_mechanism_registers_through_the_public_api_and_never_shadows_one():
-    @attention.mechanism(name="halve", title="test only: halves its input", arxiv=None, reference="test",
-                         placement="residual", placement_note="test", hparams=())
+    @attention.mechanism(
+        name="halve",
+        title="test only: halves its input",
+        arxiv=None,
+        reference="test",
+        placement="residual",
+        placement_note="test",
+        hparams=(),
+    )
     class Halve(attention.Attention):
         def __init__(self, channels, *, device=None, dtype=None):
             super().__init__(channels)

@@ -4,9 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-from _helpers import run_nas
 
 import attention
+
+from _helpers import run_nas
 
 
 def test_mechanisms_lists_all_twelve_with_valid_values():
@@ -20,8 +21,26 @@ def test_mechanisms_lists_all_twelve_with_valid_values():
 
 
 def test_bench_modules_writes_json_and_csv_with_timm_ratios(tmp_path):
-    r = run_nas("bench", "modules", "--only", "se,eca,sa", "--batch", "2", "--channels", "64", "--size", "8",
-                "--repeats", "4", "--warmup", "1", "--threads", "1", "--out", str(tmp_path))
+    r = run_nas(
+        "bench",
+        "modules",
+        "--only",
+        "se,eca,sa",
+        "--batch",
+        "2",
+        "--channels",
+        "64",
+        "--size",
+        "8",
+        "--repeats",
+        "4",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "modules.json").read_text())
     rows = {row["mechanism"]: row for row in data["rows"]}
@@ -63,14 +82,19 @@ def test_check_passes_every_shipped_space_and_reports_stages():
 
 def test_check_reports_all_problems_of_a_bad_space_with_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("backbone: resnet18\ninput_size: 64\nstages:\n  - stage: 9\n    mechanisms: {se: {}}\n"
-                   "  - stage: 2\n    mechanisms: {se: {reduction: 256}, foo: {}}\ntraining: {epochs: 0}\n")
+    bad.write_text(
+        "backbone: resnet18\ninput_size: 64\nstages:\n  - stage: 9\n    mechanisms: {se: {}}\n"
+        "  - stage: 2\n    mechanisms: {se: {reduction: 256}, foo: {}}\ntraining: {epochs: 0}\n"
+    )
     r = run_nas("check", "--space", str(bad))
     assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
     assert "4 problems" in r.stderr
-    for words in ("bad.yaml:4: stages[0].stage: 9 is not a stage of resnet18",
-                  "bad.yaml:7: stages[1].mechanisms.se.reduction: 256 is not allowed at 128 channels",
-                  "stages[1].mechanisms.foo: unknown mechanism 'foo'", "training.epochs: 0 is not allowed"):
+    for words in (
+        "bad.yaml:4: stages[0].stage: 9 is not a stage of resnet18",
+        "bad.yaml:7: stages[1].mechanisms.se.reduction: 256 is not allowed at 128 channels",
+        "stages[1].mechanisms.foo: unknown mechanism 'foo'",
+        "training.epochs: 0 is not allowed",
+    ):
         assert words in r.stderr.replace("\n", " "), (words, r.stderr)
     evil = tmp_path / "evil.yaml"
     evil.write_text("!!python/object/apply:os.system ['touch pwned']\n")
@@ -96,8 +120,20 @@ def test_bench_build_times_random_architectures():
 
 def test_bench_latency_compares_both_methods_idle_and_loaded(tmp_path):
     simam = "resnet10t|none|none|none|simam(lam=0.0001)"
-    r = run_nas("bench", "latency", "--space", str(SPACES[0].parent / "small.yaml"), "--times", "2", "--arch", simam,
-                "--load", "1", "--out", str(tmp_path))
+    r = run_nas(
+        "bench",
+        "latency",
+        "--space",
+        str(SPACES[0].parent / "small.yaml"),
+        "--times",
+        "2",
+        "--arch",
+        simam,
+        "--load",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
     assert r.returncode == 0, r.stderr
     assert "target cpu/b1/32px/t1" in r.stdout and "idle: order right in" in r.stdout and "load 1: order" in r.stdout
     result = json.loads((tmp_path / "latency.json").read_text())
@@ -116,8 +152,10 @@ def test_bench_latency_compares_both_methods_idle_and_loaded(tmp_path):
 
 def test_bench_pruning_replays_recorded_curves(tmp_path):
     trials = [{"number": 0, "arch": "a0", "curve": [0.1, 0.3, 0.5, 0.6], "latency_ms": 1.0, "baseline": True}]
-    trials += [{"number": i, "arch": f"a{i}", "curve": [0.05 * i, 0.3, 0.4, 0.4 + 0.01 * i], "latency_ms": 1 + i / 10}
-               for i in range(1, 12)]
+    trials += [
+        {"number": i, "arch": f"a{i}", "curve": [0.05 * i, 0.3, 0.4, 0.4 + 0.01 * i], "latency_ms": 1 + i / 10}
+        for i in range(1, 12)
+    ]
     path = tmp_path / "curves.json"
     path.write_text(json.dumps({"meta": {}, "trials": trials}))
     r = run_nas("bench", "pruning", "--curves", str(path))

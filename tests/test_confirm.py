@@ -3,30 +3,36 @@
 that changes nothing that matters is a tie, every trial trains from the study's seed with its learning
 curve in the storage, and nas train of an export reproduces the trial's curve exactly."""
 
-
 import optuna
 import pytest
-from _helpers import run_nas, space_file
 import torch
 
 import attention
 from attention import Attention, mechanism
-from nas.search import confirm as cf
 from nas import export, finetune, report
+from nas.search import confirm as cf
 from nas.search.loop import Search
 from nas.spacefile import load_space
 from nas.stats import TIED, WORSE
+
+from _helpers import run_nas, space_file
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-
 def _test_mechanisms():
     """Registered for this module only (other tests iterate over the twelve)."""
 
-    @mechanism(name="keep1", title="test only: keeps one channel in 64", arxiv=None, reference="test",
-               placement="stage_output", placement_note="test", hparams=())
+    @mechanism(
+        name="keep1",
+        title="test only: keeps one channel in 64",
+        arxiv=None,
+        reference="test",
+        placement="stage_output",
+        placement_note="test",
+        hparams=(),
+    )
     class Keep1(Attention):
         def __init__(self, channels, *, device=None, dtype=None):
             super().__init__(channels)
@@ -35,8 +41,15 @@ def _test_mechanisms():
         def forward(self, x):
             return x * self.mask
 
-    @mechanism(name="nudge", title="test only: scales by 1.0001", arxiv=None, reference="test",
-               placement="stage_output", placement_note="test", hparams=())
+    @mechanism(
+        name="nudge",
+        title="test only: scales by 1.0001",
+        arxiv=None,
+        reference="test",
+        placement="stage_output",
+        placement_note="test",
+        hparams=(),
+    )
     class Nudge(Attention):
         def __init__(self, channels, *, device=None, dtype=None):
             super().__init__(channels)
@@ -52,12 +65,17 @@ def searched(tmp_path_factory):
     names = _test_mechanisms()
     try:
         root = tmp_path_factory.mktemp("runs")
-        path = space_file(root, "trust", data={"train": 800, "val": 200, "clutter": 0},
-                          stages={1: {"none": None, "keep1": None}, 4: {"none": None, "nudge": None}},
-                          training={"epochs": 2, "batch_size": 16, "lr": 0.003, "schedule": "cosine",
-                                    "noise_seeds": 2, "confirm": 2})
+        path = space_file(
+            root,
+            "trust",
+            data={"train": 800, "val": 200, "clutter": 0},
+            stages={1: {"none": None, "keep1": None}, 4: {"none": None, "nudge": None}},
+            training={"epochs": 2, "batch_size": 16, "lr": 0.003, "schedule": "cosine", "noise_seeds": 2, "confirm": 2},
+        )
         storage = f"sqlite:///{root / 'trust' / 'study.db'}"
-        result = Search(load_space(path), "trust", storage, 4, sampler="bruteforce", prune=False, root=root, seed=5).run()
+        result = Search(
+            load_space(path), "trust", storage, 4, sampler="bruteforce", prune=False, root=root, seed=5
+        ).run()
         yield result.study, root, storage
     finally:
         for n in names:
@@ -75,8 +93,9 @@ def test_every_trial_trains_from_the_studys_seed_with_its_curve_in_the_storage(s
     for t in study.trials:
         assert t.user_attrs["seed"] == 5
         curve = t.user_attrs["val_acc_curve"]
-        assert t.intermediate_values == {i + 1: pytest.approx(v) for i, v in enumerate(curve)}, \
+        assert t.intermediate_values == {i + 1: pytest.approx(v) for i, v in enumerate(curve)}, (
             "optuna-dashboard's intermediate-values chart shows every learning curve"
+        )
         lo, hi = t.user_attrs["latency_ci_ms"]
         assert lo <= t.user_attrs["latency_ms"] <= hi
 
@@ -87,7 +106,7 @@ def test_the_noise_floor_is_the_baselines_spread_over_its_seeds(searched):
     base = cf.baseline_trial(study)
     rerun = study.user_attrs[f"rerun:6:{base.user_attrs['arch']}"]
     assert noise.seeds == (5, 6)
-    expected = abs(base.user_attrs["val_acc_curve"][-1] - rerun[-1]) / 2 ** 0.5
+    expected = abs(base.user_attrs["val_acc_curve"][-1] - rerun[-1]) / 2**0.5
     assert noise.final == pytest.approx(expected, abs=1e-6)
     assert str(noise).startswith("noise: sd ") and "over 2 seeds" in str(noise)
 
@@ -99,12 +118,20 @@ def test_a_destructive_choice_is_confirmed_worse_and_a_harmless_one_tied(searche
     confirmed_by_search = {arch for arch, runs in cf.reruns(study).items() if {6, 7} <= set(runs)}
     assert cf.baseline_trial(study).user_attrs["arch"] in confirmed_by_search, "the search confirmed its front"
     fit, fitted = report.fitter(study, root=root), []
-    a = report.analyse(study, confirm=2, measure_again=False, include=[hurt.number, same.number],
-                       fit=lambda arch, seed, why: fitted.append((arch, seed)) or fit(arch, seed, why))
+    a = report.analyse(
+        study,
+        confirm=2,
+        measure_again=False,
+        include=[hurt.number, same.number],
+        fit=lambda arch, seed, why: fitted.append((arch, seed)) or fit(arch, seed, why),
+    )
     assert not {arch for arch, _ in fitted} & confirmed_by_search, "stored re-runs are reused, not trained again"
     assert {(arch, seed) for arch, seed in fitted} == {
-        (a, s) for a in ("resnet10t|keep1|none|none|none", "resnet10t|none|none|none|nudge") for s in (6, 7)
-        if a not in confirmed_by_search}, "what the search left unconfirmed is trained, at the fresh seeds"
+        (a, s)
+        for a in ("resnet10t|keep1|none|none|none", "resnet10t|none|none|none|nudge")
+        for s in (6, 7)
+        if a not in confirmed_by_search
+    }, "what the search left unconfirmed is trained, at the fresh seeds"
     by = {m.number: m for m in a.members}
     assert by[hurt.number].verdict == WORSE and by[hurt.number].difference.high < 0
     assert by[same.number].verdict == TIED
@@ -119,8 +146,20 @@ def test_a_destructive_choice_is_confirmed_worse_and_a_harmless_one_tied(searche
 def test_report_cli_leads_with_the_verdict_and_prints_whole_architectures(searched, tmp_path, monkeypatch):
     """In process (the test mechanisms are registered here only), on an 80-column console."""
     _, root, storage = searched
-    r = run_nas("report", "--study", "trust", "--storage", storage, "--no-remeasure", "--include", "1,2,3",
-                "--out", tmp_path / "rep", cwd=root, width=80)
+    r = run_nas(
+        "report",
+        "--study",
+        "trust",
+        "--storage",
+        storage,
+        "--no-remeasure",
+        "--include",
+        "1,2,3",
+        "--out",
+        tmp_path / "rep",
+        cwd=root,
+        width=80,
+    )
     assert r.returncode == 0, r
     text = r.stdout
     lines = text.splitlines()

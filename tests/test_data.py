@@ -19,7 +19,7 @@ def test_digits_are_deterministic_disjoint_and_boxed():
     assert set(a["train"].labels.tolist()) == set(range(10))
     # the recorded box holds the digit: without noise and clutter all ink is inside it
     clean = digits_splits(canvas=40, train=50, val=10, test=10, clutter=0, noise=0.0, seed=0)["train"]
-    for img, (x0, y0, x1, y1) in zip(clean.images[:, 0], clean.boxes.tolist()):
+    for img, (x0, y0, x1, y1) in zip(clean.images[:, 0], clean.boxes.tolist(), strict=True):
         assert x1 - x0 == 16 and y1 - y0 == 16
         inside = img[y0:y1, x0:x1].sum()
         assert inside > 0 and torch.isclose(inside, img.sum())
@@ -40,7 +40,7 @@ def test_source_digits_of_train_and_val_do_not_overlap():
 
     def sources(split):
         out = set()
-        for img, (x0, y0, x1, y1) in zip(split.images[:, 0], split.boxes.tolist()):
+        for img, (x0, y0, x1, y1) in zip(split.images[:, 0], split.boxes.tolist(), strict=True):
             crop = img[y0:y1, x0:x1].numpy()
             out.add(int(np.argmin(((images - crop) ** 2).sum((1, 2)))))
         return out
@@ -49,8 +49,22 @@ def test_source_digits_of_train_and_val_do_not_overlap():
 
 
 def test_digits_datamodule_batches_and_checks_the_input_size():
-    dm = datamodule({"source": "digits", "canvas": 32, "train": 64, "val": 32, "test": 16, "clutter": 1,
-                     "noise": 0.1, "seed": 0, "num_workers": 0}, (32, 32), 16, seed=0)
+    dm = datamodule(
+        {
+            "source": "digits",
+            "canvas": 32,
+            "train": 64,
+            "val": 32,
+            "test": 16,
+            "clutter": 1,
+            "noise": 0.1,
+            "seed": 0,
+            "num_workers": 0,
+        },
+        (32, 32),
+        16,
+        seed=0,
+    )
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (16, 1, 32, 32) and y.dtype == torch.int64
@@ -58,8 +72,22 @@ def test_digits_datamodule_batches_and_checks_the_input_size():
     first = [b[1].tolist() for b in dm.train_dataloader()]
     assert first == [b[1].tolist() for b in dm.train_dataloader()], "seeded, deterministic order"
     with pytest.raises(DataError, match="must equal data.canvas"):
-        datamodule({"source": "digits", "canvas": 32, "train": 8, "val": 8, "test": 8, "clutter": 0, "noise": 0.0,
-                    "seed": 0, "num_workers": 0}, (64, 64), 16, seed=0)
+        datamodule(
+            {
+                "source": "digits",
+                "canvas": 32,
+                "train": 8,
+                "val": 8,
+                "test": 8,
+                "clutter": 0,
+                "noise": 0.0,
+                "seed": 0,
+                "num_workers": 0,
+            },
+            (64, 64),
+            16,
+            seed=0,
+        )
 
 
 def _folder(root, broken=False):

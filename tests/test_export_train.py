@@ -12,30 +12,36 @@ import textwrap
 
 import optuna
 import pytest
-from _helpers import space_file
 import torch
 from safetensors.torch import load_file
 
 from nas import export, finetune
+from nas.architecture import Architecture
+from nas.artifacts import weights_path
 from nas.errors import UserError
 from nas.model import build
-from nas.artifacts import weights_path
 from nas.search.loop import Search
 from nas.search.study import front
-from nas.architecture import Architecture
 from nas.spacefile import load_space
+
+from _helpers import space_file
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    path = space_file(root, "exp", training={"epochs": 2},
-                      stages={3: {"none": None, "cbam": {"reduction": 16, "kernel_size": 3}},
-                              4: {"none": None, "se": {"reduction": 16}, "sa": {"groups": 8}}})
+    path = space_file(
+        root,
+        "exp",
+        training={"epochs": 2},
+        stages={
+            3: {"none": None, "cbam": {"reduction": 16, "kernel_size": 3}},
+            4: {"none": None, "se": {"reduction": 16}, "sa": {"groups": 8}},
+        },
+    )
     storage = f"sqlite:///{root / 'exp' / 'study.db'}"
     result = Search(load_space(path), "exp", storage, 4, sampler="random", prune=False, root=root).run()
     return result.study, root
@@ -60,8 +66,14 @@ def test_export_best_reloads_in_a_fresh_interpreter_with_equal_outputs(searched,
     assert trial.values[0] == max(t.values[0] for t in front(study)) and "most accurate" in why
     out = tmp_path / "best"
     result = export.export_trial(study, trial, out, onnx=True, torchscript=True, root=root, name="nas_exp_best")
-    assert {f.name for f in result.files} >= {"model.py", "architecture.yaml", "metrics.json", "weights.safetensors",
-                                              "model.onnx", "model.torchscript.pt"}
+    assert {f.name for f in result.files} >= {
+        "model.py",
+        "architecture.yaml",
+        "metrics.json",
+        "weights.safetensors",
+        "model.onnx",
+        "model.torchscript.pt",
+    }
     assert result.checks["onnx"] <= 1e-4 and result.checks["torchscript"] <= 1e-4 and result.checks["model.py"] == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trial"] == trial.number and metrics["accuracy"] == trial.values[0]
@@ -80,8 +92,8 @@ def test_export_best_reloads_in_a_fresh_interpreter_with_equal_outputs(searched,
         sys.path.insert(0, {str(out)!r})
         import model
         assert not any(m.startswith("nas") for m in sys.modules), "model.py must not import the search code"
-        x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)
-        ref = torch.load({str(tmp_path / 'ref.pt')!r}, weights_only=True)
+        x = torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
+        ref = torch.load({str(tmp_path / "ref.pt")!r}, weights_only=True)
         with torch.no_grad():
             a = model.build_model(weights=True).eval()(x)
             b = timm.create_model("nas_exp_best", pretrained=True).eval()(x)
@@ -89,13 +101,13 @@ def test_export_best_reloads_in_a_fresh_interpreter_with_equal_outputs(searched,
         # the trial's validation accuracy, reproduced from model.py on the embedded data it was measured on
         import json, yaml
         from nas.data import digits_splits
-        data = yaml.safe_load(open({str(out / 'architecture.yaml')!r}))["data"]
+        data = yaml.safe_load(open({str(out / "architecture.yaml")!r}))["data"]
         val = digits_splits(canvas=data["canvas"], train=data["train"], val=data["val"], test=data["test"],
                             clutter=data["clutter"], noise=data["noise"], seed=data["seed"])["val"]
         net = model.build_model(weights=True).eval()
         with torch.no_grad():
             acc = (net(val.images).argmax(1) == val.labels).float().mean().item()
-        expected = json.load(open({str(out / 'metrics.json')!r}))["accuracy"]
+        expected = json.load(open({str(out / "metrics.json")!r}))["accuracy"]
         assert abs(acc - expected) < 1e-6, (acc, expected)
         print("same")
     """)
@@ -113,8 +125,13 @@ def test_export_budgets_and_clear_failures(searched, tmp_path):
         export.pick_best(study, max_latency_ms=0.001)
     with pytest.raises(UserError, match="does not exist"):
         export.get_trial(study, 999)
-    dropped = [t for t in study.get_trials() if t.state.name == "COMPLETE" and t.number not in {m.number for m in members}
-               and "duplicate_of" not in t.user_attrs]
+    dropped = [
+        t
+        for t in study.get_trials()
+        if t.state.name == "COMPLETE"
+        and t.number not in {m.number for m in members}
+        and "duplicate_of" not in t.user_attrs
+    ]
     for t in dropped:  # off the front: weights gone, and the message says why and what to do
         with pytest.raises(UserError, match="were not kept"):
             export.export_trial(study, t, tmp_path / "x", root=root)
@@ -122,12 +139,15 @@ def test_export_budgets_and_clear_failures(searched, tmp_path):
         assert (tmp_path / "defonly" / "model.py").exists()
 
 
-@pytest.mark.parametrize("arch", [
-    "resnet10t|none|none|se(r=__import__('os').system('echo hacked'))|none",
-    "resnet10t|none|none|se(r=16);import os|none",
-    "os.system('x')|none|none|none|none",
-    "resnet10t|none|none|evil()|none",
-])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "resnet10t|none|none|se(r=__import__('os').system('echo hacked'))|none",
+        "resnet10t|none|none|se(r=16);import os|none",
+        "os.system('x')|none|none|none|none",
+        "resnet10t|none|none|evil()|none",
+    ],
+)
 def test_crafted_architecture_in_a_study_is_rejected_not_executed(searched, tmp_path, arch):
     study, root = searched
     crafted = copy.deepcopy(front(study)[0])  # as a tampered storage would return it
@@ -156,10 +176,14 @@ def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, 
     folder = tmp_path / "exp"
     export.export_trial(study, trial, folder, root=root)
     out = tmp_path / "t"
-    proc = subprocess.Popen([sys.executable, "-m", "nas", "train", str(folder), "--epochs", "3", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nas", "train", str(folder), "--epochs", "3", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # as from a terminal
     lines = []
     for line in proc.stdout:
         lines.append(line)

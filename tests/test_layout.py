@@ -36,8 +36,16 @@ LAYERS = [
     ["nas.export", "nas.bench"],
     ["nas.cli.console", "nas.cli.base"],
     ["nas.cli.display"],
-    ["nas.cli.mechanisms", "nas.cli.search", "nas.cli.report", "nas.cli.export", "nas.cli.train", "nas.cli.viz",
-     "nas.cli.check", "nas.cli.bench"],
+    [
+        "nas.cli.mechanisms",
+        "nas.cli.search",
+        "nas.cli.report",
+        "nas.cli.export",
+        "nas.cli.train",
+        "nas.cli.viz",
+        "nas.cli.check",
+        "nas.cli.bench",
+    ],
     ["nas.cli"],
     ["nas", "nas.__main__"],
 ]
@@ -78,8 +86,12 @@ def test_imports_go_down_only_and_nothing_imports_the_command_line():
     g = graph()
     upward = [f"{a} -> {b}" for a, targets in g.items() for b in targets if RANK[b] > RANK[a]]
     assert upward == []
-    into_cli = [f"{a} -> {b}" for a, targets in g.items() for b in targets
-                if b.startswith("nas.cli") and not a.startswith(("nas.cli", "nas.__main__"))]
+    into_cli = [
+        f"{a} -> {b}"
+        for a, targets in g.items()
+        for b in targets
+        if b.startswith("nas.cli") and not a.startswith(("nas.cli", "nas.__main__"))
+    ]
     assert into_cli == []
     state: dict[str, int] = {}
 
@@ -96,12 +108,23 @@ def test_imports_go_down_only_and_nothing_imports_the_command_line():
             visit(m, [])
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["search", "--help"], ["report", "--help"], ["bench", "latency", "--help"],
-                                  ["search", "--space", "x.yaml", "--sampler", "bogus"], ["export", "--bogus"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["search", "--help"],
+        ["report", "--help"],
+        ["bench", "latency", "--help"],
+        ["search", "--space", "x.yaml", "--sampler", "bogus"],
+        ["export", "--bogus"],
+    ],
+)
 def test_help_and_bad_options_load_nothing_heavy(argv):
-    code = ("import sys\nfrom nas.cli import main\nsys.argv = ['nas'] + sys.argv[1:]\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
-            f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules], code)")
+    code = (
+        "import sys\nfrom nas.cli import main\nsys.argv = ['nas'] + sys.argv[1:]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+        f"print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules], code)"
+    )
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT, timeout=120)
     last = [ln for ln in done.stdout.splitlines() if ln.startswith("HEAVY")][-1]
     assert last.startswith("HEAVY []"), f"{argv}: {last}\n{done.stderr[-2000:]}"

@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from _helpers import run_nas
 
 from nas.errors import BadOption
 from nas.search.locks import LatencyGate, StudyLock
 from nas.search.workers import cpu_count, plan
+
+from _helpers import run_nas
 
 
 def started(fn):
@@ -103,7 +104,15 @@ def test_bad_workers_option_exits_2_with_the_value_named(tmp_path):
 
 
 def test_bad_heartbeat_exits_2_with_the_value_named_before_any_worker_starts(tmp_path):
-    r = run_nas("search", "--space", Path(__file__).parents[1] / "spaces" / "small.yaml", "--workers", "2",
-                "--heartbeat", "0", cwd=tmp_path)
+    r = run_nas(
+        "search",
+        "--space",
+        Path(__file__).parents[1] / "spaces" / "small.yaml",
+        "--workers",
+        "2",
+        "--heartbeat",
+        "0",
+        cwd=tmp_path,
+    )
     assert r.returncode == 2 and "--heartbeat: 0 is not allowed" in r.stderr, r.stderr
     assert not (tmp_path / "runs").exists()  # no study was created

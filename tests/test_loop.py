@@ -30,9 +30,12 @@ def test_timeout_stops_only_once_passed():
 
 
 def test_a_space_done_stops_and_its_last_architectures_running_elsewhere_wait():
-    assert decide(progress(target=200, done=81, distinct_done=81, distinct_started=81, space_size=81)) == \
-        Stop("space exhausted")
-    assert decide(progress(target=200, done=79, running=2, distinct_done=79, distinct_started=81, space_size=81)) == Wait()
+    assert decide(progress(target=200, done=81, distinct_done=81, distinct_started=81, space_size=81)) == Stop(
+        "space exhausted"
+    )
+    assert (
+        decide(progress(target=200, done=79, running=2, distinct_done=79, distinct_started=81, space_size=81)) == Wait()
+    )
     # duplicates count as done trials but not as new architectures
     assert decide(progress(target=200, done=90, distinct_done=80, distinct_started=80, space_size=81)) == Start()
 
@@ -57,8 +60,16 @@ def test_workers_sharing_a_study_end_with_exactly_the_target():
             for _ in range(10_000):
                 if idle and (not busy or rng.random() < 0.5):
                     w = idle.pop(rng.randrange(len(idle)))
-                    step = decide(progress(target=target, done=done, running=running, distinct_done=done,
-                                           distinct_started=done + running, space_size=1000))
+                    step = decide(
+                        progress(
+                            target=target,
+                            done=done,
+                            running=running,
+                            distinct_done=done,
+                            distinct_started=done + running,
+                            space_size=1000,
+                        )
+                    )
                     if isinstance(step, Start):
                         running += 1
                         busy.append(w)

@@ -28,6 +28,7 @@ RTOL = 1e-9
 # helpers
 # ----------------------------------------------------------------------------------------------
 
+
 def build(name: str, channels: int, **hparams) -> nn.Module:
     """A float64 module in eval mode with every parameter ~ 0.5 N(0, 1) and random BN statistics."""
     m = attention.create(name, channels, **hparams).double().eval()
@@ -56,8 +57,13 @@ def npy(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy().copy()
 
 
-def check(got: np.ndarray, expected: np.ndarray, x: torch.Tensor | np.ndarray | None = None,
-          atol: float = ATOL, rtol: float = RTOL) -> None:
+def check(
+    got: np.ndarray,
+    expected: np.ndarray,
+    x: torch.Tensor | np.ndarray | None = None,
+    atol: float = ATOL,
+    rtol: float = RTOL,
+) -> None:
     """``got`` equals the oracle, and (when ``x`` is given) the mechanism actually changed its input."""
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
@@ -119,6 +125,7 @@ def conv2d_oracle(v: np.ndarray, conv: nn.Conv2d, **kw) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # SE, ECA, SOCA
 # ----------------------------------------------------------------------------------------------
+
 
 def test_se():
     """SE: s = sigmoid(W2 relu(W1 mean_hw(x) + b1) + b2), y = s * x."""
@@ -221,6 +228,7 @@ def test_soca_newton_schulz_converges_to_sqrt():
 # CBAM, GAM
 # ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("k", [3, 7])
 def test_cbam(k):
     """CBAM: Mc = sigmoid(MLP(avg) + MLP(max)); x1 = Mc x; Ms = sigmoid(BN(conv_k([max_c x1; mean_c x1])));
@@ -288,6 +296,7 @@ def test_gam(groups):
 # Coordinate attention, SimAM, NAM
 # ----------------------------------------------------------------------------------------------
 
+
 def test_coord_att():
     """CoordAtt: z_h = mean_w x, z_w = mean_h x; f = hardswish(BN(W1 [z_h, z_w] + b1)) per position;
     g_h = sigmoid(conv_h f_h), g_w = sigmoid(conv_w f_w); y[b,c,i,j] = x g_h[b,c,i] g_w[b,c,j]."""
@@ -350,6 +359,7 @@ def test_nam():
 # ----------------------------------------------------------------------------------------------
 # ShuffleAttention, Criss-Cross attention
 # ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("groups", [1, 2])
 def test_shuffle_attention(groups):
@@ -420,6 +430,7 @@ def test_criss_cross(recurrence):
 # ----------------------------------------------------------------------------------------------
 # S2-MLPv2 split attention
 # ----------------------------------------------------------------------------------------------
+
 
 def shift_oracle(t: np.ndarray, axis: int, step: int) -> np.ndarray:
     """Loop shift by one along ``axis`` (1 = H, 2 = W) of a (B, H, W, C) array; the border keeps its value."""
@@ -507,8 +518,8 @@ def test_s2_attention(c):
     bsz = xn.shape[0]
     t = linear(xn.transpose(0, 2, 3, 1), m.mlp1)  # (B, H, W, 3C)
     x1 = spatial_shift_oracle(t[..., :c], 1)
-    x2 = spatial_shift_oracle(t[..., c:2 * c], 2)
-    x3 = t[..., 2 * c:]
+    x2 = spatial_shift_oracle(t[..., c : 2 * c], 2)
+    x3 = t[..., 2 * c :]
     a = (x1 + x2 + x3).sum(axis=(1, 2))  # (B, C)
     hat = softmax(linear(gelu(linear(a, m.fc1)), m.fc2).reshape(bsz, 3, c), axis=1)
     out = sum(hat[:, k, None, None, :] * xk for k, xk in enumerate((x1, x2, x3)))
@@ -519,6 +530,7 @@ def test_s2_attention(c):
 # ----------------------------------------------------------------------------------------------
 # Selective Kernel
 # ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("branches", [2, 3])
 def test_selective_kernel(branches):

@@ -6,10 +6,9 @@ from torch import nn
 
 import attention
 from nas import backbone as bb
-from nas.cost import model_cost
-from nas.cost import count_params
-from nas.model import build
 from nas.architecture import Architecture, ArchitectureError, architecture_problems
+from nas.cost import count_params, model_cost
+from nas.model import build
 
 
 def arch(text):
@@ -49,7 +48,12 @@ def test_placements_in_a_resnet_bottleneck():
     assert isinstance(b4.act2, nn.Sequential) and isinstance(b4.act2[1], attention.CoordAtt)
     assert b4.act2[1].channels == 512
     count = lambda cls: sum(isinstance(x, cls) for x in m.modules())  # noqa: E731
-    assert (count(attention.SE), count(attention.SimAM), count(attention.SelectiveKernel), count(attention.CoordAtt)) == (3, 4, 6, 3)
+    assert (
+        count(attention.SE),
+        count(attention.SimAM),
+        count(attention.SelectiveKernel),
+        count(attention.CoordAtt),
+    ) == (3, 4, 6, 3)
     out = m(torch.randn(2, 3, 64, 64))
     out.sum().backward()
     assert out.shape == (2, 10)
@@ -80,8 +84,9 @@ def test_stages_come_from_feature_info_in_other_families():
     blk = m.blocks[1][0]
     assert isinstance(blk.bn3, nn.Sequential) and isinstance(blk.bn3[1], attention.ECA) and blk.bn3[1].channels == 24
     assert isinstance(m.blocks[2][0].conv_dw[1], attention.SimAM)
-    assert all(isinstance(b.bn3[1], attention.CBAM) and isinstance(b.se, nn.Identity)
-               for b in (*m.blocks[3], *m.blocks[4]))
+    assert all(
+        isinstance(b.bn3[1], attention.CBAM) and isinstance(b.se, nn.Identity) for b in (*m.blocks[3], *m.blocks[4])
+    )
     # ConvNeXt has no slot: attention goes after the stage.
     m = build(arch("convnext_atto|cbam@stage_output|none|none|soca"), 10)
     assert isinstance(m.stages[0], nn.Sequential) and isinstance(m.stages[0][1], attention.CBAM)
@@ -93,7 +98,10 @@ def test_architectures_that_do_not_fit_are_refused_with_the_reason():
     cases = [
         ("resnet18|se|none|none", "resnet18 has 4 stages with blocks"),
         ("resnet18|sa|none|none|none", "sa: groups=64 is not allowed at 64 channels"),
-        ("mobilenetv3_large_100|none|none|eca@post_conv3x3_act|none|none", "already has SqueezeExcite at post_conv3x3_act"),
+        (
+            "mobilenetv3_large_100|none|none|eca@post_conv3x3_act|none|none",
+            "already has SqueezeExcite at post_conv3x3_act",
+        ),
         ("convnext_atto|se|none|none|none", "cannot go at residual"),
         ("resnet99|none", "is not a timm model"),
     ]

@@ -15,13 +15,8 @@ study.tell(trial, [x, float(sys.argv[2])])
 
 
 def test_two_processes_share_a_postgres_study(fresh_postgres_db):
-    study = optuna.create_study(
-        study_name="pg", storage=fresh_postgres_db, directions=["maximize", "minimize"]
-    )
-    workers = [
-        subprocess.Popen([sys.executable, "-c", WORKER, fresh_postgres_db, str(i)])
-        for i in (1, 2)
-    ]
+    study = optuna.create_study(study_name="pg", storage=fresh_postgres_db, directions=["maximize", "minimize"])
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, fresh_postgres_db, str(i)]) for i in (1, 2)]
     assert [w.wait(timeout=60) for w in workers] == [0, 0]
     trials = study.get_trials()
     assert len(trials) == 2
@@ -41,8 +36,10 @@ def test_machines_opening_an_empty_database_at_the_same_moment_all_succeed(fresh
         print("opened")
     """)
     start = str(time.time() + 4)  # every process past its imports, then all at once
-    procs = [subprocess.Popen([sys.executable, "-c", code, start], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, start], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0 and "opened" in out, err[-2000:]

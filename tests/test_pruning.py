@@ -1,8 +1,8 @@
 """Multi-objective successive halving and hypervolume, against direct computations."""
 
 import itertools
-import statistics
 import random
+import statistics
 
 import pytest
 
@@ -30,8 +30,11 @@ def test_hypervolume_against_a_grid_count():
     pts = [(rnd.random(), rnd.random()) for _ in range(12)]
     ref = (0.0, 1.0)
     n = 400
-    cells = sum(1 for i, j in itertools.product(range(n), range(n))
-                if any(p[0] >= (i + 0.5) / n and p[1] <= (j + 0.5) / n for p in pts))
+    cells = sum(
+        1
+        for i, j in itertools.product(range(n), range(n))
+        if any(p[0] >= (i + 0.5) / n and p[1] <= (j + 0.5) / n for p in pts)
+    )
     assert abs(hypervolume(pts, ref) - cells / n / n) < 5e-3
     assert hypervolume([], ref) == 0 and hypervolume([(0.5, 2.0)], ref) == 0  # beyond the reference
     assert pareto_front([(0.9, 2.0), (0.5, 1.0), (0.4, 3.0)]) == [0, 1]
@@ -54,7 +57,9 @@ def test_decision_keeps_the_best_third_by_fronts_with_a_defined_tie_break():
 def test_replay_prunes_and_keeps_the_baseline():
     rnd = random.Random(2)
     recs = [Recorded(0, "base", (0.2, 0.4, 0.5, 0.55), 1.0, baseline=True)]
-    recs += [Recorded(i, f"a{i}", tuple(sorted(rnd.random() for _ in range(4))), rnd.uniform(1, 2)) for i in range(1, 30)]
+    recs += [
+        Recorded(i, f"a{i}", tuple(sorted(rnd.random() for _ in range(4))), rnd.uniform(1, 2)) for i in range(1, 30)
+    ]
     full, moasha = replay_none(recs), replay_moasha(recs)
     assert full.epochs == 120 and len(full.completed) == 30
     assert moasha.epochs < full.epochs / 2 and recs[0] in moasha.completed
@@ -66,13 +71,29 @@ def test_replay_within_noise_stops_fewer_members_of_the_confirmed_front():
     of confirmed-front members stopped says so."""
     from nas.search.pruning import confirmed_front, noise_from_records, replay_moasha
 
-    base = Recorded(0, "base", (0.50, 0.80, 0.85, 0.86), 1.0, True, (0.99, 1.01),
-                    ((0.44, 0.79, 0.84, 0.86), (0.56, 0.81, 0.86, 0.87)))
+    base = Recorded(
+        0,
+        "base",
+        (0.50, 0.80, 0.85, 0.86),
+        1.0,
+        True,
+        (0.99, 1.01),
+        ((0.44, 0.79, 0.84, 0.86), (0.56, 0.81, 0.86, 0.87)),
+    )
     # mean final accuracy rises with the number; epoch-1 accuracy falls with it, by less than the noise;
     # latencies rise a little, inside each other's intervals
-    recs = [base] + [Recorded(i, f"a{i}", (0.50 - 0.005 * i, 0.8, 0.85, 0.86 + 0.004 * i), 1.0 + 0.002 * i, False,
-                              (0.97 + 0.002 * i, 1.03 + 0.002 * i), ((0.5, 0.8, 0.85, 0.86 + 0.004 * i),) * 2)
-                     for i in range(1, 10)]
+    recs = [base] + [
+        Recorded(
+            i,
+            f"a{i}",
+            (0.50 - 0.005 * i, 0.8, 0.85, 0.86 + 0.004 * i),
+            1.0 + 0.002 * i,
+            False,
+            (0.97 + 0.002 * i, 1.03 + 0.002 * i),
+            ((0.5, 0.8, 0.85, 0.86 + 0.004 * i),) * 2,
+        )
+        for i in range(1, 10)
+    ]
     noise = noise_from_records(recs)
     assert noise[0] == pytest.approx(statistics.stdev([0.50, 0.44, 0.56]))
     front = confirmed_front(recs)
@@ -100,11 +121,20 @@ def test_tpe_samples_after_pruned_trials_that_carry_learning_curves():
     for i in range(12):
         name = ["none", "se", "eca"][i % 3]
         if i % 2:
-            study.add_trial(create_trial(state=TrialState.PRUNED, params={"stage4.mechanism": name},
-                                         distributions=dist, intermediate_values={1: 0.4 + i / 100}))
+            study.add_trial(
+                create_trial(
+                    state=TrialState.PRUNED,
+                    params={"stage4.mechanism": name},
+                    distributions=dist,
+                    intermediate_values={1: 0.4 + i / 100},
+                )
+            )
         else:
-            study.add_trial(create_trial(values=[0.8 + i / 100, 5.0 - i / 10], params={"stage4.mechanism": name},
-                                         distributions=dist))
+            study.add_trial(
+                create_trial(
+                    values=[0.8 + i / 100, 5.0 - i / 10], params={"stage4.mechanism": name}, distributions=dist
+                )
+            )
     seen = set()
     for _ in range(5):
         trial = study.ask()

@@ -12,15 +12,17 @@ from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
-from _helpers import run_nas, space_file
 from optuna.trial import TrialState
 
 from nas.search.loop import Search
 from nas.search.study import count_states, front
 from nas.spacefile import load_space
 
+from _helpers import run_nas, space_file
+
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
 
 def tiny_space(tmp_path, **overrides):
     return load_space(space_file(tmp_path, **overrides))
@@ -46,8 +48,10 @@ def test_search_prunes_records_everything_and_resumes(tmp_path):
         assert t.user_attrs["latency_target"] == "cpu/b1/32px/t1"
     pruned = [t for t in trials if t.state == TrialState.PRUNED and "duplicate_of" not in t.user_attrs]
     assert pruned, "with eta=3 at rung 1 most trials must be pruned"
-    assert all(len(t.user_attrs["val_acc_curve"]) == 1 and t.user_attrs["stop_reason"].startswith("pruned at epoch 1")
-               for t in pruned)
+    assert all(
+        len(t.user_attrs["val_acc_curve"]) == 1 and t.user_attrs["stop_reason"].startswith("pruned at epoch 1")
+        for t in pruned
+    )
     assert count_states(study)["running"] == 0
 
     second = run_search(tmp_path, space, 8, sampler="random")
@@ -58,7 +62,10 @@ def test_search_prunes_records_everything_and_resumes(tmp_path):
     assert len(trained) == len(set(trained)), "no architecture is trained twice"
     for t in trials:
         if "duplicate_of" in t.user_attrs:
-            assert "val_acc_curve" in t.user_attrs and t.user_attrs["arch"] == trials[t.user_attrs["duplicate_of"]].user_attrs["arch"]
+            assert (
+                "val_acc_curve" in t.user_attrs
+                and t.user_attrs["arch"] == trials[t.user_attrs["duplicate_of"]].user_attrs["arch"]
+            )
     assert front(second.study), "a front exists"
 
 
@@ -72,8 +79,9 @@ def test_infeasible_candidates_stop_before_training_and_the_sampler_sees_it(tmp_
         assert t.state == TrialState.PRUNED and "val_acc_curve" not in t.user_attrs
         if "duplicate_of" not in t.user_attrs:
             assert t.user_attrs["stop_reason"].startswith("infeasible: params")
-        assert t.constraints["params"] > 0 and t.system_attrs["constraints"] == [t.constraints["params"]], \
+        assert t.constraints["params"] > 0 and t.system_attrs["constraints"] == [t.constraints["params"]], (
             "named (optuna 5) and list (optuna-dashboard) forms agree"
+        )
     assert result.counts["infeasible"] == len(infeasible)
 
 
@@ -121,9 +129,15 @@ def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
 
 
 def interrupt_mid_trial(tmp_path, cmd, env, study_name, signum, code, reason):
-    proc = subprocess.Popen(cmd[:-4] + ["--trials", "50", "--no-prune", "--study", study_name], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    proc = subprocess.Popen(
+        cmd[:-4] + ["--trials", "50", "--no-prune", "--study", study_name],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # as from a terminal
     url = "sqlite:///" + str(tmp_path / "runs" / study_name / "study.db")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -150,17 +164,28 @@ def test_sigterm_stops_like_ctrl_c_and_the_same_command_resumes(tmp_path):
     cmd = [sys.executable, "-m", "nas", "search", "--space", "tiny.yaml", "--trials", "3", "--sampler", "random"]
     before = interrupt_mid_trial(tmp_path, cmd, env, "term", signal.SIGTERM, 143, "interrupted (SIGTERM)")
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in before)
-    r = subprocess.run(cmd[:-4] + ["--trials", str(finished + 1), "--no-prune", "--study", "term"], cwd=tmp_path,
-                       env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        cmd[:-4] + ["--trials", str(finished + 1), "--no-prune", "--study", "term"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
-    after = optuna.load_study(study_name="term", storage="sqlite:///" + str(tmp_path / "runs/term/study.db")).get_trials()
+    after = optuna.load_study(
+        study_name="term", storage="sqlite:///" + str(tmp_path / "runs/term/study.db")
+    ).get_trials()
     assert len(after) == len(before) + 1 and after[-1].state == TrialState.COMPLETE, "resumed: one more trial, no rerun"
 
 
 def test_bad_search_options_exit_2(tmp_path):
     space_file(tmp_path)
-    for args, words in [(("--trials", "0"), "--trials"), (("--sampler", "cmaes"), "--sampler"),
-                        (("--eta", "1"), "--eta")]:
+    for args, words in [
+        (("--trials", "0"), "--trials"),
+        (("--sampler", "cmaes"), "--sampler"),
+        (("--eta", "1"), "--eta"),
+    ]:
         r = run_nas("search", "--space", "tiny.yaml", *args, cwd=tmp_path)
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
 

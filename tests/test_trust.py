@@ -11,12 +11,21 @@ import pytest
 import torch
 
 from nas import cost
+from nas.architecture import Architecture
 from nas.cost import Ratio, time_against_reference
 from nas.model import build
 from nas.search.pruning import MOASHA, within_noise
-from nas.architecture import Architecture
-from nas.stats import (BETTER, TIED, WORSE, mean_interval, median_interval, paired_difference, seed_sd, t_quantile,
-                       verdict)
+from nas.stats import (
+    BETTER,
+    TIED,
+    WORSE,
+    mean_interval,
+    median_interval,
+    paired_difference,
+    seed_sd,
+    t_quantile,
+    verdict,
+)
 
 
 def _binom_cdf_brute(k: int, n: int) -> float:
@@ -51,7 +60,9 @@ def test_mean_and_paired_intervals_against_the_t_formula():
     e = mean_interval(xs)
     half = t_quantile(0.975, 3) * statistics.stdev(xs) / 2
     assert e.mean == pytest.approx(statistics.fmean(xs)) and e.half_width == pytest.approx(half)
-    assert t_quantile(0.975, 1) == pytest.approx(12.7062, abs=1e-4) and t_quantile(0.975, 2) == pytest.approx(4.3027, abs=1e-4)
+    assert t_quantile(0.975, 1) == pytest.approx(12.7062, abs=1e-4) and t_quantile(0.975, 2) == pytest.approx(
+        4.3027, abs=1e-4
+    )
     ys = [0.90, 0.93, 0.92, 0.89]  # every pair 0.01 apart: the shared noise cancels
     d = paired_difference(xs, ys, sd_floor=0.002)
     assert d.mean == pytest.approx(0.01) and d.sd == pytest.approx(0.002), "the floor replaces a chance sd of 0"
@@ -115,8 +126,9 @@ def test_ratio_of_several_candidates_in_one_interleaved_run(monkeypatch):
     sim = BusyMachine(1)
     monkeypatch.setattr(cost, "time", sim)
     slower = lambda: (sim.candidate(), sim.reference())  # noqa: E731  2.2 ms
-    ratios, _ = time_against_reference([sim.reference, sim.candidate, slower], sim.reference, torch.device("cpu"),
-                                       rounds=150, seconds=0)
+    ratios, _ = time_against_reference(
+        [sim.reference, sim.candidate, slower], sim.reference, torch.device("cpu"), rounds=150, seconds=0
+    )
     assert [round(r.median, 2) for r in ratios] == [1.0, 1.2, 2.2]
     assert isinstance(ratios[0], Ratio)
 
@@ -137,8 +149,13 @@ def test_common_random_numbers_in_the_build():
 def test_a_rung_does_not_prune_within_noise():
     p = MOASHA(eta=3)
     # six trials at the rung, two continue; trial 5 is third, 0.01 below the last kept, latency intervals overlap
-    others = [(0, 0.80, 5.0, 4.9, 5.1), (1, 0.75, 5.0, 4.9, 5.1), (2, 0.50, 5.0, 4.9, 5.1), (3, 0.40, 5.0, 4.9, 5.1),
-              (4, 0.30, 5.0, 4.9, 5.1)]
+    others = [
+        (0, 0.80, 5.0, 4.9, 5.1),
+        (1, 0.75, 5.0, 4.9, 5.1),
+        (2, 0.50, 5.0, 4.9, 5.1),
+        (3, 0.40, 5.0, 4.9, 5.1),
+        (4, 0.30, 5.0, 4.9, 5.1),
+    ]
     me = (5, 0.74, 5.05, 4.95, 5.15)
     assert not p.decide(me, others, 1).keep, "without a noise floor the quota decides"
     d = p.decide(me, others, 1, acc_sd=0.02)

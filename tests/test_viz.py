@@ -13,14 +13,15 @@ from PIL import Image
 from torch import nn
 
 import attention
-from _helpers import NAMES, SMALL_C, randomize, small
 from nas import viz
-from nas.data import digits_splits
-from nas.errors import UserError
-from nas.model import build
 from nas.architecture import Architecture
 from nas.artifacts import ModelCard
 from nas.cli.viz import viz_cmd
+from nas.data import digits_splits
+from nas.errors import UserError
+from nas.model import build
+
+from _helpers import NAMES, SMALL_C, randomize, small
 
 
 def no_hooks_left(model: nn.Module) -> bool:
@@ -48,8 +49,9 @@ def test_every_mechanism_gives_a_map_per_stage_without_changing_the_model(name):
     assert list(maps) == ["layer3"] and maps["layer3"].shape == (2, 4, 6)
     m = maps["layer3"]
     assert torch.isfinite(m).all()
-    assert torch.equal(m.amin((1, 2)), torch.zeros(2)) and torch.equal(m.amax((1, 2)), torch.ones(2)), \
+    assert torch.equal(m.amin((1, 2)), torch.zeros(2)) and torch.equal(m.amax((1, 2)), torch.ones(2)), (
         "each image's map spans [0, 1] (a constant map would mean the hook saw nothing)"
+    )
     assert no_hooks_left(model)
     with torch.no_grad(), viz.AttentionRecorder(model) as rec:
         recorded = model(x)
@@ -79,7 +81,7 @@ def _shuffle_spatial_gate(m: attention.ShuffleAttention, x: torch.Tensor, y: tor
     b, c, h, w = x.shape
     unshuffled = y.reshape(b, c // 2, 2, h, w).transpose(1, 2).reshape(b * m.groups, c // m.groups, h, w)
     ratio = unshuffled / x.reshape(b * m.groups, c // m.groups, h, w)
-    return ratio[:, c // m.groups // 2:].reshape(b, -1, h, w).mean(1)
+    return ratio[:, c // m.groups // 2 :].reshape(b, -1, h, w).mean(1)
 
 
 # The map each spatial mechanism must give, derived independently of nas.viz's hooks.
@@ -199,16 +201,25 @@ def test_load_image_grey_rgb_and_unreadable(tmp_path):
     assert rgb.shape == (3, 24, 24) and rgb.dtype == torch.float32 and rgb.max() <= 1
     assert rgb[0].min() > 0.99 and rgb[1:].max() < 0.01
     normalised = viz.imagenet_normalise(rgb[None])[0, :, 0, 0]
-    torch.testing.assert_close(normalised, (torch.tensor([1.0, 0, 0]) - torch.tensor([0.485, 0.456, 0.406]))
-                               / torch.tensor([0.229, 0.224, 0.225]), atol=0.02, rtol=0)
+    torch.testing.assert_close(
+        normalised,
+        (torch.tensor([1.0, 0, 0]) - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225]),
+        atol=0.02,
+        rtol=0,
+    )
     assert not viz.imagenet_input(_card("resnet10t|none|none|none|none", in_chans=3, data={"source": "digits"}))
     assert viz.imagenet_input(_card("resnet10t|none|none|none|none", in_chans=3, data={"source": "imagefolder"}))
-    assert [viz.imagenet_input(_card("resnet10t|none|none|none|none", in_chans=c)) for c in (1, 3)] == [False, True], "no data section: by channels"
+    assert [viz.imagenet_input(_card("resnet10t|none|none|none|none", in_chans=c)) for c in (1, 3)] == [False, True], (
+        "no data section: by channels"
+    )
     (tmp_path / "broken.png").write_bytes(b"not an image")
     with pytest.raises(UserError, match="cannot read image .*broken.png"):
         viz.load_image(tmp_path / "broken.png", 1, (32, 32), imagenet=False)
-    assert viz.figure_stems([tmp_path / "a" / "x.png", tmp_path / "b" / "x.jpg", tmp_path / "x-2.png"]) == \
-        ["x", "x-2", "x-2-2"]
+    assert viz.figure_stems([tmp_path / "a" / "x.png", tmp_path / "b" / "x.jpg", tmp_path / "x-2.png"]) == [
+        "x",
+        "x-2",
+        "x-2-2",
+    ]
 
 
 def _card(arch, **fields):
@@ -234,29 +245,55 @@ def test_viz_command_writes_png_per_image_and_stage(tmp_path, monkeypatch, capsy
     folder.mkdir()
     Image.new("L", (32, 32), 30).save(folder / "one.jpg")
     (tmp_path / "export").mkdir()
-    _run_viz(monkeypatch, model, meta, tmp_path / "export", "--images", folder, "--images", folder / "one.jpg",
-             "--out", tmp_path / "out", "--eval")
+    _run_viz(
+        monkeypatch,
+        model,
+        meta,
+        tmp_path / "export",
+        "--images",
+        folder,
+        "--images",
+        folder / "one.jpg",
+        "--out",
+        tmp_path / "out",
+        "--eval",
+    )
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == sorted(f"{stem}{part}.png" for stem in ("one", "one-2")
-                             for part in ("", "_layer1", "_layer2", "_gradcam"))
+    assert written == sorted(
+        f"{stem}{part}.png" for stem in ("one", "one-2") for part in ("", "_layer1", "_layer2", "_gradcam")
+    )
     with Image.open(tmp_path / "out" / "one-2_layer2.png") as im:
         assert im.format == "PNG" and im.width > 0
     out = capsys.readouterr().out
     assert "Pointing game on 20 test images" in out and "attention layer1 (cbam)" in out
     assert "uniformly random point (expected)" in out and "0.250" in out  # 16x16 digits on a 32x32 canvas
-    _run_viz(monkeypatch, model, meta, "--study", "s", "--trial", "3", "--images", folder / "one.jpg",
-             "--out", tmp_path / "trial")
+    _run_viz(
+        monkeypatch,
+        model,
+        meta,
+        "--study",
+        "s",
+        "--trial",
+        "3",
+        "--images",
+        folder / "one.jpg",
+        "--out",
+        tmp_path / "trial",
+    )
     assert (tmp_path / "trial" / "one_layer1.png").is_file()
 
 
-@pytest.mark.parametrize("args, in_chans, message", [
-    (["--eval"], 1, "give exactly one of EXPORT_DIR or --study"),
-    (["--study", "s", "--eval"], 1, "--trial"),
-    (["EXPORT"], 1, "give --images"),
-    (["EXPORT", "--images", "missing.png"], 1, "missing.png does not exist"),
-    (["EXPORT", "--images", "bad.png"], 1, "cannot read image .*bad.png"),
-    (["EXPORT", "--eval"], 3, "--eval needs a model trained on the embedded digits .* takes 3 channel"),
-])
+@pytest.mark.parametrize(
+    "args, in_chans, message",
+    [
+        (["--eval"], 1, "give exactly one of EXPORT_DIR or --study"),
+        (["--study", "s", "--eval"], 1, "--trial"),
+        (["EXPORT"], 1, "give --images"),
+        (["EXPORT", "--images", "missing.png"], 1, "missing.png does not exist"),
+        (["EXPORT", "--images", "bad.png"], 1, "cannot read image .*bad.png"),
+        (["EXPORT", "--eval"], 3, "--eval needs a model trained on the embedded digits .* takes 3 channel"),
+    ],
+)
 def test_viz_command_errors_say_what_is_wrong(tmp_path, monkeypatch, args, in_chans, message):
     arch = "resnet10t|none|none|none|none"
     model = build(Architecture.parse(arch), 10, in_chans)
@@ -290,7 +327,7 @@ def trained():
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
         for i in range(0, len(x), batch):
-            idx = order[i:i + batch]
+            idx = order[i : i + batch]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -307,8 +344,13 @@ def test_trained_attention_and_grad_cam_point_at_the_digit(trained):
     rows = {r["method"]: r for r in viz.evaluate(model, val)}
     scores = {k: round(r["score"], 3) for k, r in rows.items()}
     print(f"accuracy {accuracy:.3f}; pointing game {scores}")
-    assert list(rows) == ["attention layer1 (cbam)", "attention layer2 (ca)", "Grad-CAM layer2", "centre point",
-                          "uniformly random point (expected)"]
+    assert list(rows) == [
+        "attention layer1 (cbam)",
+        "attention layer2 (ca)",
+        "Grad-CAM layer2",
+        "centre point",
+        "uniformly random point (expected)",
+    ]
     assert rows["attention layer1 (cbam)"]["resolution"] == "16x16" and rows["Grad-CAM layer2"]["resolution"] == "8x8"
     random, centre = scores["uniformly random point (expected)"], scores["centre point"]
     assert random == 0.062 and centre < 0.15

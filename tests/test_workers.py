@@ -13,23 +13,28 @@ import time
 
 import optuna
 import pytest
-from _helpers import space_file
 import torch
 from optuna.trial import TrialState
 
 from nas.search.loop import Search
 from nas.spacefile import load_space
 
+from _helpers import space_file
+
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 
 
 def write_space(tmp_path, epochs=1, train=128):
     """8 x 8 x 8 = 512 architectures: a stress run of 100 trials cannot exhaust it."""
     choices = {"none": None, "se": {"reduction": [4, 8, 16]}, "eca": {"k_size": [3, 5, 7]}, "simam": None}
-    return space_file(tmp_path, "multi", data={"train": train, "val": 64}, stages={2: choices, 3: choices, 4: choices},
-                      training={"epochs": epochs})
+    return space_file(
+        tmp_path,
+        "multi",
+        data={"train": train, "val": 64},
+        stages={2: choices, 3: choices, 4: choices},
+        training={"epochs": epochs},
+    )
 
 
 def env():
@@ -77,10 +82,12 @@ def assert_final_state(study, finished):
 
 def stress(tmp_path, commands, trials, url):
     write_space(tmp_path)
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for cmd in commands]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for cmd in commands
+    ]
     outs = [p.communicate(timeout=900)[0] for p in procs]
-    for p, out in zip(procs, outs):
+    for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-3000:]
         assert "locked" not in out.lower() and "Traceback" not in out, out[-3000:]
     trials_ = assert_final_state(study_of(url), trials)
@@ -110,15 +117,23 @@ def running_trial(url, min_epochs=1):
         trials = study_of(url).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     except Exception:  # the study is being created
         return None
-    return next((t for t in trials if len(t.user_attrs.get("val_acc_curve", [])) >= min_epochs
-                 and "worker" in t.user_attrs), None)
+    return next(
+        (t for t in trials if len(t.user_attrs.get("val_acc_curve", [])) >= min_epochs and "worker" in t.user_attrs),
+        None,
+    )
 
 
 def test_a_worker_killed_mid_trial_is_failed_at_once_and_its_architecture_retried(tmp_path):
     write_space(tmp_path, epochs=3, train=256)
     url = sqlite_url(tmp_path)
-    parent = subprocess.Popen(nas(tmp_path, "--trials", "6", "--workers", "2", "--threads", "1", "--no-prune"),
-                              cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    parent = subprocess.Popen(
+        nas(tmp_path, "--trials", "6", "--workers", "2", "--threads", "1", "--no-prune"),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     victim = wait_for(lambda: running_trial(url), 300, "a trial in training")
     host, pid = victim.user_attrs["worker"].rsplit(":", 1)
     assert host == socket.gethostname()
@@ -186,8 +201,6 @@ def test_sigterm_to_the_parent_stops_every_worker_and_the_same_command_resumes(t
     assert_final_state(study_of(url), 5)
 
 
-
-
 def test_nan_loss_and_out_of_memory_fail_one_trial_each_and_the_worker_goes_on(tmp_path, monkeypatch):
     """Injected by architecture: models with SE produce NaN logits, models with ECA raise CUDA's
     out-of-memory error (SE and ECA are options of the last stage only, and the seeded random
@@ -205,9 +218,24 @@ def test_nan_loss_and_out_of_memory_fail_one_trial_each_and_the_worker_goes_on(t
         return plain_forward(self, x)
 
     monkeypatch.setattr(nas.training.Classifier, "forward", faulty)
-    space = load_space(space_file(tmp_path, "multi", data={"train": 128, "val": 64}, training={"epochs": 1}, stages={
-        3: {"none": None, "simam": None, "ca": {"reduction": [8, 16, 32]}, "cbam": {"reduction": [8, 16]}},
-        4: {"none": None, "se": {"reduction": [16]}, "eca": {"k_size": [3]}, "simam": None, "ca": {"reduction": [16]}}}))
+    space = load_space(
+        space_file(
+            tmp_path,
+            "multi",
+            data={"train": 128, "val": 64},
+            training={"epochs": 1},
+            stages={
+                3: {"none": None, "simam": None, "ca": {"reduction": [8, 16, 32]}, "cbam": {"reduction": [8, 16]}},
+                4: {
+                    "none": None,
+                    "se": {"reduction": [16]},
+                    "eca": {"k_size": [3]},
+                    "simam": None,
+                    "ca": {"reduction": [16]},
+                },
+            },
+        )
+    )
     url = sqlite_url(tmp_path)
     result = Search(space, "multi", url, 8, sampler="random", root=tmp_path / "runs").run()
     assert result.stopped == "trials"
@@ -234,8 +262,6 @@ def test_a_search_where_every_trial_fails_stops_instead_of_spinning(tmp_path, mo
     assert result.counts["failed"] == 10 and result.counts["running"] == 0
 
 
-
-
 def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp_path):
     """devices: 2 runs every trial as DDP over 2 spawned processes (gloo on CPU). Rank 0 alone stores
     the curve and decides at the rungs; the decision reaches both ranks, so both stop after the same
@@ -256,15 +282,19 @@ def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp
     # a decision was taken at rung 1 for a trial outside the quota: pruned there, or kept and the reason
     # recorded (within the noise floor the baseline's 3 seeds measured; at 128 validation images the
     # floor is wide and latencies overlap, so which of the two happens depends on the measured latencies)
-    decided = [t for t in trained if (t.state == TrialState.PRUNED and "pruned at epoch 1" in t.user_attrs["stop_reason"])
-               or "within noise" in t.user_attrs.get("rung_1", "")]
+    decided = [
+        t
+        for t in trained
+        if (t.state == TrialState.PRUNED and "pruned at epoch 1" in t.user_attrs["stop_reason"])
+        or "within noise" in t.user_attrs.get("rung_1", "")
+    ]
     assert decided, [(t.number, t.state, t.user_attrs["stop_reason"], t.user_attrs.get("rung_1")) for t in trained]
     # the weights kept come from rank 0's trained model: they reproduce the stored accuracy
     from safetensors.torch import load_file
 
     from nas import data as data_mod
-    from nas.model import build
     from nas.architecture import Architecture
+    from nas.model import build
 
     best = result.study.best_trials[0]
     model = build(Architecture.parse(best.user_attrs["arch"]), 10, 1).eval()
@@ -285,8 +315,9 @@ def test_the_database_down_for_seconds_mid_search_is_ridden_out(tmp_path):
     with start_postgres() as server:
         url = server.url
         cmd = nas(tmp_path, "--trials", "6", "--workers", "2", "--threads", "1", "--no-prune", storage=url)
-        parent = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)
+        parent = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         wait_for(lambda: running_trial(url), 300, "a trial in training")
         server.pause(4)
         out = parent.communicate(timeout=600)[0]
@@ -300,14 +331,39 @@ def test_bench_workers_reports_throughput_per_worker_count(tmp_path):
     import json
 
     write_space(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "nas", "bench", "workers", "--space", "multi.yaml", "--trials", "3",
-                        "--workers", "1,2", "--out", "bench"], cwd=tmp_path, env=env(), capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nas",
+            "bench",
+            "workers",
+            "--space",
+            "multi.yaml",
+            "--trials",
+            "3",
+            "--workers",
+            "1,2",
+            "--out",
+            "bench",
+        ],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     rows = json.loads((tmp_path / "bench" / "workers.json").read_text())["rows"]
     assert [(row["workers"], row["trials"]) for row in rows] == [(1, 3), (2, 3)]
     assert rows[0]["epochs_per_min_ratio"] == 1.0 and rows[1]["epochs_per_min_ratio"] > 0
     assert "epochs/min ratio" in r.stdout
-    bad = subprocess.run([sys.executable, "-m", "nas", "bench", "workers", "--space", "multi.yaml", "--workers", "1,x"],
-                         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "nas", "bench", "workers", "--space", "multi.yaml", "--workers", "1,x"],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "'1,x'" in bad.stderr

@@ -4,11 +4,11 @@ its work (torch, Lightning, Optuna) inside the command, so ``--help`` and a bad 
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from rich.markup import escape
 
-from nas.cli import mechanisms, search, report, export, train, viz, check, bench  # noqa: F401  (registers the commands)
+from nas.cli import bench, check, export, mechanisms, report, search, train, viz  # noqa: F401  (registers the commands)
 from nas.cli.base import app
 from nas.cli.console import err_console
 from nas.errors import exit_code_of

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -12,7 +11,6 @@ from rich.table import Table
 from nas.cli.base import bench_app
 from nas.cli.console import console
 from nas.errors import BadOption
-
 
 
 @bench_app.command("build")
@@ -42,11 +40,14 @@ def bench_build_cmd(
 @bench_app.command("pruning")
 def bench_pruning_cmd(
     curves: Path = typer.Option(Path("spaces/recorded/small-noprune.json"), help="Recorded curves (JSON)"),
-    study: Optional[str] = typer.Option(None, help="Read the curves from this study (run with --no-prune) instead"),
-    storage: Optional[str] = typer.Option(None, help="Storage of --study (default: sqlite:///runs/<study>/study.db)"),
-    export: Optional[Path] = typer.Option(None, help="With --study: write its curves to this JSON file"),
-    seeds: int = typer.Option(1, help="With --study: first re-train every trial so each has this many paired seeds "
-                                      "(stored in the study; an interrupted recording resumes)"),
+    study: str | None = typer.Option(None, help="Read the curves from this study (run with --no-prune) instead"),
+    storage: str | None = typer.Option(None, help="Storage of --study (default: sqlite:///runs/<study>/study.db)"),
+    export: Path | None = typer.Option(None, help="With --study: write its curves to this JSON file"),
+    seeds: int = typer.Option(
+        1,
+        help="With --study: first re-train every trial so each has this many paired seeds "
+        "(stored in the study; an interrupted recording resumes)",
+    ),
     eta: int = typer.Option(3, help="Reduction factor of both pruners"),
 ) -> None:
     """Replay learning curves recorded without pruning through: no pruning, our multi-objective
@@ -79,27 +80,51 @@ def bench_pruning_cmd(
     if len(rows) < 2:
         raise BadOption("--study" if study else "--curves", study or str(curves), "at least 2 complete trials")
     results, ref = bench.bench_pruning(rows, eta)
-    table = Table(title=f"Pruning replayed on {len(rows)} recorded trials ({source}); hypervolume reference "
-                        f"(accuracy 0, latency {ref[1]:.4g} ms)")
-    for col in ("method", "completed", "epochs", "epochs saved", "hypervolume", "of unpruned", "front size",
-                "confirmed front stopped"):
+    table = Table(
+        title=f"Pruning replayed on {len(rows)} recorded trials ({source}); hypervolume reference "
+        f"(accuracy 0, latency {ref[1]:.4g} ms)"
+    )
+    for col in (
+        "method",
+        "completed",
+        "epochs",
+        "epochs saved",
+        "hypervolume",
+        "of unpruned",
+        "front size",
+        "confirmed front stopped",
+    ):
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in results:
         stopped = "-" if r["confirmed_stopped"] is None else f"{r['confirmed_stopped']} of {r['confirmed_front']}"
-        table.add_row(r["method"], str(r["completed"]), str(r["epochs"]), f"{r['epochs_saved_pct']:.1f}%",
-                      f"{r['hypervolume']:.5f}", f"{r['hypervolume_pct']:.1f}%", str(r["front"]), stopped)
+        table.add_row(
+            r["method"],
+            str(r["completed"]),
+            str(r["epochs"]),
+            f"{r['epochs_saved_pct']:.1f}%",
+            f"{r['hypervolume']:.5f}",
+            f"{r['hypervolume_pct']:.1f}%",
+            str(r["front"]),
+            stopped,
+        )
     console.print(table)
     if all(r["confirmed_stopped"] is None for r in results):
-        console.print("the recording has one seed per architecture: no confirmed front to check against "
-                      "(record with --study ... --seeds 3)")
+        console.print(
+            "the recording has one seed per architecture: no confirmed front to check against "
+            "(record with --study ... --seeds 3)"
+        )
 
 
 @bench_app.command("latency")
 def bench_latency_cmd(
     space: Path = typer.Option(..., "--space", help="Search-space YAML file (its latency target is used)"),
-    arch: Optional[list[str]] = typer.Option(None, "--arch", help="Architecture string; repeat for several, "
-                                                                  "fastest first (the space's baseline is always "
-                                                                  "measured, first): the expected order"),
+    arch: list[str] | None = typer.Option(
+        None,
+        "--arch",
+        help="Architecture string; repeat for several, "
+        "fastest first (the space's baseline is always "
+        "measured, first): the expected order",
+    ),
     times: int = typer.Option(10, help="Re-measurements of every architecture by each method"),
     load: int = typer.Option(0, help="Also measure with this many busy processes (one-thread training loops) beside"),
     out: Path = typer.Option(Path("runs/bench"), help="Folder for latency.json"),
@@ -121,16 +146,26 @@ def bench_latency_cmd(
     archs = [s.baseline()] + [Architecture.parse(a) for a in arch or [] if Architecture.parse(a) != s.baseline()]
     with console.status("timing") as status:
         result = bench.bench_latency(s, archs, times, load, progress=lambda t: status.update(escape(t)))
-    console.print(f"target {result['target']}; reference (plain backbone) quiet latency {result['reference_ms']:.3f} ms; "
-                  f"{times} re-measurements per method and phase; spread = IQR / median over them")
+    console.print(
+        f"target {result['target']}; reference (plain backbone) quiet latency {result['reference_ms']:.3f} ms; "
+        f"{times} re-measurements per method and phase; spread = IQR / median over them"
+    )
     for p in result["phases"]:
-        table = Table(title=f"{p['phase']}: order right in {p['order_right_absolute']}/{times} (absolute) and "
-                            f"{p['order_right_ratio']}/{times} (paired ratio) re-measurements")
+        table = Table(
+            title=f"{p['phase']}: order right in {p['order_right_absolute']}/{times} (absolute) and "
+            f"{p['order_right_ratio']}/{times} (paired ratio) re-measurements"
+        )
         for col in ("architecture", "absolute ms", "spread", "ratio", "spread", "paired ms"):
             table.add_column(col, overflow="fold")
         for r in p["rows"]:
-            table.add_row(escape(r["architecture"]), f"{r['absolute_ms']:.3f}", f"{r['absolute_iqr_pct']:.1f}%",
-                          f"{r['ratio']:.4f}", f"{r['ratio_iqr_pct']:.2f}%", f"{r['paired_ms']:.3f}")
+            table.add_row(
+                escape(r["architecture"]),
+                f"{r['absolute_ms']:.3f}",
+                f"{r['absolute_iqr_pct']:.1f}%",
+                f"{r['ratio']:.4f}",
+                f"{r['ratio_iqr_pct']:.2f}%",
+                f"{r['paired_ms']:.3f}",
+            )
         console.print(table)
     out.mkdir(parents=True, exist_ok=True)
     (out / "latency.json").write_text(json.dumps({**result, **bench.environment(torch_device())}, indent=1))
@@ -142,7 +177,7 @@ def bench_workers_cmd(
     space: Path = typer.Option(..., "--space", help="Search-space YAML file"),
     trials: int = typer.Option(12, help="Finished trials per run"),
     workers: str = typer.Option("1,2", help="Worker counts to compare, comma-separated; the first is the reference"),
-    threads: Optional[int] = typer.Option(None, help="Threads per worker (default: CPU cores / workers)"),
+    threads: int | None = typer.Option(None, help="Threads per worker (default: CPU cores / workers)"),
     out: Path = typer.Option(Path("runs/bench"), help="Folder for the studies and workers.json / workers.csv"),
 ) -> None:
     """Search throughput with 1, 2, ... worker processes: the same space and trial count in a fresh study
@@ -158,14 +193,28 @@ def bench_workers_cmd(
     table = Table(title=f"nas search throughput, {trials} trials, {space}")
     for col in ("workers", "threads each", "wall s", "trials/min", "trained/min", "epochs/min", "epochs/min ratio"):
         table.add_column(col)
-    rows = bench.bench_workers(space, trials, [int(c) for c in counts], threads, out,
-                               on_row=lambda r: console.print(f"{r['workers']} worker(s): {r['wall_s']} s"))
+    rows = bench.bench_workers(
+        space,
+        trials,
+        [int(c) for c in counts],
+        threads,
+        out,
+        on_row=lambda r: console.print(f"{r['workers']} worker(s): {r['wall_s']} s"),
+    )
     for r in rows:
-        table.add_row(str(r["workers"]), str(r["threads_per_worker"]), f"{r['wall_s']:.1f}", f"{r['trials_per_min']:.2f}",
-                      f"{r['trained_per_min']:.2f}", f"{r['epochs_per_min']:.2f}", f"{r['epochs_per_min_ratio']:.2f}")
+        table.add_row(
+            str(r["workers"]),
+            str(r["threads_per_worker"]),
+            f"{r['wall_s']:.1f}",
+            f"{r['trials_per_min']:.2f}",
+            f"{r['trained_per_min']:.2f}",
+            f"{r['epochs_per_min']:.2f}",
+            f"{r['epochs_per_min_ratio']:.2f}",
+        )
     console.print(table)
-    json_path, csv_path = bench.write_results(rows, {"space": str(space), "trials": trials,
-                                                     **bench.environment(torch_device())}, out, "workers")
+    json_path, csv_path = bench.write_results(
+        rows, {"space": str(space), "trials": trials, **bench.environment(torch_device())}, out, "workers"
+    )
     console.print(f"written: {json_path}  {csv_path}")
 
 
@@ -183,8 +232,8 @@ def bench_modules_cmd(
     size: int = typer.Option(28, help="Spatial size H = W"),
     repeats: int = typer.Option(20, help="Timed runs per measurement (round-robin with timm's version)"),
     warmup: int = typer.Option(3, help="Untimed runs before timing"),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
-    only: Optional[str] = typer.Option(None, help="Comma-separated mechanism names, e.g. se,eca,cbam"),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: torch's choice)"),
+    only: str | None = typer.Option(None, help="Comma-separated mechanism names, e.g. se,eca,cbam"),
     out: Path = typer.Option(Path("runs/bench"), help="Folder for modules.json and modules.csv"),
 ) -> None:
     """Time forward and forward+backward of every mechanism; beside it timm's version where timm ships
@@ -207,14 +256,38 @@ def bench_modules_cmd(
         if n.lower() not in {a.lower() for a in attention.known_names()}:
             raise BadOption("--only", n, f"comma-separated mechanism names: {', '.join(attention.MECHANISMS)}")
     with console.status("timing") as status:
-        rows = bench.bench_modules(device=dev, batch=batch, channels=channels, size=size, repeats=repeats,
-                                   warmup=warmup, only=names, progress=lambda n: status.update(f"timing {n}"))
-    meta = {"command": "nas bench modules", "shape": [batch, channels, size, size], "repeats": repeats,
-            "warmup": warmup, **bench.environment(dev)}
-    table = Table(title=f"Attention modules at ({batch}, {channels}, {size}, {size}) on {dev}, {meta['threads']} "
-                        f"threads: median ms of {repeats} (± IQR/median); ratio = ours / timm")
-    for col in ("mechanism", "params", "GFLOPs", "fwd", "fwd+bwd", "timm fwd", "timm fwd+bwd", "ratio fwd",
-                "ratio f+b"):
+        rows = bench.bench_modules(
+            device=dev,
+            batch=batch,
+            channels=channels,
+            size=size,
+            repeats=repeats,
+            warmup=warmup,
+            only=names,
+            progress=lambda n: status.update(f"timing {n}"),
+        )
+    meta = {
+        "command": "nas bench modules",
+        "shape": [batch, channels, size, size],
+        "repeats": repeats,
+        "warmup": warmup,
+        **bench.environment(dev),
+    }
+    table = Table(
+        title=f"Attention modules at ({batch}, {channels}, {size}, {size}) on {dev}, {meta['threads']} "
+        f"threads: median ms of {repeats} (± IQR/median); ratio = ours / timm"
+    )
+    for col in (
+        "mechanism",
+        "params",
+        "GFLOPs",
+        "fwd",
+        "fwd+bwd",
+        "timm fwd",
+        "timm fwd+bwd",
+        "ratio fwd",
+        "ratio f+b",
+    ):
         table.add_column(col, justify="left" if col == "mechanism" else "right")
     cell = lambda ms, spread: f"{ms:.2f} ±{spread:.0f}%"  # noqa: E731
     for r in rows:
@@ -223,10 +296,20 @@ def bench_modules_cmd(
             continue
         timm_cols = ["-"] * 4
         if "timm_fwd_ms" in r:
-            timm_cols = [cell(r["timm_fwd_ms"], r["timm_fwd_spread"]), cell(r["timm_fb_ms"], r["timm_fb_spread"]),
-                         f"{r['fwd_ratio']:.2f}", _ratio(r["fb_ratio"])]
-        table.add_row(r["mechanism"], f"{r['params']:,}", f"{r['flops'] / 1e9:.3f}", cell(r["fwd_ms"], r["fwd_spread"]),
-                      cell(r["fb_ms"], r["fb_spread"]), *timm_cols)
+            timm_cols = [
+                cell(r["timm_fwd_ms"], r["timm_fwd_spread"]),
+                cell(r["timm_fb_ms"], r["timm_fb_spread"]),
+                f"{r['fwd_ratio']:.2f}",
+                _ratio(r["fb_ratio"]),
+            ]
+        table.add_row(
+            r["mechanism"],
+            f"{r['params']:,}",
+            f"{r['flops'] / 1e9:.3f}",
+            cell(r["fwd_ms"], r["fwd_spread"]),
+            cell(r["fb_ms"], r["fb_spread"]),
+            *timm_cols,
+        )
     console.print(table)
     json_path, csv_path = bench.write_results(rows, meta, out, "modules")
     console.print(f"written: {json_path}  {csv_path}")

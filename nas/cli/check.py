@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -13,11 +12,12 @@ from nas.cli.console import console
 from nas.errors import BadOption
 
 
-
 @app.command("check")
 def check_cmd(
-    space: Optional[Path] = typer.Option(None, "--space", help="Validate a search-space YAML file"),
-    arch: Optional[str] = typer.Option(None, "--arch", help="An architecture string, e.g. 'resnet18|se(r=16)|none|none|eca(k=3)'"),
+    space: Path | None = typer.Option(None, "--space", help="Validate a search-space YAML file"),
+    arch: str | None = typer.Option(
+        None, "--arch", help="An architecture string, e.g. 'resnet18|se(r=16)|none|none|eca(k=3)'"
+    ),
     input_size: int = typer.Option(224, help="Input size for --arch (H = W)"),
     in_chans: int = typer.Option(3, help="Input channels for --arch"),
     num_classes: int = typer.Option(1000, help="Classes for --arch"),
@@ -37,8 +37,10 @@ def check_cmd(
         a = check.parse_arch(arch)
         cost = model_cost(a, num_classes, (input_size, input_size), in_chans)
         console.print(f"[bold]{a}[/bold]")
-        console.print(f"params: {cost.params:,}   FLOPs: {cost.flops / 1e9:.3f} G at {in_chans}x{input_size}x{input_size} "
-                      f"(torch FlopCounterMode; {num_classes} classes)")
+        console.print(
+            f"params: {cost.params:,}   FLOPs: {cost.flops / 1e9:.3f} G at {in_chans}x{input_size}x{input_size} "
+            f"(torch FlopCounterMode; {num_classes} classes)"
+        )
         return
     s = load_space(space)
     table = Table(title=f"{space}: {s.backbone} at {s.input_size[0]}x{s.input_size[1]}, {s.in_chans} input channel(s)")
@@ -46,11 +48,19 @@ def check_cmd(
         table.add_column(col)
     for r in check.stage_table(s):
         chans = ", ".join(f"{p} {'/'.join(map(str, c))}" for p, c in r["channels"].items())
-        table.add_row(str(r["stage"]), r["module"], str(r["blocks"]), chans,
-                      f"{r['out_channels']} x {r['spatial'][0]}x{r['spatial'][1]}", ", ".join(r["builtin"]) or "-",
-                      f"{r['choices']}: {', '.join(r['mechanisms'])}")
+        table.add_row(
+            str(r["stage"]),
+            r["module"],
+            str(r["blocks"]),
+            chans,
+            f"{r['out_channels']} x {r['spatial'][0]}x{r['spatial'][1]}",
+            ", ".join(r["builtin"]) or "-",
+            f"{r['choices']}: {', '.join(r['mechanisms'])}",
+        )
     console.print(table)
     base = model_cost(s.baseline(), s.num_classes or 10, s.input_size, s.in_chans)
-    console.print(f"{s.count():,} distinct architectures; baseline {s.baseline()}: {base.params:,} params, "
-                  f"{base.flops / 1e9:.3f} GFLOPs")
+    console.print(
+        f"{s.count():,} distinct architectures; baseline {s.baseline()}: {base.params:,} params, "
+        f"{base.flops / 1e9:.3f} GFLOPs"
+    )
     console.print("[green]ok[/green]")

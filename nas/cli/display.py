@@ -12,8 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from nas.search.confirm import noise_of
 from nas.cli.console import console
+from nas.search.confirm import noise_of
 from nas.search.loop import Reporter
 from nas.search.study import count_states, front
 
@@ -23,8 +23,9 @@ class LiveReporter(Reporter):
     and the current front."""
 
     def __init__(self) -> None:
-        self.progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=console)
+        self.progress = Progress(
+            TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        )
         self.task = self.progress.add_task("trials", total=1)
         self.current = Text("")
         self.counts = Text("")
@@ -36,7 +37,7 @@ class LiveReporter(Reporter):
     def _render(self) -> Group:
         return Group(self.progress, self.current, self.counts, self.front)
 
-    def __enter__(self) -> "LiveReporter":
+    def __enter__(self) -> LiveReporter:
         self.live.__enter__()
         return self
 
@@ -69,7 +70,9 @@ class LiveReporter(Reporter):
     def trial_end(self, trial: optuna.trial.FrozenTrial) -> None:
         self.progress.update(self.task, completed=self._done())
         self._trial = ""
-        self.current = Text(f"trial {trial.number}: {trial.state.name.lower()} - {trial.user_attrs.get('stop_reason', '')}")
+        self.current = Text(
+            f"trial {trial.number}: {trial.state.name.lower()} - {trial.user_attrs.get('stop_reason', '')}"
+        )
         self._refresh()
 
     def print(self, line: str) -> None:
@@ -90,15 +93,18 @@ class LiveReporter(Reporter):
         if self.study is not None:
             c = count_states(self.study)
             noise = noise_of(self.study)
-            self.counts = Text(f"complete {c['complete']}  pruned {c['pruned']}  infeasible {c['infeasible']}  "
-                               f"failed {c['failed']}    "
-                               + (str(noise) if noise else "noise: not measured yet (the baseline's seeds)"))
+            self.counts = Text(
+                f"complete {c['complete']}  pruned {c['pruned']}  infeasible {c['infeasible']}  "
+                f"failed {c['failed']}    "
+                + (str(noise) if noise else "noise: not measured yet (the baseline's seeds)")
+            )
             self.front = front_table(self.study, limit=8)
         self.live.update(self._render())
 
 
-def front_table(study: optuna.Study, limit: int | None = None,
-                title: str = "current Pareto front (one run each; not yet confirmed)") -> Table:
+def front_table(
+    study: optuna.Study, limit: int | None = None, title: str = "current Pareto front (one run each; not yet confirmed)"
+) -> Table:
     """The front as the trials stored it: single runs (the noise line above says how far to trust a
     difference) with each latency's 95% interval."""
     names = study.metric_names or ["accuracy", "latency_ms"]
@@ -118,5 +124,8 @@ class LineReporter(Reporter):
 
     def trial_end(self, trial: optuna.trial.FrozenTrial) -> None:
         values = f" {trial.values[0]:.4f} {trial.values[1]:.4g}" if trial.values else ""
-        print(f"trial {trial.number} {trial.state.name.lower()}{values}: {trial.user_attrs.get('arch', '?')} - "
-              f"{trial.user_attrs.get('stop_reason', '')}", flush=True)
+        print(
+            f"trial {trial.number} {trial.state.name.lower()}{values}: {trial.user_attrs.get('arch', '?')} - "
+            f"{trial.user_attrs.get('stop_reason', '')}",
+            flush=True,
+        )

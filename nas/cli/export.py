@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -13,19 +12,18 @@ from nas.cli.console import console
 from nas.errors import BadOption
 
 
-
 @app.command("export")
 def export_cmd(
     which: str = typer.Argument(..., help="best, or a trial number"),
-    study: Optional[str] = typer.Option(None, help="Study name (default: the only study in the storage)"),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)"),
-    max_latency_ms: Optional[float] = typer.Option(None, help="best: the most accurate front member within this latency"),
-    min_accuracy: Optional[float] = typer.Option(None, help="best: the fastest front member reaching this accuracy"),
-    out: Optional[Path] = typer.Option(None, help="Folder to write (default: runs/<study>/export/trial_<n>)"),
+    study: str | None = typer.Option(None, help="Study name (default: the only study in the storage)"),
+    storage: str | None = typer.Option(None, help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)"),
+    max_latency_ms: float | None = typer.Option(None, help="best: the most accurate front member within this latency"),
+    min_accuracy: float | None = typer.Option(None, help="best: the fastest front member reaching this accuracy"),
+    out: Path | None = typer.Option(None, help="Folder to write (default: runs/<study>/export/trial_<n>)"),
     onnx: bool = typer.Option(False, "--onnx", help="Also write model.onnx, checked in onnxruntime"),
     torchscript: bool = typer.Option(False, "--torchscript", help="Also write model.torchscript.pt, checked"),
     weights: bool = typer.Option(True, "--weights/--no-weights", help="Copy the trial's trained weights"),
-    name: Optional[str] = typer.Option(None, help="timm model name to register (default: nas_<study>_t<trial>)"),
+    name: str | None = typer.Option(None, help="timm model name to register (default: nas_<study>_t<trial>)"),
 ) -> None:
     """Write a trial as a folder: model.py (timm + attention only), architecture.yaml, metrics.json and
     the trained weights (safetensors); optionally ONNX and TorchScript."""
@@ -45,8 +43,10 @@ def export_cmd(
         raise BadOption("WHICH", which, "best or a trial number, e.g. nas export best or nas export 12")
     folder = out or Path("runs") / st.study_name / "export" / f"trial_{trial.number}"
     result = export.export_trial(st, trial, folder, weights=weights, onnx=onnx, torchscript=torchscript, name=name)
-    console.print(f"accuracy {trial.values[0]:.4f}, latency {trial.values[1]:.3f} ms "
-                  f"({trial.user_attrs.get('latency_target', '?')})")
+    console.print(
+        f"accuracy {trial.values[0]:.4f}, latency {trial.values[1]:.3f} ms "
+        f"({trial.user_attrs.get('latency_target', '?')})"
+    )
     for what, diff in result.checks.items():
         console.print(f"checked {what} against PyTorch: largest difference {diff:.2e}")
     console.print(f"written: {', '.join(str(f) for f in result.files)}")

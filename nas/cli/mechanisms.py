@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -12,10 +10,12 @@ from nas.cli.base import app
 from nas.cli.console import console
 
 
-
 @app.command("mechanisms")
-def mechanisms_cmd(channels: Optional[int] = typer.Option(
-        None, help="Also show, per integer hyperparameter, the values valid at this channel count.")) -> None:
+def mechanisms_cmd(
+    channels: int | None = typer.Option(
+        None, help="Also show, per integer hyperparameter, the values valid at this channel count."
+    ),
+) -> None:
     """List the attention mechanisms: hyperparameters with defaults, paper and placement."""
     import attention
 
@@ -32,8 +32,9 @@ def mechanisms_cmd(channels: Optional[int] = typer.Option(
         if channels is not None and spec.problems(channels):
             hps.append(f"defaults invalid at {channels} channels: {spec.problems(channels)[0]}")
         paper = f"arXiv:{spec.arxiv}" if spec.arxiv else spec.reference.split(";")[0]
-        table.add_row(spec.name, spec.title, escape("\n".join(hps)) or "-", paper,
-                      f"{spec.placement}\n{spec.placement_note}")
+        table.add_row(
+            spec.name, spec.title, escape("\n".join(hps)) or "-", paper, f"{spec.placement}\n{spec.placement_note}"
+        )
     console.print(table)
 
 

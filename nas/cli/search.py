@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from dataclasses import replace
-from typing import Optional
+from pathlib import Path
 
 import typer
 from rich.markup import escape
@@ -18,20 +17,27 @@ from nas.search.options import SAMPLERS, SearchOptions
 def search_cmd(
     space: Path = typer.Option(..., "--space", help="Search-space YAML file"),
     trials: int = typer.Option(50, help="Finished trials to reach (those of an earlier run count)"),
-    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds"),
-    study: Optional[str] = typer.Option(None, help="Study name (default: the space's name)"),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite:///runs/<study>/study.db; "
-                                                     "several machines: postgresql+psycopg2://user@host/db)"),
+    timeout: float | None = typer.Option(None, help="Stop starting trials after this many seconds"),
+    study: str | None = typer.Option(None, help="Study name (default: the space's name)"),
+    storage: str | None = typer.Option(
+        None,
+        help="Optuna storage URL (default: sqlite:///runs/<study>/study.db; "
+        "several machines: postgresql+psycopg2://user@host/db)",
+    ),
     seed: int = typer.Option(0, help="Sampler and training seed"),
     sampler: str = typer.Option("tpe", help=" | ".join(SAMPLERS)),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Multi-objective successive halving"),
     eta: int = typer.Option(3, help="Pruning: keep the best 1/eta at each rung (epochs 1, eta, eta^2, ...)"),
-    workers: str = typer.Option("1", help="Worker processes on this machine: N, or auto (one per visible GPU, "
-                                          "one on a CPU-only machine)"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads per worker (default: CPU cores / workers)"),
-    heartbeat: int = typer.Option(10, help="Seconds between a running trial's heartbeats; a trial silent for 3 "
-                                           "is failed and its architecture retried once"),
-    worker_index: Optional[int] = typer.Option(None, hidden=True, help="Set by --workers for its worker processes"),
+    workers: str = typer.Option(
+        "1", help="Worker processes on this machine: N, or auto (one per visible GPU, one on a CPU-only machine)"
+    ),
+    threads: int | None = typer.Option(None, help="CPU threads per worker (default: CPU cores / workers)"),
+    heartbeat: int = typer.Option(
+        10,
+        help="Seconds between a running trial's heartbeats; a trial silent for 3 "
+        "is failed and its architecture retried once",
+    ),
+    worker_index: int | None = typer.Option(None, hidden=True, help="Set by --workers for its worker processes"),
 ) -> None:
     """Search a space: each trial trains an architecture; the front of accuracy against latency is kept."""
     opts = SearchOptions(space, trials, timeout, study, storage, seed, sampler, prune, eta, workers, threads, heartbeat)
@@ -52,9 +58,21 @@ def search_cmd(
     name = study or s.name
     url = storage or default_storage(name)
 
-    def search(index: int, reporter) -> "object":
-        return Search(s, name, url, trials, timeout, seed, sampler, prune, eta, reporter=reporter,
-                      worker_index=index, heartbeat_s=heartbeat).run()
+    def search(index: int, reporter) -> object:
+        return Search(
+            s,
+            name,
+            url,
+            trials,
+            timeout,
+            seed,
+            sampler,
+            prune,
+            eta,
+            reporter=reporter,
+            worker_index=index,
+            heartbeat_s=heartbeat,
+        ).run()
 
     if worker_index is not None:  # one of the processes of --workers: plain lines for the parent to show
         from nas.search.workers import die_with_parent
@@ -85,15 +103,27 @@ def search_cmd(
         args = replace(opts, study=name, storage=url).to_argv()
         with LiveReporter() as reporter:
             reporter.search_start(st, trials)
-            stopped = run_workers(p, args, st, StudyLock(url, name, storage_of(st).engine), heartbeat,
-                                  on_line=reporter.print, on_poll=reporter.poll)
+            stopped = run_workers(
+                p,
+                args,
+                st,
+                StudyLock(url, name, storage_of(st).engine),
+                heartbeat,
+                on_line=reporter.print,
+                on_poll=reporter.poll,
+            )
         c, wall = count_states(st), time.monotonic() - start
-    console.print(f"{stopped}: complete {c['complete']}, pruned {c['pruned']}, infeasible {c['infeasible']}, "
-                  f"failed {c['failed']} in {wall:.0f} s")
+    console.print(
+        f"{stopped}: complete {c['complete']}, pruned {c['pruned']}, infeasible {c['infeasible']}, "
+        f"failed {c['failed']} in {wall:.0f} s"
+    )
     console.print(front_table(st, title="Pareto front of the search's runs (one run each)"))
     # the verdict from what the search stored (the baseline's noise seeds, the confirmation runs)
     console.print(f"[bold]{escape(report.analyse(st, measure_again=False).headline())}[/bold]", highlight=False)
-    console.print(f"nas report --study {escape(name)}" + (f" --storage {escape(url)}" if storage else "")
-                  + "  (the front and the baseline re-measured, with intervals)",
-                  highlight=False)
+    console.print(
+        f"nas report --study {escape(name)}"
+        + (f" --storage {escape(url)}" if storage else "")
+        + "  (the front and the baseline re-measured, with intervals)",
+        highlight=False,
+    )
     console.print(f"optuna-dashboard {url}")

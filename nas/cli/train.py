@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,26 +10,37 @@ from nas.cli.base import app
 from nas.cli.console import console
 
 
-
 @app.command("train")
 def train_cmd(
     source: Path = typer.Argument(..., help="An export folder (nas export) or an architecture.yaml"),
-    epochs: Optional[int] = typer.Option(None, help="Epochs to train (default: the trial's: with the default seed "
-                                                   "this reproduces the trial's curve exactly)"),
-    data: Optional[str] = typer.Option(None, help="digits, cifar10, cifar100 or a folder of images "
-                                                  "(default: the data the search used)"),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the search's)"),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the search's)"),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default: <export>/train)"),
+    epochs: int | None = typer.Option(
+        None,
+        help="Epochs to train (default: the trial's: with the default seed this reproduces the trial's curve exactly)",
+    ),
+    data: str | None = typer.Option(
+        None, help="digits, cifar10, cifar100 or a folder of images (default: the data the search used)"
+    ),
+    batch_size: int | None = typer.Option(None, help="Batch size (default: the search's)"),
+    lr: float | None = typer.Option(None, help="Peak learning rate (default: the search's)"),
+    out: Path | None = typer.Option(None, help="Output folder (default: <export>/train)"),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from out/checkpoints/last.ckpt if there"),
-    seed: Optional[int] = typer.Option(None, help="Seed of weights, data order and training (default: the trial's)"),
+    seed: int | None = typer.Option(None, help="Seed of weights, data order and training (default: the trial's)"),
 ) -> None:
     """Train an architecture with a longer schedule than the search's proxy; checkpoints, resume, and
     weights that the export's model.py loads."""
     from nas import finetune
 
-    result = finetune.train(source, epochs=epochs, data=data, batch_size=batch_size, lr=lr, out=out, resume=resume,
-                           seed=seed, report=lambda e, n, acc: console.print(f"epoch {e}/{n}: val accuracy {acc:.4f}"))
+    result = finetune.train(
+        source,
+        epochs=epochs,
+        data=data,
+        batch_size=batch_size,
+        lr=lr,
+        out=out,
+        resume=resume,
+        seed=seed,
+        report=lambda e, n, acc: console.print(f"epoch {e}/{n}: val accuracy {acc:.4f}"),
+    )
     if result.resumed_from:
         console.print(f"resumed after epoch {result.resumed_from}")
     if result.curve:

@@ -4,7 +4,7 @@ images, and the pointing game on the embedded digits data. Parse, call nas.viz, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -19,15 +19,19 @@ if TYPE_CHECKING:
     from nas.artifacts import ModelCard
 
 
-def _load(export_dir: Optional[Path], study: Optional[str], trial: Optional[int], storage: Optional[str]
-          ) -> tuple[torch.nn.Module, ModelCard, Path]:
+def _load(
+    export_dir: Path | None, study: str | None, trial: int | None, storage: str | None
+) -> tuple[torch.nn.Module, ModelCard, Path]:
     """The model, its description and the default output folder of what the user named."""
     if (export_dir is None) == (study is None):
         raise BadOption("nas viz", str(export_dir or ""), "give exactly one of EXPORT_DIR or --study NAME --trial N")
     if export_dir is not None:
         if trial is not None or storage is not None:
-            raise BadOption("--trial/--storage", trial if trial is not None else storage,
-                            "only with --study (an export folder holds one model)")
+            raise BadOption(
+                "--trial/--storage",
+                trial if trial is not None else storage,
+                "only with --study (an export folder holds one model)",
+            )
         if not export_dir.is_dir():
             raise BadOption("EXPORT_DIR", str(export_dir), "an existing export folder (written by nas export)")
         from nas.export import load_export
@@ -43,19 +47,23 @@ def _load(export_dir: Optional[Path], study: Optional[str], trial: Optional[int]
 
 
 def viz_cmd(
-    export_dir: Optional[Path] = typer.Argument(None, help="An export folder (written by nas export)"),
-    study: Optional[str] = typer.Option(None, "--study", help="Study name, instead of EXPORT_DIR"),
-    trial: Optional[int] = typer.Option(None, "--trial", help="Trial number in --study"),
-    storage: Optional[str] = typer.Option(None, "--storage",
-                                          help="Storage of --study (default: sqlite:///runs/<study>/study.db)"),
+    export_dir: Path | None = typer.Argument(None, help="An export folder (written by nas export)"),
+    study: str | None = typer.Option(None, "--study", help="Study name, instead of EXPORT_DIR"),
+    trial: int | None = typer.Option(None, "--trial", help="Trial number in --study"),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Storage of --study (default: sqlite:///runs/<study>/study.db)"
+    ),
     images: list[Path] = typer.Option([], "--images", help="An image file or a folder of images; repeat for more"),
-    digits: int = typer.Option(0, "--digits", help="Also the first N test images of the embedded digits "
-                                                   "(written to OUT/inputs/ as PNG)"),
-    out: Optional[Path] = typer.Option(
-        None, "--out", help="Folder for the PNGs (default: EXPORT_DIR/viz or runs/<study>/viz/trial-<n>)"),
+    digits: int = typer.Option(
+        0, "--digits", help="Also the first N test images of the embedded digits (written to OUT/inputs/ as PNG)"
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for the PNGs (default: EXPORT_DIR/viz or runs/<study>/viz/trial-<n>)"
+    ),
     evaluate: bool = typer.Option(False, "--eval", help="Pointing game on the embedded digits test split"),
-    cam_layer: Optional[str] = typer.Option(None, "--cam-layer",
-                                            help="Grad-CAM layer (default: the deepest stage of at least 7x7)"),
+    cam_layer: str | None = typer.Option(
+        None, "--cam-layer", help="Grad-CAM layer (default: the deepest stage of at least 7x7)"
+    ),
     batch_size: int = typer.Option(100, "--batch-size", help="Images per forward pass"),
 ) -> None:
     """Attention heatmaps per stage beside Grad-CAM of the predicted class, one set of PNGs per image
@@ -78,15 +86,26 @@ def viz_cmd(
     if not viz.stage_mechanisms(model):
         console.print(f"{escape(str(card.architecture))} has no attention modules: Grad-CAM only")
     for path, predicted, written in viz.figures(
-            model, files, out or default_out, in_chans=card.in_chans, input_size=card.input_size,
-            imagenet=viz.imagenet_input(card), layer=cam_layer, batch_size=batch_size):
-        console.print(f"{escape(str(path))}: predicted class {predicted}; {len(written)} PNGs: "
-                      f"{escape(', '.join(p.name for p in written))} in {escape(str(written[0].parent))}")
+        model,
+        files,
+        out or default_out,
+        in_chans=card.in_chans,
+        input_size=card.input_size,
+        imagenet=viz.imagenet_input(card),
+        layer=cam_layer,
+        batch_size=batch_size,
+    ):
+        console.print(
+            f"{escape(str(path))}: predicted class {predicted}; {len(written)} PNGs: "
+            f"{escape(', '.join(p.name for p in written))} in {escape(str(written[0].parent))}"
+        )
     if split is not None:
         rows = viz.evaluate(model, split, batch_size, cam_layer)
         h, w = split.images.shape[-2:]
-        table = Table(title=f"Pointing game on {len(split.images)} test images of the embedded digits ({h}x{w}): "
-                            "fraction whose map maximum lies in the digit's box")
+        table = Table(
+            title=f"Pointing game on {len(split.images)} test images of the embedded digits ({h}x{w}): "
+            "fraction whose map maximum lies in the digit's box"
+        )
         for col in ("map", "resolution", "pointing game"):
             table.add_column(col, justify="left" if col == "map" else "right")
         for r in rows:

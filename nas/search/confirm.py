@@ -14,13 +14,13 @@ processes from training the same run.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
-
-import logging
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -65,14 +65,16 @@ def reruns(study: optuna.Study) -> dict[str, dict[int, list[float]]]:
     out: dict[str, dict[int, list[float]]] = {}
     for k, v in study.user_attrs.items():
         if k.startswith(RERUN):
-            seed, arch = k[len(RERUN):].split(":", 1)
+            seed, arch = k[len(RERUN) :].split(":", 1)
             out.setdefault(arch, {})[int(seed)] = [float(x) for x in v]
     return out
 
 
 def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    return next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                 if t.user_attrs.get("baseline")), None)
+    return next(
+        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("baseline")),
+        None,
+    )
 
 
 @dataclass(frozen=True)
@@ -128,22 +130,25 @@ def pending_noise_runs(study: optuna.Study) -> list[tuple[str, int]]:
 Fit = Callable[[str, int, str], list[float]]  # (architecture, seed, why) -> validation curve
 
 
-def run_reruns(study: optuna.Study, jobs: Iterable[tuple[str, int]], fit: Fit, why: str,
-               claim: Callable[[], Any] | None = None) -> int:
+def run_reruns(
+    study: optuna.Study, jobs: Iterable[tuple[str, int]], fit: Fit, why: str, claim: Callable[[], Any] | None = None
+) -> int:
     """Train every (architecture, seed) of ``jobs`` not stored and not claimed by a live process;
     each result is stored as soon as it is there, so an interruption loses at most the run in
     progress. ``claim``: a context manager (the study lock) inside which a run is claimed. Returns
     the number of runs trained."""
     import contextlib
-
     import time
 
     trained = 0
     for arch, seed in jobs:
         with claim() if claim else contextlib.nullcontext():
             attrs = study.user_attrs
-            if key(seed, arch) in attrs or key(seed, arch, FAILED) in attrs \
-                    or _claimed(attrs.get(key(seed, arch, CLAIM))):
+            if (
+                key(seed, arch) in attrs
+                or key(seed, arch, FAILED) in attrs
+                or _claimed(attrs.get(key(seed, arch, CLAIM)))
+            ):
                 continue
             study.set_user_attr(key(seed, arch, CLAIM), f"{WORKER}@{int(time.time())}")
         try:
@@ -267,11 +272,19 @@ def judge(study: optuna.Study, members: Sequence[Member], k: int) -> list[Member
         paired = [s for s in have if s in base_runs]
         diff = None
         if not m.baseline and len(paired) >= 2:
-            diff = paired_difference([mine[s][-1] for s in paired], [base_runs[s][-1] for s in paired], level,
-                                     sd_floor=resolution(study))
-        out.append(replace(m, accuracies=accs, accuracy=mean_interval(accs, sd_floor=resolution(study)),
-                           difference=diff, seeds=tuple(have),
-                           verdict="" if m.baseline else (verdict(diff) if diff is not None else NOT_PAIRED)))
+            diff = paired_difference(
+                [mine[s][-1] for s in paired], [base_runs[s][-1] for s in paired], level, sd_floor=resolution(study)
+            )
+        out.append(
+            replace(
+                m,
+                accuracies=accs,
+                accuracy=mean_interval(accs, sd_floor=resolution(study)),
+                difference=diff,
+                seeds=tuple(have),
+                verdict="" if m.baseline else (verdict(diff) if diff is not None else NOT_PAIRED),
+            )
+        )
     points = [(m.shown_accuracy, m.latency if math.isnan(m.second) else m.second) for m in out]
     ranks = nondominated_ranks(points)
     return [replace(m, on_front=ranks[i] == 0) for i, m in enumerate(out)]
@@ -283,8 +296,9 @@ def resolution(study: optuna.Study) -> float:
     return 1.0 / n if isinstance(n, int) and n > 0 else 0.0
 
 
-def unconfirmed_difference(member_acc: float, base_acc: float, noise: Noise | None,
-                           floor: float = 0.0) -> Estimate | None:
+def unconfirmed_difference(
+    member_acc: float, base_acc: float, noise: Noise | None, floor: float = 0.0
+) -> Estimate | None:
     """The difference of two single runs (same seed), with the interval a difference of two runs has
     when each carries the baseline's seed-to-seed sd: +-t * sqrt(2) * sd, t over the noise seeds."""
     if noise is None:
@@ -297,8 +311,15 @@ def unconfirmed_difference(member_acc: float, base_acc: float, noise: Noise | No
     return Estimate(d, d - half, d + half, len(noise.seeds), sd)
 
 
-def make_fit(space: Any, dm: Any, num_classes: int, epochs: int, run_dir: Any,
-             status: Callable[[str], None] = lambda s: None, callbacks: Sequence[Any] = ()) -> Fit:
+def make_fit(
+    space: Any,
+    dm: Any,
+    num_classes: int,
+    epochs: int,
+    run_dir: Any,
+    status: Callable[[str], None] = lambda s: None,
+    callbacks: Sequence[Any] = (),
+) -> Fit:
     """The re-run trainer of a space: full ``epochs`` from the seed, no pruning, seeded exactly as the
     search's trials (``train.seeded_classifier``); Lightning's logs under ``run_dir/reruns``."""
     import hashlib
@@ -311,8 +332,19 @@ def make_fit(space: Any, dm: Any, num_classes: int, epochs: int, run_dir: Any,
     def fit(arch: str, seed: int, why: str) -> list[float]:
         status(f"{why}: {arch} from seed {seed}")
         folder = run_dir / "reruns" / f"seed_{seed}_{hashlib.sha1(arch.encode()).hexdigest()[:10]}"
-        return fit_curve(Architecture.parse(arch), seed, dm, training, num_classes, space.in_chans, epochs,
-                         log_dir=folder, callbacks=list(callbacks),
-                         on_epoch=lambda e, acc: status(f"{why}: {arch} from seed {seed}, epoch {e}/{epochs} "
-                                                        f"done, val acc {acc:.4f}"))
+        return fit_curve(
+            Architecture.parse(arch),
+            seed,
+            dm,
+            training,
+            num_classes,
+            space.in_chans,
+            epochs,
+            log_dir=folder,
+            callbacks=list(callbacks),
+            on_epoch=lambda e, acc: status(
+                f"{why}: {arch} from seed {seed}, epoch {e}/{epochs} done, val acc {acc:.4f}"
+            ),
+        )
+
     return fit

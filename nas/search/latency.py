@@ -8,8 +8,9 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 
@@ -30,8 +31,9 @@ def machine_cache() -> Path:
     return Path(base) / "attention-nas"
 
 
-def reference_latency_ms(study: optuna.Study, target: LatencyTarget, reference: str,
-                         measure: Callable[[], float], lock: Any = None) -> float:
+def reference_latency_ms(
+    study: optuna.Study, target: LatencyTarget, reference: str, measure: Callable[[], float], lock: Any = None
+) -> float:
     """The reference's (plain backbone's) latency on a quiet machine, fixed for the whole study so that
     every trial's latency = ratio x the same figure. A new study takes the figure this machine
     remembers for the target and reference (``machine_cache() / REFERENCE_FILE``, keyed by host name

@@ -18,8 +18,9 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import lightning.pytorch as pl
 
@@ -64,12 +65,15 @@ class StudyLock:
         self.key = int.from_bytes(hashlib.sha256(f"nas:{study_name}".encode()).digest()[:8], "big", signed=True)
         if storage_url.startswith("sqlite:///") and not storage_url.endswith(":memory:"):
             self.kind = "file"
-            self.file = _FileLock(Path(storage_url[len("sqlite:///"):] + ".lock"))
+            self.file = _FileLock(Path(storage_url[len("sqlite:///") :] + ".lock"))
         elif storage_url.startswith("postgresql") and engine is not None:
             self.kind = "postgresql"
         else:
-            log.warning("no cross-worker lock for %s: with several workers the study may end with a few "
-                        "trials more than asked for", storage_url.split("://")[0])
+            log.warning(
+                "no cross-worker lock for %s: with several workers the study may end with a few "
+                "trials more than asked for",
+                storage_url.split("://")[0],
+            )
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:

@@ -15,7 +15,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -31,8 +31,18 @@ from nas.search.options import HEARTBEAT_S, check_numbers
 from nas.search.pruning import MOASHA
 from nas.search.samplers import make_sampler
 from nas.search.storage import Heartbeat
-from nas.search.study import (count_states, create_or_resume, fail_dead, fail_stale, finished, front, record_end,
-                              storage_of, stored_trial, trial_id)
+from nas.search.study import (
+    count_states,
+    create_or_resume,
+    fail_dead,
+    fail_stale,
+    finished,
+    front,
+    record_end,
+    storage_of,
+    stored_trial,
+    trial_id,
+)
 from nas.search.trial import POLL_S, Reporter, Trials
 from nas.space import SearchSpace
 from nas.training import trial_failure
@@ -135,8 +145,9 @@ class Search:
     heartbeat_s: int = HEARTBEAT_S
 
     def __post_init__(self) -> None:
-        check_numbers(trials=self.trials, timeout=self.timeout, sampler=self.sampler, eta=self.eta,
-                      heartbeat=self.heartbeat_s)
+        check_numbers(
+            trials=self.trials, timeout=self.timeout, sampler=self.sampler, eta=self.eta, heartbeat=self.heartbeat_s
+        )
         self.epochs = self.max_epochs or self.space.training["epochs"]
         self.run_dir = self.root / self.study_name
         self.gate = LatencyGate(self.run_dir)
@@ -147,19 +158,31 @@ class Search:
         dm = data_mod.datamodule(self.space.data, self.space.input_size, self.space.training["batch_size"], seed)
         dm.setup("fit")
         if dm.in_chans != self.space.in_chans:
-            raise UserError(f"{self.space.path}: in_chans is {self.space.in_chans} but the {self.space.data['source']} "
-                            f"data has {dm.in_chans} channel(s); set in_chans: {dm.in_chans}")
+            raise UserError(
+                f"{self.space.path}: in_chans is {self.space.in_chans} but the {self.space.data['source']} "
+                f"data has {dm.in_chans} channel(s); set in_chans: {dm.in_chans}"
+            )
         return dm
 
     def run(self) -> SearchResult:
         self._start = time.monotonic()
         self._started_at = datetime.datetime.now()
-        study = create_or_resume(self.space, self.study_name, self.storage,
-                                 make_sampler(self.sampler, self.seed + self.worker_index), self.heartbeat_s, self.seed)
+        study = create_or_resume(
+            self.space,
+            self.study_name,
+            self.storage,
+            make_sampler(self.sampler, self.seed + self.worker_index),
+            self.heartbeat_s,
+            self.seed,
+        )
         train_seed = cf.study_seed(study)  # every trial of the study trains from the study's seed
         if train_seed != self.seed:
-            log.warning("study %s trains every trial from its seed %d (--seed %d seeds the sampler only)",
-                        self.study_name, train_seed, self.seed)
+            log.warning(
+                "study %s trains every trial from its seed %d (--seed %d seeds the sampler only)",
+                self.study_name,
+                train_seed,
+                self.seed,
+            )
         lock = StudyLock(self.storage, self.study_name, storage_of(study).engine)
         dm = self._datamodule(train_seed)
         num_classes = self.space.num_classes or dm.num_classes
@@ -170,9 +193,22 @@ class Search:
         if "val_size" not in study.user_attrs and getattr(dm, "val_set", None) is not None:
             study.set_user_attr("val_size", len(dm.val_set))
         self.study, self.lock = study, lock
-        self.work = Trials(self.space, study, self.storage, self.study_name, self.run_dir, dm, num_classes, train_seed,
-                           self.epochs, MOASHA(eta=self.eta) if self.prune else None, self.gate, lock,
-                           self.heartbeat_s, self.reporter)
+        self.work = Trials(
+            self.space,
+            study,
+            self.storage,
+            self.study_name,
+            self.run_dir,
+            dm,
+            num_classes,
+            train_seed,
+            self.epochs,
+            MOASHA(eta=self.eta) if self.prune else None,
+            self.gate,
+            lock,
+            self.heartbeat_s,
+            self.reporter,
+        )
         self.reporter.search_start(study, self.trials)
         while True:
             signals.defer()  # from asking for a trial until it is inside the try below that records it
@@ -196,7 +232,7 @@ class Search:
             self._confirm()
         return SearchResult(study, count_states(study), time.monotonic() - self._start, stopped)
 
-    def next(self) -> Union[Stop, Wait, Start]:
+    def next(self) -> Stop | Wait | Start:
         """Called with the study's lock held: fail the trials whose worker died, queue the baseline
         first, then ``decide``. A Start carries the new trial, its architecture sampled and recorded
         before the lock is released so no other worker starts the same one."""
@@ -230,15 +266,27 @@ class Search:
         """The study's progress as ``decide`` reads it."""
         done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         running = [t for t in trials if t.state == TrialState.RUNNING]
-        failed = [t for t in trials if t.state == TrialState.FAIL and t.datetime_start is not None
-                  and t.datetime_start >= self._started_at
-                  and not str(t.user_attrs.get("stop_reason", "")).startswith("interrupted")]
+        failed = [
+            t
+            for t in trials
+            if t.state == TrialState.FAIL
+            and t.datetime_start is not None
+            and t.datetime_start >= self._started_at
+            and not str(t.user_attrs.get("stop_reason", "")).startswith("interrupted")
+        ]
         distinct = {t.user_attrs.get("arch") for t in done}
-        return Progress(target=self.trials, done=len(done), running=len(running), distinct_done=len(distinct),
-                        distinct_started=len(distinct | {t.user_attrs.get("arch") for t in running}),
-                        space_size=self.space.count(), failed=len(failed),
-                        last_failure=failed[-1].user_attrs.get("stop_reason") if failed else None,
-                        elapsed_s=time.monotonic() - self._start, timeout_s=self.timeout)
+        return Progress(
+            target=self.trials,
+            done=len(done),
+            running=len(running),
+            distinct_done=len(distinct),
+            distinct_started=len(distinct | {t.user_attrs.get("arch") for t in running}),
+            space_size=self.space.count(),
+            failed=len(failed),
+            last_failure=failed[-1].user_attrs.get("stop_reason") if failed else None,
+            elapsed_s=time.monotonic() - self._start,
+            timeout_s=self.timeout,
+        )
 
     def _run(self, trial: optuna.Trial, arch: Architecture) -> None:
         """Run one trial with its heartbeat; whatever stops it, it is recorded (an interruption
@@ -251,18 +299,27 @@ class Search:
             self.work.run(trial, arch)
         except (KeyboardInterrupt, SystemExit, signals.Interrupted) as e:  # Lightning: Ctrl-C -> SystemExit
             heartbeat.stop()
-            record_end(study, trial, f"interrupted ({signals.cause()})" if not isinstance(e, SystemExit)
-                       or e.code in (1, 130) else f"interrupted (exit {e.code})")
+            record_end(
+                study,
+                trial,
+                f"interrupted ({signals.cause()})"
+                if not isinstance(e, SystemExit) or e.code in (1, 130)
+                else f"interrupted (exit {e.code})",
+            )
             raise e if isinstance(e, signals.Interrupted) else KeyboardInterrupt() from None
         except Exception as e:
             heartbeat.stop()
             if finished(study, trial):  # failed meanwhile by another process (no heartbeat seen)
-                log.warning("trial %d was failed by another process (%s); its retry goes on", trial.number,
-                            stored_trial(study, trial).user_attrs.get("stop_reason"))
+                log.warning(
+                    "trial %d was failed by another process (%s); its retry goes on",
+                    trial.number,
+                    stored_trial(study, trial).user_attrs.get("stop_reason"),
+                )
             else:
                 reason = trial_failure(e)  # this trial's own failure (out of memory, NaN): go on
-                record_end(study, trial, f"failed: {reason}" if reason else
-                           f"failed: {e.__class__.__name__}: {e}"[:1000])
+                record_end(
+                    study, trial, f"failed: {reason}" if reason else f"failed: {e.__class__.__name__}: {e}"[:1000]
+                )
                 if reason is None:  # anything else stops the worker, with the trial recorded
                     raise
         finally:
@@ -275,8 +332,15 @@ class Search:
     # -- re-runs: the noise floor and the confirmation of the front ---------------------------------
 
     def _fit(self) -> cf.Fit:
-        return cf.make_fit(self.space, self.work.dm, self.work.num_classes, self.epochs, self.run_dir,
-                           self.reporter.status, callbacks=[GateCallback(self.gate)])
+        return cf.make_fit(
+            self.space,
+            self.work.dm,
+            self.work.num_classes,
+            self.epochs,
+            self.run_dir,
+            self.reporter.status,
+            callbacks=[GateCallback(self.gate)],
+        )
 
     def _noise_floor(self) -> None:
         """Train the baseline from the further noise seeds once it is complete (once per study)."""
@@ -290,6 +354,7 @@ class Search:
         if k < 1 or self.worker_index != 0:
             return
         archs = [t.user_attrs["arch"] for t in front(self.study)]
-        cf.run_reruns(self.study, cf.confirm_jobs(self.study, archs, k), self._fit(), "confirming the front",
-                      claim=self.lock.held)
+        cf.run_reruns(
+            self.study, cf.confirm_jobs(self.study, archs, k), self._fit(), "confirming the front", claim=self.lock.held
+        )
         release_memory()

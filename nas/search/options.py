@@ -55,16 +55,29 @@ class SearchOptions:
     heartbeat: int = HEARTBEAT_S
 
     def __post_init__(self) -> None:
-        check_numbers(trials=self.trials, timeout=self.timeout, sampler=self.sampler, eta=self.eta,
-                      heartbeat=self.heartbeat)
+        check_numbers(
+            trials=self.trials, timeout=self.timeout, sampler=self.sampler, eta=self.eta, heartbeat=self.heartbeat
+        )
         check_workers(self.workers, self.threads)
 
     def to_argv(self) -> list[str]:
         """The ``nas search`` arguments that give these options (``--workers`` and ``--threads`` left
         out: the caller says how each process runs)."""
-        argv = ["--space", str(self.space), "--trials", str(self.trials), "--seed", str(self.seed),
-                "--sampler", self.sampler, "--prune" if self.prune else "--no-prune", "--eta", str(self.eta),
-                "--heartbeat", str(self.heartbeat)]
+        argv = [
+            "--space",
+            str(self.space),
+            "--trials",
+            str(self.trials),
+            "--seed",
+            str(self.seed),
+            "--sampler",
+            self.sampler,
+            "--prune" if self.prune else "--no-prune",
+            "--eta",
+            str(self.eta),
+            "--heartbeat",
+            str(self.heartbeat),
+        ]
         if self.study is not None:
             argv += ["--study", self.study]
         if self.storage is not None:

@@ -10,8 +10,9 @@ lower trial number. The accuracies come from the per-epoch curves stored in the 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 
@@ -41,8 +42,10 @@ class Decision:
 
     def __str__(self) -> str:
         verdict = "continues" if self.keep else "pruned"
-        text = (f"{verdict} at epoch {self.rung}: place {self.position + 1} of {self.competitors} by "
-                f"non-dominated sorting (accuracy, latency); the best {self.kept} continue")
+        text = (
+            f"{verdict} at epoch {self.rung}: place {self.position + 1} of {self.competitors} by "
+            f"non-dominated sorting (accuracy, latency); the best {self.kept} continue"
+        )
         return text + (f"; kept within noise of place {self.kept}: {self.within_noise}" if self.within_noise else "")
 
 
@@ -58,8 +61,10 @@ def within_noise(me: Entry, other: Entry, acc_sd: float) -> str:
     lo_o, hi_o = (other[3], other[4]) if len(other) >= 5 else (other[2], other[2])
     if hi_me < lo_o or hi_o < lo_me:
         return ""
-    return (f"accuracy {me[1]:.4f} vs {other[1]:.4f} (noise sd {acc_sd:.4f}), latency intervals "
-            f"[{lo_me:.4g}, {hi_me:.4g}] and [{lo_o:.4g}, {hi_o:.4g}] overlap")
+    return (
+        f"accuracy {me[1]:.4f} vs {other[1]:.4f} (noise sd {acc_sd:.4f}), latency intervals "
+        f"[{lo_me:.4g}, {hi_me:.4g}] and [{lo_o:.4g}, {hi_o:.4g}] overlap"
+    )
 
 
 @dataclass(frozen=True)
@@ -138,9 +143,16 @@ class ParetoPruningCallback(pl.Callback):
     broadcast, so with DDP every rank stops after the same epoch. The decision is stored too
     (``PRUNED_AT``), so the process that started a spawned DDP fit reads the outcome from the storage."""
 
-    def __init__(self, record: TrialRecord, latency_ms: float | Entry, max_epochs: int, pruner: MOASHA | None,
-                 exempt: bool = False, on_epoch: Callable[[int, float], None] | None = None,
-                 noise_sd: Sequence[float] = ()):
+    def __init__(
+        self,
+        record: TrialRecord,
+        latency_ms: float | Entry,
+        max_epochs: int,
+        pruner: MOASHA | None,
+        exempt: bool = False,
+        on_epoch: Callable[[int, float], None] | None = None,
+        noise_sd: Sequence[float] = (),
+    ):
         """``latency_ms``: the latency, or (latency, low, high); ``noise_sd``: the seed-to-seed sd of
         accuracy per epoch (empty while the noise floor is not measured)."""
         lat = tuple(latency_ms) if isinstance(latency_ms, (tuple, list)) else (latency_ms,)
@@ -281,8 +293,9 @@ def replay_optuna_sh(records: Sequence[Recorded], eta: int = 3) -> ReplayResult:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize",
-                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta))
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta)
+    )
     epochs, completed = 0, []
     for r in records:
         trial = study.ask()

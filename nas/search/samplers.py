@@ -10,7 +10,6 @@ from nas.errors import BadOption
 from nas.search.options import SAMPLERS
 
 
-
 class _AccuracyView:
     """The study as Optuna's TPE should see it. TPE ranks pruned trials by their last intermediate
     value in ``study.direction``, which a multi-objective study refuses to give (RuntimeError), so the

@@ -10,7 +10,8 @@ import os
 import threading
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
@@ -34,8 +35,10 @@ def configured_attempts() -> int:
     if raw is None:
         return ATTEMPTS
     if not raw.strip().isdigit() or not 1 <= int(raw) <= 20:
-        raise UserError(f"${ATTEMPTS_ENV}: {raw!r} is not allowed; an integer from 1 to 20 (attempts per storage "
-                        f"call; default {ATTEMPTS}, about {retry_budget_s(ATTEMPTS):.0f} s of retrying)")
+        raise UserError(
+            f"${ATTEMPTS_ENV}: {raw!r} is not allowed; an integer from 1 to 20 (attempts per storage "
+            f"call; default {ATTEMPTS}, about {retry_budget_s(ATTEMPTS):.0f} s of retrying)"
+        )
     return int(raw)
 
 
@@ -74,9 +77,16 @@ def _transient_at_connect(e: BaseException) -> bool:
     return _transient(e) or isinstance(e, (IntegrityError, ProgrammingError))
 
 
-def retry(fn: Callable[[], Any], what: str, *, attempts: int | None = None, first_wait: float = FIRST_WAIT_S,
-          sleep: Callable[[float], None] = time.sleep, on_retry: Callable[[], None] = lambda: None,
-          transient: Callable[[BaseException], bool] = _transient) -> Any:
+def retry(
+    fn: Callable[[], Any],
+    what: str,
+    *,
+    attempts: int | None = None,
+    first_wait: float = FIRST_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[], None] = lambda: None,
+    transient: Callable[[BaseException], bool] = _transient,
+) -> Any:
     """``fn()``; on a transient database error, again after ``first_wait`` s, doubling up to
     MAX_WAIT_S, ``attempts`` times in all; then the error is raised."""
     wait, attempts = first_wait, (configured_attempts() if attempts is None else attempts)
@@ -87,8 +97,14 @@ def retry(fn: Callable[[], Any], what: str, *, attempts: int | None = None, firs
             if attempt == attempts or not transient(e):
                 raise
             on_retry()
-            log.warning("storage %s failed (%s); retry %d of %d in %.1f s", what, e.__class__.__name__, attempt,
-                        attempts - 1, wait)
+            log.warning(
+                "storage %s failed (%s); retry %d of %d in %.1f s",
+                what,
+                e.__class__.__name__,
+                attempt,
+                attempts - 1,
+                wait,
+            )
             sleep(wait)
             wait = min(2 * wait, MAX_WAIT_S)
     raise AssertionError("unreachable")
@@ -100,8 +116,14 @@ class RetryingStorage(BaseStorage):
     Not an Optuna ``BaseHeartbeat``: Optuna runs heartbeats only inside ``optimize`` (and warns on
     every ``ask`` outside it); the search runs its own."""
 
-    def __init__(self, backend: BaseStorage, *, attempts: int | None = None, first_wait: float = FIRST_WAIT_S,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        backend: BaseStorage,
+        *,
+        attempts: int | None = None,
+        first_wait: float = FIRST_WAIT_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.backend, self.first_wait, self.sleep = backend, first_wait, sleep
         self.attempts = configured_attempts() if attempts is None else attempts
         self.retries = 0  # transient failures ridden out so far
@@ -110,8 +132,14 @@ class RetryingStorage(BaseStorage):
         def count() -> None:
             self.retries += 1
 
-        return retry(lambda: getattr(self.backend, name)(*args, **kwargs), name, attempts=self.attempts,
-                     first_wait=self.first_wait, sleep=self.sleep, on_retry=count)
+        return retry(
+            lambda: getattr(self.backend, name)(*args, **kwargs),
+            name,
+            attempts=self.attempts,
+            first_wait=self.first_wait,
+            sleep=self.sleep,
+            on_retry=count,
+        )
 
     def remove_session(self) -> None:
         self.backend.remove_session()
@@ -160,8 +188,11 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> RetryingStorage:
         heartbeat = {"heartbeat_interval": heartbeat_s, "grace_period": grace_s(heartbeat_s)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        backend = retry(lambda: RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat), "connect",
-                        transient=_transient_at_connect)
+        backend = retry(
+            lambda: RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat),
+            "connect",
+            transient=_transient_at_connect,
+        )
     return RetryingStorage(backend)
 
 

@@ -54,6 +54,8 @@ def stored_study_attrs(study: optuna.Study) -> dict[str, Any]:
 
 def set_system_attr(study: optuna.Study, trial: optuna.Trial | FrozenTrial, key: str, value: Any) -> None:
     storage_of(study).set_trial_system_attr(trial_id(trial), key, value)
+
+
 SEED_ATTR = "seed"  # study user attribute: the seed every trial trains from (common random numbers)
 NOISE_SEEDS_ATTR = "noise_seeds"
 
@@ -65,16 +67,27 @@ def default_storage(study: str, root: Path = Path("runs")) -> str:
     return f"sqlite:///{root / study / 'study.db'}"
 
 
-def create_or_resume(space: SearchSpace, study_name: str, storage: str, sampler: optuna.samplers.BaseSampler,
-               heartbeat_s: int | None = None, seed: int = 0) -> optuna.Study:
+def create_or_resume(
+    space: SearchSpace,
+    study_name: str,
+    storage: str,
+    sampler: optuna.samplers.BaseSampler,
+    heartbeat_s: int | None = None,
+    seed: int = 0,
+) -> optuna.Study:
     """Create or resume the study. A study made from a different space is refused. A new study
     records ``seed``: every one of its trials trains from it (common random numbers)."""
     if storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     directions = [DIRECTIONS[o] for o in space.objectives]
     try:
-        study = optuna.create_study(study_name=study_name, storage=open_storage(storage, heartbeat_s),
-                                    sampler=sampler, directions=directions, load_if_exists=True)
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=open_storage(storage, heartbeat_s),
+            sampler=sampler,
+            directions=directions,
+            load_if_exists=True,
+        )
     except ValueError as e:  # directions differ from an existing study of that name
         raise UserError(f"study {study_name!r} in {storage}: {e}") from None
     except Exception as e:  # bad URL, unreachable database
@@ -92,16 +105,32 @@ def create_or_resume(space: SearchSpace, study_name: str, storage: str, sampler:
         study.set_user_attr(SEED_ATTR, seed)
         study.set_user_attr(NOISE_SEEDS_ATTR, space.training["noise_seeds"])
     elif stored != fingerprint:
-        raise UserError(f"study {study_name!r} in {storage} was created from a different search space "
-                        f"({study.user_attrs.get('space_path')}); resume it with that space or choose another --study")
+        raise UserError(
+            f"study {study_name!r} in {storage} was created from a different search space "
+            f"({study.user_attrs.get('space_path')}); resume it with that space or choose another --study"
+        )
     return study
+
+
 NOT_FINGERPRINTED = ("noise_seeds", "confirm")  # how results are checked, not what the trials are: changeable on resume
 
 
 def space_fingerprint(space: SearchSpace) -> str:
-    parts = [space.backbone, space.input_size, space.in_chans, space.num_classes, sorted(space.data.items()),
-             [(s.index, s.replace_builtin, [(o.mechanism, o.hparams, o.placements) for o in s.options]) for s in space.stages],
-             sorted((k, v) for k, v in space.training.items() if k not in NOT_FINGERPRINTED), space.objectives, sorted(space.latency.items()), sorted(space.limits.items())]
+    parts = [
+        space.backbone,
+        space.input_size,
+        space.in_chans,
+        space.num_classes,
+        sorted(space.data.items()),
+        [
+            (s.index, s.replace_builtin, [(o.mechanism, o.hparams, o.placements) for o in s.options])
+            for s in space.stages
+        ],
+        sorted((k, v) for k, v in space.training.items() if k not in NOT_FINGERPRINTED),
+        space.objectives,
+        sorted(space.latency.items()),
+        sorted(space.limits.items()),
+    ]
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
@@ -121,8 +150,11 @@ def count_states(study: optuna.Study) -> dict[str, int]:
 
 def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Non-dominated feasible complete trials (duplicates collapsed to their first trial)."""
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if "duplicate_of" not in t.user_attrs and all(v <= 0 for v in t.constraints.values())]
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "duplicate_of" not in t.user_attrs and all(v <= 0 for v in t.constraints.values())
+    ]
     signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
     points = [(signs[0] * t.values[0], -signs[1] * t.values[1]) for t in trials]
     return sorted((trials[i] for i in pareto_front(points)), key=lambda t: t.values[1])
@@ -133,7 +165,9 @@ def fail_stale(study: optuna.Study, heartbeat_s: int) -> None:
     on this machine or another. Call with the study's lock held."""
     storage = storage_of(study)
     for trial_id in storage.stale_trial_ids(study_id(study)):
-        fail_dead(study, storage.get_trial(trial_id), f"no heartbeat for {grace_s(heartbeat_s)} s: its worker died or hung")
+        fail_dead(
+            study, storage.get_trial(trial_id), f"no heartbeat for {grace_s(heartbeat_s)} s: its worker died or hung"
+        )
 
 
 def fail_dead(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
@@ -174,18 +208,28 @@ def tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) ->
             raise
 
 
-
 def retry_once(study: optuna.Study, trial: FrozenTrial) -> None:
     """What happens to a trial whose worker died (no heartbeat, or the parent saw the process end):
     its architecture is queued again, once; a retry that dies too is not retried. The retry keeps
     the architecture and the baseline mark, not the dead trial's partial results."""
     keep = {k: v for k, v in trial.user_attrs.items() if k in ("arch", "baseline")}
-    RetryHeartbeatStaleTrialCallback(max_retry=1)(study, FrozenTrial(
-        number=trial.number, state=trial.state, value=None, values=trial.values, datetime_start=None,
-        datetime_complete=None, params=trial.params, distributions=trial.distributions, user_attrs=keep,
-        system_attrs={k: v for k, v in trial.system_attrs.items() if k in ("failed_trial", "retry_history")},
-        intermediate_values={}, trial_id=trial_id(trial)))
-
+    RetryHeartbeatStaleTrialCallback(max_retry=1)(
+        study,
+        FrozenTrial(
+            number=trial.number,
+            state=trial.state,
+            value=None,
+            values=trial.values,
+            datetime_start=None,
+            datetime_complete=None,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=keep,
+            system_attrs={k: v for k, v in trial.system_attrs.items() if k in ("failed_trial", "retry_history")},
+            intermediate_values={},
+            trial_id=trial_id(trial),
+        ),
+    )
 
 
 def load_from(study_name: str | None, storage: str) -> optuna.Study:
@@ -196,7 +240,9 @@ def load_from(study_name: str | None, storage: str) -> optuna.Study:
         raise UserError(f"cannot open storage {storage!r}: {e.__class__.__name__}: {e}") from None
     if study_name is None:
         if len(names) != 1:
-            raise UserError(f"{storage} holds {len(names)} studies ({', '.join(names) or 'none'}); name one with --study")
+            raise UserError(
+                f"{storage} holds {len(names)} studies ({', '.join(names) or 'none'}); name one with --study"
+            )
         study_name = names[0]
     if study_name not in names:
         raise UserError(f"no study {study_name!r} in {storage}; it holds: {', '.join(names) or 'none'}")
@@ -209,7 +255,7 @@ def open_existing(study_name: str | None, storage: str | None) -> optuna.Study:
         if study_name is None:
             raise BadOption("--study", None, "a study name (or give --storage)")
         storage = default_storage(study_name)
-        path = storage[len("sqlite:///"):]
+        path = storage[len("sqlite:///") :]
         if not Path(path).exists():
             raise BadOption("--study", study_name, f"no study database at {path}; run nas search first")
     return load_from(study_name, storage)
@@ -219,7 +265,7 @@ def runs_root(study: optuna.Study, storage: str | None) -> Path:
     """The runs folder a study's files belong in: beside its SQLite file when that is
     ``<root>/<study>/study.db`` (the default layout), else ./runs."""
     if storage and storage.startswith("sqlite:///"):
-        db = Path(storage[len("sqlite:///"):])
+        db = Path(storage[len("sqlite:///") :])
         if db.parent.name == study.study_name:
             return db.parent.parent
     return Path("runs")

@@ -30,8 +30,7 @@ from nas.search import confirm as cf
 from nas.search.latency import reference_latency_ms
 from nas.search.locks import GateCallback, LatencyGate
 from nas.search.pruning import CURVE, LATENCY, LATENCY_CI, PRUNED_AT, ParetoPruningCallback, TrialRecord
-from nas.search.study import (fail_stale, front, set_system_attr, storage_of, stored_trial, study_id, tell,
-                              trial_id)
+from nas.search.study import fail_stale, front, set_system_attr, storage_of, stored_trial, study_id, tell, trial_id
 from nas.training import prepare_fit, trial_failure
 
 if TYPE_CHECKING:
@@ -39,8 +38,18 @@ if TYPE_CHECKING:
     from nas.space import SearchSpace
 
 POLL_S = 1.0  # how often a worker waiting for another one's trial looks again
-COPIED = ("params", "flops", LATENCY, "latency_spread_pct", "latency_target", LATENCY_CI, "latency_ratio", "seed", CURVE,
-          "infeasible")  # what a duplicate takes over from its twin
+COPIED = (
+    "params",
+    "flops",
+    LATENCY,
+    "latency_spread_pct",
+    "latency_target",
+    LATENCY_CI,
+    "latency_ratio",
+    "seed",
+    CURVE,
+    "infeasible",
+)  # what a duplicate takes over from its twin
 
 
 class Reporter:
@@ -127,15 +136,29 @@ class Trials:
         noise = cf.noise_of(self.study)
         self.reporter.status(("latency cached; " if cached else "") + "training")
         ddp = self.space.training["devices"] > 1  # spawned ranks: nothing unpicklable in the callbacks
-        record = TrialRecord(self.storage_url, study_id(self.study), trial_id(trial), trial.number,
-                             storage_of(self.study))
+        record = TrialRecord(
+            self.storage_url, study_id(self.study), trial_id(trial), trial.number, storage_of(self.study)
+        )
         callback = ParetoPruningCallback(
-            record, (latency, lat_lo, lat_hi), self.epochs, self.pruner, exempt=bool(trial.user_attrs.get("baseline")),
+            record,
+            (latency, lat_lo, lat_hi),
+            self.epochs,
+            self.pruner,
+            exempt=bool(trial.user_attrs.get("baseline")),
             on_epoch=None if ddp else (lambda e, acc: self.reporter.epoch(trial.number, e, self.epochs, acc)),
-            noise_sd=noise.sd if noise else ())
-        fitting = prepare_fit(arch, self.train_seed, self.dm, self.space.training, self.num_classes,
-                              self.space.in_chans, epochs=self.epochs, callbacks=[callback, GateCallback(self.gate)],
-                              log_dir=self.run_dir / "trials" / str(trial.number))
+            noise_sd=noise.sd if noise else (),
+        )
+        fitting = prepare_fit(
+            arch,
+            self.train_seed,
+            self.dm,
+            self.space.training,
+            self.num_classes,
+            self.space.in_chans,
+            epochs=self.epochs,
+            callbacks=[callback, GateCallback(self.gate)],
+            log_dir=self.run_dir / "trials" / str(trial.number),
+        )
         try:
             fitting.run()
         except Exception as e:
@@ -152,8 +175,9 @@ class Trials:
             return Outcome(TrialState.FAIL, f"failed: training stopped after {len(curve)} of {self.epochs} epochs")
         values = {"accuracy": curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
         trial.set_user_attr("weights", str(self._save_weights(trial.number, arch, fitting.module.model)))
-        return Outcome(TrialState.COMPLETE, f"completed {len(curve)} epochs",
-                       tuple(values[o] for o in self.space.objectives))
+        return Outcome(
+            TrialState.COMPLETE, f"completed {len(curve)} epochs", tuple(values[o] for o in self.space.objectives)
+        )
 
     # -- duplicates -------------------------------------------------------------------------------
 
@@ -164,8 +188,11 @@ class Trials:
         while True:
             with self.lock.held():
                 fail_stale(self.study, self.heartbeat_s)
-            same = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("arch") == str(arch)
-                    and t.number != trial.number]
+            same = [
+                t
+                for t in self.study.get_trials(deepcopy=False)
+                if t.user_attrs.get("arch") == str(arch) and t.number != trial.number
+            ]
             done = [t for t in same if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
             if done:
                 return done[0]
@@ -195,8 +222,9 @@ class Trials:
             reference = build(self.space.baseline(), self.num_classes, self.space.in_chans, init_seed=0)
             meter = PairedMeter(self.target, reference, self.space.in_chans)
             with self.gate.measuring():  # no worker of this machine trains meanwhile
-                ms = reference_latency_ms(self.study, self.target, str(self.space.baseline()),
-                                          lambda: meter.reference_ms, self.lock)
+                ms = reference_latency_ms(
+                    self.study, self.target, str(self.space.baseline()), lambda: meter.reference_ms, self.lock
+                )
             self._meter = PairedMeter(self.target, reference, self.space.in_chans, ms)
         return self._meter
 
@@ -224,8 +252,11 @@ class Trials:
 
     def _constraints(self, trial: optuna.Trial, latency: float, params: int, flops: int) -> list[str]:
         limits = self.space.limits
-        checks = [("latency_ms", latency, limits["max_latency_ms"], "ms"), ("params", params, limits["max_params"], ""),
-                  ("flops", flops, limits["max_flops"], "")]
+        checks = [
+            ("latency_ms", latency, limits["max_latency_ms"], "ms"),
+            ("params", params, limits["max_params"], ""),
+            ("flops", flops, limits["max_flops"], ""),
+        ]
         violations, legacy = [], []
         for name, value, limit, unit in checks:
             if limit is None:
@@ -244,8 +275,11 @@ class Trials:
     def _save_weights(self, number: int, arch: Architecture, model: torch.nn.Module) -> Path:
         """The final weights of a complete trial (those its accuracy was measured with), written before
         the trial is marked complete so a complete trial never lacks them."""
-        return save_weights(model, weights_path(self.run_dir, number),
-                            {"arch": str(arch), "trial": str(number), "study": self.study_name})
+        return save_weights(
+            model,
+            weights_path(self.run_dir, number),
+            {"arch": str(arch), "trial": str(number), "study": self.study_name},
+        )
 
     def _drop_stale_weights(self) -> None:
         """Keep the weights of the current front only, so disk use stays bounded by the front's size."""

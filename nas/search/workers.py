@@ -21,8 +21,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -51,7 +51,7 @@ def visible_gpus() -> list[str]:
         return []
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None and listed.strip():
-        return [d.strip() for d in listed.split(",") if d.strip()][:torch.cuda.device_count()]
+        return [d.strip() for d in listed.split(",") if d.strip()][: torch.cuda.device_count()]
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
@@ -73,8 +73,10 @@ def plan(workers: str, threads: int | None, devices_per_trial: int = 1) -> Plan:
     n = count if count is not None else (max(1, len(gpus) // devices_per_trial) if gpus else 1)
     per_worker = threads or max(1, cpu_count() // n)
     if gpus and devices_per_trial > 1:  # a DDP trial needs its GPUs together
-        groups = [",".join(gpus[i:i + devices_per_trial]) for i in range(0, len(gpus) - devices_per_trial + 1,
-                                                                          devices_per_trial)]
+        groups = [
+            ",".join(gpus[i : i + devices_per_trial])
+            for i in range(0, len(gpus) - devices_per_trial + 1, devices_per_trial)
+        ]
         assigned = tuple(groups[i % len(groups)] for i in range(n)) if groups else ()
     else:
         assigned = tuple(gpus[i % len(gpus)] for i in range(n)) if gpus else ()
@@ -112,8 +114,15 @@ class Worker:
 
     def start(self) -> None:
         self.tail = []
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
         self.pump = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
         self.pump.start()
 
@@ -154,8 +163,15 @@ def fail_trials_of(study: optuna.Study, lock: StudyLock, ident: str, why: str) -
     return failed
 
 
-def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, lock: StudyLock, heartbeat_s: int,
-                on_line: Callable[[str], None], on_poll: Callable[[], None] = lambda: None) -> str:
+def run_workers(
+    plan_: Plan,
+    child_args: Sequence[str],
+    study: optuna.Study,
+    lock: StudyLock,
+    heartbeat_s: int,
+    on_line: Callable[[str], None],
+    on_poll: Callable[[], None] = lambda: None,
+) -> str:
     """Start the workers and watch them until every one has finished (see the module docstring).
     Every ``heartbeat_s`` it also fails trials silent for 3 heartbeats (workers on other machines),
     so that does not wait until one of its own workers finishes a trial. Raises UserError when a
@@ -165,12 +181,26 @@ def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, loc
 
     workers = []
     for i in range(plan_.workers):
-        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(plan_.threads),
-                   MKL_NUM_THREADS=str(plan_.threads), **{PARENT_ENV: str(os.getpid())})
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            OMP_NUM_THREADS=str(plan_.threads),
+            MKL_NUM_THREADS=str(plan_.threads),
+            **{PARENT_ENV: str(os.getpid())},
+        )
         if plan_.gpus:
             env["CUDA_VISIBLE_DEVICES"] = plan_.gpus[i]
-        argv = [sys.executable, "-m", "nas", "search", *child_args, "--threads", str(plan_.threads),
-                "--worker-index", str(i)]
+        argv = [
+            sys.executable,
+            "-m",
+            "nas",
+            "search",
+            *child_args,
+            "--threads",
+            str(plan_.threads),
+            "--worker-index",
+            str(i),
+        ]
         workers.append(Worker(i, argv, env, on_line))
     for w in workers:
         w.start()
@@ -194,7 +224,7 @@ def run_workers(plan_: Plan, child_args: Sequence[str], study: optuna.Study, loc
                 if w.pump is not None:
                     w.pump.join(timeout=5)  # its last lines (the reason it stopped) are read
                 if code == 0:
-                    reasons += [line[len("done: "):] for line in w.tail[-1:] if line.startswith("done: ")]
+                    reasons += [line[len("done: ") :] for line in w.tail[-1:] if line.startswith("done: ")]
                     continue
                 if code == 2:  # the worker's own message says what was wrong with the input
                     raise UserError(f"worker {w.index} stopped: " + " | ".join(w.tail[-3:]))
@@ -233,6 +263,10 @@ def stop_all(workers: Sequence[Worker], study: optuna.Study, lock: StudyLock, on
             w.proc.wait()
             killed.append(w)
     for w in killed:
-        fail_trials_of(study, lock, w.ident, f"worker process {w.proc.pid} did not stop within {STOP_WAIT_S:.0f} s "
-                       "of SIGTERM and was killed")
+        fail_trials_of(
+            study,
+            lock,
+            w.ident,
+            f"worker process {w.proc.pid} did not stop within {STOP_WAIT_S:.0f} s of SIGTERM and was killed",
+        )
         on_line(f"[w{w.index}] killed: it did not stop within {STOP_WAIT_S:.0f} s")

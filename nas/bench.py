@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -387,8 +388,6 @@ def stop_load(procs: list[Any]) -> None:
 
 
 def _iqr_pct(values: list[float]) -> float:
-    import statistics
-
     if len(values) < 2:
         return 0.0
     q = statistics.quantiles(values, n=4, method="inclusive")
@@ -460,3 +459,40 @@ def bench_latency(
         )
     out["expected_order"] = [str(a) for a in archs]
     return out
+
+
+STARTUP = {  # what a user types -> the arguments after the interpreter; the first is the reference
+    "python -c 'import torch, timm'": ["-c", "import torch, timm"],
+    "nas --help": ["-m", "nas", "--help"],
+    "nas search --help": ["-m", "nas", "search", "--help"],
+    "nas search --sampler bogus (exit 2)": ["-m", "nas", "search", "--space", "x.yaml", "--sampler", "bogus"],
+    "nas mechanisms": ["-m", "nas", "mechanisms"],
+}
+
+
+def bench_startup(times: int, progress: Callable[[str], None] = lambda s: None) -> list[dict[str, Any]]:
+    """Wall time from process start to exit of each command in ``STARTUP``, ``times`` rounds with the
+    commands interleaved in every round (a slow phase of the machine hits all of them alike). Per
+    command: the median, its spread (IQR / median) and the median over rounds of its difference to the
+    reference (importing torch and timm, the floor of any command that builds a model)."""
+    import subprocess
+    import sys
+
+    seconds: dict[str, list[float]] = {label: [] for label in STARTUP}
+    for i in range(times):
+        progress(f"round {i + 1} of {times}")
+        for label, args in STARTUP.items():
+            start = time.perf_counter()
+            subprocess.run([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            seconds[label].append(time.perf_counter() - start)
+    reference = seconds[next(iter(STARTUP))]
+    return [
+        {
+            "command": label,
+            "median_s": round(statistics.median(values), 3),
+            "spread_pct": round(_iqr_pct(values), 1),
+            "minus_reference_s": round(statistics.median(v - r for v, r in zip(values, reference, strict=True)), 3),
+            "all_s": [round(v, 3) for v in values],
+        }
+        for label, values in seconds.items()
+    ]

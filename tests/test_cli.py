@@ -164,3 +164,13 @@ def test_bench_pruning_replays_recorded_curves(tmp_path):
         assert words in r.stdout
     r = run_nas("bench", "pruning", "--curves", str(tmp_path / "missing.json"))
     assert r.returncode == 2 and "--curves" in r.stderr
+
+
+def test_bench_startup_times_each_command_beside_importing_torch(tmp_path):
+    r = run_nas("bench", "startup", "--times", "1", "--out", tmp_path)
+    assert r.returncode == 0, r
+    rows = {row["command"]: row for row in json.loads((tmp_path / "startup.json").read_text())["rows"]}
+    assert list(rows)[0] == "python -c 'import torch, timm'" and rows["nas --help"]["median_s"] > 0
+    assert rows["python -c 'import torch, timm'"]["minus_reference_s"] == 0
+    assert "nas search --help" in r.stdout and "minus reference" in r.stdout
+    assert run_nas("bench", "startup", "--times", "0").returncode == 2

@@ -47,7 +47,11 @@ def test_search_prunes_records_everything_and_resumes(tmp_path):
             assert key in t.user_attrs, (t.number, key)
         assert t.user_attrs["latency_target"] == "cpu/b1/32px/t1"
     pruned = [t for t in trials if t.state == TrialState.PRUNED and "duplicate_of" not in t.user_attrs]
-    assert pruned, "with eta=3 at rung 1 most trials must be pruned"
+    # with eta=3 at rung 1 only the best third goes on: the others are pruned there, or kept with the
+    # reason recorded when within the noise floor of one kept (at 128 validation images the floor is
+    # wide, so which of the two happens depends on the measured latencies)
+    kept_within_noise = [t for t in trials if "within noise" in t.user_attrs.get("rung_1", "")]
+    assert pruned or kept_within_noise, [(t.number, t.state, t.user_attrs.get("stop_reason")) for t in trials]
     assert all(
         len(t.user_attrs["val_acc_curve"]) == 1 and t.user_attrs["stop_reason"].startswith("pruned at epoch 1")
         for t in pruned

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -318,3 +319,41 @@ def bench_modules_cmd(
 def _ratio(value: float) -> str:
     colour = "green" if value <= 1.05 else "red"
     return f"[{colour}]{value:.2f}[/{colour}]"
+
+
+@bench_app.command("startup")
+def bench_startup_cmd(
+    times: int = typer.Option(5, help="Rounds; every round runs each command once, interleaved"),
+    out: Path = typer.Option(Path("runs/bench"), help="Folder for startup.json and startup.csv"),
+) -> None:
+    """How long commands take from start to exit (--help, a bad option, nas mechanisms) beside importing
+    torch and timm, each a fresh process, medians over --times rounds."""
+    from nas import bench
+
+    if times < 1:
+        raise BadOption("--times", times, "a positive integer")
+    with console.status("timing") as status:
+        rows = bench.bench_startup(times, progress=lambda t: status.update(escape(t)))
+    table = Table(title=f"Start-up to exit, median of {times} rounds (± IQR/median); reference: {rows[0]['command']}")
+    for col in ("command", "median s", "spread", "minus reference s"):
+        table.add_column(col, justify="left" if col == "command" else "right")
+    for r in rows:
+        cells = (f"{r['median_s']:.2f}", f"{r['spread_pct']:.0f}%", f"{r['minus_reference_s']:+.2f}")
+        table.add_row(escape(r["command"]), *cells)
+    console.print(table)
+    import platform
+    import sys
+
+    json_path, csv_path = bench.write_results(
+        rows,
+        {
+            "command": "nas bench startup",
+            "times": times,
+            "python": sys.version.split()[0],
+            "machine": platform.machine(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+        out,
+        "startup",
+    )
+    console.print(f"written: {json_path}  {csv_path}")

@@ -27,13 +27,12 @@ from optuna.trial import TrialState
 
 from nas.pareto import nondominated_ranks
 from nas.search.pruning import CURVE
+from nas.search.study import NOISE_SEEDS_ATTR, SEED_ATTR, WORKER
 from nas.stats import Estimate, mean_interval, paired_difference, seed_sd, verdict
 
 log = logging.getLogger(__name__)
 RERUN, CLAIM, FAILED = "rerun:", "claim:", "rerun_failed:"
 CLAIM_EXPIRES_S = 12 * 3600  # a claim from another machine older than this counts as abandoned
-SEED_ATTR = "seed"  # study user attribute: the seed every trial trains from (common random numbers)
-NOISE_SEEDS_ATTR = "noise_seeds"
 FRESH_OFFSET = 1  # confirmation seeds: seed + 1, seed + 2, ... (never the seed the search selected with)
 
 
@@ -171,9 +170,6 @@ def run_reruns(
         study.set_user_attr(key(seed, arch, CLAIM), None)  # done: the result stands for itself
         trained += 1
     return trained
-
-
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _claimed(holder: Any) -> bool:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from nas.search.pruning import MOASHA
 from nas.search.samplers import make_sampler
 from nas.search.storage import Heartbeat
 from nas.search.study import (
+    WORKER,
     count_states,
     create_or_resume,
     fail_dead,
@@ -49,7 +48,6 @@ from nas.training import trial_failure
 
 log = logging.getLogger(__name__)
 MAX_FAILURES = 10  # a run stops once this many trials (or --trials, if more) have failed
-WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who runs a trial: user attribute ``worker``
 
 __all__ = ["Progress", "Reporter", "Search", "SearchResult", "Start", "Stop", "Wait", "decide"]
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
 import tempfile
 import warnings
 from pathlib import Path
@@ -58,6 +60,8 @@ def set_system_attr(study: optuna.Study, trial: optuna.Trial | FrozenTrial, key:
 
 SEED_ATTR = "seed"  # study user attribute: the seed every trial trains from (common random numbers)
 NOISE_SEEDS_ATTR = "noise_seeds"
+# this process, as user attribute ``worker`` of its trials and in the claims of re-runs
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 METRIC_NAMES = {"accuracy": "accuracy", "latency": "latency_ms", "params": "params", "flops": "flops"}
 DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "params": "minimize", "flops": "minimize"}

@@ -117,8 +117,8 @@ def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
     space_file(tmp_path)
     env = {**os.environ, "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "nas", "search", "--space", "tiny.yaml", "--trials", "3", "--sampler", "random"]
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr
+    r = run_nas(*cmd[3:], cwd=tmp_path, width=200)  # in process; the interruption below runs the real command
+    assert r.returncode == 0, r
     assert "optuna-dashboard sqlite:///runs/tiny/study.db" in r.stdout
     assert "Pareto front of the search's runs" in r.stdout and "complete" in r.stdout
     assert "nas report --study tiny  (the front and the baseline re-measured" in r.stdout  # and the verdict above it
@@ -168,15 +168,8 @@ def test_sigterm_stops_like_ctrl_c_and_the_same_command_resumes(tmp_path):
     cmd = [sys.executable, "-m", "nas", "search", "--space", "tiny.yaml", "--trials", "3", "--sampler", "random"]
     before = interrupt_mid_trial(tmp_path, cmd, env, "term", signal.SIGTERM, 143, "interrupted (SIGTERM)")
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in before)
-    r = subprocess.run(
-        cmd[:-4] + ["--trials", str(finished + 1), "--no-prune", "--study", "term"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stderr
+    r = run_nas(*cmd[3:-4], "--trials", finished + 1, "--no-prune", "--study", "term", cwd=tmp_path)
+    assert r.returncode == 0, r
     after = optuna.load_study(
         study_name="term", storage="sqlite:///" + str(tmp_path / "runs/term/study.db")
     ).get_trials()

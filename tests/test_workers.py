@@ -19,14 +19,14 @@ from optuna.trial import TrialState
 from nas.search.loop import Search
 from nas.spacefile import load_space
 
-from _helpers import space_file
+from _helpers import run_nas, space_file
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def write_space(tmp_path, epochs=1, train=128):
-    """8 x 8 x 8 = 512 architectures: a stress run of 100 trials cannot exhaust it."""
+    """8 x 8 x 8 = 512 architectures: a stress run of 20 trials draws few copies."""
     choices = {"none": None, "se": {"reduction": [4, 8, 16]}, "eca": {"k_size": [3, 5, 7]}, "simam": None}
     return space_file(
         tmp_path,
@@ -97,7 +97,7 @@ def stress(tmp_path, commands, trials, url):
 
 def test_four_workers_finish_exactly_the_trials_asked_for_on_sqlite(tmp_path):
     url = sqlite_url(tmp_path)
-    trials, out = stress(tmp_path, [nas(tmp_path, "--trials", "100", "--workers", "4", "--threads", "1")], 100, url)
+    trials, out = stress(tmp_path, [nas(tmp_path, "--trials", "20", "--workers", "4", "--threads", "1")], 20, url)
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 4, workers  # every worker took part
     assert out.count("done: trials") == 4
@@ -106,8 +106,8 @@ def test_four_workers_finish_exactly_the_trials_asked_for_on_sqlite(tmp_path):
 
 def test_two_commands_share_a_postgresql_study_like_two_machines(tmp_path, fresh_postgres_db):
     """What two machines do: the same command against one PostgreSQL URL, each with 2 workers."""
-    cmd = nas(tmp_path, "--trials", "100", "--workers", "2", "--threads", "1", storage=fresh_postgres_db)
-    trials, _ = stress(tmp_path, [cmd, cmd], 100, fresh_postgres_db)
+    cmd = nas(tmp_path, "--trials", "20", "--workers", "2", "--threads", "1", storage=fresh_postgres_db)
+    trials, _ = stress(tmp_path, [cmd, cmd], 20, fresh_postgres_db)
     assert len({t.user_attrs["worker"] for t in trials}) == 4
 
 
@@ -127,7 +127,7 @@ def test_a_worker_killed_mid_trial_is_failed_at_once_and_its_architecture_retrie
     write_space(tmp_path, epochs=3, train=256)
     url = sqlite_url(tmp_path)
     parent = subprocess.Popen(
-        nas(tmp_path, "--trials", "6", "--workers", "2", "--threads", "1", "--no-prune"),
+        nas(tmp_path, "--trials", "4", "--workers", "2", "--threads", "1", "--no-prune"),
         cwd=tmp_path,
         env=env(),
         stdout=subprocess.PIPE,
@@ -143,7 +143,7 @@ def test_a_worker_killed_mid_trial_is_failed_at_once_and_its_architecture_retrie
     assert failed and time.monotonic() - killed_at < 5  # the parent noticed, no heartbeat wait
     out = parent.communicate(timeout=600)[0]
     assert parent.returncode == 0, out[-3000:]
-    trials = assert_final_state(study_of(url), 6)
+    trials = assert_final_state(study_of(url), 4)
     dead = trials[victim.number]
     assert f"worker process {pid} killed by SIGKILL" in dead.user_attrs["stop_reason"]
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
@@ -182,7 +182,7 @@ def test_a_lone_worker_killed_is_caught_by_the_heartbeat_and_the_same_command_re
 def test_sigterm_to_the_parent_stops_every_worker_and_the_same_command_resumes(tmp_path):
     write_space(tmp_path, epochs=3, train=256)
     url = sqlite_url(tmp_path)
-    cmd = nas(tmp_path, "--trials", "5", "--workers", "2", "--threads", "1", "--no-prune", storage=url)
+    cmd = nas(tmp_path, "--trials", "3", "--workers", "2", "--threads", "1", "--no-prune", storage=url)
     parent = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(lambda: running_trial(url), 300, "a trial in training")
     processes = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
@@ -198,7 +198,7 @@ def test_sigterm_to_the_parent_stops_every_worker_and_the_same_command_resumes(t
     assert subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True).returncode == 1  # no worker left
     resumed = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
-    assert_final_state(study_of(url), 5)
+    assert_final_state(study_of(url), 3)
 
 
 def test_nan_loss_and_out_of_memory_fail_one_trial_each_and_the_worker_goes_on(tmp_path, monkeypatch):
@@ -314,7 +314,7 @@ def test_the_database_down_for_seconds_mid_search_is_ridden_out(tmp_path):
     write_space(tmp_path, epochs=2, train=256)
     with start_postgres() as server:
         url = server.url
-        cmd = nas(tmp_path, "--trials", "6", "--workers", "2", "--threads", "1", "--no-prune", storage=url)
+        cmd = nas(tmp_path, "--trials", "4", "--workers", "2", "--threads", "1", "--no-prune", storage=url)
         parent = subprocess.Popen(
             cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -323,7 +323,7 @@ def test_the_database_down_for_seconds_mid_search_is_ridden_out(tmp_path):
         out = parent.communicate(timeout=600)[0]
         assert parent.returncode == 0, out[-3000:]
         assert "retry 1 of 7" in out  # the outage was seen, and ridden out
-        trials = assert_final_state(study_of(url), 6)
+        trials = assert_final_state(study_of(url), 4)
         assert not [t for t in trials if t.state == TrialState.FAIL]
 
 
@@ -331,39 +331,12 @@ def test_bench_workers_reports_throughput_per_worker_count(tmp_path):
     import json
 
     write_space(tmp_path)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nas",
-            "bench",
-            "workers",
-            "--space",
-            "multi.yaml",
-            "--trials",
-            "3",
-            "--workers",
-            "1,2",
-            "--out",
-            "bench",
-        ],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    args = ("bench", "workers", "--space", "multi.yaml", "--trials", 2, "--workers", "1,2", "--out", "bench")
+    r = run_nas(*args, cwd=tmp_path)
+    assert r.returncode == 0, r
     rows = json.loads((tmp_path / "bench" / "workers.json").read_text())["rows"]
-    assert [(row["workers"], row["trials"]) for row in rows] == [(1, 3), (2, 3)]
+    assert [(row["workers"], row["trials"]) for row in rows] == [(1, 2), (2, 2)]
     assert rows[0]["epochs_per_min_ratio"] == 1.0 and rows[1]["epochs_per_min_ratio"] > 0
     assert "epochs/min ratio" in r.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "nas", "bench", "workers", "--space", "multi.yaml", "--workers", "1,x"],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = run_nas("bench", "workers", "--space", "multi.yaml", "--workers", "1,x", cwd=tmp_path)
     assert bad.returncode == 2 and "'1,x'" in bad.stderr

@@ -27,7 +27,15 @@ class CBAM(Attention):
     biases, then spatial gate sigmoid(BN(conv_k([max_c; mean_c]))) with a bias-free conv, BN
     (momentum 0.01) and the BN weight initialised to 0 - the official code's choices."""
 
-    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7, *, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        kernel_size: int = 7,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__(channels, reduction=reduction, kernel_size=kernel_size)
         dd = dict(device=device, dtype=dtype)
         hidden = channels // self.hparams["reduction"]
@@ -93,7 +101,15 @@ class GAM(Attention):
     Spatial gate: 7x7 conv C -> C/r, BN, ReLU, [channel shuffle], 7x7 conv C/r -> C, BN, sigmoid.
     y = M_s(x') * x' with x' = M_c(x) * x. Layers keep their biases as the widely used port does."""
 
-    def __init__(self, channels: int, reduction: int = 4, groups: int = 1, *, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 4,
+        groups: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__(channels, reduction=reduction, groups=groups)
         dd = dict(device=device, dtype=dtype)
         hidden = channels // self.hparams["reduction"]

@@ -25,7 +25,14 @@ class CoordAtt(Attention):
     concatenation, then two 1x1 convs (bias) give g_h (B,C,H,1) and g_w (B,C,1,W); y = x * g_h * g_w.
     Pooling is a mean over one axis, so any input size works and ONNX export needs no fixed sizes."""
 
-    def __init__(self, channels: int, reduction: int = 32, *, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 32,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__(channels, reduction=reduction)
         dd = dict(device=device, dtype=dtype)
         hidden = max(8, channels // self.hparams["reduction"])

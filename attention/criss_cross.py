@@ -39,7 +39,15 @@ class CrissCrossAttention(Attention):
     The duplicated centre pixel is masked in the column part; the mask is built on the input's
     device, so the module runs wherever its input lives."""
 
-    def __init__(self, channels: int, reduction: int = 8, recurrence: int = 2, *, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 8,
+        recurrence: int = 2,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__(channels, reduction=reduction, recurrence=recurrence)
         dd = dict(device=device, dtype=dtype)
         qk = channels // self.hparams["reduction"]

@@ -26,7 +26,7 @@ class NAM(Attention):
     negative scale cannot flip or blow up the normalisation. ``sparsity_penalty()`` returns
     sum |gamma| for the paper's optional L1 term (add ``p * penalty`` to the loss)."""
 
-    def __init__(self, channels: int, *, device=None, dtype=None):
+    def __init__(self, channels: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__(channels)
         self.bn = nn.BatchNorm2d(channels, device=device, dtype=dtype)
 

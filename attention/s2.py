@@ -48,7 +48,7 @@ class S2Attention(Attention):
     W2 GELU(W1 a) (no biases), sum of weighted branches, Linear C->C. 8C^2 + 4C parameters.
     All shifts are out of place, so they are exact under autograd and torch.compile."""
 
-    def __init__(self, channels: int, *, device=None, dtype=None):
+    def __init__(self, channels: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__(channels)
         dd = dict(device=device, dtype=dtype)
         self.mlp1 = nn.Linear(channels, 3 * channels, **dd)

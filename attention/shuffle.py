@@ -41,7 +41,14 @@ class ShuffleAttention(Attention):
     x * sigmoid(w2 * GN(x) + b2) with a per-channel GroupNorm; concatenate, channel-shuffle with 2
     groups. Initialised as the official code (w = 0, b = 1); 3C/G parameters."""
 
-    def __init__(self, channels: int, groups: int = 64, *, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        groups: int = 64,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__(channels, groups=groups)
         self.groups = self.hparams["groups"]
         half = channels // (2 * self.groups)

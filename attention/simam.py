@@ -25,7 +25,14 @@ class SimAM(Attention):
     (the unbiased variance the authors intend). For 1x1 maps n is clamped to 1, so the output stays
     finite (d = 0 there, and the gate is sigmoid(1/2)). Half-precision inputs are reduced in float32."""
 
-    def __init__(self, channels: int, e_lambda: float = 1e-4, *, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        e_lambda: float = 1e-4,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__(channels, e_lambda=e_lambda)
         self.e_lambda = self.hparams["e_lambda"]
 

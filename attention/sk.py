@@ -54,8 +54,8 @@ class SelectiveKernel(Attention):
         branches: int = 2,
         *,
         stride: int = 1,
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ):
         super().__init__(channels, reduction=reduction, min_hidden=min_hidden, groups=groups, branches=branches)
         dd = dict(device=device, dtype=dtype)

@@ -27,7 +27,14 @@ class SE(Attention):
     """s = sigmoid(W2 relu(W1 GAP(x))), y = s * x. Both FCs have biases (as the official 1x1 convs);
     hidden width is channels // r (exact C/r wherever r divides C, as in every official model)."""
 
-    def __init__(self, channels: int, reduction: int = 16, *, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__(channels, reduction=reduction)
         hidden = channels // self.hparams["reduction"]
         dd = dict(device=device, dtype=dtype)
@@ -78,7 +85,14 @@ def eca_kernel_size(channels: int, gamma: float = 2.0, beta: float = 1.0) -> int
 class ECA(Attention):
     """w = sigmoid(conv1d_k(GAP(x))) across channels, no bias (official eca_layer); y = w * x."""
 
-    def __init__(self, channels: int, k_size: int | str = "auto", *, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        k_size: int | str = "auto",
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__(channels, k_size=k_size)
         k = self.hparams["k_size"]
         self.kernel_size = eca_kernel_size(channels) if k == "auto" else k
@@ -116,7 +130,15 @@ class SOCA(Attention):
     through ordinary batched matmuls, and the statistics are computed in float32 under autocast.
     """
 
-    def __init__(self, channels: int, reduction: int = 16, iterations: int = 5, *, device=None, dtype=None):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        iterations: int = 5,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
         super().__init__(channels, reduction=reduction, iterations=iterations)
         hidden = channels // self.hparams["reduction"]
         dd = dict(device=device, dtype=dtype)

@@ -8,16 +8,27 @@ registry order (e.g. ``CBAM(c1, c2, reduction, kernel_size)``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._registry import MECHANISMS, HyperparameterError, MechanismSpec
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _alias(spec: MechanismSpec) -> type:
     base = spec.cls
     names = [h.name for h in spec.hparams]
 
-    def __init__(self, c1: int, c2: int | None = None, *args: Any, device=None, dtype=None, **kwargs: Any):
+    def __init__(
+        self: Any,
+        c1: int,
+        c2: int | None = None,
+        *args: Any,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ):
         if c2 is not None and c2 != c1:
             raise HyperparameterError(
                 spec.name, "c2", c2, f"attention keeps the channel count: c2 must equal c1 ({c1}) or be omitted"

@@ -174,6 +174,7 @@ def recorded_from_study(study: Any) -> tuple[list[Recorded], dict[str, Any]]:
 
     from nas.search.confirm import fresh_seeds, reruns
     from nas.search.pruning import Recorded
+    from nas.search.record import TrialInfo
 
     rows = []
     seeds = reruns(study)
@@ -182,19 +183,18 @@ def recorded_from_study(study: Any) -> tuple[list[Recorded], dict[str, Any]]:
     # every mean is over the same paired seeds)
     common = sorted(set.intersection(*stored)) if stored else []
     common = [s for s in common if s in fresh_seeds(study, len(common))] if common else []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        a = t.user_attrs
-        if "duplicate_of" in a or not a.get("val_acc_curve"):
+    for info in map(TrialInfo.of, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+        if info.is_copy or not info.curve or info.latency_ms is None:
             continue
-        more = {s: c for s, c in seeds.get(a["arch"], {}).items() if s in common}
+        more = {s: c for s, c in seeds.get(info.arch, {}).items() if s in common}
         rows.append(
             Recorded(
-                t.number,
-                a["arch"],
-                tuple(a["val_acc_curve"]),
-                a["latency_ms"],
-                bool(a.get("baseline")),
-                tuple(a["latency_ci_ms"]) if a.get("latency_ci_ms") else None,
+                info.number,
+                info.arch,
+                info.curve,
+                info.latency_ms,
+                info.baseline,
+                info.latency_ci_ms,
                 tuple(tuple(more[s]) for s in sorted(more)),
             )
         )
@@ -239,12 +239,10 @@ def record_seeds(study: Any, seeds: int, root: Path, status: Callable[[str], Non
 
     from nas.report import fitter
     from nas.search import confirm as cf
+    from nas.search.record import TrialInfo
 
-    archs = [
-        t.user_attrs["arch"]
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "duplicate_of" not in t.user_attrs
-    ]
+    complete = map(TrialInfo.of, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    archs = [info.arch for info in complete if not info.is_copy]
     jobs = [(a, s) for s in cf.fresh_seeds(study, seeds - 1) for a in archs]
     return cf.run_reruns(study, jobs, fitter(study, status, root), "recording")
 
@@ -301,6 +299,7 @@ def bench_workers(
     from optuna.trial import TrialState
 
     from nas.search.options import SearchOptions
+    from nas.search.record import TrialInfo
     from nas.search.workers import cpu_count
 
     rows: list[dict[str, Any]] = []
@@ -325,8 +324,8 @@ def bench_workers(
             )
         study = optuna.load_study(study_name=name, storage=url)
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        trained = [t for t in finished if "duplicate_of" not in t.user_attrs and not t.user_attrs.get("infeasible")]
-        epochs = sum(len(t.user_attrs.get("val_acc_curve", [])) for t in trained)
+        trained = [info for info in map(TrialInfo.of, finished) if not info.is_copy and not info.infeasible]
+        epochs = sum(len(info.curve) for info in trained)
         row = {
             "workers": n,
             "threads_per_worker": per,

@@ -31,6 +31,7 @@ from nas import backbone as bb
 from nas.architecture import Architecture
 from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard
 from nas.model import build
+from nas.search.record import LATENCY_SPREAD, TrialInfo
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z|\d+\Z")
 _SAFE_STR = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
@@ -82,13 +83,13 @@ def get_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
         raise ExportError(f"trial {number} does not exist in study {study.study_name!r} (trials 0..{len(trials) - 1})")
     trial = trials[number]
     if trial.state != TrialState.COMPLETE:
-        reason = trial.user_attrs.get("stop_reason", "")
+        reason = TrialInfo.of(trial).stop_reason
         raise ExportError(
             f"trial {number} is {trial.state.name.lower()}"
             + (f" ({reason})" if reason else "")
             + "; only complete trials have trained weights to export"
         )
-    source = trial.user_attrs.get("duplicate_of")
+    source = TrialInfo.of(trial).duplicate_of
     return trials[source] if source is not None else trial
 
 
@@ -278,7 +279,7 @@ class Exported:
 def _weights_of(study: optuna.Study, trial: optuna.trial.FrozenTrial, root: Path) -> Path:
     from nas.artifacts import weights_path
 
-    recorded = trial.user_attrs.get("weights")
+    recorded = TrialInfo.of(trial).weights
     path = Path(recorded) if recorded else weights_path(root / study.study_name, trial.number)
     if not path.exists():
         raise ExportError(
@@ -333,8 +334,7 @@ def judged(study: optuna.Study, trial: optuna.trial.FrozenTrial, remeasure: bool
 def trial_seed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
     """The seed the trial trained from; None for trials of studies made before every trial recorded
     it (they trained from --seed + trial number, seeded otherwise: ``nas train`` cannot reproduce them)."""
-    seed = trial.user_attrs.get("seed")
-    return int(seed) if isinstance(seed, int) else None
+    return TrialInfo.of(trial).seed
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -362,7 +362,8 @@ def export_trial(
     space = space_of(study)
     if space is None:
         raise ExportError(f"study {study.study_name!r} does not record its search space; it was not made by nas search")
-    arch = Architecture.parse(trial.user_attrs.get("arch", ""))
+    info = TrialInfo.of(trial)
+    arch = info.architecture
     num_classes = num_classes_of(study, space)
     name = name or timm_name(study.study_name, trial.number)
     source = render_model_py(arch, num_classes, space.in_chans, name)
@@ -380,25 +381,24 @@ def export_trial(
         {
             **dict(space.training),
             "seed": trial_seed(study, trial) or 0,
-            "epochs": len(trial.user_attrs.get("val_acc_curve") or []) or space.training["epochs"],
+            "epochs": len(info.curve) or space.training["epochs"],
         },
         timm_name=name,
     ).write(out)
     cost = model_cost(arch, num_classes, space.input_size, space.in_chans)
-    a = trial.user_attrs
     metrics = {
         "study": study.study_name,
         "trial": trial.number,
         "architecture": str(arch),
         "accuracy": trial.values[0],
-        "latency_ms": trial.values[1],
-        "latency_ci_ms": a.get("latency_ci_ms"),
-        "latency_spread_pct": a.get("latency_spread_pct"),
-        "latency_target": a.get("latency_target"),
+        "latency_ms": info.latency_ms,
+        "latency_ci_ms": list(info.latency_ci_ms) if info.latency_ci_ms else None,
+        "latency_spread_pct": info.attrs.get(LATENCY_SPREAD),
+        "latency_target": info.latency_target,
         "seed": trial_seed(study, trial),
         "params": cost.params,
         "flops": cost.flops,
-        "val_acc_curve": a.get("val_acc_curve"),
+        "val_acc_curve": list(info.curve) or None,
         "weights": WEIGHTS_FILE if weights else None,
         **judged(study, trial, remeasure, root),
     }
@@ -496,7 +496,7 @@ def load_trial(
     study = open_existing(study_name, storage)
     trial = get_trial(study, number)
     space = space_of(study)
-    arch = Architecture.parse(trial.user_attrs["arch"])
+    arch = TrialInfo.of(trial).architecture
     num_classes = num_classes_of(study, space)
     in_chans = space.in_chans if space else 3
     model = _load_weights(build(arch, num_classes, in_chans).eval(), _weights_of(study, trial, root))

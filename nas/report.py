@@ -17,7 +17,7 @@ from nas.errors import BadOption, UserError
 from nas.pareto import hypervolume
 from nas.search import confirm as cf
 from nas.search.confirm import NOT_PAIRED, Member, Noise
-from nas.search.pruning import CURVE, LATENCY_CI
+from nas.search.record import TrialInfo
 from nas.search.study import front, num_classes_of, space_of
 from nas.stats import BETTER, TIED, WORSE
 
@@ -46,10 +46,10 @@ def timing_summary(study: optuna.Study) -> dict[str, Any]:
     if not trials:
         return {"wall_s": 0.0, "epochs": 0, "overhead_pct": None}
     wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-    trained = [t for t in trials if "seconds_train_val" in t.user_attrs]
-    total = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trained)
-    inside = sum(t.user_attrs["seconds_train_val"] for t in trained)
-    epochs = sum(len(t.user_attrs.get("val_acc_curve", [])) for t in trained)
+    trained = [(t, TrialInfo.of(t)) for t in trials if TrialInfo.of(t).seconds_train_val is not None]
+    total = sum((t.datetime_complete - t.datetime_start).total_seconds() for t, _ in trained)
+    inside = sum(info.seconds_train_val or 0.0 for _, info in trained)
+    epochs = sum(len(info.curve) for _, info in trained)
     return {"wall_s": wall, "epochs": epochs, "overhead_pct": 100 * (1 - inside / total) if total else None}
 
 
@@ -59,19 +59,19 @@ def timing_summary(study: optuna.Study) -> dict[str, Any]:
 
 
 def _member(t: optuna.trial.FrozenTrial) -> Member:
-    a = t.user_attrs
-    lat = float(a.get("latency_ms", t.values[1]))
-    lo, hi = a.get(LATENCY_CI) or (lat, lat)
+    info = TrialInfo.of(t)
+    lat = info.latency_ms if info.latency_ms is not None else float(t.values[1])
+    lo, hi = info.latency_ci_ms or (lat, lat)
     return Member(
         t.number,
-        a.get("arch", "?"),
+        info.arch or "?",
         float(t.values[0]),
         lat,
-        float(lo),
-        float(hi),
-        int(a.get("params", 0)),
-        int(a.get("flops", 0)),
-        bool(a.get("baseline")),
+        lo,
+        hi,
+        info.params or 0,
+        info.flops or 0,
+        info.baseline,
         second=float(t.values[1]),
     )
 
@@ -97,12 +97,13 @@ def get_complete(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     if not 0 <= number < len(trials):
         raise BadOption("--include", number, f"a trial number of study {study.study_name!r} (0 to {len(trials) - 1})")
     t = trials[number]
-    if t.state != TrialState.COMPLETE or "duplicate_of" in t.user_attrs:
+    copy = TrialInfo.of(t).is_copy
+    if t.state != TrialState.COMPLETE or copy:
         raise BadOption(
             "--include",
             number,
             f"a complete trial (trial {number} is {t.state.name.lower()}"
-            + (", a copy of another" if "duplicate_of" in t.user_attrs else "")
+            + (", a copy of another" if copy else "")
             + ")",
         )
     return t
@@ -364,15 +365,15 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
     names = study.metric_names or ["accuracy", "latency_ms"]
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pruned = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-        if t.user_attrs.get(CURVE) and "duplicate_of" not in t.user_attrs and t.user_attrs.get("latency_ms")
+        info
+        for info in map(TrialInfo.of, study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+        if info.curve and not info.is_copy and info.latency_ms
     ]
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     if pruned:
         ax.scatter(
-            [t.user_attrs["latency_ms"] for t in pruned],
-            [t.user_attrs[CURVE][-1] for t in pruned],
+            [info.latency_ms for info in pruned],
+            [info.curve[-1] for info in pruned],
             s=10,
             c="#dddddd",
             label="pruned (accuracy at its last rung)",

@@ -25,7 +25,7 @@ LAYERS = [
     ["nas.model"],
     ["nas.cost", "nas.data"],
     ["nas.training"],
-    ["nas.search.storage"],
+    ["nas.search.storage", "nas.search.record"],
     ["nas.search.study"],
     ["nas.search.locks", "nas.search.pruning", "nas.search.samplers", "nas.search.latency"],
     ["nas.search.confirm"],

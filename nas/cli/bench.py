@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -12,6 +13,9 @@ from rich.table import Table
 from nas.cli.base import bench_app
 from nas.cli.console import console
 from nas.errors import BadOption
+
+if TYPE_CHECKING:
+    import torch
 
 
 @bench_app.command("build")
@@ -219,7 +223,7 @@ def bench_workers_cmd(
     console.print(f"written: {json_path}  {csv_path}")
 
 
-def torch_device():
+def torch_device() -> torch.device:
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

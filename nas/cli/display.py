@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import optuna
 from rich.console import Group
@@ -15,7 +16,11 @@ from rich.text import Text
 from nas.cli.console import console
 from nas.search.confirm import noise_of
 from nas.search.loop import Reporter
+from nas.search.record import TrialInfo
 from nas.search.study import count_states, front
+
+if TYPE_CHECKING:
+    from nas.architecture import Architecture
 
 
 class LiveReporter(Reporter):
@@ -53,7 +58,7 @@ class LiveReporter(Reporter):
         c = count_states(self.study)
         return c["complete"] + c["pruned"] + c["infeasible"]
 
-    def trial_start(self, number: int, arch) -> None:
+    def trial_start(self, number: int, arch: Architecture) -> None:
         self._trial = f"trial {number}: {arch}"
         self.current = Text(self._trial)
         self._refresh()
@@ -70,9 +75,7 @@ class LiveReporter(Reporter):
     def trial_end(self, trial: optuna.trial.FrozenTrial) -> None:
         self.progress.update(self.task, completed=self._done())
         self._trial = ""
-        self.current = Text(
-            f"trial {trial.number}: {trial.state.name.lower()} - {trial.user_attrs.get('stop_reason', '')}"
-        )
+        self.current = Text(f"trial {trial.number}: {trial.state.name.lower()} - {TrialInfo.of(trial).stop_reason}")
         self._refresh()
 
     def print(self, line: str) -> None:
@@ -113,9 +116,10 @@ def front_table(
         table.add_column(col, overflow="fold")
     rows = front(study)
     for t in rows[:limit]:
-        ci = t.user_attrs.get("latency_ci_ms") if names[1] == "latency_ms" else None
+        info = TrialInfo.of(t)
+        ci = info.latency_ci_ms if names[1] == "latency_ms" else None
         second = f"{t.values[1]:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
-        table.add_row(str(t.number), escape(t.user_attrs.get("arch", "?")), f"{t.values[0]:.4f}", second)
+        table.add_row(str(t.number), escape(info.arch or "?"), f"{t.values[0]:.4f}", second)
     return table
 
 
@@ -124,8 +128,8 @@ class LineReporter(Reporter):
 
     def trial_end(self, trial: optuna.trial.FrozenTrial) -> None:
         values = f" {trial.values[0]:.4f} {trial.values[1]:.4g}" if trial.values else ""
+        info = TrialInfo.of(trial)
         print(
-            f"trial {trial.number} {trial.state.name.lower()}{values}: {trial.user_attrs.get('arch', '?')} - "
-            f"{trial.user_attrs.get('stop_reason', '')}",
+            f"trial {trial.number} {trial.state.name.lower()}{values}: {info.arch or '?'} - {info.stop_reason}",
             flush=True,
         )

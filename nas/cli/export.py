@@ -29,23 +29,24 @@ def export_cmd(
     the trained weights (safetensors); optionally ONNX and TorchScript."""
     from nas import export
     from nas.search import study as study_mod
+    from nas.search.record import TrialInfo
 
     st = study_mod.open_existing(study, storage)
     if which == "best":
         trial, why = export.pick_best(st, max_latency_ms, min_accuracy)
-        console.print(f"trial {trial.number}: {escape(trial.user_attrs['arch'])}, {why}")
+        console.print(f"trial {trial.number}: {escape(TrialInfo.of(trial).arch)}, {why}")
     elif which.isdigit():
         if max_latency_ms is not None or min_accuracy is not None:
             raise BadOption("--max-latency-ms/--min-accuracy", "given", "only with 'nas export best'")
         trial = export.get_trial(st, int(which))
-        console.print(f"trial {trial.number}: {escape(trial.user_attrs['arch'])}")
+        console.print(f"trial {trial.number}: {escape(TrialInfo.of(trial).arch)}")
     else:
         raise BadOption("WHICH", which, "best or a trial number, e.g. nas export best or nas export 12")
     folder = out or Path("runs") / st.study_name / "export" / f"trial_{trial.number}"
     result = export.export_trial(st, trial, folder, weights=weights, onnx=onnx, torchscript=torchscript, name=name)
     console.print(
         f"accuracy {trial.values[0]:.4f}, latency {trial.values[1]:.3f} ms "
-        f"({trial.user_attrs.get('latency_target', '?')})"
+        f"({escape(TrialInfo.of(trial).latency_target or '?')})"
     )
     for what, diff in result.checks.items():
         console.print(f"checked {what} against PyTorch: largest difference {diff:.2e}")

@@ -48,9 +48,10 @@ def search_cmd(
 
     from nas import report
     from nas.cli.display import LineReporter, LiveReporter, front_table
-    from nas.search.loop import Search
+    from nas.search.loop import Search, SearchResult
     from nas.search.samplers import make_sampler
     from nas.search.study import count_states, create_or_resume, default_storage, storage_of
+    from nas.search.trial import Reporter
     from nas.spacefile import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -58,7 +59,7 @@ def search_cmd(
     name = study or s.name
     url = storage or default_storage(name)
 
-    def search(index: int, reporter) -> object:
+    def search(index: int, reporter: Reporter) -> SearchResult:
         return Search(
             s,
             name,

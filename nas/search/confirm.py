@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.pareto import nondominated_ranks
-from nas.search.pruning import CURVE
+from nas.search.record import TrialInfo
 from nas.search.study import NOISE_SEEDS_ATTR, SEED_ATTR, WORKER
 from nas.stats import Estimate, mean_interval, paired_difference, seed_sd, verdict
 
@@ -71,7 +71,7 @@ def reruns(study: optuna.Study) -> dict[str, dict[int, list[float]]]:
 
 def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return next(
-        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("baseline")),
+        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if TrialInfo.of(t).baseline),
         None,
     )
 
@@ -98,11 +98,12 @@ class Noise:
 
 
 def noise_curves(study: optuna.Study) -> tuple[list[int], list[list[float]]]:
-    base = baseline_trial(study)
-    if base is None or not base.user_attrs.get(CURVE):
+    trial = baseline_trial(study)
+    base = None if trial is None else TrialInfo.of(trial)
+    if base is None or not base.curve:
         return [], []
-    stored = reruns(study).get(base.user_attrs["arch"], {})
-    seeds, curves = [study_seed(study)], [list(base.user_attrs[CURVE])]
+    stored = reruns(study).get(base.arch, {})
+    seeds, curves = [study_seed(study)], [list(base.curve)]
     for s in noise_seed_list(study)[1:]:
         if s in stored:
             seeds.append(s)
@@ -122,8 +123,9 @@ def pending_noise_runs(study: optuna.Study) -> list[tuple[str, int]]:
     base = baseline_trial(study)
     if base is None:
         return []
-    done = reruns(study).get(base.user_attrs["arch"], {})
-    return [(base.user_attrs["arch"], s) for s in noise_seed_list(study)[1:] if s not in done]
+    arch = TrialInfo.of(base).arch
+    done = reruns(study).get(arch, {})
+    return [(arch, s) for s in noise_seed_list(study)[1:] if s not in done]
 
 
 Fit = Callable[[str, int, str], list[float]]  # (architecture, seed, why) -> validation curve
@@ -241,7 +243,8 @@ def family_level(comparisons: int, level: float = 0.95) -> float:
 def confirm_jobs(study: optuna.Study, archs: Sequence[str], k: int) -> list[tuple[str, int]]:
     """The baseline first (its runs pair with every member), then the members, seed by seed."""
     base = baseline_trial(study)
-    order = ([base.user_attrs["arch"]] if base else []) + [a for a in archs if not base or a != base.user_attrs["arch"]]
+    first = [TrialInfo.of(base).arch] if base else []
+    order = first + [a for a in archs if a not in first]
     return [(a, s) for s in fresh_seeds(study, k) for a in order]
 
 
@@ -254,7 +257,7 @@ def judge(study: optuna.Study, members: Sequence[Member], k: int) -> list[Member
 
     runs = reruns(study)
     base = baseline_trial(study)
-    base_runs = runs.get(base.user_attrs["arch"], {}) if base else {}
+    base_runs = runs.get(TrialInfo.of(base).arch, {}) if base else {}
     seeds = fresh_seeds(study, k)
     level = family_level(sum(1 for m in members if not m.baseline))
     out = []

@@ -23,10 +23,12 @@ from nas.architecture import Architecture, ArchitectureError
 from nas.cost import release_memory
 from nas.errors import UserError
 from nas.search import confirm as cf
+from nas.search import record as r
 from nas.search import signals
 from nas.search.locks import GateCallback, LatencyGate, StudyLock
 from nas.search.options import HEARTBEAT_S, check_numbers
 from nas.search.pruning import MOASHA
+from nas.search.record import TrialInfo
 from nas.search.samplers import make_sampler
 from nas.search.storage import Heartbeat
 from nas.search.study import (
@@ -238,7 +240,7 @@ class Search:
         fail_stale(study, self.heartbeat_s)
         trials = study.get_trials(deepcopy=False)
         for t in trials:  # under the lock, a running trial without a worker lost it before starting
-            if t.state == TrialState.RUNNING and "worker" not in t.user_attrs:
+            if t.state == TrialState.RUNNING and TrialInfo.of(t).worker is None:
                 fail_dead(study, t, "its worker stopped before the trial started")
         if not trials:
             try:
@@ -246,15 +248,15 @@ class Search:
             except ArchitectureError:
                 log.warning("the space has a stage without 'none': no baseline trial, fronts read without one")
             else:
-                study.enqueue_trial(params, user_attrs={"baseline": True})
+                study.enqueue_trial(params, user_attrs={r.BASELINE: True})
         step = decide(self.progress(study.get_trials(deepcopy=False)))
         if not isinstance(step, Start):
             return step
         trial = study.ask()
         try:
             arch = self.space.sample(trial)
-            trial.set_user_attr("arch", str(arch))
-            trial.set_user_attr("worker", WORKER)
+            trial.set_user_attr(r.ARCH, str(arch))
+            trial.set_user_attr(r.WORKER, WORKER)
         except Exception as e:
             record_end(study, trial, f"failed: {e.__class__.__name__}: {e}"[:1000])
             raise
@@ -262,26 +264,26 @@ class Search:
 
     def progress(self, trials: list[optuna.trial.FrozenTrial]) -> Progress:
         """The study's progress as ``decide`` reads it."""
-        done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        running = [t for t in trials if t.state == TrialState.RUNNING]
+        done = [TrialInfo.of(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        running = [TrialInfo.of(t) for t in trials if t.state == TrialState.RUNNING]
         failed = [
-            t
+            TrialInfo.of(t)
             for t in trials
             if t.state == TrialState.FAIL
             and t.datetime_start is not None
             and t.datetime_start >= self._started_at
-            and not str(t.user_attrs.get("stop_reason", "")).startswith("interrupted")
+            and not TrialInfo.of(t).stop_reason.startswith("interrupted")
         ]
-        distinct = {t.user_attrs.get("arch") for t in done}
+        distinct = {t.arch for t in done}
         return Progress(
             target=self.trials,
             done=len(done),
             running=len(running),
             distinct_done=len(distinct),
-            distinct_started=len(distinct | {t.user_attrs.get("arch") for t in running}),
+            distinct_started=len(distinct | {t.arch for t in running}),
             space_size=self.space.count(),
             failed=len(failed),
-            last_failure=failed[-1].user_attrs.get("stop_reason") if failed else None,
+            last_failure=failed[-1].stop_reason if failed else None,
             elapsed_s=time.monotonic() - self._start,
             timeout_s=self.timeout,
         )
@@ -311,7 +313,7 @@ class Search:
                 log.warning(
                     "trial %d was failed by another process (%s); its retry goes on",
                     trial.number,
-                    stored_trial(study, trial).user_attrs.get("stop_reason"),
+                    TrialInfo.of(stored_trial(study, trial)).stop_reason,
                 )
             else:
                 reason = trial_failure(e)  # this trial's own failure (out of memory, NaN): go on
@@ -324,7 +326,7 @@ class Search:
             heartbeat.stop()
         release_memory()  # the trial's Trainer, model and optimiser sit in reference cycles
         self.reporter.trial_end(study.get_trials(deepcopy=False)[trial.number])
-        if trial.user_attrs.get("baseline") or self.worker_index == 0:
+        if trial.user_attrs.get(r.BASELINE) or self.worker_index == 0:
             self._noise_floor()
 
     # -- re-runs: the noise floor and the confirmation of the front ---------------------------------
@@ -351,7 +353,7 @@ class Search:
         k = self.space.training["confirm"]
         if k < 1 or self.worker_index != 0:
             return
-        archs = [t.user_attrs["arch"] for t in front(self.study)]
+        archs = [TrialInfo.of(t).arch for t in front(self.study)]
         cf.run_reruns(
             self.study, cf.confirm_jobs(self.study, archs, k), self._fit(), "confirming the front", claim=self.lock.held
         )

@@ -12,14 +12,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 
 from nas.pareto import nondominated_ranks, pareto_front
+from nas.search.record import CURVE, EPOCHS_PER_RANK, PRUNED_AT, SECONDS_TRAIN_VAL, TrialInfo, rung_key
 
-CURVE = "val_acc_curve"
-LATENCY = "latency_ms"
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 
 def rungs(max_epochs: int, min_epochs: int = 1, eta: int = 3) -> list[int]:
@@ -91,24 +92,15 @@ class MOASHA:
         return Decision(bool(why), rung, position, len(entries), kept, why)
 
 
-LATENCY_CI = "latency_ci_ms"
-
-
-def rung_values(trials: Iterable[Any], rung: int) -> list[Entry]:
+def rung_values(trials: Iterable[FrozenTrial], rung: int) -> list[Entry]:
     """(number, accuracy at ``rung``, latency[, latency low, high]) of every trial whose stored curve
     reached ``rung`` (copies of another trial's outcome are left out: they would count it twice)."""
     out = []
-    for t in trials:
-        a = t.user_attrs
-        curve = a.get(CURVE) or []
-        lat = a.get(LATENCY)
-        if len(curve) >= rung and lat is not None and not a.get("infeasible") and "duplicate_of" not in a:
-            ci = a.get(LATENCY_CI)
-            out.append((t.number, float(curve[rung - 1]), float(lat), *(map(float, ci) if ci else ())))
+    for info in map(TrialInfo.of, trials):
+        curve, lat, ci = info.curve, info.latency_ms, info.latency_ci_ms
+        if len(curve) >= rung and lat is not None and not info.infeasible and not info.is_copy:
+            out.append((info.number, curve[rung - 1], lat, *(ci or ())))
     return out
-
-
-PRUNED_AT = "pruned_at"  # user attribute: the decision that stopped the trial
 
 
 class TrialRecord:
@@ -130,7 +122,7 @@ class TrialRecord:
     def set(self, key: str, value: Any) -> None:
         self.storage.set_trial_user_attr(self.trial_id, key, value)
 
-    def trials(self) -> list[Any]:
+    def trials(self) -> list[FrozenTrial]:
         return self.storage.get_all_trials(self.study_id, deepcopy=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -190,7 +182,7 @@ class ParetoPruningCallback(pl.Callback):
                 sd = self.noise_sd[epoch - 1] if epoch <= len(self.noise_sd) else 0.0
                 decision = self.pruner.decide((self.record.number, curve[-1], *self.latency), others, epoch, sd)
                 if decision.within_noise:
-                    self.record.set(f"rung_{epoch}", str(decision))
+                    self.record.set(rung_key(epoch), str(decision))
                 if not decision.keep:
                     self.record.set(PRUNED_AT, str(decision))
                     stop = True
@@ -205,9 +197,9 @@ class ParetoPruningCallback(pl.Callback):
         if trainer.world_size > 1:  # evidence that every rank stopped after the same epoch
             epochs = trainer.strategy.all_gather(torch.tensor(len(pl_module.curve)))
             if trainer.is_global_zero:
-                self.record.set("epochs_per_rank", [int(e) for e in epochs.flatten()])
+                self.record.set(EPOCHS_PER_RANK, [int(e) for e in epochs.flatten()])
         if trainer.is_global_zero:
-            self.record.set("seconds_train_val", round(self.step_seconds, 3))
+            self.record.set(SECONDS_TRAIN_VAL, round(self.step_seconds, 3))
 
 
 # ----------------------------------------------------------------------------------------------------

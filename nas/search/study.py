@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import BadOption, UserError
 from nas.pareto import pareto_front
+from nas.search.record import ARCH, BASELINE, STOP_REASON, TrialInfo
 from nas.search.storage import RetryingStorage, grace_s, open_storage
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ def count_states(study: optuna.Study) -> dict[str, int]:
         if t.state == TrialState.COMPLETE:
             counts["complete"] += 1
         elif t.state == TrialState.PRUNED:
-            counts["infeasible" if t.user_attrs.get("infeasible") else "pruned"] += 1
+            counts["infeasible" if TrialInfo.of(t).infeasible else "pruned"] += 1
         elif t.state == TrialState.FAIL:
             counts["failed"] += 1
         elif t.state == TrialState.RUNNING:
@@ -157,7 +158,7 @@ def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     trials = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "duplicate_of" not in t.user_attrs and all(v <= 0 for v in t.constraints.values())
+        if not TrialInfo.of(t).is_copy and all(v <= 0 for v in t.constraints.values())
     ]
     signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
     points = [(signs[0] * t.values[0], -signs[1] * t.values[1]) for t in trials]
@@ -179,7 +180,7 @@ def fail_dead(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) ->
     once (``storage.retry_once``). Call with the study's lock held."""
     storage = storage_of(study)
     try:
-        storage.set_trial_user_attr(trial_id(trial), "stop_reason", f"failed: {why}")
+        storage.set_trial_user_attr(trial_id(trial), STOP_REASON, f"failed: {why}")
         storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return  # it finished, or someone else failed it, meanwhile
@@ -194,7 +195,7 @@ def record_end(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Record a trial that did not finish (FAIL, with the reason), unless another process already
     failed it (no heartbeat seen): that must not mask what is being handled."""
     try:
-        trial.set_user_attr("stop_reason", reason)
+        trial.set_user_attr(STOP_REASON, reason)
         tell(study, trial, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         log.warning("trial %d was already failed by another process", trial.number)
@@ -216,7 +217,7 @@ def retry_once(study: optuna.Study, trial: FrozenTrial) -> None:
     """What happens to a trial whose worker died (no heartbeat, or the parent saw the process end):
     its architecture is queued again, once; a retry that dies too is not retried. The retry keeps
     the architecture and the baseline mark, not the dead trial's partial results."""
-    keep = {k: v for k, v in trial.user_attrs.items() if k in ("arch", "baseline")}
+    keep = {k: v for k, v in trial.user_attrs.items() if k in (ARCH, BASELINE)}
     RetryHeartbeatStaleTrialCallback(max_retry=1)(
         study,
         FrozenTrial(

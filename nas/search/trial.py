@@ -3,10 +3,10 @@
 twin (an architecture is never trained twice) -> params, FLOPs and paired latency -> limits -> training
 with the pruning callback -> ``Outcome`` -> told to the study.
 
-Every trial carries plain user attributes (readable in optuna-dashboard): ``arch``, ``params``,
-``flops``, ``latency_ms``, ``latency_ci_ms``, ``latency_ratio``, ``latency_spread_pct``,
-``latency_target``, ``seed``, ``val_acc_curve``, ``stop_reason`` (and ``infeasible``, ``duplicate_of``,
-``baseline``, ``weights`` where they apply).
+Every trial carries plain user attributes (readable in optuna-dashboard), named in
+``nas.search.record``: the architecture, params, FLOPs, the paired latency with its interval, ratio,
+spread and target, the seed, the validation curve, the stop reason (and whether it was infeasible, a
+copy, the baseline, and where its weights are, where those apply).
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from nas.artifacts import WEIGHTS_DIR, weights_path
 from nas.cost import LatencyTarget, PairedLatency, PairedMeter, Ratio, model_cost
 from nas.model import build, save_weights
 from nas.search import confirm as cf
+from nas.search import record as r
 from nas.search.latency import reference_latency_ms
 from nas.search.locks import GateCallback, LatencyGate
-from nas.search.pruning import CURVE, LATENCY, LATENCY_CI, PRUNED_AT, ParetoPruningCallback, TrialRecord
+from nas.search.pruning import ParetoPruningCallback, TrialRecord
+from nas.search.record import TrialInfo
 from nas.search.study import fail_stale, front, set_system_attr, storage_of, stored_trial, study_id, tell, trial_id
 from nas.training import prepare_fit, trial_failure
 
@@ -38,18 +40,6 @@ if TYPE_CHECKING:
     from nas.space import SearchSpace
 
 POLL_S = 1.0  # how often a worker waiting for another one's trial looks again
-COPIED = (
-    "params",
-    "flops",
-    LATENCY,
-    "latency_spread_pct",
-    "latency_target",
-    LATENCY_CI,
-    "latency_ratio",
-    "seed",
-    CURVE,
-    "infeasible",
-)  # what a duplicate takes over from its twin
 
 
 class Reporter:
@@ -103,7 +93,7 @@ class Trials:
         to the trial alone (out of memory, NaN) is recorded as FAIL; anything else is raised."""
         self.reporter.trial_start(trial.number, arch)
         outcome = self._outcome(trial, arch)
-        trial.set_user_attr("stop_reason", outcome.stop_reason)
+        trial.set_user_attr(r.STOP_REASON, outcome.stop_reason)
         if outcome.state == TrialState.COMPLETE:
             tell(self.study, trial, list(outcome.values or ()))
             self._drop_stale_weights()
@@ -119,20 +109,20 @@ class Trials:
         lat, cached = self._latency(arch)
         latency, (lat_lo, lat_hi) = lat.ms, lat.interval_ms
         latency_s = time.perf_counter() - measured
-        trial.set_user_attr("params", cost.params)
-        trial.set_user_attr("flops", cost.flops)
-        trial.set_user_attr(LATENCY, round(latency, 4))
-        trial.set_user_attr(LATENCY_CI, [round(lat_lo, 4), round(lat_hi, 4)])
-        trial.set_user_attr("latency_ratio", round(lat.ratio.median, 5))
-        trial.set_user_attr("latency_spread_pct", round(lat.spread, 2))
-        trial.set_user_attr("latency_target", self.target.key())
+        trial.set_user_attr(r.PARAMS, cost.params)
+        trial.set_user_attr(r.FLOPS, cost.flops)
+        trial.set_user_attr(r.LATENCY, round(latency, 4))
+        trial.set_user_attr(r.LATENCY_CI, [round(lat_lo, 4), round(lat_hi, 4)])
+        trial.set_user_attr(r.LATENCY_RATIO, round(lat.ratio.median, 5))
+        trial.set_user_attr(r.LATENCY_SPREAD, round(lat.spread, 2))
+        trial.set_user_attr(r.LATENCY_TARGET, self.target.key())
         violations = self._constraints(trial, latency, cost.params, cost.flops)
         if violations:
-            trial.set_user_attr("infeasible", True)
+            trial.set_user_attr(r.INFEASIBLE, True)
             return Outcome(TrialState.PRUNED, "infeasible: " + "; ".join(violations))
 
         started = time.perf_counter()
-        trial.set_user_attr("seed", self.train_seed)
+        trial.set_user_attr(r.SEED, self.train_seed)
         noise = cf.noise_of(self.study)
         self.reporter.status(("latency cached; " if cached else "") + "training")
         ddp = self.space.training["devices"] > 1  # spawned ranks: nothing unpicklable in the callbacks
@@ -144,7 +134,7 @@ class Trials:
             (latency, lat_lo, lat_hi),
             self.epochs,
             self.pruner,
-            exempt=bool(trial.user_attrs.get("baseline")),
+            exempt=bool(trial.user_attrs.get(r.BASELINE)),
             on_epoch=None if ddp else (lambda e, acc: self.reporter.epoch(trial.number, e, self.epochs, acc)),
             noise_sd=noise.sd if noise else (),
         )
@@ -166,15 +156,15 @@ class Trials:
             if reason is None:
                 raise
             return Outcome(TrialState.FAIL, f"failed: {reason}")
-        stored = stored_trial(self.study, trial).user_attrs  # rank 0 wrote them (DDP: elsewhere)
-        curve = stored.get(CURVE, [])
-        trial.set_user_attr("seconds_trial", round(time.perf_counter() - started + latency_s, 3))
-        if PRUNED_AT in stored:
-            return Outcome(TrialState.PRUNED, stored[PRUNED_AT])
+        stored = TrialInfo.of(stored_trial(self.study, trial))  # rank 0 wrote it (DDP: elsewhere)
+        curve = stored.curve
+        trial.set_user_attr(r.SECONDS_TRIAL, round(time.perf_counter() - started + latency_s, 3))
+        if stored.pruned_at is not None:
+            return Outcome(TrialState.PRUNED, stored.pruned_at)
         if not curve or len(curve) < self.epochs:
             return Outcome(TrialState.FAIL, f"failed: training stopped after {len(curve)} of {self.epochs} epochs")
         values = {"accuracy": curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
-        trial.set_user_attr("weights", str(self._save_weights(trial.number, arch, fitting.module.model)))
+        trial.set_user_attr(r.WEIGHTS, str(self._save_weights(trial.number, arch, fitting.module.model)))
         return Outcome(
             TrialState.COMPLETE, f"completed {len(curve)} epochs", tuple(values[o] for o in self.space.objectives)
         )
@@ -191,7 +181,7 @@ class Trials:
             same = [
                 t
                 for t in self.study.get_trials(deepcopy=False)
-                if t.user_attrs.get("arch") == str(arch) and t.number != trial.number
+                if TrialInfo.of(t).arch == str(arch) and t.number != trial.number
             ]
             done = [t for t in same if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
             if done:
@@ -201,13 +191,13 @@ class Trials:
             time.sleep(POLL_S)
 
     def _copy(self, trial: optuna.Trial, previous: optuna.trial.FrozenTrial) -> Outcome:
-        for key in COPIED:
+        for key in r.COPIED:
             if key in previous.user_attrs:
                 trial.set_user_attr(key, previous.user_attrs[key])
         for key, value in previous.system_attrs.items():  # both constraint formats, as stored
             if key == "constraints" or key.startswith("constraints:"):
                 set_system_attr(self.study, trial, key, value)
-        trial.set_user_attr("duplicate_of", previous.number)
+        trial.set_user_attr(r.DUPLICATE_OF, previous.number)
         reason = f"duplicate of trial {previous.number}"
         if previous.state == TrialState.COMPLETE:
             return Outcome(TrialState.COMPLETE, reason, tuple(previous.values))

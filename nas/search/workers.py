@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from nas.errors import UserError, WorkerFailed
 from nas.search.locks import StudyLock
 from nas.search.options import check_workers
+from nas.search.record import TrialInfo
 
 RESTARTS = 3
 STOP_WAIT_S = 60.0
@@ -157,7 +158,7 @@ def fail_trials_of(study: optuna.Study, lock: StudyLock, ident: str, why: str) -
     failed = []
     with lock.held():
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t.user_attrs.get("worker") == ident:
+            if TrialInfo.of(t).worker == ident:
                 fail_dead(study, t, why)
                 failed.append(t.number)
     return failed

@@ -27,6 +27,35 @@ class ExportError(UserError):
     pass
 
 
+def verify_weights(path: Path, expected: Mapping[str, str | None]) -> Path:
+    """``path`` if it is a safetensors file whose metadata names what ``expected`` says (the study, its
+    uid, the trial and its architecture, as the search wrote them); an ExportError otherwise, before
+    anything is copied or loaded. A value expected as None is not checked; a study uid is checked only
+    where the file has one (weights kept before studies had uids)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # not safetensors, truncated, unreadable
+        raise ExportError(
+            f"{path} is not a safetensors weights file ({e.__class__.__name__}: {str(e)[:200]}); "
+            "it cannot be the trial's weights"
+        ) from None
+    wrong = [
+        f"{key} {meta.get(key)!r} (this trial: {want!r})"
+        for key, want in expected.items()
+        if want is not None and (key in meta or key != "study_uid") and meta.get(key) != want
+    ]
+    if wrong:
+        raise ExportError(
+            f"{path} holds the weights of another study or trial: {', '.join(wrong)}. Two studies of the same "
+            "name under one runs/ folder write to the same place; export from the runs/ folder of this study's "
+            "search, or add --no-weights for the definition alone"
+        )
+    return path
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """What a trained model is: its architecture, classes, input, and the data and training it came

@@ -27,7 +27,7 @@ from nas.cost import (
     time_interleaved,
     train_step_fn,
 )
-from nas.errors import BadOption
+from nas.errors import MAX_CHANNELS, BadOption, check_range
 
 if TYPE_CHECKING:
     from nas.search.pruning import Recorded
@@ -134,10 +134,23 @@ def write_results(rows: list[dict[str, Any]], meta: dict[str, Any], out_dir: Pat
     return json_path, csv_path
 
 
-def check_positive(option: str, value: int) -> int:
-    if value < 1:
-        raise BadOption(option, value, "a positive integer")
-    return value
+MAX_INPUT_VALUES = 1 << 28  # a benchmark input of at most 1 GiB in float32
+
+
+def check_module_input(batch: int, channels: int, size: int, repeats: int) -> None:
+    """``nas bench modules``' sizes, each bounded, and the input they make (B x C x H x W) at most
+    MAX_INPUT_VALUES values: every mechanism keeps several tensors of that size for the backward pass."""
+    check_range("--batch", batch, 1, 4096)
+    check_range("--channels", channels, 1, MAX_CHANNELS)
+    check_range("--size", size, 1, 4096)
+    check_range("--repeats", repeats, 1, 100_000)
+    values = batch * channels * size * size
+    if values > MAX_INPUT_VALUES:
+        raise BadOption(
+            "--batch/--channels/--size",
+            f"{batch} x {channels} x {size} x {size}",
+            f"an input of at most {MAX_INPUT_VALUES:,} values (1 GiB in float32); this one has {values:,}",
+        )
 
 
 def load_recorded(path: Path) -> list[Recorded]:

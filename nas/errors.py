@@ -19,6 +19,18 @@ class BadOption(UserError):
         super().__init__(f"{option}: {value!r} is not allowed; {allowed}")
 
 
+MAX_CHANNELS = 65_536  # a channel count a user may give (the widest backbones have 4,096 at a stage)
+
+
+def check_range(option: str, value: int, low: int, high: int, what: str = "an integer") -> int:
+    """``value`` when ``low <= value <= high``; a BadOption stating the bounds otherwise. Every number a
+    user gives that sizes memory or time has an upper bound, so a typo fails at once instead of
+    allocating until the machine gives up."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadOption(option, value, f"{what} from {low:,} to {high:,}")
+    return value
+
+
 class WorkerFailed(Exception):
     """A worker of ``--workers`` stopped with an unexpected error (its trial is recorded); the others
     were stopped."""

@@ -29,7 +29,7 @@ from torch import nn
 import attention
 from nas import backbone as bb
 from nas.architecture import Architecture
-from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard
+from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, verify_weights
 from nas.model import build
 from nas.search.record import LATENCY_SPREAD, TrialInfo
 
@@ -278,16 +278,18 @@ class Exported:
 
 def _weights_of(study: optuna.Study, trial: optuna.trial.FrozenTrial, root: Path) -> Path:
     from nas.artifacts import weights_path
+    from nas.search.study import uid_of
 
-    recorded = TrialInfo.of(trial).weights
-    path = Path(recorded) if recorded else weights_path(root / study.study_name, trial.number)
+    info = TrialInfo.of(trial)
+    path = Path(info.weights) if info.weights else weights_path(root / study.study_name, trial.number)
     if not path.exists():
         raise ExportError(
             f"the weights of trial {trial.number} were not kept ({path} is missing): the search keeps "
             "those of the current front only. Export a front member, add --no-weights for the "
             "definition alone, or train it with nas train"
         )
-    return path
+    expected = {"study": study.study_name, "study_uid": uid_of(study), "trial": str(trial.number), "arch": info.arch}
+    return verify_weights(path, expected)
 
 
 def _load_weights(model: nn.Module, path: Path) -> nn.Module:

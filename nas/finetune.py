@@ -17,7 +17,7 @@ import torch
 
 from nas import data as data_mod
 from nas.artifacts import WEIGHTS_FILE, ModelCard
-from nas.errors import BadOption
+from nas.errors import BadOption, UserError
 from nas.model import save_weights
 from nas.spacefile import data_and_training
 from nas.training import prepare_fit
@@ -54,6 +54,20 @@ class _EpochLine(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if module.curve:  # validation ran inside the epoch; its result is recorded and checkpointed
             self.report(len(module.curve), trainer.max_epochs, module.curve[-1])
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's contents (tensors and plain values only), or a UserError naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, corrupt, or not a checkpoint of ours
+        raise UserError(
+            f"{path} cannot be read as a checkpoint ({e.__class__.__name__}: {str(e)[:200]}); "
+            "delete it to train anew into this --out, or choose another --out"
+        ) from None
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise UserError(f"{path} is not a checkpoint written by nas train (no epoch recorded)")
+    return state
 
 
 def train(
@@ -101,13 +115,20 @@ def train(
     epochs, seed = training["epochs"], training["seed"]
     dm = data_mod.datamodule(data_cfg, card.input_size, training["batch_size"], seed)
     dm.setup("fit")
-    checkpoint = pl.callbacks.ModelCheckpoint(
+    best = pl.callbacks.ModelCheckpoint(
         dirpath=str(ckpt_dir),
         filename="best",
         monitor="val_acc",
         mode="max",
         save_top_k=1,
-        save_last=True,
+        save_on_train_epoch_end=False,
+    )
+    # every finished epoch, improved or not (Lightning's save_last follows the best checkpoint only)
+    latest = pl.callbacks.ModelCheckpoint(
+        dirpath=str(ckpt_dir),
+        filename=last.stem,
+        save_top_k=1,
+        enable_version_counter=False,
         save_on_train_epoch_end=False,
     )
     fitting = prepare_fit(
@@ -117,13 +138,13 @@ def train(
         training,
         dm.num_classes,
         dm.in_chans,
-        callbacks=[checkpoint, _EpochLine(report)],
+        callbacks=[best, latest, _EpochLine(report)],
         log_dir=out / "logs",
     )
     module, trainer = fitting.module, fitting.trainer
     done = 0
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
+        state = _load_checkpoint(last)
         done, planned = int(state.get("epoch", -1)) + 1, state.get("planned_epochs")
         if planned is not None and planned != epochs:
             raise BadOption(

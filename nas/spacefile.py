@@ -17,6 +17,7 @@ import attention
 from nas import backbone as bb
 from nas.architecture import NONE, NUMBER_TEXT
 from nas.errors import UserError
+from nas.names import name_problem
 from nas.space import Option, SearchSpace, StageSpace
 from nas.yamlio import load
 
@@ -36,6 +37,27 @@ DATA_SOURCES: dict[str, dict[str, Any]] = {
     "cifar100": {"root": (str, "data"), "download": (bool, True)},
 }
 DATA_COMMON = {"num_workers": (int, 0)}
+# numbers that size memory or time, and splits that must not be empty (closed bounds)
+DATA_BOUNDS = {
+    "canvas": (8, 1024),
+    "train": (1, 1_000_000),
+    "val": (1, 1_000_000),
+    "test": (0, 1_000_000),
+    "clutter": (0, 100),
+    "noise": (0.0, 10.0),
+    "num_workers": (0, 64),
+    "seed": (0, 2**32 - 1),
+}
+TRAINING_BOUNDS = {
+    "epochs": (1, 10_000),
+    "batch_size": (1, 65_536),
+    "devices": (1, 64),
+    "noise_seeds": (1, 100),
+    "lr": (0.0, 10.0),
+    "weight_decay": (0.0, 10.0),
+    "momentum": (0.0, 1.0),
+    "seed": (0, 2**32 - 1),
+}
 
 TRAINING = {
     "epochs": (int, 6),
@@ -84,15 +106,20 @@ class Problem:
     line: int | None = None
 
 
+SHOWN_PROBLEMS = 50  # a message lists this many problems, then counts the rest
+
+
 class SpaceError(UserError):
     """All problems of a search-space file."""
 
     def __init__(self, file: str, problems: list[Problem]):
         self.file, self.problems = file, problems
-        lines = [f"{file}: {len(problems)} problem{'s' if len(problems) != 1 else ''}"]
-        for p in problems:
+        lines = [f"{file}: {len(problems):,} problem{'s' if len(problems) != 1 else ''}"]
+        for p in problems[:SHOWN_PROBLEMS]:
             where = f"{file}:{p.line}" if p.line else file
             lines.append(f"  {where}: {p.path}: {p.message}" if p.path else f"  {where}: {p.message}")
+        if len(problems) > SHOWN_PROBLEMS:
+            lines.append(f"  ... and {len(problems) - SHOWN_PROBLEMS:,} more")
         super().__init__("\n".join(lines))
 
 
@@ -103,6 +130,18 @@ class _Checker:
 
     def add(self, path: str, message: str, line: int | None = None) -> None:
         self.problems.append(Problem(path, message, line))
+
+    def bounded(self, values: Mapping, raw: Any, section: str, bounds: Mapping[str, tuple[float, float]]) -> None:
+        """Each number of a validated section within its closed bounds (a bound is stated in the
+        message); ``raw`` is the section as written, for line numbers."""
+        for key, (low, high) in bounds.items():
+            value = values.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+                self.add(
+                    f"{section}.{key}",
+                    f"{value!r} is not allowed; expected a number from {low:,} to {high:,}",
+                    self.line(raw if isinstance(raw, Mapping) else {}, key),
+                )
 
     @staticmethod
     def line(container: Any, key: Any) -> int | None:
@@ -196,8 +235,8 @@ def load_space(path: str | Path) -> SearchSpace:
             c.add(str(key), f"unknown key; allowed: {', '.join(TOP_LEVEL)}", c.line(data, key))
 
     name = data.get("name", path.stem)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
-        c.add("name", f"{name!r} is not allowed; use letters, digits, '.', '_' and '-'", c.line(data, "name"))
+    if name_problem(name):
+        c.add("name", name_problem(name), c.line(data, "name"))
         name = path.stem
 
     input_size = _input_size(c, data, "input_size", data.get("input_size", 224))
@@ -314,13 +353,9 @@ def _training_section(c: _Checker, data: Mapping) -> dict[str, Any]:
             "integer >= 2 (one seed gives no interval; 3 or more give intervals worth reading)",
             c.line(data.get("training") or {}, "confirm"),
         )
-    for key in ("epochs", "batch_size", "devices", "noise_seeds"):
-        if training[key] < 1:
-            c.add(
-                f"training.{key}",
-                f"{training[key]!r} is not allowed; expected an integer >= 1",
-                c.line(data.get("training") or {}, key),
-            )
+    c.bounded(training, data.get("training"), "training", TRAINING_BOUNDS)
+    if training["lr"] == 0:  # inside the bounds, but trials that never learn
+        c.add("training.lr", "0 is not allowed; expected a learning rate > 0", c.line(data.get("training") or {}, "lr"))
     return training
 
 
@@ -345,6 +380,7 @@ def _data_section(c: _Checker, data: Mapping) -> dict[str, Any]:
         return {"source": "digits"}
     schema = {"source": (tuple(DATA_SOURCES), "digits"), **DATA_SOURCES[source], **DATA_COMMON}
     out = c.section({"data": raw}, "data", schema)
+    c.bounded(out, raw, "data", DATA_BOUNDS)
     if source == "imagefolder" and not out.get("root"):
         c.add("data.root", "missing; the folder with train/ and val/ (or class) subfolders", c.line(data, "data"))
     if source == "imagefolder" and not 0 < out["val_split"] < 1:

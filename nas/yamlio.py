@@ -24,6 +24,41 @@ class YamlError(UserError):
     pass
 
 
+MAX_VALUES = 100_000  # values in a document once its aliases are expanded (a search space has a few hundred)
+
+
+def _expanded_size(root: yaml.Node, path: str | Path) -> int:
+    """How many values ``root`` holds with every alias expanded, computed without expanding them (each
+    node's size once); a YamlError past MAX_VALUES or for an alias inside itself. Aliases let a few
+    lines of YAML stand for billions of values (an "alias bomb")."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise YamlError(f"{path}:{node.start_mark.line + 1}: an alias refers to the value that contains it")
+        open_nodes.add(key)
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in node.value)
+        else:
+            total = 1
+        open_nodes.discard(key)
+        if total > MAX_VALUES:
+            raise YamlError(
+                f"{path}:{node.start_mark.line + 1}: the value here expands to {total:,} values through "
+                f"aliases (*name); at most {MAX_VALUES:,} are allowed in a file"
+            )
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader (no Python object tags) that records key lines and duplicate keys."""
 
@@ -71,16 +106,30 @@ def load(path: str | Path) -> tuple[Any, list[tuple[Any, int, int]]]:
         text = path.read_text()
     except FileNotFoundError:
         raise YamlError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise YamlError(f"{path}: cannot be read as text ({e.__class__.__name__}: {e})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise YamlError(f"{str(path)!r}: cannot be read as text ({e.__class__.__name__}: {e})") from None
     return loads(text, path)
+
+
+def _unreadable(e: yaml.reader.ReaderError, text: str, path: str | Path) -> YamlError:
+    """A NUL byte or another control character, with its line and column."""
+    line = text[: e.position].count("\n") + 1
+    column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+    code = e.character if isinstance(e.character, int) else ord(e.character)
+    return YamlError(f"{path}:{line}:{column}: character U+{code:04X} is not allowed in a YAML file")
 
 
 def loads(text: str, path: str | Path) -> tuple[Any, list[tuple[Any, int, int]]]:
     """``load`` of text already read; ``path`` names it in messages."""
-    loader = _Loader(text)
     try:
-        data = loader.get_single_data()
+        loader = _Loader(text)  # checks every character first
+    except yaml.reader.ReaderError as e:
+        raise _unreadable(e, text, path) from None
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _expanded_size(node, path)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -58,7 +58,7 @@ def test_bad_options_exit_2_with_a_message_and_no_traceback(tmp_path):
         (("bench", "modules", "--device", "cuda:7"), ["--device", "cuda:7"]),
         (("bench", "modules", "--device", "tpu"), ["--device", "'tpu'"]),
         (("bench", "modules", "--only", "se,foo"), ["--only", "'foo'", "cbam"]),
-        (("bench", "modules", "--batch", "0"), ["--batch", "0", "positive"]),
+        (("bench", "modules", "--batch", "0"), ["--batch", "0", "from 1 to 4,096"]),
     ]:
         r = run_nas(*args, "--out", str(tmp_path))
         assert r.returncode == 2, (args, r.stdout, r.stderr)

@@ -24,7 +24,7 @@ from nas.search.loop import Search
 from nas.search.study import front
 from nas.spacefile import load_space
 
-from _helpers import space_file
+from _helpers import run_nas, space_file
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -139,6 +139,34 @@ def test_export_budgets_and_clear_failures(searched, tmp_path):
         assert (tmp_path / "defonly" / "model.py").exists()
 
 
+def test_weights_of_another_study_or_any_other_file_are_refused_before_anything_is_written(searched, tmp_path):
+    """Two studies named alike under one runs/ folder (different storages) write the same weights
+    files; a tampered storage can point a trial at any file. Export checks the file's metadata first."""
+    from nas.model import save_weights
+
+    study, root = searched
+    member = front(study)[0]
+    arch = member.user_attrs["arch"]
+    path = weights_path(root / "exp", member.number)
+    original = path.read_bytes()
+    try:  # the other study's trial of the same number and architecture, written over this one's
+        other = {"arch": arch, "trial": str(member.number), "study": "exp", "study_uid": "0" * 32}
+        save_weights(build(Architecture.parse(arch), 10, 1), path, other)
+        with pytest.raises(UserError, match=r"another study or trial: study_uid '0{32}'"):
+            export.export_trial(study, member, tmp_path / "a", root=root)
+        assert not (tmp_path / "a").exists()
+    finally:
+        path.write_bytes(original)
+    export.export_trial(study, member, tmp_path / "ok", root=root)  # its own weights pass
+
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    crafted = copy.deepcopy(member)  # as a tampered storage would return it
+    crafted.user_attrs = {**crafted.user_attrs, "weights": str(tmp_path / "passwd")}
+    with pytest.raises(UserError, match="is not a safetensors weights file"):
+        export.export_trial(study, crafted, tmp_path / "b", root=root)
+    assert not (tmp_path / "b").exists()
+
+
 @pytest.mark.parametrize(
     "arch",
     [
@@ -177,7 +205,7 @@ def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, 
     export.export_trial(study, trial, folder, root=root)
     out = tmp_path / "t"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nas", "train", str(folder), "--epochs", "3", "--out", str(out)],
+        [sys.executable, "-m", "nas", "train", str(folder), "--epochs", "6", "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -187,20 +215,23 @@ def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, 
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith("epoch 1/3"):
+        if line.startswith("epoch 3/6"):  # printed once epoch 3 is checkpointed
             proc.send_signal(signal.SIGINT)
             break
     rest, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, "".join(lines) + rest
     assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "weights.safetensors").exists()
 
-    with pytest.raises(UserError, match="resume with --epochs 3"):
+    with pytest.raises(UserError, match="resume with --epochs 6"):
         finetune.train(folder, epochs=5, out=out)
-    resumed = finetune.train(folder, epochs=3, out=out)
-    assert resumed.resumed_from >= 1 and len(resumed.curve) == 3, "the second run continues the first"
-    assert f"{resumed.curve[0]:.4f}" in lines[-1], "the first epoch's accuracy is the interrupted run's"
+    shown = [line for line in lines if line.startswith("epoch ")]
+    resumed = finetune.train(folder, epochs=6, out=out)
+    # every finished epoch was kept, improved or not: the run goes on after epoch 3
+    assert resumed.resumed_from == 3 and len(resumed.curve) == 6, (resumed.resumed_from, shown)
+    for i, line in enumerate(shown[:3]):
+        assert f"{resumed.curve[i]:.4f}" in line, "the first epochs' accuracies are the interrupted run's"
     with pytest.raises(UserError, match="exists"):
-        finetune.train(folder, epochs=3, out=out, resume=False)
+        finetune.train(folder, epochs=6, out=out, resume=False)
     model = export.import_model_py(folder / "model.py").build_model(weights=resumed.weights).eval()
     trained = build(trial_arch(trial), 10, 1).eval()
     trained.load_state_dict(load_file(str(resumed.weights)))
@@ -208,7 +239,15 @@ def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, 
     with torch.no_grad():
         assert torch.equal(model(x), trained(x))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["epochs"] == 3 and metrics["val_acc_curve"] == resumed.curve
+    assert metrics["epochs"] == 6 and metrics["val_acc_curve"] == resumed.curve
+
+    # a checkpoint cut short (a full disk, a copy interrupted) is named, not a traceback
+    broken = tmp_path / "broken"
+    (broken / "checkpoints").mkdir(parents=True)
+    (broken / "checkpoints" / "last.ckpt").write_bytes((out / "checkpoints" / "last.ckpt").read_bytes()[:1000])
+    r = run_nas("train", folder, "--epochs", 6, "--out", broken)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r
+    assert "last.ckpt cannot be read as a checkpoint" in r.stderr, r
 
 
 def trial_arch(trial):

@@ -256,10 +256,13 @@ def test_a_search_where_every_trial_fails_stops_instead_of_spinning(tmp_path, mo
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
     monkeypatch.setattr(nas.training.Classifier, "forward", broken)
-    space = load_space(write_space(tmp_path))
-    result = Search(space, "multi", sqlite_url(tmp_path), 3, sampler="random", root=tmp_path / "runs").run()
-    assert result.stopped.startswith("10 trials failed since this run started")
-    assert result.counts["failed"] == 10 and result.counts["running"] == 0
+    write_space(tmp_path)
+    r = run_nas("search", "--space", "multi.yaml", "--trials", 3, "--sampler", "random", cwd=tmp_path)
+    assert r.returncode == 1, r  # a script running the search sees that it failed
+    assert "error: the search stopped: 10 trials failed since this run started" in r.stderr, r
+    assert "CUDA out of memory (injected)" in r.stderr, r
+    states = [t.state for t in study_of(sqlite_url(tmp_path)).trials]
+    assert states.count(TrialState.FAIL) == 10 and TrialState.RUNNING not in states
 
 
 def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp_path):

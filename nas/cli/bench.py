@@ -12,7 +12,8 @@ from rich.table import Table
 
 from nas.cli.base import bench_app
 from nas.cli.console import console
-from nas.errors import BadOption
+from nas.errors import BadOption, check_range
+from nas.search.options import MAX_TRIALS
 
 if TYPE_CHECKING:
     import torch
@@ -190,7 +191,7 @@ def bench_workers_cmd(
     from nas import bench
     from nas.spacefile import load_space
 
-    bench.check_positive("--trials", trials)
+    check_range("--trials", trials, 1, MAX_TRIALS)
     counts = [c.strip() for c in workers.split(",") if c.strip()]
     if not counts or not all(c.isdigit() and int(c) >= 1 for c in counts):
         raise BadOption("--workers", workers, "positive integers separated by commas, e.g. 1,2,4")
@@ -249,12 +250,11 @@ def bench_modules_cmd(
     from nas import bench
     from nas.cost import resolve_device
 
-    for opt, value in (("--batch", batch), ("--channels", channels), ("--size", size), ("--repeats", repeats)):
-        bench.check_positive(opt, value)
+    bench.check_module_input(batch, channels, size, repeats)
     if warmup < 0:
         raise BadOption("--warmup", warmup, "an integer >= 0")
     if threads is not None:
-        torch.set_num_threads(bench.check_positive("--threads", threads))
+        torch.set_num_threads(check_range("--threads", threads, 1, 1024))
     dev = resolve_device(device)
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     for n in names or []:

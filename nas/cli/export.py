@@ -10,6 +10,7 @@ from rich.markup import escape
 from nas.cli.base import app
 from nas.cli.console import console
 from nas.errors import BadOption
+from nas.names import folder_of
 
 
 @app.command("export")
@@ -32,6 +33,7 @@ def export_cmd(
     from nas.search.record import TrialInfo
 
     st = study_mod.open_existing(study, storage)
+    exports = None if out else folder_of(Path("runs"), st.study_name) / "export"  # checked before any work
     if which == "best":
         trial, why = export.pick_best(st, max_latency_ms, min_accuracy)
         console.print(f"trial {trial.number}: {escape(TrialInfo.of(trial).arch)}, {why}")
@@ -42,7 +44,7 @@ def export_cmd(
         console.print(f"trial {trial.number}: {escape(TrialInfo.of(trial).arch)}")
     else:
         raise BadOption("WHICH", which, "best or a trial number, e.g. nas export best or nas export 12")
-    folder = out or Path("runs") / st.study_name / "export" / f"trial_{trial.number}"
+    folder = out or exports / f"trial_{trial.number}"
     result = export.export_trial(st, trial, folder, weights=weights, onnx=onnx, torchscript=torchscript, name=name)
     console.print(
         f"accuracy {trial.values[0]:.4f}, latency {trial.values[1]:.3f} ms "

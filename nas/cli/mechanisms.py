@@ -8,6 +8,7 @@ from rich.table import Table
 
 from nas.cli.base import app
 from nas.cli.console import console
+from nas.errors import MAX_CHANNELS, check_range
 
 
 @app.command("mechanisms")
@@ -17,6 +18,8 @@ def mechanisms_cmd(
     ),
 ) -> None:
     """List the attention mechanisms: hyperparameters with defaults, paper and placement."""
+    if channels is not None:
+        check_range("--channels", channels, 1, MAX_CHANNELS)
     import attention
 
     table = Table(title="Attention mechanisms", show_lines=True, expand=True)

@@ -12,6 +12,7 @@ from rich.table import Table
 from nas.cli.base import app
 from nas.cli.console import console
 from nas.errors import BadOption
+from nas.names import folder_of
 
 
 @app.command("report")
@@ -45,6 +46,7 @@ def report_cmd(
     if not all(p.isdigit() for p in extra):
         raise BadOption("--include", include, "trial numbers separated by commas, e.g. 12,15")
     st = study_mod.open_existing(study, storage)
+    folder = out or folder_of(Path("runs"), st.study_name) / "report"  # checked before any work
     names = st.metric_names or ["accuracy", "latency_ms"]
     with console.status("reading the study") as status:
         say = lambda text: status.update(escape(text))  # noqa: E731
@@ -94,7 +96,6 @@ def report_cmd(
             f"{len(st.trials)} trials in {info['wall_s']:.0f} s, {info['epochs']} epochs trained; "
             f"overhead (time outside training and validation batches): {info['overhead_pct']:.1f}%"
         )
-    folder = out or Path("runs") / st.study_name / "report"
     png = report.plot(st, analysis, folder / "front.png")
     page = report.write_html(st, analysis, names, png, info["hypervolume"], info["reference"], folder / "front.html")
     console.print(f"written: {png}  {page}")

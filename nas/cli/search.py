@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from nas.cli.base import app
-from nas.cli.console import console
+from nas.cli.console import console, err_console
 from nas.search.options import SAMPLERS, SearchOptions
 
 
@@ -48,7 +48,7 @@ def search_cmd(
 
     from nas import report
     from nas.cli.display import LineReporter, LiveReporter, front_table
-    from nas.search.loop import Search, SearchResult
+    from nas.search.loop import Search, SearchResult, failing
     from nas.search.samplers import make_sampler
     from nas.search.study import count_states, create_or_resume, default_storage, storage_of
     from nas.search.trial import Reporter
@@ -128,3 +128,6 @@ def search_cmd(
         highlight=False,
     )
     console.print(f"optuna-dashboard {url}")
+    if failing(stopped):  # every trial failed: a script calling nas search must see it
+        err_console.print(f"[bold red]error:[/bold red] the search stopped: {escape(stopped)}", highlight=False)
+        raise typer.Exit(1)

@@ -22,6 +22,7 @@ from nas import data as data_mod
 from nas.architecture import Architecture, ArchitectureError
 from nas.cost import release_memory
 from nas.errors import UserError
+from nas.names import folder_of
 from nas.search import confirm as cf
 from nas.search import record as r
 from nas.search import signals
@@ -94,6 +95,14 @@ class Progress:
     timeout_s: float | None = None
 
 
+FAILING = "trials failed since this run started"  # in the stop reason of a search that failed every trial
+
+
+def failing(stopped: str) -> bool:
+    """Whether a search stopped because its trials kept failing (the command then exits 1)."""
+    return FAILING in stopped
+
+
 def decide(p: Progress) -> Stop | Wait | Start:
     """Stop when the target is reached, the time is up, trials keep failing or every architecture is
     done; wait while the trials still needed (or the last architectures) run elsewhere; else start one.
@@ -104,7 +113,7 @@ def decide(p: Progress) -> Stop | Wait | Start:
     if p.timeout_s is not None and p.elapsed_s > p.timeout_s:
         return Stop("timeout")
     if p.failed >= max(MAX_FAILURES, p.target):  # something fails every trial: stop, don't spin
-        return Stop(f"{p.failed} trials failed since this run started (last: {p.last_failure})")
+        return Stop(f"{p.failed} {FAILING} (last: {p.last_failure})")
     if p.distinct_done >= p.space_size:
         return Stop("space exhausted")
     if p.done + p.running >= p.target or p.distinct_started >= p.space_size:
@@ -149,7 +158,7 @@ class Search:
             trials=self.trials, timeout=self.timeout, sampler=self.sampler, eta=self.eta, heartbeat=self.heartbeat_s
         )
         self.epochs = self.max_epochs or self.space.training["epochs"]
-        self.run_dir = self.root / self.study_name
+        self.run_dir = folder_of(self.root, self.study_name, "--study")
         self.gate = LatencyGate(self.run_dir)
         self._started_at = datetime.datetime.now()
         self._start = time.monotonic()

@@ -7,33 +7,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas.errors import BadOption
+from nas.errors import BadOption, check_range
+from nas.names import check_name
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "bruteforce")
 HEARTBEAT_S = 10  # a running trial records a heartbeat this often; silent for 3 of them, it is failed
-WORKERS_ALLOWED = "a positive integer, or auto (one per visible GPU, one on a CPU-only machine)"
+MAX_WORKERS = 256  # worker processes on one machine
+MAX_TRIALS = 1_000_000
+MAX_SEED = 2**32 - 1  # numpy's and torch's seed range
+WORKERS_ALLOWED = f"an integer from 1 to {MAX_WORKERS}, or auto (one per visible GPU, one on a CPU-only machine)"
 
 
 def check_numbers(*, trials: int, timeout: float | None, sampler: str, eta: int, heartbeat: int) -> None:
     """The rules for the search's own settings; ``SearchOptions`` and ``Search`` both apply them."""
-    if trials < 1:
-        raise BadOption("--trials", trials, "a positive integer")
+    check_range("--trials", trials, 1, MAX_TRIALS)
     if timeout is not None and not timeout > 0:
         raise BadOption("--timeout", timeout, "a positive number of seconds")
     if sampler not in SAMPLERS:
         raise BadOption("--sampler", sampler, f"one of {', '.join(SAMPLERS)}")
     if eta < 2:
         raise BadOption("--eta", eta, "an integer >= 2")
-    if heartbeat < 1:
-        raise BadOption("--heartbeat", heartbeat, "a positive whole number of seconds")
+    check_range("--heartbeat", heartbeat, 1, 3600, "a whole number of seconds")
 
 
 def check_workers(workers: str, threads: int | None) -> int | None:
     """``--workers`` as a count (None for auto) and ``--threads``, checked."""
-    if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
+    if workers != "auto" and not (workers.isdigit() and 1 <= int(workers) <= MAX_WORKERS):
         raise BadOption("--workers", workers, WORKERS_ALLOWED)
-    if threads is not None and threads < 1:
-        raise BadOption("--threads", threads, "a positive integer (threads per worker)")
+    if threads is not None:
+        check_range("--threads", threads, 1, 1024, "threads per worker")
     return None if workers == "auto" else int(workers)
 
 
@@ -59,6 +61,11 @@ class SearchOptions:
             trials=self.trials, timeout=self.timeout, sampler=self.sampler, eta=self.eta, heartbeat=self.heartbeat
         )
         check_workers(self.workers, self.threads)
+        check_range("--seed", self.seed, 0, MAX_SEED)
+        if self.study is not None:
+            check_name(self.study, "--study")
+        if self.storage is not None and not self.storage.strip():
+            raise BadOption("--storage", self.storage, "an Optuna storage URL, e.g. sqlite:///runs/x/study.db")
 
     def to_argv(self) -> list[str]:
         """The ``nas search`` arguments that give these options (``--workers`` and ``--threads`` left

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import BadOption, UserError
+from nas.names import folder_of
 from nas.pareto import pareto_front
 from nas.search.record import ARCH, BASELINE, STOP_REASON, TrialInfo
 from nas.search.storage import RetryingStorage, grace_s, open_storage
@@ -61,6 +63,15 @@ def set_system_attr(study: optuna.Study, trial: optuna.Trial | FrozenTrial, key:
 
 SEED_ATTR = "seed"  # study user attribute: the seed every trial trains from (common random numbers)
 NOISE_SEEDS_ATTR = "noise_seeds"
+UID_ATTR = "study_uid"  # tells apart studies of one name in different storages (their weights carry it)
+
+
+def uid_of(study: optuna.Study) -> str | None:
+    """The study's uid as stored (None for studies made before studies had one)."""
+    uid = stored_study_attrs(study).get(UID_ATTR)
+    return uid if isinstance(uid, str) else None
+
+
 # this process, as user attribute ``worker`` of its trials and in the claims of re-runs
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -69,7 +80,7 @@ DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "params": "minimize
 
 
 def default_storage(study: str, root: Path = Path("runs")) -> str:
-    return f"sqlite:///{root / study / 'study.db'}"
+    return f"sqlite:///{folder_of(root, study, '--study') / 'study.db'}"
 
 
 def create_or_resume(
@@ -109,6 +120,7 @@ def create_or_resume(
         study.set_user_attr("objectives", list(space.objectives))
         study.set_user_attr(SEED_ATTR, seed)
         study.set_user_attr(NOISE_SEEDS_ATTR, space.training["noise_seeds"])
+        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
     elif stored != fingerprint:
         raise UserError(
             f"study {study_name!r} in {storage} was created from a different search space "

@@ -32,7 +32,17 @@ from nas.search.latency import reference_latency_ms
 from nas.search.locks import GateCallback, LatencyGate
 from nas.search.pruning import ParetoPruningCallback, TrialRecord
 from nas.search.record import TrialInfo
-from nas.search.study import fail_stale, front, set_system_attr, storage_of, stored_trial, study_id, tell, trial_id
+from nas.search.study import (
+    fail_stale,
+    front,
+    set_system_attr,
+    storage_of,
+    stored_trial,
+    study_id,
+    tell,
+    trial_id,
+    uid_of,
+)
 from nas.training import prepare_fit, trial_failure
 
 if TYPE_CHECKING:
@@ -268,7 +278,7 @@ class Trials:
         return save_weights(
             model,
             weights_path(self.run_dir, number),
-            {"arch": str(arch), "trial": str(number), "study": self.study_name},
+            {"arch": str(arch), "trial": str(number), "study": self.study_name, "study_uid": uid_of(self.study) or ""},
         )
 
     def _drop_stale_weights(self) -> None:

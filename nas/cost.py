@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nas.architecture import Architecture, ArchitectureError, architecture_problems
-from nas.errors import BadOption
+from nas.errors import BadOption, UserError
 from nas.model import build
 
 T = TypeVar("T")
@@ -54,6 +54,17 @@ class Timing:
 
     def __str__(self) -> str:
         return f"{self.median:.3f} ms ±{self.spread:.1f}%"
+
+
+def latency_device_problem(space_file: str, name: str) -> UserError | None:
+    """Why a space's ``latency.device`` cannot be measured on this machine (no CUDA, too few GPUs),
+    or None: what ``nas check`` reports and ``nas search`` refuses before its first trial."""
+    try:
+        resolve_device(name)
+    except BadOption as e:
+        allowed = str(e).split("is not allowed; ", 1)[-1]
+        return UserError(f"{space_file}: latency.device: {name!r} cannot be used on this machine: {allowed}")
+    return None
 
 
 def resolve_device(name: str) -> torch.device:

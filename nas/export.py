@@ -296,7 +296,11 @@ def _load_weights(model: nn.Module, path: Path) -> nn.Module:
     from safetensors.torch import load_file
 
     try:
-        model.load_state_dict(load_file(str(path)))
+        state = load_file(str(path))
+    except Exception as e:  # not safetensors, truncated (safetensors raises its own error types)
+        raise ExportError(f"{path} cannot be read as safetensors weights ({e.__class__.__name__}: {e})") from None
+    try:
+        model.load_state_dict(state)
     except (RuntimeError, OSError) as e:
         raise ExportError(f"{path}: cannot load into {type(model).__name__}: {str(e).splitlines()[0]}") from None
     return model
@@ -331,6 +335,15 @@ def judged(study: optuna.Study, trial: optuna.trial.FrozenTrial, remeasure: bool
             out["confirmed"]["difference_to_baseline"] = m.difference.mean
             out["confirmed"]["difference_ci95"] = [m.difference.low, m.difference.high]
     return {k: (None if isinstance(v, float) and v != v else v) for k, v in out.items()}
+
+
+def is_export_of(folder: Path, study: str, number: int) -> bool:
+    """Whether ``folder`` is an earlier export of this study's trial (its metrics.json says so)."""
+    try:
+        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and metrics.get("study") == study and metrics.get("trial") == number
 
 
 def trial_seed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:

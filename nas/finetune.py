@@ -19,6 +19,7 @@ from nas import data as data_mod
 from nas.artifacts import WEIGHTS_FILE, ModelCard
 from nas.errors import BadOption, UserError
 from nas.model import save_weights
+from nas.names import check_out
 from nas.spacefile import data_and_training
 from nas.training import prepare_fit
 
@@ -80,6 +81,7 @@ def train(
     out: Path | None = None,
     resume: bool = True,
     seed: int | None = None,
+    force: bool = False,
     report: Callable[[int, int, float], None] = lambda e, n, acc: None,
 ) -> TrainResult:
     """Train the architecture of ``source`` (an export folder or an architecture.yaml) for ``epochs``,
@@ -107,6 +109,8 @@ def train(
         data_cfg["canvas"] = card.input_size[0]
     folder = source if source.is_dir() else source.parent
     out = out or (folder / "train" if source.is_dir() else Path("runs") / "train" / source.stem)
+    inputs = [source] + ([Path(data)] if data and Path(data).is_dir() else [])
+    check_out(out, inputs=inputs, force=force, ours=lambda f: (f / CHECKPOINTS).is_dir())  # ours: resumed
     ckpt_dir = out / CHECKPOINTS
     last = ckpt_dir / "last.ckpt"
     if last.exists() and not resume:

@@ -5,6 +5,7 @@ the user chose (``..``, ``/abs/path`` and ``a/b`` are refused, not followed)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nas.errors import BadOption
@@ -30,3 +31,32 @@ def check_name(value: str, what: str) -> str:
 def folder_of(root: Path, name: str, what: str = "study") -> Path:
     """``root/name`` for a checked name: a study's folder under runs/."""
     return Path(root) / check_name(name, what)
+
+
+def check_out(
+    out: Path,
+    *,
+    inputs: Sequence[Path] = (),
+    force: bool = False,
+    ours: Callable[[Path], bool] = lambda folder: False,
+    option: str = "--out",
+) -> Path:
+    """``out`` when a command may write into it: a folder or a path not yet there, never a folder
+    holding one of the command's ``inputs`` (or one of them), and, when it already has files, only
+    with ``force`` or when ``ours`` recognises it as this command's own earlier output for the same
+    thing (written again, as asked). Checked before any work, so a refusal loses nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadOption(option, str(out), "a folder to write into (that path is a file)")
+    target = out.resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if source == target or target in source.parents:
+            raise BadOption(option, str(out), f"a folder apart from the input {given} (writing there would change it)")
+    if out.is_dir() and not force and not ours(out):
+        entries = sum(1 for _ in out.iterdir())
+        if entries:
+            raise BadOption(
+                option, str(out), f"a new or empty folder (it holds {entries} entries); add --force to write into it"
+            )
+    return out

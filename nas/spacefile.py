@@ -256,6 +256,9 @@ def load_space(path: str | Path) -> SearchSpace:
         num_classes = None
 
     data_cfg = _data_section(c, data)
+    if "in_chans" not in data:  # the data's own channels
+        in_chans = DATA_CHANNELS.get(data_cfg.get("source"), in_chans)
+    _data_fits_model(c, data, data_cfg, input_size, in_chans)
     training = _training_section(c, data)
     latency = c.section(data, "latency", LATENCY)
     for key in ("batch_size", "input_size", "threads", "repeats"):
@@ -367,6 +370,34 @@ def data_and_training(file: str, data: Mapping) -> tuple[dict[str, Any], dict[st
     if c.problems:
         raise SpaceError(file, c.problems)
     return out
+
+
+DATA_CHANNELS = {"digits": 1, "cifar10": 3, "cifar100": 3, "imagefolder": 3}  # images as the data module gives them
+
+
+def _data_fits_model(c: _Checker, data: Mapping, data_cfg: dict, input_size: Any, in_chans: int) -> None:
+    """The rules between sections that the search would otherwise meet only when it loads the data:
+    the model's input channels are the data's, and the digits are made at the input size (by default
+    the canvas is the input size)."""
+    source = data_cfg.get("source")
+    raw = data.get("data") if isinstance(data.get("data"), Mapping) else {}
+    if source == "digits" and "canvas" not in raw and input_size[0] == input_size[1]:
+        data_cfg["canvas"] = input_size[0]
+    want = DATA_CHANNELS.get(source)
+    if want is not None and in_chans != want:
+        c.add(
+            "in_chans",
+            f"{in_chans} is not allowed with data.source {source}; its images have {want} channel(s): in_chans: {want}",
+            c.line(data, "in_chans"),
+        )
+    canvas = data_cfg.get("canvas")
+    if source == "digits" and isinstance(canvas, int) and tuple(input_size) != (canvas, canvas):
+        c.add(
+            "data.canvas",
+            f"{canvas} does not match input_size {list(input_size)}; the digits are drawn at the input size: "
+            f"data.canvas: {input_size[0]}" + ("" if input_size[0] == input_size[1] else " (and a square input_size)"),
+            c.line(raw, "canvas") or c.line(data, "input_size"),
+        )
 
 
 def _data_section(c: _Checker, data: Mapping) -> dict[str, Any]:

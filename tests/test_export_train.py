@@ -252,3 +252,21 @@ def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, 
 
 def trial_arch(trial):
     return Architecture.parse(trial.user_attrs["arch"])
+
+
+def test_export_refuses_a_folder_holding_other_files_and_writes_its_own_again(searched, tmp_path):
+    study, root = searched
+    storage = f"sqlite:///{root / 'exp' / 'study.db'}"
+    trial, _ = export.pick_best(study)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    args = ("export", trial.number, "--study", "exp", "--storage", storage, "--no-weights", "--out")
+    r = run_nas(*args, out, cwd=tmp_path)
+    assert r.returncode == 2 and "a new or empty folder (it holds 1 entries); add --force" in r.stderr, r
+    assert os.listdir(out) == ["mine.txt"]
+    for _ in range(2):  # an export of the same trial is written again, as asked
+        r = run_nas(*args, tmp_path / "fresh", cwd=tmp_path)
+        assert r.returncode == 0, r
+    r = run_nas(*args, out, "--force", cwd=tmp_path)
+    assert r.returncode == 0 and (out / "mine.txt").read_text() == "keep" and (out / "model.py").exists(), r

@@ -193,3 +193,140 @@ def test_check_refuses_what_the_search_could_not_run(section, key, value, shown,
         assert r.returncode == 2 and "Traceback" not in r.stderr, r
         assert shown in r.stderr.replace("\n", " "), r
     assert not (tmp_path / "runs").exists()
+
+
+# -- what reaches the terminal ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[/x]",
+        "[link=https://example.invalid]click[/link]",
+        "[bold red]alarm",
+        "\x1b[2J\x1b]0;title\x07",
+        "a\x9bb",
+        "[e.g. ]",
+    ],
+)
+def test_text_from_a_user_or_a_study_prints_exactly_as_given(text):
+    """Markup is not interpreted (no crash on '[/x]', no hidden link, no lost text) and control
+    characters are shown as \\xNN instead of moving the cursor or retitling the terminal."""
+    import io
+
+    from rich.console import Console
+
+    from nas.cli.console import plain, shown
+
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(f"value {shown(text)} end", highlight=False)
+    assert out.getvalue() == f"value {plain(text)} end\n"
+    assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in plain(text))
+    assert plain("tab\tand\nnewline") == "tab\tand\nnewline"
+
+
+def test_markup_in_a_space_is_printed_not_interpreted(tmp_path):
+    path = space_file(tmp_path)
+    path.write_text(path.read_text() + '"[/x]": 1\n"[link=https://example.invalid]k[/link]": 2\n')
+    r = run_nas("check", "--space", path.name, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "MarkupError" not in r.stderr, r
+    assert "'[/x]': unknown key" in r.stderr.replace("\n", " ") or "[/x]: unknown key" in r.stderr, r
+    assert "[link=https://example.invalid]k[/link]" in r.stderr, r
+
+
+# -- writes that never destroy ---------------------------------------------------------------------------
+
+
+def test_an_output_folder_is_checked_before_any_work(tmp_path):
+    from nas.names import check_out
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadOption, match="a folder to write into"):
+        check_out(tmp_path / "file")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"png")
+    for out in (images, tmp_path):  # the input itself, or a folder holding it
+        with pytest.raises(BadOption, match="apart from the input"):
+            check_out(out, inputs=[images / "a.png"], force=True)
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("keep me")
+    with pytest.raises(BadOption, match=r"a new or empty folder \(it holds 1 entries\); add --force"):
+        check_out(full)
+    assert check_out(full, force=True) == full
+    assert check_out(full, ours=lambda f: (f / "notes.txt").exists()) == full
+    assert check_out(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert (full / "notes.txt").read_text() == "keep me"
+
+
+def test_nas_train_never_writes_over_its_source_or_a_folder_it_did_not_make(tmp_path):
+    from nas.architecture import Architecture
+    from nas.artifacts import ModelCard
+
+    source = tmp_path / "exp"
+    source.mkdir()
+    card = ModelCard(Architecture.parse("resnet10t|none|none|none|none"), 10, 1, (32, 32), {"source": "digits"})
+    card.write(source)
+    before = (source / "architecture.yaml").read_text()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.csv").write_text("1,2\n")
+    for out, words in ((source, "apart from the input"), (other, "add --force")):
+        r = run_nas("train", source, "--out", out, "--epochs", 1, cwd=tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and words in r.stderr, r
+    assert (source / "architecture.yaml").read_text() == before and sorted(os.listdir(source)) == ["architecture.yaml"]
+    assert sorted(os.listdir(other)) == ["data.csv"]
+
+
+def test_a_truncated_weights_file_is_named_not_a_traceback(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from nas.architecture import Architecture
+    from nas.artifacts import ModelCard
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    ModelCard(Architecture.parse("resnet10t|none|none|none|none"), 10, 1, (32, 32), {"source": "digits"}).write(folder)
+    save_file({"w": torch.zeros(1000)}, str(folder / "weights.safetensors"))
+    data = (folder / "weights.safetensors").read_bytes()
+    (folder / "weights.safetensors").write_bytes(data[: len(data) // 2])
+    r = run_nas("viz", folder, "--digits", 1, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r
+    assert "weights.safetensors cannot be read as safetensors weights" in r.stderr.replace("\n", " "), r
+    assert not (folder / "viz").exists()
+
+
+@pytest.mark.parametrize(
+    "top, shown",
+    [
+        ({"in_chans": 3}, "in_chans: 3 is not allowed with data.source digits; its images have 1 channel(s)"),
+        (
+            {"input_size": 48, "data": {"source": "digits", "canvas": 32, "train": 64, "val": 32}},
+            "data.canvas: 32 does not match input_size [48, 48]",
+        ),
+        ({"latency": {"device": "cuda", "input_size": 32}}, "latency.device: 'cuda' cannot be used on this machine"),
+    ],
+)
+def test_check_applies_the_rules_search_meets_later(top, shown, tmp_path):
+    """nas check used to pass these spaces, which nas search then refused (or failed every trial on)
+    without a word. A latency device this machine lacks is a warning from check (the space may be
+    meant for another machine) and a refusal from search."""
+    import torch
+
+    if "latency" in top and torch.cuda.is_available():
+        top = {"latency": {"device": f"cuda:{torch.cuda.device_count()}", "input_size": 32}}
+        shown = "cannot be used on this machine"
+    path = space_file(tmp_path)
+    import yaml
+
+    doc = yaml.safe_load(path.read_text())
+    doc.update(top)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    machine = "latency" in top  # the machine's limit: check warns (the file may be for another machine)
+    for command in (("check", "--space", path.name), ("search", "--space", path.name, "--trials", 1)):
+        r = run_nas(*command, cwd=tmp_path)
+        assert r.returncode == (0 if machine and command[0] == "check" else 2) and "Traceback" not in r.stderr, r
+        assert shown in r.stderr.replace("\n", " "), r
+    assert not (tmp_path / "runs").exists()

@@ -91,8 +91,8 @@ def test_workers_and_threads_are_planned_or_refused():
     p = plan("2", None)
     assert (p.workers, p.threads, p.gpus) == (2, max(1, cpu_count() // 2), ())
     assert plan("auto", 3).workers == 1 and plan("auto", 3).threads == 3  # CPU-only: one worker
-    for bad in ("0", "-1", "two", "1.5"):
-        with pytest.raises(BadOption, match=f"--workers.*{bad}.*positive integer, or auto"):
+    for bad in ("0", "-1", "two", "1.5", "10000"):
+        with pytest.raises(BadOption, match=f"--workers.*{bad}.*an integer from 1 to 256, or auto"):
             plan(bad, None)
     with pytest.raises(BadOption, match="--threads"):
         plan("2", 0)

@@ -6,11 +6,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from rich.markup import escape
-
 from nas.cli import bench, check, export, mechanisms, report, search, train, viz  # noqa: F401  (registers the commands)
 from nas.cli.base import app
-from nas.cli.console import err_console
+from nas.cli.console import err_console, shown
 from nas.errors import exit_code_of
 from nas.search import signals
 
@@ -33,7 +31,7 @@ def run(argv: Sequence[str]) -> int:
         code = exit_code_of(e)
         if code is None:
             raise
-        err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] {shown(str(e))}", highlight=False)
         return code
     return 0
 

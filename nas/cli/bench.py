@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from nas.cli.base import bench_app
-from nas.cli.console import console
+from nas.cli.console import console, shown
 from nas.errors import BadOption, check_range
+from nas.names import check_out
 from nas.search.options import MAX_TRIALS
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def bench_build_cmd(
         table.add_row(label, *(f"{fn(r[k] for r in rows):.3f}" for k in ("build_s", "step_s", "total_s")))
     console.print(table)
     slowest = max(rows, key=lambda r: r["total_s"])
-    console.print(f"slowest: {slowest['arch']} ({slowest['total_s']:.3f} s)")
+    console.print(f"slowest: {shown(slowest['arch'])} ({slowest['total_s']:.3f} s)")
 
 
 @bench_app.command("pruning")
@@ -75,11 +75,11 @@ def bench_pruning_cmd(
         st = load_from(study, storage or default_storage(study))
         if seeds > 1:
             with console.status("recording") as status:
-                bench.record_seeds(st, seeds, study_mod.runs_root(st, storage), lambda t: status.update(escape(t)))
+                bench.record_seeds(st, seeds, study_mod.runs_root(st, storage), lambda t: status.update(shown(t)))
         rows, meta = bench.recorded_from_study(st)
         if export is not None:
             bench.export_recorded(rows, meta, export)
-            console.print(f"written: {export} ({len(rows)} trials)")
+            console.print(f"written: {shown(export)} ({len(rows)} trials)")
         source = f"study {study}"
     else:
         rows, source = bench.load_recorded(curves), str(curves)
@@ -138,6 +138,7 @@ def bench_latency_cmd(
     """How far latency measurements agree: today's absolute method (each architecture timed alone,
     quiet blocks) beside the paired ratio the search uses (every architecture timed interleaved with
     the plain backbone), over repeated re-measurements, idle and with --load busy processes."""
+    check_out(out, force=True)  # a folder of bench results: never a file, added to as it is
     import json
 
     from nas import bench
@@ -151,7 +152,7 @@ def bench_latency_cmd(
     s = load_space(space)
     archs = [s.baseline()] + [Architecture.parse(a) for a in arch or [] if Architecture.parse(a) != s.baseline()]
     with console.status("timing") as status:
-        result = bench.bench_latency(s, archs, times, load, progress=lambda t: status.update(escape(t)))
+        result = bench.bench_latency(s, archs, times, load, progress=lambda t: status.update(shown(t)))
     console.print(
         f"target {result['target']}; reference (plain backbone) quiet latency {result['reference_ms']:.3f} ms; "
         f"{times} re-measurements per method and phase; spread = IQR / median over them"
@@ -165,7 +166,7 @@ def bench_latency_cmd(
             table.add_column(col, overflow="fold")
         for r in p["rows"]:
             table.add_row(
-                escape(r["architecture"]),
+                shown(r["architecture"]),
                 f"{r['absolute_ms']:.3f}",
                 f"{r['absolute_iqr_pct']:.1f}%",
                 f"{r['ratio']:.4f}",
@@ -175,7 +176,7 @@ def bench_latency_cmd(
         console.print(table)
     out.mkdir(parents=True, exist_ok=True)
     (out / "latency.json").write_text(json.dumps({**result, **bench.environment(torch_device())}, indent=1))
-    console.print(f"written: {out / 'latency.json'}")
+    console.print(f"written: {shown(out / 'latency.json')}")
 
 
 @bench_app.command("workers")
@@ -188,6 +189,7 @@ def bench_workers_cmd(
 ) -> None:
     """Search throughput with 1, 2, ... worker processes: the same space and trial count in a fresh study
     each (random sampler, no pruning), the real command, wall time from start to finish."""
+    check_out(out, force=True)  # a folder of bench results: never a file, added to as it is
     from nas import bench
     from nas.spacefile import load_space
 
@@ -221,7 +223,7 @@ def bench_workers_cmd(
     json_path, csv_path = bench.write_results(
         rows, {"space": str(space), "trials": trials, **bench.environment(torch_device())}, out, "workers"
     )
-    console.print(f"written: {json_path}  {csv_path}")
+    console.print(f"written: {shown(json_path)}  {shown(csv_path)}")
 
 
 def torch_device() -> torch.device:
@@ -244,6 +246,7 @@ def bench_modules_cmd(
 ) -> None:
     """Time forward and forward+backward of every mechanism; beside it timm's version where timm ships
     one (SE, ECA, CBAM, Coordinate Attention, Selective Kernel) and the ratio ours/timm."""
+    check_out(out, force=True)  # a folder of bench results: never a file, added to as it is
     import torch
 
     import attention
@@ -297,7 +300,7 @@ def bench_modules_cmd(
     cell = lambda ms, spread: f"{ms:.2f} ±{spread:.0f}%"  # noqa: E731
     for r in rows:
         if "error" in r:
-            table.add_row(r["mechanism"], f"[red]{r['error']}[/red]", *[""] * 7)
+            table.add_row(r["mechanism"], f"[red]{shown(r['error'])}[/red]", *[""] * 7)
             continue
         timm_cols = ["-"] * 4
         if "timm_fwd_ms" in r:
@@ -317,7 +320,7 @@ def bench_modules_cmd(
         )
     console.print(table)
     json_path, csv_path = bench.write_results(rows, meta, out, "modules")
-    console.print(f"written: {json_path}  {csv_path}")
+    console.print(f"written: {shown(json_path)}  {shown(csv_path)}")
 
 
 def _ratio(value: float) -> str:
@@ -332,18 +335,19 @@ def bench_startup_cmd(
 ) -> None:
     """How long commands take from start to exit (--help, a bad option, nas mechanisms) beside importing
     torch and timm, each a fresh process, medians over --times rounds."""
+    check_out(out, force=True)  # a folder of bench results: never a file, added to as it is
     from nas import bench
 
     if times < 1:
         raise BadOption("--times", times, "a positive integer")
     with console.status("timing") as status:
-        rows = bench.bench_startup(times, progress=lambda t: status.update(escape(t)))
+        rows = bench.bench_startup(times, progress=lambda t: status.update(shown(t)))
     table = Table(title=f"Start-up to exit, median of {times} rounds (± IQR/median); reference: {rows[0]['command']}")
     for col in ("command", "median s", "spread", "minus reference s"):
         table.add_column(col, justify="left" if col == "command" else "right")
     for r in rows:
         cells = (f"{r['median_s']:.2f}", f"{r['spread_pct']:.0f}%", f"{r['minus_reference_s']:+.2f}")
-        table.add_row(escape(r["command"]), *cells)
+        table.add_row(shown(r["command"]), *cells)
     console.print(table)
     import platform
     import sys
@@ -360,4 +364,4 @@ def bench_startup_cmd(
         out,
         "startup",
     )
-    console.print(f"written: {json_path}  {csv_path}")
+    console.print(f"written: {shown(json_path)}  {shown(csv_path)}")

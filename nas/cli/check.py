@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from nas.cli.base import app
-from nas.cli.console import console
+from nas.cli.console import console, err_console, shown
 from nas.errors import BadOption
 
 
@@ -25,7 +25,7 @@ def check_cmd(
     """Validate a space (every problem, with file, key path and line) and print its stages and size;
     or print the parameters and FLOPs of an architecture."""
     from nas import check
-    from nas.cost import model_cost
+    from nas.cost import latency_device_problem, model_cost
     from nas.spacefile import load_space
 
     if (space is None) == (arch is None):
@@ -36,14 +36,20 @@ def check_cmd(
                 raise BadOption(opt, value, "a positive integer")
         a = check.parse_arch(arch)
         cost = model_cost(a, num_classes, (input_size, input_size), in_chans)
-        console.print(f"[bold]{a}[/bold]")
+        console.print(f"[bold]{shown(a)}[/bold]")
         console.print(
             f"params: {cost.params:,}   FLOPs: {cost.flops / 1e9:.3f} G at {in_chans}x{input_size}x{input_size} "
             f"(torch FlopCounterMode; {num_classes} classes)"
         )
         return
     s = load_space(space)
-    table = Table(title=f"{space}: {s.backbone} at {s.input_size[0]}x{s.input_size[1]}, {s.in_chans} input channel(s)")
+    # a machine's limit, not the file's: a space for a GPU machine may be checked on a laptop
+    problem = latency_device_problem(str(space), s.latency["device"])
+    if problem is not None:
+        err_console.print(f"[yellow]warning:[/yellow] {shown(problem)}; nas search on this machine refuses this space")
+    table = Table(
+        title=f"{shown(space)}: {s.backbone} at {s.input_size[0]}x{s.input_size[1]}, {s.in_chans} input channel(s)"
+    )
     for col in ("stage", "module", "blocks", "channels by placement", "output", "built-in", "searched"):
         table.add_column(col)
     for r in check.stage_table(s):
@@ -55,12 +61,12 @@ def check_cmd(
             chans,
             f"{r['out_channels']} x {r['spatial'][0]}x{r['spatial'][1]}",
             ", ".join(r["builtin"]) or "-",
-            f"{r['choices']}: {', '.join(r['mechanisms'])}",
+            shown(f"{r['choices']}: {', '.join(r['mechanisms'])}"),
         )
     console.print(table)
     base = model_cost(s.baseline(), s.num_classes or 10, s.input_size, s.in_chans)
     console.print(
-        f"{s.count():,} distinct architectures; baseline {s.baseline()}: {base.params:,} params, "
+        f"{s.count():,} distinct architectures; baseline {shown(s.baseline())}: {base.params:,} params, "
         f"{base.flops / 1e9:.3f} GFLOPs"
     )
     console.print("[green]ok[/green]")

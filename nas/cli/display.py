@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 import optuna
 from rich.console import Group
 from rich.live import Live
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from nas.cli.console import console
+from nas.cli.console import console, plain, shown
 from nas.search.confirm import noise_of
 from nas.search.loop import Reporter
 from nas.search.record import TrialInfo
@@ -59,12 +58,13 @@ class LiveReporter(Reporter):
         return c["complete"] + c["pruned"] + c["infeasible"]
 
     def trial_start(self, number: int, arch: Architecture) -> None:
-        self._trial = f"trial {number}: {arch}"
+        self._trial = plain(f"trial {number}: {arch}")
         self.current = Text(self._trial)
         self._refresh()
 
     def status(self, text: str) -> None:
         head = getattr(self, "_trial", "")
+        text = plain(text)
         self.current = Text(f"{head}  {text}" if head and not text.startswith(("noise", "confirm")) else text)
         self._refresh()
 
@@ -75,12 +75,13 @@ class LiveReporter(Reporter):
     def trial_end(self, trial: optuna.trial.FrozenTrial) -> None:
         self.progress.update(self.task, completed=self._done())
         self._trial = ""
-        self.current = Text(f"trial {trial.number}: {trial.state.name.lower()} - {TrialInfo.of(trial).stop_reason}")
+        reason = plain(TrialInfo.of(trial).stop_reason)
+        self.current = Text(f"trial {trial.number}: {trial.state.name.lower()} - {reason}")
         self._refresh()
 
     def print(self, line: str) -> None:
         """A line above the live display (the workers' lines, with --workers)."""
-        self.live.console.print(line, markup=False, highlight=False)
+        self.live.console.print(plain(line), markup=False, highlight=False)
 
     def poll(self) -> None:
         """Progress and counts read again from the study (other processes run the trials), at most
@@ -119,7 +120,7 @@ def front_table(
         info = TrialInfo.of(t)
         ci = info.latency_ci_ms if names[1] == "latency_ms" else None
         second = f"{t.values[1]:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
-        table.add_row(str(t.number), escape(info.arch or "?"), f"{t.values[0]:.4f}", second)
+        table.add_row(str(t.number), shown(info.arch or "?"), f"{t.values[0]:.4f}", second)
     return table
 
 
@@ -130,6 +131,6 @@ class LineReporter(Reporter):
         values = f" {trial.values[0]:.4f} {trial.values[1]:.4g}" if trial.values else ""
         info = TrialInfo.of(trial)
         print(
-            f"trial {trial.number} {trial.state.name.lower()}{values}: {info.arch or '?'} - {info.stop_reason}",
+            plain(f"trial {trial.number} {trial.state.name.lower()}{values}: {info.arch or '?'} - {info.stop_reason}"),
             flush=True,
         )

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from nas.cli.base import app
-from nas.cli.console import console
+from nas.cli.console import console, shown
 from nas.errors import BadOption
-from nas.names import folder_of
+from nas.names import check_out, folder_of
 
 
 @app.command("export")
@@ -25,6 +24,7 @@ def export_cmd(
     torchscript: bool = typer.Option(False, "--torchscript", help="Also write model.torchscript.pt, checked"),
     weights: bool = typer.Option(True, "--weights/--no-weights", help="Copy the trial's trained weights"),
     name: str | None = typer.Option(None, help="timm model name to register (default: nas_<study>_t<trial>)"),
+    force: bool = typer.Option(False, "--force", help="Write into a --out folder that already holds other files"),
 ) -> None:
     """Write a trial as a folder: model.py (timm + attention only), architecture.yaml, metrics.json and
     the trained weights (safetensors); optionally ONNX and TorchScript."""
@@ -36,20 +36,21 @@ def export_cmd(
     exports = None if out else folder_of(Path("runs"), st.study_name) / "export"  # checked before any work
     if which == "best":
         trial, why = export.pick_best(st, max_latency_ms, min_accuracy)
-        console.print(f"trial {trial.number}: {escape(TrialInfo.of(trial).arch)}, {why}")
+        console.print(f"trial {trial.number}: {shown(TrialInfo.of(trial).arch)}, {why}")
     elif which.isdigit():
         if max_latency_ms is not None or min_accuracy is not None:
             raise BadOption("--max-latency-ms/--min-accuracy", "given", "only with 'nas export best'")
         trial = export.get_trial(st, int(which))
-        console.print(f"trial {trial.number}: {escape(TrialInfo.of(trial).arch)}")
+        console.print(f"trial {trial.number}: {shown(TrialInfo.of(trial).arch)}")
     else:
         raise BadOption("WHICH", which, "best or a trial number, e.g. nas export best or nas export 12")
     folder = out or exports / f"trial_{trial.number}"
+    check_out(folder, force=force, ours=lambda f: export.is_export_of(f, st.study_name, trial.number))
     result = export.export_trial(st, trial, folder, weights=weights, onnx=onnx, torchscript=torchscript, name=name)
     console.print(
         f"accuracy {trial.values[0]:.4f}, latency {trial.values[1]:.3f} ms "
-        f"({escape(TrialInfo.of(trial).latency_target or '?')})"
+        f"({shown(TrialInfo.of(trial).latency_target or '?')})"
     )
     for what, diff in result.checks.items():
         console.print(f"checked {what} against PyTorch: largest difference {diff:.2e}")
-    console.print(f"written: {', '.join(str(f) for f in result.files)}")
+    console.print(f"written: {shown(', '.join(str(f) for f in result.files))}")

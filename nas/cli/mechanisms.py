@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from nas.cli.base import app
-from nas.cli.console import console
+from nas.cli.console import console, shown
 from nas.errors import MAX_CHANNELS, check_range
 
 
@@ -36,7 +35,7 @@ def mechanisms_cmd(
             hps.append(f"defaults invalid at {channels} channels: {spec.problems(channels)[0]}")
         paper = f"arXiv:{spec.arxiv}" if spec.arxiv else spec.reference.split(";")[0]
         table.add_row(
-            spec.name, spec.title, escape("\n".join(hps)) or "-", paper, f"{spec.placement}\n{spec.placement_note}"
+            spec.name, spec.title, shown("\n".join(hps)) or "-", paper, f"{spec.placement}\n{spec.placement_note}"
         )
     console.print(table)
 

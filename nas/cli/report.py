@@ -6,13 +6,12 @@ from pathlib import Path
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
 from nas.cli.base import app
-from nas.cli.console import console
+from nas.cli.console import console, shown
 from nas.errors import BadOption
-from nas.names import folder_of
+from nas.names import check_out, folder_of
 
 
 @app.command("report")
@@ -30,6 +29,7 @@ def report_cmd(
         "space's training.confirm)",
     ),
     include: str | None = typer.Option(None, help="Also show and judge these complete trials, e.g. 12,15"),
+    force: bool = typer.Option(False, "--force", help="Write into a --out folder that holds other files"),
 ) -> None:
     """The Pareto front: every figure with its uncertainty, each member judged against the baseline
     (better only when its paired interval excludes 0), hypervolume, and a plot (PNG + HTML)."""
@@ -47,36 +47,37 @@ def report_cmd(
         raise BadOption("--include", include, "trial numbers separated by commas, e.g. 12,15")
     st = study_mod.open_existing(study, storage)
     folder = out or folder_of(Path("runs"), st.study_name) / "report"  # checked before any work
+    check_out(folder, force=force, ours=lambda f: {p.name for p in f.iterdir()} <= {"front.png", "front.html"})
     names = st.metric_names or ["accuracy", "latency_ms"]
     with console.status("reading the study") as status:
-        say = lambda text: status.update(escape(text))  # noqa: E731
+        say = lambda text: status.update(shown(text))  # noqa: E731
         root = study_mod.runs_root(st, storage)
         fit = report.fitter(st, say, root) if confirm else None
         analysis = report.analyse(
             st, confirm=confirm, measure_again=remeasure, fit=fit, status=say, include=[int(p) for p in extra]
         )
     info = report.summary(st)
-    console.print(f"[bold]{escape(analysis.headline())}[/bold]", highlight=False)
-    console.print(escape(str(analysis.noise) if analysis.noise else "noise: not measured (no baseline re-runs)"))
+    console.print(f"[bold]{shown(analysis.headline())}[/bold]", highlight=False)
+    console.print(shown(str(analysis.noise) if analysis.noise else "noise: not measured (no baseline re-runs)"))
     cols, rows = report.table_rows(analysis, names, short=True)
     table = Table(
-        title=f"Pareto front of {escape(st.study_name)} and the baseline ({len(rows)} architectures)",
+        title=f"Pareto front of {shown(st.study_name)} and the baseline ({len(rows)} architectures)",
         box=box.SIMPLE_HEAD,
         padding=(0, 1, 0, 0),
         pad_edge=False,
     )
     for j, col in enumerate(cols):  # no column narrower than its longest word: 80 columns break lines, not words
         table.add_column(
-            col, overflow="fold", min_width=max(len(w) for c in [col, *(r[j] for r in rows)] for w in c.split())
+            shown(col), overflow="fold", min_width=max(len(w) for c in [col, *(r[j] for r in rows)] for w in c.split())
         )
     for r in rows:
-        table.add_row(*map(escape, r))
+        table.add_row(*map(shown, r))
     console.print(table)
     for m in analysis.members:  # never truncated, whatever the terminal's width
         say = "baseline" if m.baseline else report.verdict_text(m)
         console.print(
-            f"trial {m.number}, {escape(say)}, {report.count(m.params)} params, {m.flops / 1e6:.1f} MFLOPs: "
-            f"{escape(m.arch)}",
+            f"trial {m.number}, {shown(say)}, {report.count(m.params)} params, {m.flops / 1e6:.1f} MFLOPs: "
+            f"{shown(m.arch)}",
             soft_wrap=True,
             highlight=False,
         )
@@ -98,4 +99,4 @@ def report_cmd(
         )
     png = report.plot(st, analysis, folder / "front.png")
     page = report.write_html(st, analysis, names, png, info["hypervolume"], info["reference"], folder / "front.html")
-    console.print(f"written: {png}  {page}")
+    console.print(f"written: {shown(png)}  {shown(page)}")

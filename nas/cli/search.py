@@ -6,10 +6,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
 from nas.cli.base import app
-from nas.cli.console import console, err_console
+from nas.cli.console import console, err_console, shown
 from nas.search.options import SAMPLERS, SearchOptions
 
 
@@ -88,7 +87,7 @@ def search_cmd(
     from nas.search.workers import plan, run_workers
 
     p = plan(workers, threads, s.training["devices"])
-    console.print(f"study [bold]{name}[/bold] in {url}\ninspect it with:  optuna-dashboard {url}")
+    console.print(f"study [bold]{shown(name)}[/bold] in {shown(url)}\ninspect it with:  optuna-dashboard {shown(url)}")
     if p.workers == 1:
         if threads:
             torch.set_num_threads(threads)
@@ -120,14 +119,14 @@ def search_cmd(
     )
     console.print(front_table(st, title="Pareto front of the search's runs (one run each)"))
     # the verdict from what the search stored (the baseline's noise seeds, the confirmation runs)
-    console.print(f"[bold]{escape(report.analyse(st, measure_again=False).headline())}[/bold]", highlight=False)
+    console.print(f"[bold]{shown(report.analyse(st, measure_again=False).headline())}[/bold]", highlight=False)
     console.print(
-        f"nas report --study {escape(name)}"
-        + (f" --storage {escape(url)}" if storage else "")
+        f"nas report --study {shown(name)}"
+        + (f" --storage {shown(url)}" if storage else "")
         + "  (the front and the baseline re-measured, with intervals)",
         highlight=False,
     )
-    console.print(f"optuna-dashboard {url}")
+    console.print(f"optuna-dashboard {shown(url)}")
     if failing(stopped):  # every trial failed: a script calling nas search must see it
-        err_console.print(f"[bold red]error:[/bold red] the search stopped: {escape(stopped)}", highlight=False)
+        err_console.print(f"[bold red]error:[/bold red] the search stopped: {shown(stopped)}", highlight=False)
         raise typer.Exit(1)

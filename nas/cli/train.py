@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from nas.cli.base import app
-from nas.cli.console import console
+from nas.cli.console import console, shown
 
 
 @app.command("train")
@@ -25,6 +25,7 @@ def train_cmd(
     out: Path | None = typer.Option(None, help="Output folder (default: <export>/train)"),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from out/checkpoints/last.ckpt if there"),
     seed: int | None = typer.Option(None, help="Seed of weights, data order and training (default: the trial's)"),
+    force: bool = typer.Option(False, "--force", help="Write into a --out folder that holds other files"),
 ) -> None:
     """Train an architecture with a longer schedule than the search's proxy; checkpoints, resume, and
     weights that the export's model.py loads."""
@@ -39,10 +40,13 @@ def train_cmd(
         out=out,
         resume=resume,
         seed=seed,
+        force=force,
         report=lambda e, n, acc: console.print(f"epoch {e}/{n}: val accuracy {acc:.4f}"),
     )
     if result.resumed_from:
         console.print(f"resumed after epoch {result.resumed_from}")
     if result.curve:
         console.print(f"final val accuracy {result.curve[-1]:.4f} (best {max(result.curve):.4f})")
-    console.print(f"written: {result.weights}; load with build_model(weights={str(result.weights)!r}) from model.py")
+    console.print(
+        shown(f"written: {result.weights}; load with build_model(weights={str(result.weights)!r}) from model.py")
+    )

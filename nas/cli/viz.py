@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from nas.cli.console import console
-from nas.errors import BadOption
+from nas.cli.console import console, shown
+from nas.errors import BadOption, check_range
+from nas.names import check_out, folder_of
 
 if TYPE_CHECKING:
     import torch
@@ -43,7 +43,12 @@ def _load(
     from nas.export import load_trial
 
     model, card = load_trial(study, storage, trial)  # storage None: the study's default SQLite file
-    return model, card, Path("runs") / study / "viz" / f"trial-{trial}"
+    return model, card, folder_of(Path("runs"), study) / "viz" / f"trial-{trial}"
+
+
+def _only_pngs(folder: Path) -> bool:
+    """A folder of nas viz's own output (PNGs only): written again, as asked."""
+    return all(p.suffix.lower() == ".png" for p in folder.rglob("*") if p.is_file())
 
 
 def viz_cmd(
@@ -65,6 +70,7 @@ def viz_cmd(
         None, "--cam-layer", help="Grad-CAM layer (default: the deepest stage of at least 7x7)"
     ),
     batch_size: int = typer.Option(100, "--batch-size", help="Images per forward pass"),
+    force: bool = typer.Option(False, "--force", help="Write into a --out folder that holds files other than PNGs"),
 ) -> None:
     """Attention heatmaps per stage beside Grad-CAM of the predicted class, one set of PNGs per image
     (<image>.png with every stage, <image>_<stage>.png and <image>_gradcam.png); with --eval, the
@@ -73,22 +79,21 @@ def viz_cmd(
 
     if not images and not evaluate and not digits:
         raise BadOption("nas viz", "", "give --images PATH (repeatable), --digits N and/or --eval")
-    if batch_size < 1:
-        raise BadOption("--batch-size", batch_size, "a positive integer")
-    if digits < 0:
-        raise BadOption("--digits", digits, "a number of images >= 0")
+    check_range("--batch-size", batch_size, 1, 4096)
+    check_range("--digits", digits, 0, 10_000, "a number of images")
     files = viz.image_files(images)
     model, card, default_out = _load(export_dir, study, trial, storage)
+    out = check_out(out or default_out, inputs=[*images, *files], force=force, ours=_only_pngs)
     split = viz.digits_test_split(card) if evaluate or digits else None  # refuse a non-digits model first
     if digits:
-        files += viz.write_digits(split, digits, (out or default_out) / "inputs")
+        files += viz.write_digits(split, digits, out / "inputs")
     split = split if evaluate else None
     if not viz.stage_mechanisms(model):
-        console.print(f"{escape(str(card.architecture))} has no attention modules: Grad-CAM only")
+        console.print(f"{shown(str(card.architecture))} has no attention modules: Grad-CAM only")
     for path, predicted, written in viz.figures(
         model,
         files,
-        out or default_out,
+        out,
         in_chans=card.in_chans,
         input_size=card.input_size,
         imagenet=viz.imagenet_input(card),
@@ -96,8 +101,8 @@ def viz_cmd(
         batch_size=batch_size,
     ):
         console.print(
-            f"{escape(str(path))}: predicted class {predicted}; {len(written)} PNGs: "
-            f"{escape(', '.join(p.name for p in written))} in {escape(str(written[0].parent))}"
+            f"{shown(str(path))}: predicted class {predicted}; {len(written)} PNGs: "
+            f"{shown(', '.join(p.name for p in written))} in {shown(str(written[0].parent))}"
         )
     if split is not None:
         rows = viz.evaluate(model, split, batch_size, cam_layer)
@@ -109,5 +114,5 @@ def viz_cmd(
         for col in ("map", "resolution", "pointing game"):
             table.add_column(col, justify="left" if col == "map" else "right")
         for r in rows:
-            table.add_row(escape(r["method"]), r["resolution"], f"{r['score']:.3f}")
+            table.add_row(shown(r["method"]), r["resolution"], f"{r['score']:.3f}")
         console.print(table)

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from nas import data as data_mod
 from nas.architecture import Architecture, ArchitectureError
-from nas.cost import release_memory
+from nas.cost import latency_device_problem, release_memory
 from nas.errors import UserError
 from nas.names import folder_of
 from nas.search import confirm as cf
@@ -174,6 +174,9 @@ class Search:
         return dm
 
     def run(self) -> SearchResult:
+        problem = latency_device_problem(self.space.path, self.space.latency["device"])
+        if problem is not None:  # before the study is made: nothing to clean up
+            raise problem
         self._start = time.monotonic()
         self._started_at = datetime.datetime.now()
         study = create_or_resume(

@@ -97,6 +97,21 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _sequence)
 
 
+def _nearby(path: Path) -> str:
+    """What the user may have meant: the closest YAML names in the folder given (or in spaces/)."""
+    import difflib
+
+    folder = path.parent if path.parent.is_dir() else Path("spaces")
+    if not folder.is_dir():
+        return ""
+    names = sorted(p.name for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
+    if not names:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1)
+    guess = f"; did you mean {folder / close[0]}?" if close else ""
+    return f"{guess} ({folder}/ has {', '.join(names[:20])}{', ...' if len(names) > 20 else ''})"
+
+
 def load(path: str | Path) -> tuple[Any, list[tuple[Any, int, int]]]:
     """Parse ``path`` with safe loading. Returns the document and its duplicate keys
     (key, first line, repeated line). Unreadable files, invalid YAML and tags that would construct
@@ -105,7 +120,7 @@ def load(path: str | Path) -> tuple[Any, list[tuple[Any, int, int]]]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise YamlError(f"{path}: no such file") from None
+        raise YamlError(f"{path}: no such file{_nearby(path)}") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL byte in the path
         raise YamlError(f"{str(path)!r}: cannot be read as text ({e.__class__.__name__}: {e})") from None
     return loads(text, path)

@@ -174,3 +174,21 @@ def test_bench_startup_times_each_command_beside_importing_torch(tmp_path):
     assert rows["python -c 'import torch, timm'"]["minus_reference_s"] == 0
     assert "nas search --help" in r.stdout and "minus reference" in r.stdout
     assert run_nas("bench", "startup", "--times", "0").returncode == 2
+
+
+def test_errors_say_what_exists_and_what_was_meant(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    r = run_nas("search", "spaces/small.yaml", "--trials", 3, cwd=root)
+    assert r.returncode == 2 and "'spaces/small.yaml' was given without an option" in r.stderr, r
+    assert "nas search takes the space as --space spaces/small.yaml" in r.stderr.replace("\n", " "), r
+    r = run_nas("check", "--space", "spaces/smal.yaml", cwd=root)
+    assert r.returncode == 2 and "did you mean spaces/small.yaml?" in r.stderr.replace("\n", " "), r
+    for name in ("alpha", "beta"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "study.db").write_bytes(b"")
+    r = run_nas("report", cwd=tmp_path)
+    text = r.stderr.replace("\n", " ")
+    assert r.returncode == 2 and "--study is missing: the studies under runs/ here: alpha, beta" in text, r
+    assert "None" not in r.stderr
+    r = run_nas("export", "best", "--study", "gamma", cwd=tmp_path)
+    assert r.returncode == 2 and "the studies under runs/ here: alpha, beta" in r.stderr.replace("\n", " "), r

@@ -17,9 +17,29 @@ app.command("viz")(viz.viz_cmd)
 __all__ = ["app", "main", "run"]
 
 
+def _stray_space(argv: list[str]) -> str | None:
+    """A YAML file given as a bare argument to a command that takes it as ``--space`` (``nas search
+    spaces/small.yaml``), or None."""
+    if not argv or argv[0] not in ("search", "check", "bench") or "--space" in argv or "--help" in argv:
+        return None
+    for before, arg in zip(argv, argv[1:], strict=False):
+        if arg.endswith((".yaml", ".yml")) and not before.startswith("-"):
+            return arg
+    return None
+
+
 def run(argv: Sequence[str]) -> int:
     """Run ``nas`` with ``argv`` in this process and return its exit code: 0, 2 for an error a user can
     cause (one line on stderr, no traceback), 130/143 when interrupted. Anything else is raised."""
+    stray = _stray_space(list(argv))
+    if stray is not None:  # click would say only that --space is missing
+        command = " ".join(a for a in argv[:2] if not a.startswith("-") and a != stray)
+        err_console.print(
+            f"[bold red]error:[/bold red] {shown(repr(stray))} was given without an option; "
+            f"nas {shown(command)} takes the space as --space {shown(stray)}",
+            highlight=False,
+        )
+        return 2
     try:
         app(args=list(argv), prog_name="nas")
     except SystemExit as e:  # click exits on its own: --help, usage errors (2), a command's sys.exit

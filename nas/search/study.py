@@ -270,12 +270,20 @@ def open_existing(study_name: str | None, storage: str | None) -> optuna.Study:
     """The study named on the command line: in ``storage``, or in its default SQLite file under runs/."""
     if storage is None:
         if study_name is None:
-            raise BadOption("--study", None, "a study name (or give --storage)")
+            raise UserError(f"--study is missing: {_studies_here()}")
         storage = default_storage(study_name)
         path = storage[len("sqlite:///") :]
         if not Path(path).exists():
-            raise BadOption("--study", study_name, f"no study database at {path}; run nas search first")
+            raise BadOption("--study", study_name, f"the name of a study: no database at {path}; {_studies_here()}")
     return load_from(study_name, storage)
+
+
+def _studies_here(root: Path = Path("runs")) -> str:
+    """The studies in their default places under ``root`` (what --study can name without --storage)."""
+    names = sorted(p.parent.name for p in root.glob("*/study.db")) if root.is_dir() else []
+    if not names:
+        return f"there is no study under {root}/ here (run nas search first, or give --storage URL)"
+    return f"the studies under {root}/ here: {', '.join(names)} (or give --storage URL)"
 
 
 def runs_root(study: optuna.Study, storage: str | None) -> Path:

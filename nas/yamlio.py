@@ -25,6 +25,7 @@ class YamlError(UserError):
 
 
 MAX_VALUES = 100_000  # values in a document once its aliases are expanded (a search space has a few hundred)
+MAX_CHARS = 1_000_000  # characters in a file (a search space has a few thousand; parsing a megabyte takes seconds)
 
 
 def _expanded_size(root: yaml.Node, path: str | Path) -> int:
@@ -118,6 +119,8 @@ def load(path: str | Path) -> tuple[Any, list[tuple[Any, int, int]]]:
     Python objects raise YamlError naming the file and line."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > 4 * MAX_CHARS:  # not read at all: it may be huge
+            raise YamlError(f"{path}: {path.stat().st_size:,} bytes; at most {MAX_CHARS:,} characters are allowed")
         text = path.read_text()
     except FileNotFoundError:
         raise YamlError(f"{path}: no such file{_nearby(path)}") from None
@@ -136,6 +139,8 @@ def _unreadable(e: yaml.reader.ReaderError, text: str, path: str | Path) -> Yaml
 
 def loads(text: str, path: str | Path) -> tuple[Any, list[tuple[Any, int, int]]]:
     """``load`` of text already read; ``path`` names it in messages."""
+    if len(text) > MAX_CHARS:
+        raise YamlError(f"{path}: {len(text):,} characters; at most {MAX_CHARS:,} are allowed in a file")
     try:
         loader = _Loader(text)  # checks every character first
     except yaml.reader.ReaderError as e:

@@ -13,6 +13,7 @@ import yaml
 
 from nas.architecture import Architecture
 from nas.errors import UserError
+from nas.names import write_text_atomic
 
 WEIGHTS_DIR = "weights"
 WEIGHTS_FILE = "weights.safetensors"  # in an export folder and in nas train's output folder
@@ -122,7 +123,7 @@ class ModelCard:
 
     def write(self, folder: Path) -> Path:
         path = folder / CARD_FILE
-        path.write_text(self.to_yaml())
+        write_text_atomic(path, self.to_yaml())
         return path
 
     @classmethod

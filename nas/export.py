@@ -31,6 +31,7 @@ from nas import backbone as bb
 from nas.architecture import Architecture
 from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, verify_weights
 from nas.model import build
+from nas.names import write_text_atomic
 from nas.search.record import LATENCY_SPREAD, TrialInfo
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z|\d+\Z")
@@ -386,7 +387,7 @@ def export_trial(
 
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "model.py", out / CARD_FILE, out / "metrics.json"]
-    files[0].write_text(source)
+    write_text_atomic(files[0], source)
     ModelCard(
         arch,
         num_classes,
@@ -417,7 +418,7 @@ def export_trial(
         "weights": WEIGHTS_FILE if weights else None,
         **judged(study, trial, remeasure, root),
     }
-    files[2].write_text(json.dumps(metrics, indent=1))
+    write_text_atomic(files[2], json.dumps(metrics, indent=1))
 
     reference = build(arch, num_classes, space.in_chans).eval()
     generated = import_model_py(files[0]).build_model().eval()

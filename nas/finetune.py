@@ -19,7 +19,7 @@ from nas import data as data_mod
 from nas.artifacts import WEIGHTS_FILE, ModelCard
 from nas.errors import BadOption, UserError
 from nas.model import save_weights
-from nas.names import check_out
+from nas.names import check_out, write_text_atomic
 from nas.spacefile import data_and_training
 from nas.training import prepare_fit
 
@@ -170,7 +170,8 @@ def train(
     weights = save_weights(module.model, out / WEIGHTS_FILE, {"arch": str(card.architecture)})
     best = max(range(len(module.curve)), key=lambda i: module.curve[i]) if module.curve else None
     ModelCard(card.architecture, dm.num_classes, dm.in_chans, card.input_size, data_cfg, training).write(out)
-    (out / "metrics.json").write_text(
+    write_text_atomic(
+        out / "metrics.json",
         json.dumps(
             {
                 "architecture": str(card.architecture),
@@ -183,6 +184,6 @@ def train(
                 "best_checkpoint": f"{CHECKPOINTS}/best.ckpt",
             },
             indent=1,
-        )
+        ),
     )
     return TrainResult(out, list(module.curve), done, weights)

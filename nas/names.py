@@ -4,6 +4,7 @@ the user chose (``..``, ``/abs/path`` and ``a/b`` are refused, not followed)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,3 +61,17 @@ def check_out(
                 option, str(out), f"a new or empty folder (it holds {entries} entries); add --force to write into it"
             )
     return out
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """``text`` to ``path`` through a temporary file in the same folder, renamed over it: a reader (or
+    a command interrupted midway) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.errors import BadOption, UserError
+from nas.names import write_text_atomic
 from nas.pareto import hypervolume
 from nas.search import confirm as cf
 from nas.search.confirm import NOT_PAIRED, Member, Noise
@@ -452,11 +453,12 @@ def write_html(
     )
     archs = "".join(f"<li><code>{html.escape(m.arch)}</code> (trial {m.number})</li>" for m in a.members)
     noise = html.escape(str(a.noise) if a.noise else "noise: not measured")
-    path.write_text(
+    write_text_atomic(
+        path,
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(study.study_name)}</title>"
         f"<h1>{html.escape(study.study_name)}</h1><p><b>{html.escape(a.headline())}</b></p><p>{noise}</p>"
         f"<img src='data:image/png;base64,{img}'>"
         f"<p>hypervolume {hv:.5f} (reference: accuracy {ref[0]}, latency {ref[1]:.3f} ms)</p>"
-        f"<table border=1 cellpadding=4><tr>{head}</tr>{cells}</table><ol>{archs}</ol>"
+        f"<table border=1 cellpadding=4><tr>{head}</tr>{cells}</table><ol>{archs}</ol>",
     )
     return path

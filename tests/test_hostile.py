@@ -331,3 +331,22 @@ def test_check_applies_the_rules_search_meets_later(top, shown, tmp_path):
         assert r.returncode == (0 if machine and command[0] == "check" else 2) and "Traceback" not in r.stderr, r
         assert shown in r.stderr.replace("\n", " "), r
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_interrupted_write_leaves_the_old_file_whole_and_no_temporary_file(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from nas.names import write_text_atomic
+
+    target = tmp_path / "metrics.json"
+    write_text_atomic(target, "old")
+
+    def interrupted(self, other):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_text_atomic(target, "new " * 1000)
+    monkeypatch.undo()
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.json"]
+    assert write_text_atomic(target, "new").read_text() == "new"

@@ -56,30 +56,36 @@ class Timing:
         return f"{self.median:.3f} ms ±{self.spread:.1f}%"
 
 
-def latency_device_problem(space_file: str, name: str) -> UserError | None:
-    """Why a space's ``latency.device`` cannot be measured on this machine (no CUDA, too few GPUs),
-    or None: what ``nas check`` reports and ``nas search`` refuses before its first trial."""
-    try:
-        resolve_device(name)
-    except BadOption as e:
-        allowed = str(e).split("is not allowed; ", 1)[-1]
-        return UserError(f"{space_file}: latency.device: {name!r} cannot be used on this machine: {allowed}")
-    return None
-
-
-def resolve_device(name: str) -> torch.device:
+def device_problem(name: str) -> str | None:
+    """What is allowed instead when ``name`` is not a device of this machine, or None."""
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise BadOption("--device", name, "a torch device such as cpu, cuda or cuda:1") from None
+        return "a torch device such as cpu, cuda or cuda:1"
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise BadOption("--device", name, "CUDA is not available on this machine; use cpu")
+            return "CUDA is not available on this machine; use cpu"
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise BadOption("--device", name, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+            return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
     elif device.type != "cpu":
-        raise BadOption("--device", name, "cpu or cuda[:N]")
-    return device
+        return "cpu or cuda[:N]"
+    return None
+
+
+def latency_device_problem(space_file: str, name: str) -> UserError | None:
+    """Why a space's ``latency.device`` cannot be measured on this machine (no CUDA, too few GPUs),
+    or None: what ``nas check`` reports and ``nas search`` refuses before its first trial."""
+    allowed = device_problem(name)
+    if allowed is None:
+        return None
+    return UserError(f"{space_file}: latency.device: {name!r} cannot be used on this machine: {allowed}")
+
+
+def resolve_device(name: str) -> torch.device:
+    allowed = device_problem(name)
+    if allowed is not None:
+        raise BadOption("--device", name, allowed)
+    return torch.device(name)
 
 
 @functools.cache

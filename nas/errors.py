@@ -20,6 +20,8 @@ class BadOption(UserError):
 
 
 MAX_CHANNELS = 65_536  # a channel count a user may give (the widest backbones have 4,096 at a stage)
+MAX_THREADS = 1024  # CPU threads a user may ask torch for
+MAX_SEED = 2**32 - 1  # numpy's and torch's seed range
 
 
 def check_range(option: str, value: int, low: int, high: int, what: str = "an integer") -> int:

@@ -32,7 +32,7 @@ from nas.architecture import Architecture
 from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, verify_weights
 from nas.model import build
 from nas.names import write_text_atomic
-from nas.search.record import LATENCY_SPREAD, TrialInfo
+from nas.search.record import TrialInfo
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z|\d+\Z")
 _SAFE_STR = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
@@ -409,7 +409,7 @@ def export_trial(
         "accuracy": trial.values[0],
         "latency_ms": info.latency_ms,
         "latency_ci_ms": list(info.latency_ci_ms) if info.latency_ci_ms else None,
-        "latency_spread_pct": info.attrs.get(LATENCY_SPREAD),
+        "latency_spread_pct": info.latency_spread_pct,
         "latency_target": info.latency_target,
         "seed": trial_seed(study, trial),
         "params": cost.params,

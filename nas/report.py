@@ -47,7 +47,7 @@ def timing_summary(study: optuna.Study) -> dict[str, Any]:
     if not trials:
         return {"wall_s": 0.0, "epochs": 0, "overhead_pct": None}
     wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-    trained = [(t, TrialInfo.of(t)) for t in trials if TrialInfo.of(t).seconds_train_val is not None]
+    trained = [(t, info) for t in trials if (info := TrialInfo.of(t)).seconds_train_val is not None]
     total = sum((t.datetime_complete - t.datetime_start).total_seconds() for t, _ in trained)
     inside = sum(info.seconds_train_val or 0.0 for _, info in trained)
     epochs = sum(len(info.curve) for _, info in trained)

@@ -16,7 +16,7 @@ from typing import Any
 import attention
 from nas import backbone as bb
 from nas.architecture import NONE, NUMBER_TEXT
-from nas.errors import UserError
+from nas.errors import MAX_SEED, UserError
 from nas.names import name_problem
 from nas.space import Option, SearchSpace, StageSpace
 from nas.yamlio import load
@@ -46,7 +46,7 @@ DATA_BOUNDS = {
     "clutter": (0, 100),
     "noise": (0.0, 10.0),
     "num_workers": (0, 64),
-    "seed": (0, 2**32 - 1),
+    "seed": (0, MAX_SEED),
 }
 TRAINING_BOUNDS = {
     "epochs": (1, 10_000),
@@ -56,7 +56,7 @@ TRAINING_BOUNDS = {
     "lr": (0.0, 10.0),
     "weight_decay": (0.0, 10.0),
     "momentum": (0.0, 1.0),
-    "seed": (0, 2**32 - 1),
+    "seed": (0, MAX_SEED),
 }
 
 TRAINING = {
@@ -235,8 +235,8 @@ def load_space(path: str | Path) -> SearchSpace:
             c.add(str(key), f"unknown key; allowed: {', '.join(TOP_LEVEL)}", c.line(data, key))
 
     name = data.get("name", path.stem)
-    if name_problem(name):
-        c.add("name", name_problem(name), c.line(data, "name"))
+    if problem := name_problem(name):
+        c.add("name", problem, c.line(data, "name"))
         name = path.stem
 
     input_size = _input_size(c, data, "input_size", data.get("input_size", 224))

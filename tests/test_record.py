@@ -38,6 +38,7 @@ def test_every_field_reads_typed_from_what_a_trial_stores():
             r.LATENCY: 3.25,
             r.LATENCY_CI: [3.0, 3.5],
             r.LATENCY_TARGET: "cpu/b1/32px/t1",
+            r.LATENCY_SPREAD: 1.5,
             r.PARAMS: 4_920_000,
             r.FLOPS: 123_000,
             r.SEED: 5,
@@ -53,6 +54,7 @@ def test_every_field_reads_typed_from_what_a_trial_stores():
     assert info.worker == "host:12" and not info.baseline and not info.is_copy and info.duplicate_of is None
     assert info.curve == (0.5, 0.75, 0.875) and info.stop_reason == "completed 3 epochs"
     assert info.latency_ms == 3.25 and info.latency_ci_ms == (3.0, 3.5) and info.latency_target == "cpu/b1/32px/t1"
+    assert info.latency_spread_pct == 1.5
     assert (info.params, info.flops, info.seed) == (4_920_000, 123_000, 5)
     assert info.weights.endswith("trial_3.safetensors") and info.seconds_train_val == 1.5
     assert info.rung_decision(1) == "kept within noise" and info.rung_decision(3) == ""
@@ -62,6 +64,7 @@ def test_a_trial_of_an_older_study_reads_as_empty_not_as_an_error():
     info = TrialInfo.of(frozen(0, TrialState.FAIL))
     assert info.arch == "" and info.stop_reason == "" and info.curve == ()
     assert info.latency_ms is None and info.latency_ci_ms is None and info.params is None
+    assert info.latency_spread_pct is None
     assert info.seed is None and info.weights is None and info.pruned_at is None and info.worker is None
     assert not info.baseline and not info.infeasible and not info.is_copy
     # a seed that is not an integer (studies before every trial recorded its own) is no seed

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from nas.cli.base import bench_app
 from nas.cli.console import console, shown
-from nas.errors import BadOption, check_range
+from nas.errors import MAX_THREADS, BadOption, check_range
 from nas.names import check_out
 from nas.search.options import MAX_TRIALS
 
@@ -257,7 +257,7 @@ def bench_modules_cmd(
     if warmup < 0:
         raise BadOption("--warmup", warmup, "an integer >= 0")
     if threads is not None:
-        torch.set_num_threads(check_range("--threads", threads, 1, 1024))
+        torch.set_num_threads(check_range("--threads", threads, 1, MAX_THREADS))
     dev = resolve_device(device)
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     for n in names or []:

@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 
 from nas.cost import LatencyTarget
+from nas.names import write_text_atomic
 from nas.search.study import stored_study_attrs
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,7 @@ def reference_latency_ms(
         ms = float(measure())
         remembered = {**(remembered if isinstance(remembered, dict) else {}), mine: ms}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(remembered, indent=1))
-            tmp.replace(path)
+            write_text_atomic(path, json.dumps(remembered, indent=1))
         except OSError as e:  # a read-only home: measured again by the next study, nothing lost
             log.warning("could not remember the reference latency in %s: %s", path, e)
     with lock.held() if lock is not None else contextlib.nullcontext():

@@ -278,14 +278,12 @@ class Search:
         """The study's progress as ``decide`` reads it."""
         done = [TrialInfo.of(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         running = [TrialInfo.of(t) for t in trials if t.state == TrialState.RUNNING]
-        failed = [
-            TrialInfo.of(t)
+        failed_here = [
+            t
             for t in trials
-            if t.state == TrialState.FAIL
-            and t.datetime_start is not None
-            and t.datetime_start >= self._started_at
-            and not TrialInfo.of(t).stop_reason.startswith("interrupted")
+            if t.state == TrialState.FAIL and t.datetime_start is not None and t.datetime_start >= self._started_at
         ]
+        failed = [i for i in map(TrialInfo.of, failed_here) if not i.stop_reason.startswith("interrupted")]
         distinct = {t.arch for t in done}
         return Progress(
             target=self.trials,

@@ -7,14 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas.errors import BadOption, check_range
+from nas.errors import MAX_SEED, MAX_THREADS, BadOption, check_range
 from nas.names import check_name
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "bruteforce")
 HEARTBEAT_S = 10  # a running trial records a heartbeat this often; silent for 3 of them, it is failed
 MAX_WORKERS = 256  # worker processes on one machine
 MAX_TRIALS = 1_000_000
-MAX_SEED = 2**32 - 1  # numpy's and torch's seed range
 WORKERS_ALLOWED = f"an integer from 1 to {MAX_WORKERS}, or auto (one per visible GPU, one on a CPU-only machine)"
 
 
@@ -35,7 +34,7 @@ def check_workers(workers: str, threads: int | None) -> int | None:
     if workers != "auto" and not (workers.isdigit() and 1 <= int(workers) <= MAX_WORKERS):
         raise BadOption("--workers", workers, WORKERS_ALLOWED)
     if threads is not None:
-        check_range("--threads", threads, 1, 1024, "threads per worker")
+        check_range("--threads", threads, 1, MAX_THREADS, "threads per worker")
     return None if workers == "auto" else int(workers)
 
 

@@ -154,6 +154,10 @@ class TrialInfo:
         return None if not ci else (float(ci[0]), float(ci[1]))
 
     @property
+    def latency_spread_pct(self) -> float | None:
+        return _float(self.attrs.get(LATENCY_SPREAD))
+
+    @property
     def latency_target(self) -> str | None:
         return self.attrs.get(LATENCY_TARGET)
 

@@ -12,7 +12,6 @@ copy, the baseline, and where its weights are, where those apply).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from nas.architecture import Architecture
 from nas.artifacts import WEIGHTS_DIR, weights_path
 from nas.cost import LatencyTarget, PairedLatency, PairedMeter, Ratio, model_cost
 from nas.model import build, save_weights
+from nas.names import write_text_atomic
 from nas.search import confirm as cf
 from nas.search import record as r
 from nas.search.latency import reference_latency_ms
@@ -242,10 +242,7 @@ class Trials:
                 self.reporter.status(f"measuring latency against {self.space.baseline().backbone} (interleaved)")
                 ratio = meter.ratios([build(arch, self.num_classes, self.space.in_chans, init_seed=0)])[0]
                 cache[key] = {"ratios": [round(r, 6) for r in ratio.samples]}
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(cache))
-                tmp.replace(path)
+                write_text_atomic(path, json.dumps(cache))
         return PairedLatency(Ratio(tuple(cache[key]["ratios"])), meter.reference_ms), hit
 
     # -- limits -----------------------------------------------------------------------------------

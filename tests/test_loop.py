@@ -31,12 +31,12 @@ def test_timeout_stops_only_once_passed():
 
 def test_a_space_done_stops_and_its_last_architectures_running_elsewhere_wait():
     assert decide(progress(target=200, done=81, distinct_done=81, distinct_started=81, space_size=81)) == Stop(
-        "space exhausted"
+        "space exhausted: all 81 architectures evaluated, fewer than the 200 asked"
     )
     assert (
         decide(progress(target=200, done=79, running=2, distinct_done=79, distinct_started=81, space_size=81)) == Wait()
     )
-    # duplicates count as done trials but not as new architectures
+    # two evaluations of one architecture (a study of an older version) are not two architectures
     assert decide(progress(target=200, done=90, distinct_done=80, distinct_started=80, space_size=81)) == Start()
 
 

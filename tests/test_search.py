@@ -58,10 +58,13 @@ def test_search_prunes_records_everything_and_resumes(tmp_path):
     )
     assert count_states(study)["running"] == 0
 
-    second = run_search(tmp_path, space, 8, sampler="random")
+    assert space.count() == 6
+    second = run_search(tmp_path, space, 6, sampler="random")
+    assert second.stopped == "trials"
     trials = second.study.get_trials()
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 8, "the earlier run's trials count toward --trials"
+    evaluated = [t for t in finished if "duplicate_of" not in t.user_attrs]
+    assert len(evaluated) == 6, "the earlier run's trials count toward --trials, copies do not"
     trained = [t.user_attrs["arch"] for t in trials if "duplicate_of" not in t.user_attrs]
     assert len(trained) == len(set(trained)), "no architecture is trained twice"
     for t in trials:
@@ -71,6 +74,57 @@ def test_search_prunes_records_everything_and_resumes(tmp_path):
                 and t.user_attrs["arch"] == trials[t.user_attrs["duplicate_of"]].user_attrs["arch"]
             )
     assert front(second.study), "a front exists"
+
+
+class StuckSampler(optuna.samplers.BaseSampler):
+    """Proposes the first value of every parameter, whatever it has seen: always the baseline."""
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, name, distribution):
+        return distribution.choices[0]
+
+
+def test_copies_do_not_count_and_a_stuck_sampler_cannot_loop(tmp_path, monkeypatch):
+    """--trials counts distinct architectures: a proposal of one already evaluated is recorded as a
+    PRUNED copy (its twin's curve as intermediate values, not among optuna-dashboard's best trials),
+    a sampler that only repeats itself gets an unseen architecture after MAX_COPIES copies, and a
+    space smaller than --trials ends exhausted and says so."""
+    from nas.search import loop
+
+    monkeypatch.setattr(loop, "make_sampler", lambda name, seed: StuckSampler())
+    # 3 architectures: none, se, simam at stage 4
+    space = load_space(
+        space_file(
+            tmp_path,
+            stages={4: {"none": None, "se": {"reduction": [16]}, "simam": None}},
+            training={"epochs": 1, "noise_seeds": 1},
+        )
+    )
+    assert space.count() == 3
+    result = run_search(tmp_path, space, 5)
+    study, trials = result.study, result.study.get_trials()
+    assert result.stopped == "space exhausted: all 3 architectures evaluated, fewer than the 5 asked"
+    evaluated = [t for t in trials if "duplicate_of" not in t.user_attrs]
+    copies = [t for t in trials if "duplicate_of" in t.user_attrs]
+    assert sorted(t.user_attrs["arch"] for t in evaluated) == sorted(str(a) for a in space.architectures())
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in evaluated)
+    assert [t.user_attrs.get("drawn") is not None for t in evaluated] == [False, True, True], "drawn after the cap"
+    assert len(copies) == 2 * loop.MAX_COPIES, "each unseen architecture came after MAX_COPIES copies, no more"
+    base = evaluated[0]
+    for t in copies:
+        assert t.state == TrialState.PRUNED and t.user_attrs["duplicate_of"] == base.number
+        assert t.user_attrs["stop_reason"] == f"copy of trial {base.number}: evaluated once, not counted"
+        assert t.user_attrs["val_acc_curve"] == base.user_attrs["val_acc_curve"]
+        assert t.intermediate_values == base.intermediate_values and t.intermediate_values
+    best = {t.number for t in study.best_trials}  # what optuna-dashboard marks as best
+    assert best and not best & {t.number for t in copies}
+    counts = count_states(study)
+    assert counts["copies"] == len(copies) and counts["complete"] + counts["pruned"] == 3
 
 
 def test_infeasible_candidates_stop_before_training_and_the_sampler_sees_it(tmp_path):
@@ -86,7 +140,7 @@ def test_infeasible_candidates_stop_before_training_and_the_sampler_sees_it(tmp_
         assert t.constraints["params"] > 0 and t.system_attrs["constraints"] == [t.constraints["params"]], (
             "named (optuna 5) and list (optuna-dashboard) forms agree"
         )
-    assert result.counts["infeasible"] == len(infeasible)
+    assert result.counts["infeasible"] == len([t for t in infeasible if "duplicate_of" not in t.user_attrs])
 
 
 def test_optuna_dashboard_lists_the_study_with_objective_names_and_attributes(tmp_path):

@@ -99,7 +99,7 @@ class LiveReporter(Reporter):
             noise = noise_of(self.study)
             self.counts = Text(
                 f"complete {c['complete']}  pruned {c['pruned']}  infeasible {c['infeasible']}  "
-                f"failed {c['failed']}    "
+                f"failed {c['failed']}  copies {c['copies']} (not counted)    "
                 + (str(noise) if noise else "noise: not measured yet (the baseline's seeds)")
             )
             self.front = front_table(self.study, limit=8)

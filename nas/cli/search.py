@@ -116,6 +116,7 @@ def search_cmd(
     console.print(
         f"{stopped}: complete {c['complete']}, pruned {c['pruned']}, infeasible {c['infeasible']}, "
         f"failed {c['failed']} in {wall:.0f} s"
+        + (f"; {c['copies']} proposal(s) of architectures already evaluated, recorded as copies" if c["copies"] else ""),
     )
     console.print(front_table(st, title="Pareto front of the search's runs (one run each)"))
     # the verdict from what the search stored (the baseline's noise seeds, the confirmation runs)

@@ -9,7 +9,9 @@ progress; ``Search.next`` reads that progress under the study's lock and asks Op
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +31,7 @@ from nas.search import signals
 from nas.search.locks import GateCallback, LatencyGate, StudyLock
 from nas.search.options import HEARTBEAT_S, check_numbers
 from nas.search.pruning import MOASHA
-from nas.search.record import TrialInfo
+from nas.search.record import TrialInfo, counts_as_evaluation
 from nas.search.samplers import make_sampler
 from nas.search.storage import Heartbeat
 from nas.search.study import (
@@ -45,12 +47,14 @@ from nas.search.study import (
     stored_trial,
     trial_id,
 )
-from nas.search.trial import POLL_S, Reporter, Trials
+from nas.search.trial import POLL_S, Reporter, Trials, record_copy, twin_of
 from nas.space import SearchSpace
 from nas.training import trial_failure
 
 log = logging.getLogger(__name__)
 MAX_FAILURES = 10  # a run stops once this many trials (or --trials, if more) have failed
+MAX_COPIES = 20  # proposals of evaluated architectures in a row before one not yet tried is drawn at random
+RANDOM_DRAWS = 200  # random draws for an unseen architecture before the space is walked in order
 
 __all__ = ["Progress", "Reporter", "Search", "SearchResult", "Start", "Stop", "Wait", "decide"]
 
@@ -95,6 +99,7 @@ class Progress:
     timeout_s: float | None = None
 
 
+EXHAUSTED = "space exhausted"
 FAILING = "trials failed since this run started"  # in the stop reason of a search that failed every trial
 
 
@@ -115,10 +120,20 @@ def decide(p: Progress) -> Stop | Wait | Start:
     if p.failed >= max(MAX_FAILURES, p.target):  # something fails every trial: stop, don't spin
         return Stop(f"{p.failed} {FAILING} (last: {p.last_failure})")
     if p.distinct_done >= p.space_size:
-        return Stop("space exhausted")
+        return Stop(f"{EXHAUSTED}: all {p.space_size} architectures evaluated, fewer than the {p.target} asked")
     if p.done + p.running >= p.target or p.distinct_started >= p.space_size:
         return Wait()
     return Start()
+
+
+class _RandomChoice:
+    """Stands in for an Optuna trial in ``SearchSpace.sample``: every choice uniform at random."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        return self.rng.choice(choices)
 
 
 # -- the loop -------------------------------------------------------------------------------------
@@ -239,7 +254,7 @@ class Search:
                 time.sleep(POLL_S)  # the trials still needed are running elsewhere: wait for their outcome
                 continue
             self._run(nxt.trial, nxt.arch)
-        if stopped in ("trials", "space exhausted"):
+        if stopped == "trials" or stopped.startswith(EXHAUSTED):
             self._noise_floor()
             self._confirm()
         return SearchResult(study, count_states(study), time.monotonic() - self._start, stopped)
@@ -261,22 +276,50 @@ class Search:
                 log.warning("the space has a stage without 'none': no baseline trial, fronts read without one")
             else:
                 study.enqueue_trial(params, user_attrs={r.BASELINE: True})
-        step = decide(self.progress(study.get_trials(deepcopy=False)))
+        trials = study.get_trials(deepcopy=False)
+        step = decide(self.progress(trials))
         if not isinstance(step, Start):
             return step
-        trial = study.ask()
+        for _ in range(MAX_COPIES):
+            trial, arch = self._ask()
+            twin = twin_of(study.get_trials(deepcopy=False), str(arch), trial.number)
+            if twin is None:
+                return Start(trial, arch)
+            record_copy(study, trial, twin)  # recorded for the sampler to learn from; not counted
+            self.reporter.trial_end(stored_trial(study, trial))
+        # the sampler keeps proposing what was evaluated: an architecture not yet started, at random
+        unseen = self._unseen(study.get_trials(deepcopy=False))
+        log.info("the sampler proposed %d evaluated architectures in a row; trying %s", MAX_COPIES, unseen)
+        study.enqueue_trial(self.space.params_of(unseen), user_attrs={r.DRAWN: "at random: the sampler kept repeating"})
+        trial, arch = self._ask()
+        return Start(trial, arch)
+
+    def _ask(self) -> tuple[optuna.Trial, Architecture]:
+        """A new trial and its architecture, recorded on it (a sampling error fails the trial)."""
+        trial = self.study.ask()
         try:
             arch = self.space.sample(trial)
             trial.set_user_attr(r.ARCH, str(arch))
             trial.set_user_attr(r.WORKER, WORKER)
         except Exception as e:
-            record_end(study, trial, f"failed: {e.__class__.__name__}: {e}"[:1000])
+            record_end(self.study, trial, f"failed: {e.__class__.__name__}: {e}"[:1000])
             raise
-        return Start(trial, arch)
+        return trial, arch
+
+    def _unseen(self, trials: list[optuna.trial.FrozenTrial]) -> Architecture:
+        """An architecture no trial has evaluated or is evaluating (``decide`` started a trial, so one
+        exists): drawn at random per stage, else the first in the space's order."""
+        seen = {TrialInfo.of(t).arch for t in trials if counts_as_evaluation(t) or t.state == TrialState.RUNNING}
+        rng = random.Random(f"{self.seed}:{self.worker_index}:{len(trials)}")
+        draws = (self.space.sample(_RandomChoice(rng)) for _ in range(RANDOM_DRAWS))
+        for arch in itertools.chain(draws, self.space.architectures()):
+            if str(arch) not in seen:
+                return arch
+        raise AssertionError("decide() started a trial in a space whose architectures were all started")
 
     def progress(self, trials: list[optuna.trial.FrozenTrial]) -> Progress:
         """The study's progress as ``decide`` reads it."""
-        done = [TrialInfo.of(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        done = [TrialInfo.of(t) for t in trials if counts_as_evaluation(t)]
         running = [TrialInfo.of(t) for t in trials if t.state == TrialState.RUNNING]
         failed_here = [
             t

@@ -34,6 +34,7 @@ FLOPS = "flops"
 INFEASIBLE = "infeasible"  # True when a limit (max_latency_ms, max_params, max_flops) was exceeded
 SEED = "seed"  # the seed the trial trained from
 DUPLICATE_OF = "duplicate_of"  # the trial whose outcome this one copied (same architecture)
+DRAWN = "drawn"  # why the architecture was not the sampler's proposal (drawn at random instead)
 PRUNED_AT = "pruned_at"  # the decision that stopped the trial
 WEIGHTS = "weights"  # where the trial's weights were kept
 SECONDS_TRIAL = "seconds_trial"  # latency measurement and training, wall clock
@@ -170,6 +171,14 @@ class TrialInfo:
     def flops(self) -> int | None:
         f = self.attrs.get(FLOPS)
         return None if f is None else int(f)
+
+
+def counts_as_evaluation(trial: FrozenTrial) -> bool:
+    """A finished evaluation of an architecture: complete or pruned (infeasible included), not a copy
+    of an earlier trial. ``--trials N`` asks for N of these."""
+    from optuna.trial import TrialState
+
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and DUPLICATE_OF not in trial.user_attrs
 
 
 def infos(trials: Iterable[FrozenTrial]) -> list[TrialInfo]:

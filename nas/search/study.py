@@ -152,9 +152,13 @@ def space_fingerprint(space: SearchSpace) -> str:
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
-    counts = {"complete": 0, "pruned": 0, "infeasible": 0, "failed": 0, "running": 0}
+    """Trials by how they ended; ``copies`` are proposals of architectures already evaluated (recorded,
+    not counted among the others)."""
+    counts = {"complete": 0, "pruned": 0, "infeasible": 0, "failed": 0, "running": 0, "copies": 0}
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE:
+        if TrialInfo.of(t).is_copy:
+            counts["copies"] += 1
+        elif t.state == TrialState.COMPLETE:
             counts["complete"] += 1
         elif t.state == TrialState.PRUNED:
             counts["infeasible" if TrialInfo.of(t).infeasible else "pruned"] += 1

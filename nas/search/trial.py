@@ -1,7 +1,8 @@
 """One trial of a search, from a sampled architecture to its recorded end:
 
-twin (an architecture is never trained twice) -> params, FLOPs and paired latency -> limits -> training
-with the pruning callback -> ``Outcome`` -> told to the study.
+params, FLOPs and paired latency -> limits -> training with the pruning callback -> ``Outcome`` ->
+told to the study. A proposal of an architecture already evaluated never gets here: the loop records it
+as a copy of its twin (``twin_of``, ``record_copy``) and asks again.
 
 Every trial carries plain user attributes (readable in optuna-dashboard), named in
 ``nas.search.record``: the architecture, params, FLOPs, the paired latency with its interval, ratio,
@@ -33,7 +34,6 @@ from nas.search.locks import GateCallback, LatencyGate
 from nas.search.pruning import ParetoPruningCallback, TrialRecord
 from nas.search.record import TrialInfo
 from nas.search.study import (
-    fail_stale,
     front,
     set_system_attr,
     storage_of,
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from nas.search.pruning import MOASHA
     from nas.space import SearchSpace
 
-POLL_S = 1.0  # how often a worker waiting for another one's trial looks again
+POLL_S = 1.0  # how often a worker waiting for other workers' trials looks again
 
 
 class Reporter:
@@ -70,6 +70,40 @@ class Outcome:
     state: TrialState
     stop_reason: str
     values: tuple[float, ...] | None = None
+
+
+# -- copies: an architecture is evaluated once ----------------------------------------------------------
+
+
+def twin_of(trials: list[optuna.trial.FrozenTrial], arch: str, number: int) -> optuna.trial.FrozenTrial | None:
+    """The trial that evaluated (or is evaluating) ``arch`` before trial ``number``, if any: the first
+    finished or running one that is not itself a copy. A failed trial is no twin (its retry trains)."""
+    for t in trials:
+        info = TrialInfo.of(t)
+        if t.number != number and info.arch == arch and not info.is_copy:
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+                return t
+    return None
+
+
+def record_copy(study: optuna.Study, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> None:
+    """Record a proposal of an architecture already evaluated as a copy of its ``twin``: PRUNED, with
+    the twin's figures, constraints and learning curve (so the sampler learns what it proposed), never
+    complete (so neither our front nor optuna-dashboard's best trials count it twice) and not counted
+    toward ``--trials``."""
+    for key in r.COPIED:
+        if key in twin.user_attrs:
+            trial.set_user_attr(key, twin.user_attrs[key])
+    for key, value in twin.system_attrs.items():  # both constraint formats, as stored
+        if key == "constraints" or key.startswith("constraints:"):
+            set_system_attr(study, trial, key, value)
+    storage = storage_of(study)
+    for step, value in sorted(twin.intermediate_values.items()):
+        storage.set_trial_intermediate_value(trial_id(trial), step, value)
+    trial.set_user_attr(r.DUPLICATE_OF, twin.number)
+    running = " (still running)" if twin.state == TrialState.RUNNING else ""
+    trial.set_user_attr(r.STOP_REASON, f"copy of trial {twin.number}{running}: evaluated once, not counted")
+    tell(study, trial, state=TrialState.PRUNED)
 
 
 @dataclass
@@ -111,9 +145,6 @@ class Trials:
             tell(self.study, trial, state=outcome.state)
 
     def _outcome(self, trial: optuna.Trial, arch: Architecture) -> Outcome:
-        previous = self._twin(trial, arch)
-        if previous is not None:  # never train an architecture twice: copy its outcome
-            return self._copy(trial, previous)
         measured = time.perf_counter()
         cost = model_cost(arch, self.num_classes, self.space.input_size, self.space.in_chans)
         lat, cached = self._latency(arch)
@@ -178,40 +209,6 @@ class Trials:
         return Outcome(
             TrialState.COMPLETE, f"completed {len(curve)} epochs", tuple(values[o] for o in self.space.objectives)
         )
-
-    # -- duplicates -------------------------------------------------------------------------------
-
-    def _twin(self, trial: optuna.Trial, arch: Architecture) -> optuna.trial.FrozenTrial | None:
-        """A finished trial of the same architecture, waiting first for one that is running (started
-        earlier, by another worker): an architecture is never trained twice at the same time. While
-        waiting it fails silent trials, so a twin whose worker died does not hold it forever."""
-        while True:
-            with self.lock.held():
-                fail_stale(self.study, self.heartbeat_s)
-            same = [
-                t
-                for t in self.study.get_trials(deepcopy=False)
-                if TrialInfo.of(t).arch == str(arch) and t.number != trial.number
-            ]
-            done = [t for t in same if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-            if done:
-                return done[0]
-            if not any(t.state == TrialState.RUNNING and t.number < trial.number for t in same):
-                return None
-            time.sleep(POLL_S)
-
-    def _copy(self, trial: optuna.Trial, previous: optuna.trial.FrozenTrial) -> Outcome:
-        for key in r.COPIED:
-            if key in previous.user_attrs:
-                trial.set_user_attr(key, previous.user_attrs[key])
-        for key, value in previous.system_attrs.items():  # both constraint formats, as stored
-            if key == "constraints" or key.startswith("constraints:"):
-                set_system_attr(self.study, trial, key, value)
-        trial.set_user_attr(r.DUPLICATE_OF, previous.number)
-        reason = f"duplicate of trial {previous.number}"
-        if previous.state == TrialState.COMPLETE:
-            return Outcome(TrialState.COMPLETE, reason, tuple(previous.values))
-        return Outcome(TrialState.PRUNED, reason)
 
     # -- latency ----------------------------------------------------------------------------------
 

@@ -1,6 +1,9 @@
-"""Where a study's files live and what they hold: ``runs/<study>/weights/trial_<n>.safetensors`` (the
-weights of the current front), and an export folder's ``architecture.yaml`` (``ModelCard``), written
-by ``nas export`` and ``nas train`` and read by ``nas train`` and ``nas viz``."""
+"""Where a study's files live and what they hold: the weights of the current front in the study's
+artifact store (Optuna's, ``optuna.artifacts``: a folder, ``s3://`` or ``gs://``; its location is a
+study attribute, so any directory and any machine that reaches the storage and the store finds them),
+and an export folder's ``architecture.yaml`` (``ModelCard``), written by ``nas export`` and ``nas
+train`` and read by ``nas train`` and ``nas viz``. Studies made before the store kept their weights
+at ``runs/<study>/weights/trial_<n>.safetensors``; those are still read."""
 
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ CARD_FILE = "architecture.yaml"
 
 
 def weights_path(run_dir: Path, number: int) -> Path:
+    """Where studies made before the artifact store kept a trial's weights (and where a trial's
+    weights are written before they are uploaded)."""
     return run_dir / WEIGHTS_DIR / f"trial_{number}.safetensors"
 
 

@@ -323,6 +323,12 @@ class CifarDataModule(pl.LightningDataModule):
                 f"data.root: {self.source} not found under {self.root!r} ({e}); "
                 "set data.download: true or point root at the extracted data"
             ) from None
+        except OSError as e:  # the download: no network, a proxy, a full disk, a root not writable
+            raise DataError(
+                f"data.download: {self.source} could not be downloaded into {self.root!r} "
+                f"({e.__class__.__name__}: {e}); download it where there is network and point data.root "
+                "at the extracted folder"
+            ) from None
 
     def train_dataloader(self) -> DataLoader:
         gen = torch.Generator().manual_seed(self.shuffle_seed)

@@ -16,6 +16,7 @@ import json
 import math
 import re
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,13 @@ from torch import nn
 import attention
 from nas import backbone as bb
 from nas.architecture import Architecture
-from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, verify_weights
+from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, verify_weights, weights_path
+from nas.errors import UserError
 from nas.model import build
 from nas.names import write_text_atomic
+from nas.search import record as r
 from nas.search.record import TrialInfo
+from nas.search.study import storage_of, study_id
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z|\d+\Z")
 _SAFE_STR = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
@@ -277,19 +281,52 @@ class Exported:
     checks: dict[str, float]  # what was verified -> largest absolute difference
 
 
-def _weights_of(study: optuna.Study, trial: optuna.trial.FrozenTrial, root: Path) -> Path:
-    from nas.artifacts import weights_path
-    from nas.search.study import uid_of
+def _weights_of(
+    study: optuna.Study, trial: optuna.trial.FrozenTrial, root: Path, artifacts: str | None, scratch: Path
+) -> Path:
+    """The trial's kept weights as a local file, checked against the trial (``verify_weights``):
+    fetched from the study's artifact store (``artifacts`` overrides where the study says it is) into
+    ``scratch``, or, for a study made before the store, read where the search wrote them."""
+    from nas.search.study import stored_study_attrs, uid_of
+    from nas.stores import STORE_ATTR, open_store, store_location
 
     info = TrialInfo.of(trial)
-    path = Path(info.weights) if info.weights else weights_path(root / study.study_name, trial.number)
-    if not path.exists():
-        raise ExportError(
-            f"the weights of trial {trial.number} were not kept ({path} is missing): the search keeps "
-            "those of the current front only. Export a front member, add --no-weights for the "
-            "definition alone, or train it with nas train"
-        )
     expected = {"study": study.study_name, "study_uid": uid_of(study), "trial": str(trial.number), "arch": info.arch}
+    artifact = info.weights_artifact
+    if artifact is None:  # a study made before the artifact store
+        path = Path(info.weights) if info.weights else weights_path(root / study.study_name, trial.number)
+        if not path.exists():
+            raise ExportError(
+                f"the weights of trial {trial.number} were not kept ({path} is missing): the search keeps "
+                "those of the current front only. Export a front member, add --no-weights for the "
+                "definition alone, or train it with nas train"
+            )
+        return verify_weights(path, expected)
+    from optuna.artifacts import download_artifact
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    attrs = stored_study_attrs(study)
+    location = store_location(artifacts, Path(".")) if artifacts else attrs.get(STORE_ATTR)
+    if not isinstance(location, str) or not location:
+        raise ExportError(f"study {study.study_name!r} does not say where its artifacts are; give --artifacts")
+    path = scratch / f"trial_{trial.number}.safetensors"
+    try:
+        download_artifact(artifact_store=open_store(location), file_path=str(path), artifact_id=artifact)
+    except ArtifactNotFound:
+        removed = r.weights_removed_key(trial.number) in storage_of(study).get_study_system_attrs(study_id(study))
+        raise ExportError(
+            f"the weights of trial {trial.number} are not in the artifact store {location} (artifact {artifact})"
+            + (
+                ": they were removed when the trial left the front (the search keeps the front's only). "
+                if removed
+                else ": the store is not the one the search wrote to, or was changed (--artifacts names another). "
+            )
+            + "Export a front member, add --no-weights for the definition alone, or train it with nas train"
+        ) from None
+    except UserError:
+        raise
+    except Exception as e:  # a cloud store that cannot be reached, a folder that cannot be read
+        raise ExportError(f"cannot read artifact {artifact} from {location}: {e.__class__.__name__}: {e}") from None
     return verify_weights(path, expected)
 
 
@@ -369,6 +406,7 @@ def export_trial(
     root: Path = Path("runs"),
     tolerance: float = 1e-4,
     remeasure: bool = True,
+    artifacts: str | None = None,
 ) -> Exported:
     """Write the export folder for ``trial`` and check model.py (and ONNX/TorchScript) against the
     model the search built, on a random input."""
@@ -383,72 +421,73 @@ def export_trial(
     num_classes = num_classes_of(study, space)
     name = name or timm_name(study.study_name, trial.number)
     source = render_model_py(arch, num_classes, space.in_chans, name)
-    weights_src = _weights_of(study, trial, root) if weights else None
+    with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch:
+        weights_src = _weights_of(study, trial, root, artifacts, Path(scratch)) if weights else None
 
-    out.mkdir(parents=True, exist_ok=True)
-    files = [out / "model.py", out / CARD_FILE, out / "metrics.json"]
-    write_text_atomic(files[0], source)
-    ModelCard(
-        arch,
-        num_classes,
-        space.in_chans,
-        space.input_size,
-        dict(space.data),
-        {
-            **dict(space.training),
-            "seed": trial_seed(study, trial) or 0,
-            "epochs": len(info.curve) or space.training["epochs"],
-        },
-        timm_name=name,
-    ).write(out)
-    cost = model_cost(arch, num_classes, space.input_size, space.in_chans)
-    metrics = {
-        "study": study.study_name,
-        "trial": trial.number,
-        "architecture": str(arch),
-        "accuracy": trial.values[0],
-        "latency_ms": info.latency_ms,
-        "latency_ci_ms": list(info.latency_ci_ms) if info.latency_ci_ms else None,
-        "latency_spread_pct": info.latency_spread_pct,
-        "latency_target": info.latency_target,
-        "seed": trial_seed(study, trial),
-        "params": cost.params,
-        "flops": cost.flops,
-        "val_acc_curve": list(info.curve) or None,
-        "weights": WEIGHTS_FILE if weights else None,
-        **judged(study, trial, remeasure, root),
-    }
-    write_text_atomic(files[2], json.dumps(metrics, indent=1))
+        out.mkdir(parents=True, exist_ok=True)
+        files = [out / "model.py", out / CARD_FILE, out / "metrics.json"]
+        write_text_atomic(files[0], source)
+        ModelCard(
+            arch,
+            num_classes,
+            space.in_chans,
+            space.input_size,
+            dict(space.data),
+            {
+                **dict(space.training),
+                "seed": trial_seed(study, trial) or 0,
+                "epochs": len(info.curve) or space.training["epochs"],
+            },
+            timm_name=name,
+        ).write(out)
+        cost = model_cost(arch, num_classes, space.input_size, space.in_chans)
+        metrics = {
+            "study": study.study_name,
+            "trial": trial.number,
+            "architecture": str(arch),
+            "accuracy": trial.values[0],
+            "latency_ms": info.latency_ms,
+            "latency_ci_ms": list(info.latency_ci_ms) if info.latency_ci_ms else None,
+            "latency_spread_pct": info.latency_spread_pct,
+            "latency_target": info.latency_target,
+            "seed": trial_seed(study, trial),
+            "params": cost.params,
+            "flops": cost.flops,
+            "val_acc_curve": list(info.curve) or None,
+            "weights": WEIGHTS_FILE if weights else None,
+            **judged(study, trial, remeasure, root),
+        }
+        write_text_atomic(files[2], json.dumps(metrics, indent=1))
 
-    reference = build(arch, num_classes, space.in_chans).eval()
-    generated = import_model_py(files[0]).build_model().eval()
-    if weights_src is not None:
-        import shutil
+        reference = build(arch, num_classes, space.in_chans).eval()
+        generated = import_model_py(files[0]).build_model().eval()
+        if weights_src is not None:
+            import shutil
 
-        shutil.copyfile(weights_src, out / WEIGHTS_FILE)
-        files.append(out / WEIGHTS_FILE)
-        _load_weights(reference, weights_src)
-        _load_weights(generated, out / WEIGHTS_FILE)
-    else:
-        generated.load_state_dict(reference.state_dict())
-    x = torch.randn(2, space.in_chans, *space.input_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ref_out = reference(x)
-        checks = {"model.py": _max_diff(generated(x), ref_out)}
-    if onnx:
-        files.append(out / "model.onnx")
-        checks["onnx"] = _export_onnx(generated, x, files[-1], ref_out)
-    if torchscript:
-        files.append(out / "model.torchscript.pt")
-        checks["torchscript"] = _export_torchscript(generated, x, files[-1], ref_out)
-    bad = {k: v for k, v in checks.items() if not v <= tolerance}
-    if bad:
-        raise ExportError(
-            f"{out}: the exported "
-            + ", ".join(f"{k} differs from PyTorch by {v:.3g}" for k, v in bad.items())
-            + f" (tolerance {tolerance:g})"
-        )
-    return Exported(out, trial.number, files, checks)
+            shutil.copyfile(weights_src, out / WEIGHTS_FILE)
+            files.append(out / WEIGHTS_FILE)
+            _load_weights(reference, weights_src)
+            _load_weights(generated, out / WEIGHTS_FILE)
+        else:
+            generated.load_state_dict(reference.state_dict())
+        x = torch.randn(2, space.in_chans, *space.input_size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            ref_out = reference(x)
+            checks = {"model.py": _max_diff(generated(x), ref_out)}
+        if onnx:
+            files.append(out / "model.onnx")
+            checks["onnx"] = _export_onnx(generated, x, files[-1], ref_out)
+        if torchscript:
+            files.append(out / "model.torchscript.pt")
+            checks["torchscript"] = _export_torchscript(generated, x, files[-1], ref_out)
+        bad = {k: v for k, v in checks.items() if not v <= tolerance}
+        if bad:
+            raise ExportError(
+                f"{out}: the exported "
+                + ", ".join(f"{k} differs from PyTorch by {v:.3g}" for k, v in bad.items())
+                + f" (tolerance {tolerance:g})"
+            )
+        return Exported(out, trial.number, files, checks)
 
 
 def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path, expected: torch.Tensor) -> float:
@@ -504,7 +543,11 @@ def load_export(path: Path) -> tuple[nn.Module, ModelCard]:
 
 
 def load_trial(
-    study_name: str | None, storage: str | None, number: int, root: Path = Path("runs")
+    study_name: str | None,
+    storage: str | None,
+    number: int,
+    root: Path = Path("runs"),
+    artifacts: str | None = None,
 ) -> tuple[nn.Module, ModelCard]:
     """A trial's model with the weights the search kept (eval mode), and its card."""
     from nas.search.study import num_classes_of, open_existing, space_of
@@ -515,7 +558,9 @@ def load_trial(
     arch = TrialInfo.of(trial).architecture
     num_classes = num_classes_of(study, space)
     in_chans = space.in_chans if space else 3
-    model = _load_weights(build(arch, num_classes, in_chans).eval(), _weights_of(study, trial, root))
+    with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch:
+        weights = _weights_of(study, trial, root, artifacts, Path(scratch))
+        model = _load_weights(build(arch, num_classes, in_chans).eval(), weights)
     return model, ModelCard(
         arch, num_classes, in_chans, space.input_size if space else (224, 224), dict(space.data) if space else {}
     )

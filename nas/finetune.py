@@ -6,6 +6,8 @@ Kept apart from export.py: exporting reads a study, training reads only an archi
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from nas.errors import BadOption, UserError
 from nas.model import save_weights
 from nas.names import check_out, write_text_atomic
 from nas.spacefile import data_and_training
-from nas.training import prepare_fit
+from nas.training import prepare_fit, tensorboard_available
 
 CHECKPOINTS = "checkpoints"
 
@@ -57,6 +59,31 @@ class _EpochLine(pl.Callback):
             self.report(len(module.curve), trainer.max_epochs, module.curve[-1])
 
 
+LOG_FILE = "metrics.csv"
+
+
+def _log_rows(path: Path, before_epoch: int) -> list[dict[str, str]]:
+    """The rows of a metrics.csv for the epochs before ``before_epoch`` (none if there is no file)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [row for row in csv.DictReader(f) if row.get("epoch", "").isdigit() and int(row["epoch"]) < before_epoch]
+
+
+def _prepend_log_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    """``rows`` put back ahead of what the resumed run wrote to the metrics.csv at ``path``."""
+    later = []
+    if path.is_file():
+        with path.open(newline="") as f:
+            later = list(csv.DictReader(f))
+    columns = sorted({k for row in rows + later for k in row})
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows + later)
+    write_text_atomic(path, out.getvalue())
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's contents (tensors and plain values only), or a UserError naming the file."""
     try:
@@ -83,10 +110,14 @@ def train(
     seed: int | None = None,
     force: bool = False,
     report: Callable[[int, int, float], None] = lambda e, n, acc: None,
+    announce: Callable[[str], None] = lambda text: None,
+    progress: bool = False,
 ) -> TrainResult:
     """Train the architecture of ``source`` (an export folder or an architecture.yaml) for ``epochs``,
     with the export's data and training sections unless overridden. Checkpoints (last and best by
-    validation accuracy) go to ``out/checkpoints``; running again resumes from the last one.
+    validation accuracy) go to ``out/checkpoints``; running again resumes from the last one. What it
+    will do (data, steps, output folder) is told to ``announce`` before the first step; ``progress``
+    shows Lightning's bar per epoch.
 
     By default (``epochs`` and ``seed`` None) it trains as the search's trial did: its epochs, from its
     seed, seeded in the same one place (``train.seeded_classifier``), so the curve is the trial's."""
@@ -135,6 +166,9 @@ def train(
         enable_version_counter=False,
         save_on_train_epoch_end=False,
     )
+    callbacks: list[pl.Callback] = [best, latest, _EpochLine(report)]
+    if progress:
+        callbacks.append(pl.callbacks.RichProgressBar(leave=False))
     fitting = prepare_fit(
         card.architecture,
         seed,
@@ -142,10 +176,26 @@ def train(
         training,
         dm.num_classes,
         dm.in_chans,
-        callbacks=[best, latest, _EpochLine(report)],
+        callbacks=callbacks,
         log_dir=out / "logs",
+        progress=progress,
     )
     module, trainer = fitting.module, fitting.trainer
+    steps = len(dm.train_dataloader())
+    source_name = data_cfg.get("root") or data_cfg["source"]  # an image folder by its path
+    logs = out / "logs"
+    announce(
+        f"training {card.architecture}: {len(dm.train_set):,} training and {len(dm.val_set):,} validation images "
+        f"({source_name}, {card.input_size[0]}x{card.input_size[1]}, {dm.num_classes} classes); batch "
+        f"{training['batch_size']}, {steps} steps per epoch x {epochs} epochs, seed {seed}\n"
+        f"output: {out} (checkpoints/, weights.safetensors at the end); per-epoch train loss, val accuracy and "
+        f"learning rate: {logs / 'metrics.csv'}"
+        + (
+            f"; TensorBoard: tensorboard --logdir {logs}"
+            if tensorboard_available()
+            else " (TensorBoard logs too with pip install tensorboard)"
+        )
+    )
     done = 0
     if last.exists():
         state = _load_checkpoint(last)
@@ -158,12 +208,19 @@ def train(
                 f"learning-rate schedule depends on it; resume with --epochs {planned}, "
                 "or train anew into another --out",
             )
+    earlier: list[dict[str, str]] = []
+    if done:
+        announce(f"resuming after epoch {done} of {epochs} from {last}")
+        earlier = _log_rows(logs / LOG_FILE, before_epoch=done)  # Lightning's CSV logger starts the file anew
     try:
         fitting.run(ckpt_path=str(last) if last.exists() else None, weights_only=True)
     except SystemExit:  # Lightning turns Ctrl-C into a clean stop and sys.exit(1)
         if trainer.interrupted:
             raise KeyboardInterrupt from None  # the last finished epoch's checkpoint stays for --resume
         raise
+    finally:
+        if earlier:  # the epochs trained before the resume stay in the log, ahead of the new ones
+            _prepend_log_rows(logs / LOG_FILE, earlier)
     if trainer.interrupted:
         raise KeyboardInterrupt
 

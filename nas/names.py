@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from nas.errors import BadOption
@@ -63,15 +64,23 @@ def check_out(
     return out
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """``text`` to ``path`` through a temporary file in the same folder, renamed over it: a reader (or
-    a command interrupted midway) sees the old file or the new one, never half of one."""
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary file in ``path``'s folder to write to; renamed over ``path`` when the block ends
+    without error, removed otherwise: a reader (or a command interrupted midway) sees the old file or
+    the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")  # the suffix tells writers the format
     try:
-        tmp.write_text(text)
+        yield tmp
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """``text`` to ``path`` through a temporary file renamed over it (``replacing``)."""
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)

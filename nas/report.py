@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import math
 from collections.abc import Callable, Sequence
@@ -14,11 +13,11 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.errors import BadOption, UserError
-from nas.names import write_text_atomic
+from nas.names import replacing, write_text_atomic
 from nas.pareto import hypervolume
 from nas.search import confirm as cf
 from nas.search.confirm import NOT_PAIRED, Member, Noise
-from nas.search.record import TrialInfo
+from nas.search.record import TrialInfo, study_attr
 from nas.search.study import front, num_classes_of, space_of
 from nas.stats import BETTER, TIED, WORSE
 
@@ -78,7 +77,7 @@ def _member(t: optuna.trial.FrozenTrial) -> Member:
 
 
 def _latency_objective(study: optuna.Study) -> bool:
-    return list(study.user_attrs.get("objectives", ["accuracy", "latency"]))[1:] == ["latency"]
+    return list(study_attr(study, "objectives", list, ["accuracy", "latency"]))[1:] == ["latency"]
 
 
 def shown_trials(study: optuna.Study, include: Sequence[int] = ()) -> list[optuna.trial.FrozenTrial]:
@@ -268,7 +267,7 @@ def fitter(study: optuna.Study, status: Callable[[str], None] = lambda s: None, 
         raise UserError(f"study {study.study_name!r} does not record its search space; it cannot be re-trained")
     dm = data_mod.datamodule(space.data, space.input_size, space.training["batch_size"], cf.study_seed(study))
     dm.setup("fit")
-    epochs = int(study.user_attrs.get("epochs") or space.training["epochs"])  # as the trials trained
+    epochs = study_attr(study, "epochs", int, space.training["epochs"])  # as the trials trained
     return cf.make_fit(space, dm, num_classes_of(study, space), epochs, root / study.study_name, status)
 
 
@@ -364,7 +363,11 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     names = study.metric_names or ["accuracy", "latency_ms"]
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not TrialInfo.of(t).is_copy  # copies of a study made before copies were recorded as pruned
+    ]
     pruned = [
         info
         for info in map(TrialInfo.of, study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
@@ -436,29 +439,181 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with replacing(path) as tmp:  # an interrupted command leaves the old plot or the new one
+        fig.savefig(tmp)
     plt.close(fig)
     return path
 
 
-def write_html(
-    study: optuna.Study, a: Analysis, names: Sequence[str], png: Path, hv: float, ref: tuple[float, float], path: Path
-) -> Path:
-    img = base64.b64encode(png.read_bytes()).decode()
-    cols, rows = table_rows(a, names)
-    head = "".join(f"<th>{html.escape(c).replace(chr(10), '<br>')}</th>" for c in cols)
-    cells = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c).replace(chr(10), '<br>')}</td>" for c in r) + "</tr>" for r in rows
+def _hover(lines: Sequence[str]) -> str:
+    """Hover text for a point: study text escaped (Plotly renders a little HTML), lines joined."""
+    return "<br>".join(html.escape(line) for line in lines)
+
+
+def _trial_hover(info: TrialInfo, accuracy: float, names: Sequence[str]) -> str:
+    return _hover(
+        [
+            f"trial {info.number}: {info.arch}",
+            f"{names[0]} {accuracy:.4f}" + ("" if info.state == TrialState.COMPLETE else " (at its last rung)"),
+            f"latency {info.latency_ms:.3f} ms" if info.latency_ms is not None else "latency -",
+            f"params {count(info.params or 0)}, {(info.flops or 0) / 1e6:.1f} MFLOPs",
+            f"stopped: {info.stop_reason}",
+        ]
     )
-    archs = "".join(f"<li><code>{html.escape(m.arch)}</code> (trial {m.number})</li>" for m in a.members)
+
+
+def _member_hover(m: Member, names: Sequence[str]) -> str:
+    conf = (
+        f"{names[0]} {m.accuracy.mean:.4f} ± {m.accuracy.half_width:.4f} (n={m.accuracy.n}, confirmed)"
+        if m.accuracy is not None and m.accuracy.n > 1
+        else f"{names[0]} {m.search_accuracy:.4f} (search run)"
+    )
+    lines = [
+        f"trial {m.number}: {m.arch}",
+        "baseline (no attention)" if m.baseline else verdict_text(m),
+        conf,
+        f"latency {m.latency:.3f} ms [{m.latency_low:.3f}, {m.latency_high:.3f}]"
+        + (" re-measured" if m.remeasured else " stored"),
+    ]
+    if m.latency_diff is not None:
+        lines.append(f"Δ latency {m.latency_diff[0]:+.3f} ms [{m.latency_diff[1]:+.3f}, {m.latency_diff[2]:+.3f}]")
+    lines.append(f"params {count(m.params)}, {m.flops / 1e6:.1f} MFLOPs")
+    return _hover(lines)
+
+
+def figure(study: optuna.Study, a: Analysis) -> Any:
+    """The report's plot as a Plotly figure: every trial (pruned faint at its last rung, complete grey),
+    the front and the baseline with their intervals, each point's hover naming its trial, architecture,
+    accuracy, latency, params, FLOPs and why it stopped (or its verdict)."""
+    import plotly.graph_objects as go
+
+    names = study.metric_names or ["accuracy", "latency_ms"]
+    infos = [i for i in map(TrialInfo.of, study.get_trials(deepcopy=False)) if not i.is_copy]
+    shown_numbers = {m.number for m in a.members}
+    pruned = [i for i in infos if i.state == TrialState.PRUNED and i.curve and i.latency_ms is not None]
+    complete = [i for i in infos if i.state == TrialState.COMPLETE and i.number not in shown_numbers]
+    fig = go.Figure()
+    for label, group, colour, size in (
+        ("pruned (accuracy at its last rung)", pruned, "#cccccc", 6),
+        ("complete trials (stored, one run)", complete, "#888888", 8),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=[i.latency_ms for i in group],
+                y=[i.curve[-1] if i.curve else i.values[0] for i in group],
+                mode="markers",
+                name=label,
+                marker={"color": colour, "size": size},
+                text=[_trial_hover(i, i.curve[-1] if i.curve else i.values[0], names) for i in group],
+                hoverinfo="text",
+            )
+        )
+    sd = a.noise.final if a.noise else 0.0
+    for role, members, colour, symbol in (
+        (
+            "front"
+            + (
+                " (confirmed means, 95% intervals)"
+                if a.confirmed
+                else (" (one run each, bars ±1 noise sd)" if a.noise else " (one run each, noise not measured)")
+            ),
+            [m for m in a.members if not m.baseline and m.on_front],
+            "#1f77b4",
+            "circle",
+        ),
+        (
+            "shown, off the confirmed front",
+            [m for m in a.members if not m.baseline and not m.on_front],
+            "#7f7f7f",
+            "circle-open",
+        ),
+        ("baseline (no attention)", [m for m in a.members if m.baseline], "#d62728", "star"),
+    ):
+        if not members:
+            continue
+        ys = [m.shown_accuracy if a.confirmed else m.search_accuracy for m in members]
+        up, down = [], []
+        for m, y in zip(members, ys, strict=True):
+            if a.confirmed and m.accuracy is not None and m.accuracy.n > 1:
+                up.append(m.accuracy.high - y)
+                down.append(y - m.accuracy.low)
+            else:
+                up.append(sd)
+                down.append(sd)
+        fig.add_trace(
+            go.Scatter(
+                x=[m.latency for m in members],
+                y=ys,
+                mode="markers+text",
+                name=role,
+                marker={"color": colour, "size": 14 if symbol == "star" else 10, "symbol": symbol},
+                error_y={"type": "data", "array": up, "arrayminus": down, "thickness": 1},
+                error_x={
+                    "type": "data",
+                    "array": [m.latency_high - m.latency for m in members],
+                    "arrayminus": [m.latency - m.latency_low for m in members],
+                    "thickness": 1,
+                },
+                text=[str(m.number) for m in members],
+                textposition="top right",
+                hovertext=[_member_hover(m, names) for m in members],
+                hoverinfo="text",
+            )
+        )
+    on = sorted((m for m in a.members if m.on_front), key=lambda m: m.latency)
+    if on:
+        fig.add_trace(
+            go.Scatter(
+                x=[m.latency for m in on],
+                y=[m.shown_accuracy if a.confirmed else m.search_accuracy for m in on],
+                mode="lines",
+                line={"shape": "hv", "color": "#1f77b4", "width": 1},
+                name="front",
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+    fig.update_layout(
+        xaxis_title=f"{names[1]} (re-measured, 95% interval)" if any(m.remeasured for m in a.members) else names[1],
+        yaxis_title=names[0],
+        hovermode="closest",
+        template="plotly_white",
+        height=560,
+        legend={"orientation": "h", "y": -0.18},
+        margin={"t": 30},
+    )
+    return fig
+
+
+def write_html(
+    study: optuna.Study, a: Analysis, names: Sequence[str], hv: float, ref: tuple[float, float], path: Path
+) -> Path:
+    """``front.html``: one self-contained page (Plotly's script inside, nothing fetched) with the
+    verdict, the noise floor, the interactive plot (``figure``), the table the terminal shows with
+    every column, and each shown architecture in full."""
+    import plotly.io as pio
+
+    plot = pio.to_html(figure(study, a), include_plotlyjs=True, full_html=False, div_id="front")
+    cols, rows = table_rows(a, names)
+    cols = [*cols, "architecture"]
+    rows = [[*r, m.arch] for r, m in zip(rows, a.members, strict=True)]
+
+    def cell(tag: str, text: str) -> str:
+        return f"<{tag}>{html.escape(text).replace(chr(10), '<br>')}</{tag}>"
+
+    head = "".join(cell("th", c) for c in cols)
+    body = "".join("<tr>" + "".join(cell("td", c) for c in r) + "</tr>" for r in rows)
     noise = html.escape(str(a.noise) if a.noise else "noise: not measured")
+    name = html.escape(study.study_name)
     write_text_atomic(
         path,
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(study.study_name)}</title>"
-        f"<h1>{html.escape(study.study_name)}</h1><p><b>{html.escape(a.headline())}</b></p><p>{noise}</p>"
-        f"<img src='data:image/png;base64,{img}'>"
-        f"<p>hypervolume {hv:.5f} (reference: accuracy {ref[0]}, latency {ref[1]:.3f} ms)</p>"
-        f"<table border=1 cellpadding=4><tr>{head}</tr>{cells}</table><ol>{archs}</ol>",
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{name}: Pareto front</title>"
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}td:last-child{font-family:monospace;"
+        "word-break:break-all}</style></head><body>"
+        f"<h1>{name}</h1><p><b>{html.escape(a.headline())}</b></p><p>{noise}</p>{plot}"
+        f"<p>hypervolume {hv:.5f} (reference: {html.escape(names[0])} {ref[0]}, {html.escape(names[1])} "
+        f"{ref[1]:.4g}); hover a point for its trial, architecture, figures and why it stopped</p>"
+        f"<table><tr>{head}</tr>{body}</table></body></html>",
     )
     return path

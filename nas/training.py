@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,12 @@ class Classifier(pl.LightningModule):
         loss = F.cross_entropy(self(self._input(x)), y)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.trainer.optimizers:  # the learning rate the epoch ended with (schedules step per batch)
+            self.log("lr", float(self.trainer.optimizers[0].param_groups[0]["lr"]), sync_dist=True)
 
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -121,10 +127,16 @@ def make_trainer(
     if precision != "32" and not torch.cuda.is_available() and precision == "16-mixed":
         precision = "bf16-mixed"  # float16 autocast on CPU is slow and unsupported by Lightning there
     logger: Any = False
-    if log_dir is not None:
+    if log_dir is not None:  # metrics.csv (and TensorBoard events where the package is installed) per epoch
         from lightning.pytorch.loggers import CSVLogger
 
-        logger = CSVLogger(str(log_dir.parent), name=log_dir.name, version="")
+        logger = [CSVLogger(str(log_dir.parent), name=log_dir.name, version="", flush_logs_every_n_steps=1)]
+        if tensorboard_available():
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            logger.append(
+                TensorBoardLogger(str(log_dir.parent), name=log_dir.name, version="", default_hp_metric=False)
+            )
     devices = training["devices"]
     # several devices: DDP in spawned processes. Plain "ddp" would start this whole command again in
     # every rank (each would run its own search); spawned ranks run only the fit.
@@ -145,6 +157,40 @@ def make_trainer(
         log_every_n_steps=10,
         default_root_dir=str(log_dir) if log_dir else None,
     )
+
+
+def tensorboard_available() -> bool:
+    """Whether TensorBoard event files can be written (the ``tensorboard`` extra)."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX"))
+
+
+class StepProgress(pl.Callback):
+    """What a fit is doing, for a live display: ``on_step(epoch, step, steps, samples_per_s)`` during
+    training (at most every ``every_s``, and at each epoch's last step) and ``on_phase("validating")``
+    when validation starts."""
+
+    def __init__(
+        self, on_step: Callable[[int, int, int, float], None], on_phase: Callable[[str], None], every_s: float = 0.5
+    ):
+        self.on_step, self.on_phase, self.every_s = on_step, on_phase, every_s
+        self._start = self._last = 0.0
+        self._samples = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: Any) -> None:
+        self._start, self._last, self._samples = time.perf_counter(), 0.0, 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._samples += len(batch[0])
+        now, steps = time.perf_counter(), int(trainer.num_training_batches)
+        if now - self._last >= self.every_s or batch_idx + 1 == steps:
+            self._last = now
+            self.on_step(trainer.current_epoch + 1, batch_idx + 1, steps, self._samples / max(now - self._start, 1e-9))
+
+    def on_validation_start(self, trainer: pl.Trainer, module: Any) -> None:
+        if not trainer.sanity_checking:
+            self.on_phase("validating")
 
 
 def seed_everything(seed: int) -> None:
@@ -200,11 +246,13 @@ def prepare_fit(
     epochs: int | None = None,
     callbacks: Sequence[pl.Callback] = (),
     log_dir: Path | None = None,
+    progress: bool = False,
 ) -> Fitting:
     """Build -> seeded Classifier -> Trainer for ``arch``: the one place where a search trial, its re-runs
-    (``fit_curve``) and ``nas train`` set up a fit."""
+    (``fit_curve``) and ``nas train`` set up a fit. ``progress``: Lightning's own bar (``nas train``)."""
     module = seeded_classifier(arch, seed, dm, training, num_classes, in_chans)
-    return Fitting(module, make_trainer(training, epochs=epochs, callbacks=list(callbacks), log_dir=log_dir), dm)
+    trainer = make_trainer(training, epochs=epochs, callbacks=list(callbacks), log_dir=log_dir, progress=progress)
+    return Fitting(module, trainer, dm)
 
 
 def fit_curve(

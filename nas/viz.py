@@ -58,6 +58,7 @@ from torch.utils.hooks import RemovableHandle
 
 import attention
 from nas.errors import UserError
+from nas.names import replacing
 
 if TYPE_CHECKING:
     from nas.artifacts import ModelCard
@@ -456,6 +457,11 @@ def load_image(path: Path, in_chans: int, input_size: Sequence[int], imagenet: b
             else:
                 pixels = pil_to_tensor(im.resize((input_size[1], input_size[0]), Image.Resampling.BILINEAR))
             return pixels.float() / 255
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"cannot read image {path}: it has more pixels than PIL opens (over {2 * Image.MAX_IMAGE_PIXELS:,}, "
+            "a guard against decompression bombs); resize it first"
+        ) from None
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise ImageError(f"cannot read image {path}: {e}") from None
 
@@ -501,9 +507,29 @@ def save_figure(
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with replacing(path) as tmp:  # an interrupted command leaves the old figure or the new one
+        fig.savefig(tmp, dpi=100)
     return path
+
+
+MIN_MAP = 4  # a map under 4x4 says little about where a stage attends: its panel is a few blurred values
+READABLE_MAP = 7  # the map size the advice aims at (the same floor as Grad-CAM's default layer)
+
+
+def coarse_maps(shapes: dict[str, tuple[int, int]], input_size: Sequence[int]) -> dict[str, str]:
+    """Stages whose map (h, w) at ``input_size`` is under MIN_MAP on a side, each with what to say:
+    its size, and the input size whose map would be READABLE_MAP (the stage's stride times 7)."""
+    out = {}
+    for stage, (h, w) in shapes.items():
+        if min(h, w) < MIN_MAP:
+            sh, sw = -(-input_size[0] // h), -(-input_size[1] // w)  # the stage's stride, rounded up
+            out[stage] = (
+                f"{stage}: its map is {h}x{w} at a {input_size[0]}x{input_size[1]} input, too coarse to show "
+                f"where it attends (under {MIN_MAP}x{MIN_MAP}); a {READABLE_MAP * sh}x{READABLE_MAP * sw} input "
+                f"gives {READABLE_MAP}x{READABLE_MAP} (an export trained at that size, e.g. a space with "
+                f"input_size: {READABLE_MAP * sh})"
+            )
+    return out
 
 
 def figure_stems(images: Sequence[Path]) -> list[str]:
@@ -528,10 +554,13 @@ def figures(
     imagenet: bool,
     layer: str | None = None,
     batch_size: int = 100,
+    warn: Callable[[str], None] = lambda _: None,
 ) -> Iterator[tuple[Path, int, list[Path]]]:
     """For each image file: ``<stem>.png`` with every stage's attention and Grad-CAM of the predicted
     class, ``<stem>_<stage>.png`` per stage and ``<stem>_gradcam.png``, written to ``folder``. Yields
-    (image file, predicted class, PNGs written) as it goes. ``imagenet``: see ``load_image``."""
+    (image file, predicted class, PNGs written) as it goes. ``imagenet``: see ``load_image``. Stages
+    whose maps are too coarse to read are told to ``warn`` once (``coarse_maps``) and their panels
+    say so."""
     device = next(model.parameters()).device
     mechanisms = stage_mechanisms(model)
     stems = figure_stems(files)
@@ -543,11 +572,20 @@ def figures(
         with _eval_mode(model), torch.no_grad(), AttentionRecorder(model) as rec:
             predicted = model(x).argmax(1).cpu()
         maps = rec.maps()
+        coarse = coarse_maps({k: (m.shape[-2], m.shape[-1]) for k, m in maps.items()}, input_size)
+        if start == 0:
+            for message in coarse.values():
+                warn(message)
         cams = grad_cam(model, x, layer, predicted)
         cam_label = f"Grad-CAM {layer} ({cams.shape[-2]}x{cams.shape[-1]})"
         for i, (path, stem) in enumerate(zip(batch, stems[start : start + batch_size], strict=True)):
             panels = {
-                stage: (f"{stage} {mechanisms[stage]} ({m.shape[-2]}x{m.shape[-1]})", m[i]) for stage, m in maps.items()
+                stage: (
+                    f"{stage} {mechanisms[stage]} ({m.shape[-2]}x{m.shape[-1]}"
+                    + (", too coarse)" if stage in coarse else ")"),
+                    m[i],
+                )
+                for stage, m in maps.items()
             }
             title = f"{path.name}: predicted class {int(predicted[i])}"
             written = [save_figure(shown[i], dict(panels.values()), cams[i], folder / f"{stem}.png", title, cam_label)]

@@ -192,3 +192,21 @@ def test_errors_say_what_exists_and_what_was_meant(tmp_path):
     assert "None" not in r.stderr
     r = run_nas("export", "best", "--study", "gamma", cwd=tmp_path)
     assert r.returncode == 2 and "the studies under runs/ here: alpha, beta" in r.stderr.replace("\n", " "), r
+
+
+def test_live_display_shows_the_epoch_step_bar_and_rate_then_validating():
+    from rich.console import Console
+
+    from nas.architecture import Architecture
+    from nas.cli.display import LiveReporter
+
+    r = LiveReporter()
+    r.trial_start(4, Architecture.parse("resnet10t|none|none|none|se(r=16)"))
+    r.step(4, 2, 3, 7, 16, 1234.5)
+    out = Console(width=160, record=True)
+    out.print(r.current)
+    line = out.export_text()
+    assert "trial 4: resnet10t|none|none|none|se(r=16)  epoch 2/3 training" in line, line
+    assert "7/16 steps, 1,234 samples/s" in line and "━" in line, line
+    r.status("validating")
+    assert r.current.plain == "trial 4: resnet10t|none|none|none|se(r=16)  epoch 2/3 validating"

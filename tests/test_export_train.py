@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import optuna
 import pytest
@@ -17,7 +18,6 @@ from safetensors.torch import load_file
 
 from nas import export, finetune
 from nas.architecture import Architecture
-from nas.artifacts import weights_path
 from nas.errors import UserError
 from nas.model import build
 from nas.search.loop import Search
@@ -47,17 +47,32 @@ def searched(tmp_path_factory):
     return result.study, root
 
 
-def test_only_the_fronts_weights_are_kept(searched):
-    study, root = searched
-    kept = sorted(p.name for p in (root / "exp" / "weights").iterdir())
-    assert kept == sorted(weights_path(root / "exp", t.number).name for t in front(study))
-    for t in front(study):
-        meta_arch = load_file(str(weights_path(root / "exp", t.number)))  # loads; metadata checked below
-        assert meta_arch
-        from safetensors import safe_open
+def stored(study, trial) -> Path:
+    """The trial's weights file in the study's artifact store (a folder, by default)."""
+    return Path(study.user_attrs["artifact_store"]) / trial.user_attrs["weights_artifact"]
 
-        with safe_open(str(weights_path(root / "exp", t.number)), "pt") as f:
-            assert f.metadata()["arch"] == t.user_attrs["arch"]
+
+def test_only_the_fronts_weights_are_kept_in_the_studys_artifact_store(searched):
+    from safetensors import safe_open
+
+    study, root = searched
+    store = Path(study.user_attrs["artifact_store"])
+    assert store == (root / "exp" / "artifacts").resolve(), "absolute: found from any directory"
+    assert not (root / "exp" / "weights").exists() or not any((root / "exp" / "weights").iterdir())
+    assert sorted(p.name for p in store.iterdir()) == sorted(t.user_attrs["weights_artifact"] for t in front(study))
+    for t in front(study):
+        with safe_open(str(stored(study, t)), "pt") as f:
+            assert f.metadata()["arch"] == t.user_attrs["arch"] and f.metadata()["trial"] == str(t.number)
+        # Optuna's own listing (what optuna-dashboard shows) names the file after the trial
+        metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
+        assert [m.filename for m in metas] == [f"trial_{t.number}.safetensors"]
+    system = study._storage.get_study_system_attrs(study._study_id)
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.number not in {m.number for m in front(study)} and "weights_artifact" in t.user_attrs:
+            assert (
+                not stored(study, t).exists()
+                and system[f"weights_removed:{t.number}"] == t.user_attrs["weights_artifact"]
+            )
 
 
 def test_export_best_reloads_in_a_fresh_interpreter_with_equal_outputs(searched, tmp_path):
@@ -82,7 +97,7 @@ def test_export_best_reloads_in_a_fresh_interpreter_with_equal_outputs(searched,
     # The trial's own weights, through the search's builder: the reference output.
     arch = Architecture.parse(trial.user_attrs["arch"])
     ref = build(arch, 10, 1).eval()
-    ref.load_state_dict(load_file(str(weights_path(root / "exp", trial.number))))
+    ref.load_state_dict(load_file(str(stored(study, trial))))
     x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     torch.save(x, tmp_path / "x.pt")
     with torch.no_grad():
@@ -133,7 +148,7 @@ def test_export_budgets_and_clear_failures(searched, tmp_path):
         and "duplicate_of" not in t.user_attrs
     ]
     for t in dropped:  # off the front: weights gone, and the message says why and what to do
-        with pytest.raises(UserError, match="were not kept"):
+        with pytest.raises(UserError, match="removed when the trial left the front"):
             export.export_trial(study, t, tmp_path / "x", root=root)
         export.export_trial(study, t, tmp_path / "defonly", weights=False, root=root)
         assert (tmp_path / "defonly" / "model.py").exists()
@@ -147,7 +162,7 @@ def test_weights_of_another_study_or_any_other_file_are_refused_before_anything_
     study, root = searched
     member = front(study)[0]
     arch = member.user_attrs["arch"]
-    path = weights_path(root / "exp", member.number)
+    path = stored(study, member)
     original = path.read_bytes()
     try:  # the other study's trial of the same number and architecture, written over this one's
         other = {"arch": arch, "trial": str(member.number), "study": "exp", "study_uid": "0" * 32}
@@ -159,12 +174,45 @@ def test_weights_of_another_study_or_any_other_file_are_refused_before_anything_
         path.write_bytes(original)
     export.export_trial(study, member, tmp_path / "ok", root=root)  # its own weights pass
 
+    # a tampered storage: an artifact id that leads out of the store, a path of a study made before it
+    crafted = copy.deepcopy(member)
+    crafted.user_attrs = {**crafted.user_attrs, "weights_artifact": "../../../passwd"}
+    with pytest.raises(UserError, match="cannot read artifact ../../../passwd"):
+        export.export_trial(study, crafted, tmp_path / "b", root=root)
     (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    crafted = copy.deepcopy(member)  # as a tampered storage would return it
-    crafted.user_attrs = {**crafted.user_attrs, "weights": str(tmp_path / "passwd")}
+    crafted.user_attrs = {k: v for k, v in crafted.user_attrs.items() if k != "weights_artifact"}
+    crafted.user_attrs["weights"] = str(tmp_path / "passwd")
     with pytest.raises(UserError, match="is not a safetensors weights file"):
         export.export_trial(study, crafted, tmp_path / "b", root=root)
     assert not (tmp_path / "b").exists()
+
+
+def test_export_and_viz_from_another_directory_fetch_the_weights_from_the_store(searched, tmp_path):
+    """The search ran with its runs/ folder elsewhere; the same storage URL is all export and viz need."""
+    study, root = searched
+    storage = f"sqlite:///{root / 'exp' / 'study.db'}"
+    member = front(study)[0]
+    r = run_nas("export", member.number, "--study", "exp", "--storage", storage, "--out", "e", cwd=tmp_path)
+    assert r.returncode == 0, r
+    assert (tmp_path / "e" / "weights.safetensors").read_bytes() == stored(study, member).read_bytes()
+    r = run_nas("viz", "--study", "exp", "--storage", storage, "--trial", member.number, "--digits", 1, cwd=tmp_path)
+    assert r.returncode == 0, r
+    assert list((tmp_path / "runs" / "exp" / "viz" / f"trial-{member.number}").glob("*.png"))
+    # a store given explicitly that is not the study's: named, nothing written
+    r = run_nas(
+        "export",
+        member.number,
+        "--study",
+        "exp",
+        "--storage",
+        storage,
+        "--out",
+        "f",
+        "--artifacts",
+        "elsewhere",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2 and "are not in the artifact store" in r.stderr and not (tmp_path / "f").exists(), r
 
 
 @pytest.mark.parametrize(
@@ -221,6 +269,11 @@ def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, 
     rest, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, "".join(lines) + rest
     assert (out / "checkpoints" / "last.ckpt").exists() and not (out / "weights.safetensors").exists()
+    # what it will do, before the first epoch: data, steps, output folder, logs
+    head = "".join(lines[:4]).replace("\n", " ")
+    assert lines[0].startswith(f"training {trial.user_attrs['arch']}: 256 training and 128 validation images"), head
+    assert "(digits, 32x32, 10 classes); batch 64, 4 steps per epoch x 6 epochs" in head, head
+    assert f"output: {out}" in head and "tensorboard --logdir" in head, head
 
     with pytest.raises(UserError, match="resume with --epochs 6"):
         finetune.train(folder, epochs=5, out=out)
@@ -240,6 +293,20 @@ def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, 
         assert torch.equal(model(x), trained(x))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 6 and metrics["val_acc_curve"] == resumed.curve
+    # per-epoch logs: train loss, learning rate and val accuracy in metrics.csv, and TensorBoard events
+    import csv
+
+    rows = list(csv.DictReader((out / "logs" / "metrics.csv").open()))
+    per_epoch = {}
+    for row in rows:
+        per_epoch.setdefault(int(row["epoch"]), {}).update({k: v for k, v in row.items() if v != ""})
+    assert sorted(per_epoch) == list(range(6)), rows
+    for e, row in per_epoch.items():
+        assert float(row["val_acc"]) == pytest.approx(resumed.curve[e]) and 0 <= float(row["lr"]) < 1, (e, row)
+    # an epoch's mean loss is logged after its validation: Ctrl-C right after "epoch 3/6" may take it
+    with_loss = [e for e, row in per_epoch.items() if 0 < float(row.get("train_loss", "nan")) < 10]
+    assert set(range(6)) - set(with_loss) <= {2}, rows
+    assert list((out / "logs").glob("events.out.tfevents.*")), "TensorBoard events beside metrics.csv"
 
     # a checkpoint cut short (a full disk, a copy interrupted) is named, not a traceback
     broken = tmp_path / "broken"

@@ -350,3 +350,95 @@ def test_an_interrupted_write_leaves_the_old_file_whole_and_no_temporary_file(tm
     monkeypatch.undo()
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.json"]
     assert write_text_atomic(target, "new").read_text() == "new"
+
+
+def test_a_plot_written_over_is_whole_or_old_never_half(tmp_path, monkeypatch):
+    """PNGs (the report's plot, nas viz's figures) go through the same rename as text files."""
+    from pathlib import Path
+
+    import torch
+
+    from nas import viz
+
+    target = viz.save_figure(torch.zeros(1, 8, 8), {"m": torch.rand(4, 4)}, None, tmp_path / "a.png")
+    old = target.read_bytes()
+
+    def interrupted(self, other):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        viz.save_figure(torch.ones(1, 8, 8), {"m": torch.rand(4, 4)}, None, target)
+    monkeypatch.undo()
+    assert target.read_bytes() == old and os.listdir(tmp_path) == ["a.png"]
+
+
+def _study_with(tmp_path, study_attrs, trial_attrs):
+    """A study as nas search leaves it, with some attributes changed to another type."""
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    url = f"sqlite:///{tmp_path / 'edited.db'}"
+    st = optuna.create_study(directions=["maximize", "minimize"], study_name="edited", storage=url)
+    study_attrs = {"space": space_file(tmp_path / "space", "edited").read_text(), **study_attrs}
+    for key, value in study_attrs.items():
+        st.set_user_attr(key, value)
+    base = {"arch": "resnet10t|none|none|none|none", "latency_ms": 3.7, "params": 4_900_000, "flops": 45_000_000}
+    for n, extra in enumerate([{"baseline": True}, trial_attrs]):
+        st.add_trial(
+            create_trial(
+                state=TrialState.COMPLETE,
+                values=[0.9 + n / 100, 3.7 + n],
+                params={"stage4.mechanism": "none"},
+                distributions={"stage4.mechanism": CategoricalDistribution(["none"])},
+                user_attrs={**base, "val_acc_curve": [0.9 + n / 100], **extra},
+            )
+        )
+    return url
+
+
+@pytest.mark.parametrize(
+    "study_attrs, trial_attrs, command, message",
+    [
+        ({"num_classes": "ten"}, {}, "export", "study 'edited': attribute 'num_classes' is 'ten'; expected an integer"),
+        ({"space": 5}, {}, "export", "study 'edited': attribute 'space' is 5; expected a string"),
+        ({}, {"params": "many"}, "report", "trial 1: attribute 'params' is 'many'; expected an integer"),
+        ({}, {"latency_ci_ms": "wide"}, "report", "trial 1: attribute 'latency_ci_ms' is 'wide'; expected [low, high]"),
+        ({"latency_reference": [1]}, {}, "report", "attribute 'latency_reference' is [1]; expected a mapping"),
+    ],
+)
+def test_a_study_attribute_of_the_wrong_type_is_named_not_a_traceback(
+    study_attrs, trial_attrs, command, message, tmp_path
+):
+    (tmp_path / "space").mkdir()
+    url = _study_with(tmp_path, study_attrs, trial_attrs)
+    args = ["export", "1", "--no-weights", "--out", "x"] if command == "export" else ["report", "--no-remeasure"]
+    r = run_nas(*args, "--study", "edited", "--storage", url, cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r
+    assert message in r.stderr.replace("\n", " "), r.stderr
+
+
+def test_an_image_over_the_pixel_limit_is_named(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from nas import viz
+
+    Image.new("L", (64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 = 4,096 > 2 x 1,000: a "bomb" here
+    with pytest.raises(viz.ImageError, match=r"big.png: it has more pixels than PIL opens \(over 2,000"):
+        viz.load_image(tmp_path / "big.png", 1, (32, 32), imagenet=False)
+
+
+def test_cifar_without_network_says_so(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    from nas.data import CifarDataModule, DataError
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network (test)")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    dm = CifarDataModule("cifar10", str(tmp_path / "c10"), (32, 32), download=True)
+    with pytest.raises(DataError, match=r"data.download: cifar10 could not be downloaded into .*no network \(test\)"):
+        dm.setup("fit")

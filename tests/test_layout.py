@@ -17,7 +17,16 @@ HEAVY = ("torch", "lightning", "optuna", "timm", "attention", "sqlalchemy", "mat
 # lower layers first; a module may import only modules of a lower rank (or of its own rank when they
 # are siblings that do not import each other: the graph must also be acyclic)
 LAYERS = [
-    ["nas.errors", "nas.names", "nas.stats", "nas.pareto", "nas.yamlio", "nas.search.signals", "nas.search.options"],
+    [
+        "nas.errors",
+        "nas.names",
+        "nas.stores",
+        "nas.stats",
+        "nas.pareto",
+        "nas.yamlio",
+        "nas.search.signals",
+        "nas.search.options",
+    ],
     ["nas.backbone"],
     ["nas.architecture"],
     ["nas.space"],

@@ -8,13 +8,14 @@ import subprocess
 import sys
 import time
 from io import BytesIO
+from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search.loop import Search
+from nas.search.loop import Reporter, Search
 from nas.search.study import count_states, front
 from nas.spacefile import load_space
 
@@ -57,6 +58,9 @@ def test_search_prunes_records_everything_and_resumes(tmp_path):
         for t in pruned
     )
     assert count_states(study)["running"] == 0
+    header = (tmp_path / "runs" / "tiny" / "trials" / "0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "train_loss", "lr", "val_acc"} <= set(header), header  # per-epoch logs of every trial
+    assert list((tmp_path / "runs" / "tiny" / "trials" / "0").glob("events.out.tfevents.*")), "TensorBoard too"
 
     assert space.count() == 6
     second = run_search(tmp_path, space, 6, sampler="random")
@@ -74,6 +78,22 @@ def test_search_prunes_records_everything_and_resumes(tmp_path):
                 and t.user_attrs["arch"] == trials[t.user_attrs["duplicate_of"]].user_attrs["arch"]
             )
     assert front(second.study), "a front exists"
+
+
+class Recording(Reporter):
+    """What the search told its display."""
+
+    def __init__(self):
+        self.steps, self.statuses, self.ended = [], [], []
+
+    def step(self, number, epoch, epochs, step, steps, samples_per_s):
+        self.steps.append((number, epoch, epochs, step, steps, samples_per_s))
+
+    def status(self, text):
+        self.statuses.append(text)
+
+    def trial_end(self, trial):
+        self.ended.append(trial.user_attrs.get("stop_reason"))
 
 
 class StuckSampler(optuna.samplers.BaseSampler):
@@ -97,6 +117,7 @@ def test_copies_do_not_count_and_a_stuck_sampler_cannot_loop(tmp_path, monkeypat
     from nas.search import loop
 
     monkeypatch.setattr(loop, "make_sampler", lambda name, seed: StuckSampler())
+    seen = Recording()
     # 3 architectures: none, se, simam at stage 4
     space = load_space(
         space_file(
@@ -106,7 +127,7 @@ def test_copies_do_not_count_and_a_stuck_sampler_cannot_loop(tmp_path, monkeypat
         )
     )
     assert space.count() == 3
-    result = run_search(tmp_path, space, 5)
+    result = run_search(tmp_path, space, 5, reporter=seen)
     study, trials = result.study, result.study.get_trials()
     assert result.stopped == "space exhausted: all 3 architectures evaluated, fewer than the 5 asked"
     evaluated = [t for t in trials if "duplicate_of" not in t.user_attrs]
@@ -125,6 +146,13 @@ def test_copies_do_not_count_and_a_stuck_sampler_cannot_loop(tmp_path, monkeypat
     assert best and not best & {t.number for t in copies}
     counts = count_states(study)
     assert counts["copies"] == len(copies) and counts["complete"] + counts["pruned"] == 3
+    # the live display was told each trained trial's steps (256 images / batch 64 = 4 per epoch) and
+    # when it validated; a copy was shown as such
+    for t in evaluated:
+        steps = [c for c in seen.steps if c[0] == t.number]
+        assert steps and steps[-1][1:5] == (1, 1, 4, 4) and all(c[5] > 0 for c in steps), seen.steps
+    assert "validating" in seen.statuses
+    assert seen.ended.count(f"copy of trial {base.number}: evaluated once, not counted") == len(copies)
 
 
 def test_infeasible_candidates_stop_before_training_and_the_sampler_sees_it(tmp_path):
@@ -144,19 +172,21 @@ def test_infeasible_candidates_stop_before_training_and_the_sampler_sees_it(tmp_
 
 
 def test_optuna_dashboard_lists_the_study_with_objective_names_and_attributes(tmp_path):
+    from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import wsgi
 
     space = tiny_space(tmp_path)
     result = run_search(tmp_path, space, 2, sampler="random")
-    app = wsgi(result.study._storage)
+    store = result.study.user_attrs["artifact_store"]  # as `optuna-dashboard URL --artifact-dir STORE` opens it
+    app = wsgi(result.study._storage, artifact_store=FileSystemArtifactStore(store))
 
-    def get(path):
+    def get(path, raw=False):
         env = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": BytesIO()}
         setup_testing_defaults(env)
         status = []
         body = b"".join(app(env, lambda s, h, exc=None: status.append(s)))
         assert status[0].startswith("200"), (path, status)
-        return json.loads(body)
+        return body if raw else json.loads(body)
 
     studies = get("/api/studies")["study_summaries"]
     assert [s["study_name"] for s in studies] == ["tiny"]
@@ -165,6 +195,14 @@ def test_optuna_dashboard_lists_the_study_with_objective_names_and_attributes(tm
     keys = {a["key"] for a in detail["union_user_attrs"]}
     assert {"arch", "params", "flops", "latency_ms", "val_acc_curve", "stop_reason"} <= keys
     assert len(detail["trials"]) == 2
+    # a front trial's weights are listed and download from the store
+    member = front(result.study)[0]
+    shown = next(t for t in detail["trials"] if t["number"] == member.number)
+    (artifact,) = shown["artifacts"]
+    assert artifact["filename"] == f"trial_{member.number}.safetensors"
+    assert artifact["artifact_id"] == member.user_attrs["weights_artifact"]
+    body = get(f"/artifacts/{studies[0]['study_id']}/{shown['trial_id']}/{artifact['artifact_id']}", raw=True)
+    assert body == (Path(store) / artifact["artifact_id"]).read_bytes() and body[:8]
 
 
 def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
@@ -174,6 +212,7 @@ def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
     r = run_nas(*cmd[3:], cwd=tmp_path, width=200)  # in process; the interruption below runs the real command
     assert r.returncode == 0, r
     assert "optuna-dashboard sqlite:///runs/tiny/study.db" in r.stdout
+    assert f"--artifact-dir {tmp_path.resolve() / 'runs' / 'tiny' / 'artifacts'}" in r.stdout.replace("\n", "")
     assert "Pareto front of the search's runs" in r.stdout and "complete" in r.stdout
     assert "nas report --study tiny  (the front and the baseline re-measured" in r.stdout  # and the verdict above it
     r = run_nas("report", "--study", "tiny", "--no-remeasure", cwd=tmp_path, width=200)

@@ -230,7 +230,7 @@ def _run_viz(monkeypatch, model, meta, *args):
     """Run the command as the CLI does, with nas.export standing in for the exported model."""
     fake = types.ModuleType("nas.export")
     fake.load_export = lambda path: (model, meta)
-    fake.load_trial = lambda study, storage, number: (model, meta)
+    fake.load_trial = lambda study, storage, number, artifacts=None: (model, meta)
     monkeypatch.setitem(sys.modules, "nas.export", fake)
     app = typer.Typer()
     app.command()(viz_cmd)
@@ -281,6 +281,35 @@ def test_viz_command_writes_png_per_image_and_stage(tmp_path, monkeypatch, capsy
         tmp_path / "trial",
     )
     assert (tmp_path / "trial" / "one_layer1.png").is_file()
+
+
+def test_maps_too_coarse_to_read_are_named_with_the_input_size_that_helps(tmp_path):
+    """At 32 px, resnet10t's layer3 and layer4 maps are 2x2 and 1x1: a constant panel, a blur of four
+    values. Each is warned about once, with the input that gives 7x7 (stride x 7), and its panel says so."""
+    assert viz.coarse_maps({"layer2": (4, 4), "layer3": (2, 2), "layer4": (1, 1)}, (32, 32)) == {
+        "layer3": "layer3: its map is 2x2 at a 32x32 input, too coarse to show where it attends (under 4x4); "
+        "a 112x112 input gives 7x7 (an export trained at that size, e.g. a space with input_size: 112)",
+        "layer4": "layer4: its map is 1x1 at a 32x32 input, too coarse to show where it attends (under 4x4); "
+        "a 224x224 input gives 7x7 (an export trained at that size, e.g. a space with input_size: 224)",
+    }
+    assert viz.coarse_maps({"layer1": (16, 16), "layer2": (8, 4)}, (64, 32)) == {}
+    model = build(Architecture.parse("resnet10t|none|se|cbam|simam"), 10, 1)
+    Image.new("L", (32, 32), 30).save(tmp_path / "a.png")
+    Image.new("L", (32, 32), 90).save(tmp_path / "b.png")
+    warned = []
+    done = list(
+        viz.figures(
+            model,
+            [tmp_path / "a.png", tmp_path / "b.png"],
+            tmp_path / "out",
+            in_chans=1,
+            input_size=(32, 32),
+            imagenet=False,
+            batch_size=1,
+            warn=warned.append,
+        )
+    )
+    assert len(done) == 2 and [w.split(":")[0] for w in warned] == ["layer3", "layer4"], "once, not per image"
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import optuna
 from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -37,6 +38,7 @@ class LiveReporter(Reporter):
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
         self.study: optuna.Study | None = None
         self._polled = 0.0
+        self._epoch: tuple[int, int] | None = None  # the epoch being trained, for the "validating" line
 
     def _render(self) -> Group:
         return Group(self.progress, self.current, self.counts, self.front)
@@ -58,6 +60,7 @@ class LiveReporter(Reporter):
         return c["complete"] + c["pruned"] + c["infeasible"]
 
     def trial_start(self, number: int, arch: Architecture) -> None:
+        self._epoch = None
         self._trial = plain(f"trial {number}: {arch}")
         self.current = Text(self._trial)
         self._refresh()
@@ -65,11 +68,24 @@ class LiveReporter(Reporter):
     def status(self, text: str) -> None:
         head = getattr(self, "_trial", "")
         text = plain(text)
+        if text == "validating" and self._epoch:
+            text = f"epoch {self._epoch[0]}/{self._epoch[1]} validating"
         self.current = Text(f"{head}  {text}" if head and not text.startswith(("noise", "confirm")) else text)
         self._refresh()
 
     def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None:
         self.current = Text(f"{getattr(self, '_trial', '')}  epoch {epoch}/{epochs} done, val acc {acc:.4f}")
+        self._refresh()
+
+    def step(self, number: int, epoch: int, epochs: int, step: int, steps: int, samples_per_s: float) -> None:
+        self._epoch = (epoch, epochs)
+        row = Table.grid(padding=(0, 1))
+        row.add_row(
+            Text(f"{getattr(self, '_trial', '')}  epoch {epoch}/{epochs} training"),
+            ProgressBar(total=steps, completed=step, width=24),
+            Text(f"{step}/{steps} steps, {samples_per_s:,.0f} samples/s"),
+        )
+        self.current = row
         self._refresh()
 
     def trial_end(self, trial: optuna.trial.FrozenTrial) -> None:

@@ -17,6 +17,9 @@ def export_cmd(
     which: str = typer.Argument(..., help="best, or a trial number"),
     study: str | None = typer.Option(None, help="Study name (default: the only study in the storage)"),
     storage: str | None = typer.Option(None, help="Optuna storage URL (default: sqlite:///runs/<study>/study.db)"),
+    artifacts: str | None = typer.Option(
+        None, help="Artifact store of the study, where it is not where the study says (moved, mounted elsewhere)"
+    ),
     max_latency_ms: float | None = typer.Option(None, help="best: the most accurate front member within this latency"),
     min_accuracy: float | None = typer.Option(None, help="best: the fastest front member reaching this accuracy"),
     out: Path | None = typer.Option(None, help="Folder to write (default: runs/<study>/export/trial_<n>)"),
@@ -46,7 +49,9 @@ def export_cmd(
         raise BadOption("WHICH", which, "best or a trial number, e.g. nas export best or nas export 12")
     folder = out or exports / f"trial_{trial.number}"
     check_out(folder, force=force, ours=lambda f: export.is_export_of(f, st.study_name, trial.number))
-    result = export.export_trial(st, trial, folder, weights=weights, onnx=onnx, torchscript=torchscript, name=name)
+    result = export.export_trial(
+        st, trial, folder, weights=weights, onnx=onnx, torchscript=torchscript, name=name, artifacts=artifacts
+    )
     console.print(
         f"accuracy {trial.values[0]:.4f}, latency {trial.values[1]:.3f} ms "
         f"({shown(TrialInfo.of(trial).latency_target or '?')})"

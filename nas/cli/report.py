@@ -35,6 +35,7 @@ def report_cmd(
     (better only when its paired interval excludes 0), hypervolume, and a plot (PNG + HTML)."""
     from nas import report
     from nas.search import study as study_mod
+    from nas.search.record import study_attr
 
     if confirm < 0 or confirm == 1:
         raise BadOption(
@@ -81,7 +82,7 @@ def report_cmd(
             soft_wrap=True,
             highlight=False,
         )
-    ref_ms = st.user_attrs.get("latency_reference", {}).get("ms")
+    ref_ms = study_attr(st, "latency_reference", dict, {}).get("ms")
     if ref_ms:
         console.print(
             f"latency = ratio to the plain backbone timed interleaved with it x its quiet latency "
@@ -98,5 +99,5 @@ def report_cmd(
             f"overhead (time outside training and validation batches): {info['overhead_pct']:.1f}%"
         )
     png = report.plot(st, analysis, folder / "front.png")
-    page = report.write_html(st, analysis, names, png, info["hypervolume"], info["reference"], folder / "front.html")
+    page = report.write_html(st, analysis, names, info["hypervolume"], info["reference"], folder / "front.html")
     console.print(f"written: {shown(png)}  {shown(page)}")

@@ -36,10 +36,17 @@ def search_cmd(
         help="Seconds between a running trial's heartbeats; a trial silent for 3 "
         "is failed and its architecture retried once",
     ),
+    artifacts: str | None = typer.Option(
+        None,
+        help="Where the front's weights go (Optuna artifact store): a folder (default runs/<study>/artifacts), "
+        "s3://BUCKET/PREFIX or gs://BUCKET/PREFIX; recorded on the study, so export finds it from anywhere",
+    ),
     worker_index: int | None = typer.Option(None, hidden=True, help="Set by --workers for its worker processes"),
 ) -> None:
     """Search a space: each trial trains an architecture; the front of accuracy against latency is kept."""
-    opts = SearchOptions(space, trials, timeout, study, storage, seed, sampler, prune, eta, workers, threads, heartbeat)
+    opts = SearchOptions(
+        space, trials, timeout, study, storage, seed, sampler, prune, eta, workers, threads, heartbeat, artifacts
+    )
     import time
 
     import optuna
@@ -49,9 +56,10 @@ def search_cmd(
     from nas.cli.display import LineReporter, LiveReporter, front_table
     from nas.search.loop import Search, SearchResult, failing
     from nas.search.samplers import make_sampler
-    from nas.search.study import count_states, create_or_resume, default_storage, storage_of
+    from nas.search.study import count_states, create_or_resume, default_storage, storage_of, stored_study_attrs
     from nas.search.trial import Reporter
     from nas.spacefile import load_space
+    from nas.stores import ARTIFACTS_DIR, STORE_ATTR, dashboard_hint, study_store
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = load_space(space)
@@ -72,6 +80,7 @@ def search_cmd(
             reporter=reporter,
             worker_index=index,
             heartbeat_s=heartbeat,
+            artifacts=artifacts,
         ).run()
 
     if worker_index is not None:  # one of the processes of --workers: plain lines for the parent to show
@@ -100,6 +109,7 @@ def search_cmd(
         console.print(p.describe())
         start = time.monotonic()
         st = create_or_resume(s, name, url, make_sampler(sampler, seed), heartbeat, seed)
+        study_store(st, artifacts, Path("runs") / name / ARTIFACTS_DIR)  # recorded before any worker starts
         args = replace(opts, study=name, storage=url).to_argv()
         with LiveReporter() as reporter:
             reporter.search_start(st, trials)
@@ -116,7 +126,9 @@ def search_cmd(
     console.print(
         f"{stopped}: complete {c['complete']}, pruned {c['pruned']}, infeasible {c['infeasible']}, "
         f"failed {c['failed']} in {wall:.0f} s"
-        + (f"; {c['copies']} proposal(s) of architectures already evaluated, recorded as copies" if c["copies"] else ""),
+        + (
+            f"; {c['copies']} proposal(s) of architectures already evaluated, recorded as copies" if c["copies"] else ""
+        ),
     )
     console.print(front_table(st, title="Pareto front of the search's runs (one run each)"))
     # the verdict from what the search stored (the baseline's noise seeds, the confirmation runs)
@@ -127,7 +139,10 @@ def search_cmd(
         + "  (the front and the baseline re-measured, with intervals)",
         highlight=False,
     )
-    console.print(f"optuna-dashboard {shown(url)}")
+    location = stored_study_attrs(st).get(STORE_ATTR)
+    console.print(
+        shown(dashboard_hint(url, location)) if location else f"optuna-dashboard {shown(url)}", highlight=False
+    )
     if failing(stopped):  # every trial failed: a script calling nas search must see it
         err_console.print(f"[bold red]error:[/bold red] the search stopped: {shown(stopped)}", highlight=False)
         raise typer.Exit(1)

@@ -42,9 +42,9 @@ def train_cmd(
         seed=seed,
         force=force,
         report=lambda e, n, acc: console.print(f"epoch {e}/{n}: val accuracy {acc:.4f}"),
+        announce=lambda text: console.print(shown(text), highlight=False),
+        progress=console.is_terminal,
     )
-    if result.resumed_from:
-        console.print(f"resumed after epoch {result.resumed_from}")
     if result.curve:
         console.print(f"final val accuracy {result.curve[-1]:.4f} (best {max(result.curve):.4f})")
     console.print(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from nas.cli.console import console, shown
+from nas.cli.console import console, err_console, shown
 from nas.errors import BadOption, check_range
 from nas.names import check_out, folder_of
 
@@ -20,16 +20,16 @@ if TYPE_CHECKING:
 
 
 def _load(
-    export_dir: Path | None, study: str | None, trial: int | None, storage: str | None
+    export_dir: Path | None, study: str | None, trial: int | None, storage: str | None, artifacts: str | None = None
 ) -> tuple[torch.nn.Module, ModelCard, Path]:
     """The model, its description and the default output folder of what the user named."""
     if (export_dir is None) == (study is None):
         raise BadOption("nas viz", str(export_dir or ""), "give exactly one of EXPORT_DIR or --study NAME --trial N")
     if export_dir is not None:
-        if trial is not None or storage is not None:
+        if trial is not None or storage is not None or artifacts is not None:
             raise BadOption(
-                "--trial/--storage",
-                trial if trial is not None else storage,
+                "--trial/--storage/--artifacts",
+                trial if trial is not None else storage if storage is not None else artifacts,
                 "only with --study (an export folder holds one model)",
             )
         if not export_dir.is_dir():
@@ -42,7 +42,7 @@ def _load(
         raise BadOption("--trial", None, f"the number of a trial of study {study!r} (nas report lists them)")
     from nas.export import load_trial
 
-    model, card = load_trial(study, storage, trial)  # storage None: the study's default SQLite file
+    model, card = load_trial(study, storage, trial, artifacts=artifacts)  # storage None: runs/<study>/study.db
     return model, card, folder_of(Path("runs"), study) / "viz" / f"trial-{trial}"
 
 
@@ -57,6 +57,9 @@ def viz_cmd(
     trial: int | None = typer.Option(None, "--trial", help="Trial number in --study"),
     storage: str | None = typer.Option(
         None, "--storage", help="Storage of --study (default: sqlite:///runs/<study>/study.db)"
+    ),
+    artifacts: str | None = typer.Option(
+        None, "--artifacts", help="Artifact store of --study, where it is not where the study says (moved, mounted)"
     ),
     images: list[Path] = typer.Option([], "--images", help="An image file or a folder of images; repeat for more"),
     digits: int = typer.Option(
@@ -82,7 +85,7 @@ def viz_cmd(
     check_range("--batch-size", batch_size, 1, 4096)
     check_range("--digits", digits, 0, 10_000, "a number of images")
     files = viz.image_files(images)
-    model, card, default_out = _load(export_dir, study, trial, storage)
+    model, card, default_out = _load(export_dir, study, trial, storage, artifacts)
     out = check_out(out or default_out, inputs=[*images, *files], force=force, ours=_only_pngs)
     split = viz.digits_test_split(card) if evaluate or digits else None  # refuse a non-digits model first
     if digits:
@@ -99,6 +102,7 @@ def viz_cmd(
         imagenet=viz.imagenet_input(card),
         layer=cam_layer,
         batch_size=batch_size,
+        warn=lambda message: err_console.print(f"[yellow]warning:[/yellow] {shown(message)}", highlight=False),
     ):
         console.print(
             f"{shown(str(path))}: predicted class {predicted}; {len(written)} PNGs: "

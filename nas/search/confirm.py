@@ -26,7 +26,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.pareto import nondominated_ranks
-from nas.search.record import TrialInfo
+from nas.search.record import TrialInfo, study_attr
 from nas.search.study import NOISE_SEEDS_ATTR, SEED_ATTR, WORKER
 from nas.stats import Estimate, mean_interval, paired_difference, seed_sd, verdict
 
@@ -41,7 +41,7 @@ def key(seed: int, arch: str, prefix: str = RERUN) -> str:
 
 
 def study_seed(study: optuna.Study) -> int:
-    return int(study.user_attrs.get(SEED_ATTR, 0))
+    return study_attr(study, SEED_ATTR, int, 0)
 
 
 def fresh_seeds(study: optuna.Study, k: int) -> list[int]:
@@ -54,7 +54,7 @@ def fresh_seeds(study: optuna.Study, k: int) -> list[int]:
 def noise_seed_list(study: optuna.Study, r: int | None = None) -> list[int]:
     """The baseline's seeds for the noise floor: the study's seed (the baseline trial itself) and the
     next r - 1. They coincide with the first confirmation seeds, so the baseline is trained once."""
-    r = int(study.user_attrs.get(NOISE_SEEDS_ATTR, 1)) if r is None else r
+    r = study_attr(study, NOISE_SEEDS_ATTR, int, 1) if r is None else r
     base = study_seed(study)
     return [base + i for i in range(r)]
 

@@ -16,6 +16,7 @@ import optuna
 
 from nas.cost import LatencyTarget
 from nas.names import write_text_atomic
+from nas.search.record import study_attr
 from nas.search.study import stored_study_attrs
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,8 @@ def reference_latency_ms(
     import torch
 
     key = f"{target.key()}|{reference}|torch {torch.__version__}"  # the study's: the same on every machine
-    stored = study.user_attrs.get("latency_reference")
-    if isinstance(stored, dict) and stored.get("key") == key:
+    stored = study_attr(study, "latency_reference", dict, {})
+    if stored.get("key") == key and isinstance(stored.get("ms"), (int, float)):
         return float(stored["ms"])
     path, mine = machine_cache() / REFERENCE_FILE, f"{socket.gethostname()}|{key}"
     try:
@@ -63,7 +64,7 @@ def reference_latency_ms(
             log.warning("could not remember the reference latency in %s: %s", path, e)
     with lock.held() if lock is not None else contextlib.nullcontext():
         stored = stored_study_attrs(study).get("latency_reference")
-        if isinstance(stored, dict) and stored.get("key") == key:
+        if isinstance(stored, dict) and stored.get("key") == key and isinstance(stored.get("ms"), (int, float)):
             return float(stored["ms"])
         study.set_user_attr("latency_reference", {"key": key, "ms": round(float(ms), 5), "architecture": reference})
     return round(float(ms), 5)

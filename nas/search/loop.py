@@ -49,6 +49,7 @@ from nas.search.study import (
 )
 from nas.search.trial import POLL_S, Reporter, Trials, record_copy, twin_of
 from nas.space import SearchSpace
+from nas.stores import ARTIFACTS_DIR, open_store, study_store
 from nas.training import trial_failure
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ class Search:
     max_epochs: int | None = None
     worker_index: int = 0  # sampler seed = seed + worker_index: workers must not propose in lockstep
     heartbeat_s: int = HEARTBEAT_S
+    artifacts: str | None = None  # --artifacts: the store for a new study (default runs/<study>/artifacts)
 
     def __post_init__(self) -> None:
         check_numbers(
@@ -202,6 +204,7 @@ class Search:
             self.heartbeat_s,
             self.seed,
         )
+        self.store_location = study_store(study, self.artifacts, self.run_dir / ARTIFACTS_DIR)
         train_seed = cf.study_seed(study)  # every trial of the study trains from the study's seed
         if train_seed != self.seed:
             log.warning(
@@ -235,6 +238,7 @@ class Search:
             lock,
             self.heartbeat_s,
             self.reporter,
+            open_store(self.store_location, create=True),
         )
         self.reporter.search_start(study, self.trials)
         while True:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nas.errors import MAX_SEED, MAX_THREADS, BadOption, check_range
 from nas.names import check_name
+from nas.stores import store_location
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "bruteforce")
 HEARTBEAT_S = 10  # a running trial records a heartbeat this often; silent for 3 of them, it is failed
@@ -54,6 +55,7 @@ class SearchOptions:
     workers: str = "1"
     threads: int | None = None
     heartbeat: int = HEARTBEAT_S
+    artifacts: str | None = None
 
     def __post_init__(self) -> None:
         check_numbers(
@@ -63,6 +65,8 @@ class SearchOptions:
         check_range("--seed", self.seed, 0, MAX_SEED)
         if self.study is not None:
             check_name(self.study, "--study")
+        if self.artifacts is not None:
+            store_location(self.artifacts, Path("."))  # its form, before anything loads
         if self.storage is not None and not self.storage.strip():
             raise BadOption("--storage", self.storage, "an Optuna storage URL, e.g. sqlite:///runs/x/study.db")
 
@@ -90,4 +94,6 @@ class SearchOptions:
             argv += ["--storage", self.storage]
         if self.timeout is not None:
             argv += ["--timeout", repr(self.timeout)]
+        if self.artifacts is not None:
+            argv += ["--artifacts", self.artifacts]
         return argv

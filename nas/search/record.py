@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from nas.errors import UserError
+
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial, TrialState
 
@@ -36,10 +38,17 @@ SEED = "seed"  # the seed the trial trained from
 DUPLICATE_OF = "duplicate_of"  # the trial whose outcome this one copied (same architecture)
 DRAWN = "drawn"  # why the architecture was not the sampler's proposal (drawn at random instead)
 PRUNED_AT = "pruned_at"  # the decision that stopped the trial
-WEIGHTS = "weights"  # where the trial's weights were kept
+WEIGHTS = "weights"  # where the trial's weights were kept (studies made before the artifact store)
+WEIGHTS_ARTIFACT = "weights_artifact"  # the artifact id of the trial's weights in the study's store
 SECONDS_TRIAL = "seconds_trial"  # latency measurement and training, wall clock
 SECONDS_TRAIN_VAL = "seconds_train_val"  # inside the training and validation loops only
 EPOCHS_PER_RANK = "epochs_per_rank"  # DDP: epochs each rank trained
+
+
+def weights_removed_key(number: int) -> str:
+    """Study system attribute: trial ``number``'s weights left the store (the trial left the front);
+    its value is the artifact id. (A finished trial's own attributes cannot change.)"""
+    return f"weights_removed:{number}"
 
 
 def rung_key(epoch: int) -> str:
@@ -61,8 +70,42 @@ COPIED = (
 )  # what a duplicate takes over from its twin
 
 
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
+class StudyDataError(UserError):
+    """A value in the study's storage is not what this tool wrote there (edited by hand or another tool)."""
+
+
+def _bad(where: str, key: str, value: Any, expected: str) -> StudyDataError:
+    shown = repr(value)
+    return StudyDataError(
+        f"{where}: attribute {key!r} is {shown[:80] + ('...' if len(shown) > 80 else '')}; expected {expected} "
+        "(the storage was changed by hand or by another tool)"
+    )
+
+
+def _number(where: str, key: str, value: Any, kind: type = float) -> Any:
+    """``value`` as ``kind`` (int or float), None as None; anything else a StudyDataError."""
+    if value is None:
+        return None
+    ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+    if not ok or isinstance(value, bool):
+        raise _bad(where, key, value, "an integer" if kind is int else "a number")
+    return kind(value)
+
+
+KINDS: dict[type, str] = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
+
+
+def study_attr(study: Any, key: str, kind: type, default: Any = None) -> Any:
+    """The study's user attribute ``key`` as ``kind`` (int, float, str, list or dict), ``default`` when
+    absent or None; a value of another type is a StudyDataError naming the study and the key."""
+    value = study.user_attrs.get(key)
+    if value is None:
+        return default
+    if kind in (int, float):
+        return _number(f"study {study.study_name!r}", key, value, kind)
+    if not isinstance(value, kind):
+        raise _bad(f"study {study.study_name!r}", key, value, KINDS[kind])
+    return value
 
 
 @dataclass(frozen=True)
@@ -104,11 +147,13 @@ class TrialInfo:
         seed = self.attrs.get(SEED)  # absent in studies made before every trial recorded it
         return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
+    def _num(self, key: str, kind: type = float) -> Any:
+        return _number(f"trial {self.number}", key, self.attrs.get(key), kind)
+
     @property
     def duplicate_of(self) -> int | None:
         """The trial this one's outcome was copied from, or None when it trained itself."""
-        source = self.attrs.get(DUPLICATE_OF)
-        return None if source is None else int(source)
+        return self._num(DUPLICATE_OF, int)
 
     @property
     def is_copy(self) -> bool:
@@ -134,29 +179,43 @@ class TrialInfo:
     @property
     def curve(self) -> tuple[float, ...]:
         """Validation accuracy after each epoch trained (empty before the first)."""
-        return tuple(float(a) for a in self.attrs.get(CURVE) or ())
+        values = self.attrs.get(CURVE) or ()
+        if not isinstance(values, (list, tuple)):
+            raise _bad(f"trial {self.number}", CURVE, values, "a list of accuracies")
+        return tuple(_number(f"trial {self.number}", CURVE, a) for a in values)
 
     @property
     def weights(self) -> str | None:
+        """The local path of the kept weights (studies made before the artifact store)."""
         return self.attrs.get(WEIGHTS)
 
     @property
+    def weights_artifact(self) -> str | None:
+        """The artifact id of the kept weights in the study's store."""
+        value = self.attrs.get(WEIGHTS_ARTIFACT)
+        return value if isinstance(value, str) and value else None
+
+    @property
     def seconds_train_val(self) -> float | None:
-        return _float(self.attrs.get(SECONDS_TRAIN_VAL))
+        return self._num(SECONDS_TRAIN_VAL)
 
     # -- cost -------------------------------------------------------------------------------------------
     @property
     def latency_ms(self) -> float | None:
-        return _float(self.attrs.get(LATENCY))
+        return self._num(LATENCY)
 
     @property
     def latency_ci_ms(self) -> tuple[float, float] | None:
         ci = self.attrs.get(LATENCY_CI)
-        return None if not ci else (float(ci[0]), float(ci[1]))
+        if not ci:
+            return None
+        if not isinstance(ci, (list, tuple)) or len(ci) != 2:
+            raise _bad(f"trial {self.number}", LATENCY_CI, ci, "[low, high]")
+        return (_number(f"trial {self.number}", LATENCY_CI, ci[0]), _number(f"trial {self.number}", LATENCY_CI, ci[1]))
 
     @property
     def latency_spread_pct(self) -> float | None:
-        return _float(self.attrs.get(LATENCY_SPREAD))
+        return self._num(LATENCY_SPREAD)
 
     @property
     def latency_target(self) -> str | None:
@@ -164,13 +223,11 @@ class TrialInfo:
 
     @property
     def params(self) -> int | None:
-        p = self.attrs.get(PARAMS)
-        return None if p is None else int(p)
+        return self._num(PARAMS, int)
 
     @property
     def flops(self) -> int | None:
-        f = self.attrs.get(FLOPS)
-        return None if f is None else int(f)
+        return self._num(FLOPS, int)
 
 
 def counts_as_evaluation(trial: FrozenTrial) -> bool:

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.errors import BadOption, UserError
 from nas.names import folder_of
 from nas.pareto import pareto_front
-from nas.search.record import ARCH, BASELINE, STOP_REASON, TrialInfo
+from nas.search.record import ARCH, BASELINE, STOP_REASON, StudyDataError, TrialInfo, study_attr
 from nas.search.storage import RetryingStorage, grace_s, open_storage
 
 if TYPE_CHECKING:
@@ -304,7 +304,7 @@ def space_of(study: optuna.Study) -> Any:
     """The SearchSpace the study was run with (its YAML text is stored in the study), or None."""
     from nas.spacefile import load_space
 
-    text = study.user_attrs.get("space")
+    text = study_attr(study, "space", str, "")
     if not text:
         return None
     with tempfile.TemporaryDirectory() as tmp:
@@ -315,4 +315,7 @@ def space_of(study: optuna.Study) -> Any:
 
 def num_classes_of(study: optuna.Study, space: Any) -> int:
     """Classes of the study's models: as the search found them in the data, else the space's, else 10."""
-    return int(study.user_attrs.get("num_classes") or (space.num_classes if space else None) or 10)
+    n = study_attr(study, "num_classes", int) or (space.num_classes if space else None) or 10
+    if n < 1:
+        raise StudyDataError(f"study {study.study_name!r}: attribute 'num_classes' is {n}; expected at least 1")
+    return n

@@ -13,6 +13,7 @@ copy, the baseline, and where its weights are, where those apply).
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,9 +44,11 @@ from nas.search.study import (
     trial_id,
     uid_of,
 )
-from nas.training import prepare_fit, trial_failure
+from nas.training import StepProgress, prepare_fit, trial_failure
 
 if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
     from nas.search.pruning import MOASHA
     from nas.space import SearchSpace
 
@@ -58,6 +61,9 @@ class Reporter:
     def search_start(self, study: optuna.Study, target: int) -> None: ...
     def trial_start(self, number: int, arch: Architecture) -> None: ...
     def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None: ...
+    def step(self, number: int, epoch: int, epochs: int, step: int, steps: int, samples_per_s: float) -> None:
+        """Training of trial ``number`` is at ``step`` of ``steps`` in epoch ``epoch`` of ``epochs``."""
+
     def trial_end(self, trial: optuna.trial.FrozenTrial) -> None: ...
     def status(self, text: str) -> None:
         """What the current trial or re-run is doing now (latency, training, re-runs)."""
@@ -124,6 +130,7 @@ class Trials:
     lock: Any  # the study's lock (nas.search.locks.StudyLock)
     heartbeat_s: int
     reporter: Reporter = field(default_factory=Reporter)
+    store: Any = None  # the study's Optuna artifact store (nas.stores.open_store), where weights go
 
     def __post_init__(self) -> None:
         self.target = LatencyTarget.from_space(self.space.latency)
@@ -179,6 +186,15 @@ class Trials:
             on_epoch=None if ddp else (lambda e, acc: self.reporter.epoch(trial.number, e, self.epochs, acc)),
             noise_sd=noise.sd if noise else (),
         )
+        shown: list[pl.Callback] = []
+        if not ddp:  # the live display: steps of the epoch, samples per second, validation
+            epochs = self.epochs
+            shown.append(
+                StepProgress(
+                    lambda e, step, steps, rate: self.reporter.step(trial.number, e, epochs, step, steps, rate),
+                    lambda phase: self.reporter.status(phase),
+                )
+            )
         fitting = prepare_fit(
             arch,
             self.train_seed,
@@ -187,7 +203,7 @@ class Trials:
             self.num_classes,
             self.space.in_chans,
             epochs=self.epochs,
-            callbacks=[callback, GateCallback(self.gate)],
+            callbacks=[callback, GateCallback(self.gate), *shown],
             log_dir=self.run_dir / "trials" / str(trial.number),
         )
         try:
@@ -205,7 +221,7 @@ class Trials:
         if not curve or len(curve) < self.epochs:
             return Outcome(TrialState.FAIL, f"failed: training stopped after {len(curve)} of {self.epochs} epochs")
         values = {"accuracy": curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
-        trial.set_user_attr(r.WEIGHTS, str(self._save_weights(trial.number, arch, fitting.module.model)))
+        trial.set_user_attr(r.WEIGHTS_ARTIFACT, self._save_weights(trial, arch, fitting.module.model))
         return Outcome(
             TrialState.COMPLETE, f"completed {len(curve)} epochs", tuple(values[o] for o in self.space.objectives)
         )
@@ -266,18 +282,41 @@ class Trials:
 
     # -- weights of the front ---------------------------------------------------------------------
 
-    def _save_weights(self, number: int, arch: Architecture, model: torch.nn.Module) -> Path:
-        """The final weights of a complete trial (those its accuracy was measured with), written before
-        the trial is marked complete so a complete trial never lacks them."""
-        return save_weights(
-            model,
-            weights_path(self.run_dir, number),
-            {"arch": str(arch), "trial": str(number), "study": self.study_name, "study_uid": uid_of(self.study) or ""},
-        )
+    def _save_weights(self, trial: optuna.Trial, arch: Architecture, model: torch.nn.Module) -> str:
+        """Upload the final weights of a complete trial (those its accuracy was measured with) to the
+        study's artifact store, before the trial is marked complete so a complete trial never lacks
+        them; returns the artifact id. The metadata names the study, its uid, the trial and the
+        architecture, checked before the weights are ever used."""
+        from optuna.artifacts import upload_artifact
+
+        meta = {"arch": str(arch), "trial": str(trial.number), "study": self.study_name}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".upload-", dir=self.run_dir) as tmp:  # the name is the file's
+            path = save_weights(
+                model, Path(tmp) / f"trial_{trial.number}.safetensors", {**meta, "study_uid": uid_of(self.study) or ""}
+            )
+            return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
 
     def _drop_stale_weights(self) -> None:
-        """Keep the weights of the current front only, so disk use stays bounded by the front's size."""
-        keep = {weights_path(self.run_dir, t.number).name for t in front(self.study)}
-        for path in (self.run_dir / WEIGHTS_DIR).glob("trial_*.safetensors"):
-            if path.name not in keep:
+        """Keep the weights of the current front only, so the store's size stays bounded by the front's:
+        those of a trial that left the front are removed (once; noted on the study, since a finished
+        trial's attributes cannot change)."""
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        keep = {t.number for t in front(self.study)}
+        storage = storage_of(self.study)
+        removed = storage.get_study_system_attrs(study_id(self.study))
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            artifact = TrialInfo.of(t).weights_artifact
+            key = r.weights_removed_key(t.number)
+            if t.number in keep or artifact is None or key in removed:
+                continue
+            try:
+                self.store.remove(artifact)
+            except ArtifactNotFound:
+                pass  # another worker removed it meanwhile
+            storage.set_study_system_attr(study_id(self.study), key, artifact)
+        legacy = {weights_path(self.run_dir, n).name for n in keep}
+        for path in (self.run_dir / WEIGHTS_DIR).glob("trial_*.safetensors"):  # kept before the store
+            if path.name not in legacy:
                 path.unlink(missing_ok=True)

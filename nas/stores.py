@@ -1,0 +1,105 @@
+"""The study's artifact store (Optuna's ``optuna.artifacts``): where the weights of the front go. Its
+location is a study attribute, so any directory and any machine that reaches the storage and the store
+finds them: a folder (made absolute; the default is ``runs/<study>/artifacts``), ``s3://bucket[/prefix]``
+or ``gs://bucket[/prefix]``. Imports nothing heavy: ``nas search`` checks ``--artifacts`` before torch
+loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nas.errors import UserError
+
+ARTIFACTS_DIR = "artifacts"  # the default store: runs/<study>/artifacts
+STORE_ATTR = "artifact_store"  # study user attribute: where the study's artifacts are (a folder or a URL)
+CLOUD = {"s3": "boto3", "gs": "google-cloud-storage"}  # store URL scheme -> the package it needs
+
+
+def store_location(given: str | None, default_dir: Path) -> str:
+    """``--artifacts`` as the study records it: ``s3://bucket[/prefix]``, ``gs://bucket[/prefix]``, or a
+    folder made absolute (so another directory finds it); ``default_dir`` when not given."""
+    if given is None:
+        return str(Path(default_dir).resolve())
+    scheme, sep, rest = given.partition("://")
+    if sep:
+        bucket = rest.split("/", 1)[0]
+        if scheme not in CLOUD or not bucket:
+            raise UserError(
+                f"--artifacts: {given!r} is not a store this tool opens; expected a folder, "
+                "s3://BUCKET[/PREFIX] or gs://BUCKET[/PREFIX]"
+            )
+        return given.rstrip("/")
+    if not given.strip() or "\0" in given:
+        raise UserError(f"--artifacts: {given!r} is not a folder; expected a folder, s3://BUCKET or gs://BUCKET")
+    path = Path(given).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--artifacts: {given} is a file; expected a folder for the study's artifacts")
+    return str(path)
+
+
+class _Prefixed:
+    """An Optuna artifact store whose ids are kept under ``prefix/`` (Optuna's cloud stores write at
+    the bucket's top level)."""
+
+    def __init__(self, store: Any, prefix: str) -> None:
+        self.store, self.prefix = store, prefix.strip("/") + "/"
+
+    def open_reader(self, artifact_id: str) -> Any:
+        return self.store.open_reader(self.prefix + artifact_id)
+
+    def write(self, artifact_id: str, content_body: Any) -> None:
+        self.store.write(self.prefix + artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(self.prefix + artifact_id)
+
+
+def open_store(location: str, create: bool = False) -> Any:
+    """The Optuna artifact store at ``location`` (as ``store_location`` wrote it); with ``create`` (a
+    search that writes to it) a folder is made."""
+    import optuna.artifacts as oa
+
+    scheme, sep, rest = location.partition("://")
+    if not sep:
+        if create:
+            Path(location).mkdir(parents=True, exist_ok=True)
+        return oa.FileSystemArtifactStore(location)
+    bucket, _, prefix = rest.partition("/")
+    try:
+        store = oa.Boto3ArtifactStore(bucket) if scheme == "s3" else oa.GCSArtifactStore(bucket)
+    except ImportError:
+        raise UserError(
+            f"the artifact store {location} needs the {CLOUD[scheme]} package: pip install {CLOUD[scheme]}"
+        ) from None
+    return _Prefixed(store, prefix) if prefix else store
+
+
+def study_store(study: Any, given: str | None, default_dir: Path) -> str:
+    """The store of ``study``: the one it records; a new study (or one made before the store) records
+    ``given``, else ``default_dir``. A different ``given`` for a study that has one is refused (its
+    weights would be split between two stores)."""
+    stored = study.user_attrs.get(STORE_ATTR)
+    wanted = None if given is None else store_location(given, default_dir)
+    if isinstance(stored, str) and stored:
+        if wanted is not None and wanted != stored:
+            raise UserError(
+                f"--artifacts: study {study.study_name!r} keeps its artifacts in {stored}, not {wanted}; "
+                "leave --artifacts out to use that store, or choose another --study"
+            )
+        return stored
+    location = wanted or store_location(None, default_dir)
+    study.set_user_attr(STORE_ATTR, location)
+    return location
+
+
+def dashboard_hint(storage: str, location: str) -> str:
+    """The optuna-dashboard command that shows the study with its artifacts."""
+    import shlex
+
+    if "://" in location:  # optuna-dashboard opens cloud stores through its config file
+        return (
+            f"optuna-dashboard {shlex.quote(storage)}  (artifacts in {location}: "
+            "name that store in the dashboard's config file)"
+        )
+    return f"optuna-dashboard {shlex.quote(storage)} --artifact-dir {shlex.quote(location)}"

@@ -1,0 +1,122 @@
+"""front.html: one self-contained Plotly page whose points name their trial, architecture and figures
+on hover, with the terminal table's columns. Checked in headless Chromium when the machine has it
+(Debian's chromium package), and always by reading the figure data embedded in the page."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from nas import report
+
+HOSTILE = "resnet10t|se(r=16)</script><img src=x onerror=alert(1)>|none|none|none"
+
+
+def trial(number, state, values, arch, latency, **attrs):
+    base = {
+        "arch": arch,
+        "latency_ms": latency,
+        "latency_ci_ms": [latency * 0.98, latency * 1.02],
+        "params": 4_900_000 + number,
+        "flops": 45_000_000 + number,
+        "stop_reason": "completed 3 epochs" if state == TrialState.COMPLETE else "pruned at epoch 1: place 3 of 3",
+        "val_acc_curve": [0.5, 0.7, values[0]] if values else [0.42],
+    }
+    return create_trial(
+        state=state,
+        values=values,
+        params={"stage4.mechanism": "none"},
+        distributions={"stage4.mechanism": CategoricalDistribution(["none", "se"])},
+        user_attrs={**base, **attrs},
+        intermediate_values={},
+    )
+
+
+@pytest.fixture
+def study():
+    st = optuna.create_study(directions=["maximize", "minimize"], study_name="html")
+    st.set_metric_names(["accuracy", "latency_ms"])
+    st.add_trial(trial(0, TrialState.COMPLETE, [0.90, 3.7], "resnet10t|none|none|none|none", 3.7, baseline=True))
+    st.add_trial(trial(1, TrialState.COMPLETE, [0.93, 4.1], "resnet10t|none|none|none|se(r=16)", 4.1))
+    st.add_trial(trial(2, TrialState.COMPLETE, [0.89, 4.5], "resnet10t|none|none|cbam(r=16,k=3)|none", 4.5))
+    st.add_trial(trial(3, TrialState.PRUNED, None, "resnet10t|none|none|simam|simam", 3.9))
+    st.add_trial(trial(4, TrialState.COMPLETE, [0.95, 4.3], HOSTILE, 4.3))
+    copy = trial(5, TrialState.PRUNED, None, "resnet10t|none|none|none|se(r=16)", 4.1, duplicate_of=1)
+    st.add_trial(copy)
+    return st
+
+
+def embedded(page: str) -> list[dict]:
+    """The figure's traces as Plotly.newPlot receives them in the page."""
+    call = page[page.index("Plotly.newPlot(") :]
+    call = call[call.index('"front",') + len('"front",') :].lstrip()
+    return json.JSONDecoder().raw_decode(call)[0]
+
+
+def test_front_html_is_self_contained_and_every_point_says_what_it_is(study, tmp_path):
+    a = report.analyse(study, measure_again=False)
+    path = report.write_html(study, a, ["accuracy", "latency_ms"], 1.23, (0.0, 5.0), tmp_path / "front.html")
+    page = path.read_text()
+    assert page.startswith("<!doctype html>") and "<script src=" not in page, "Plotly inside, nothing fetched"
+    assert "<img src=x" not in page, "study text escaped everywhere, in the table and in the embedded data"
+    traces = {t["name"]: t for t in embedded(page)}
+    pruned = traces["pruned (accuracy at its last rung)"]
+    assert pruned["y"] == [0.42] and "trial 3: resnet10t|none|none|simam|simam" in pruned["text"][0]
+    assert "stopped: pruned at epoch 1" in pruned["text"][0], "a copy (trial 5) is not drawn"
+    complete = traces["complete trials (stored, one run)"]
+    assert [t.split(":")[0] for t in complete["text"]] == ["trial 2"]
+    front = next(t for name, t in traces.items() if name.startswith("front (") and t.get("mode") == "markers+text")
+    hover = dict(zip(front["text"], front["hovertext"], strict=True))
+    assert set(hover) == {"1", "4"}
+    assert "trial 1: resnet10t|none|none|none|se(r=16)" in hover["1"] and "params 4.90M" in hover["1"]
+    assert "latency 4.100 ms [4.018, 4.182]" in hover["1"] and "45.0 MFLOPs" in hover["1"]
+    assert "&lt;img src=x onerror=alert(1)&gt;" in hover["4"]
+    assert traces["baseline (no attention)"]["text"] == ["0"]
+    # the table: the terminal's columns, and the whole architecture
+    for col in ("verdict", "params", "MFLOPs", "architecture"):
+        assert f">{col}<" in page or f">{col}<br>" in page or col in page
+    assert "resnet10t|none|none|none|se(r=16)</td>" in page
+
+
+def test_hover_in_headless_chromium_shows_the_architecture(study, tmp_path):
+    """The page in a real browser: hovering the front member shows its trial and architecture (.ci/run
+    installs Debian's chromium, so CI always runs this; elsewhere the test above checks the page's data)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    a = report.analyse(study, measure_again=False)
+    path = report.write_html(study, a, ["accuracy", "latency_ms"], 1.23, (0.0, 5.0), tmp_path / "front.html")
+    if browser is None:
+        pytest.skip("no chromium here (apt-get install chromium); the page's data is checked by the test above")
+    probe = tmp_path / "probe.html"
+    trace = next(i for i, t in enumerate(embedded(path.read_text())) if t["name"].startswith("front ("))
+    probe.write_text(
+        path.read_text().replace(
+            "</body>",
+            "<script>window.addEventListener('load', () => {"
+            "const gd = document.getElementById('front');"
+            f"Plotly.Fx.hover(gd, [{{curveNumber: {trace}, pointNumber: 0}}]);"
+            "document.title = 'HOVER:' + Array.from(document.querySelectorAll('.hoverlayer .hovertext'))"
+            ".map(e => e.textContent).join('|');});</script></body>",
+        )
+    )
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+    run = subprocess.run(
+        [
+            browser,
+            *flags,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    title = re.search(r"<title>(.*?)</title>", run.stdout, re.S)
+    assert title and title.group(1).startswith("HOVER:"), run.stderr[-2000:]
+    assert "trial 1: resnet10t|none|none|none|se(r=16)" in title.group(1), title.group(1)

@@ -50,17 +50,27 @@ def pick_best(
     study: optuna.Study, max_latency_ms: float | None = None, min_accuracy: float | None = None
 ) -> tuple[optuna.trial.FrozenTrial, str]:
     """From the Pareto front: the most accurate; with ``max_latency_ms``, the most accurate within it;
-    with only ``min_accuracy``, the fastest that reaches it. Returns the trial and why it was chosen."""
+    with only ``min_accuracy``, the fastest that reaches it. Returns the trial and why it was chosen.
+    In a confirmed study the front and the accuracies are the confirmed ones (means over the fresh
+    seeds, the front recomputed on them), as ``nas report`` shows them: a single lucky run is not
+    "the best"; the reason then carries the member's verdict against the baseline."""
+    from nas.report import analyse, verdict_text
     from nas.search.study import front
 
-    members = front(study)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    a = analyse(study, measure_again=False)
+    if a.confirmed:
+        members = [(trials[m.number], m.shown_accuracy, m.latency, m) for m in a.members if m.on_front]
+        kind = f"confirmed front member(s) (mean accuracy over {len(a.seeds)} fresh seeds)"
+    else:
+        members = [(t, t.values[0], t.values[1], None) for t in front(study)]
+        kind = "front member(s)"
     if not members:
         raise ExportError(f"study {study.study_name!r} has no complete feasible trial yet; nothing to export")
     ok = [
-        t
-        for t in members
-        if (max_latency_ms is None or t.values[1] <= max_latency_ms)
-        and (min_accuracy is None or t.values[0] >= min_accuracy)
+        c
+        for c in members
+        if (max_latency_ms is None or c[2] <= max_latency_ms) and (min_accuracy is None or c[1] >= min_accuracy)
     ]
     budget = " and ".join(
         x
@@ -71,15 +81,17 @@ def pick_best(
         if x
     )
     if not ok:
-        have = ", ".join(f"trial {t.number}: accuracy {t.values[0]:.4f}, {t.values[1]:.3f} ms" for t in members)
+        have = ", ".join(f"trial {t.number}: accuracy {acc:.4f}, {lat:.3f} ms" for t, acc, lat, _ in members)
         raise ExportError(f"no trial on the front meets {budget}; the front is: {have}")
     if min_accuracy is not None and max_latency_ms is None:
-        best = min(ok, key=lambda t: (t.values[1], -t.values[0], t.number))
-        why = f"the fastest of the {len(ok)} front member(s) with {budget}"
+        best = min(ok, key=lambda c: (c[2], -c[1], c[0].number))
+        why = f"the fastest of the {len(ok)} {kind} with {budget}"
     else:
-        best = max(ok, key=lambda t: (t.values[0], -t.values[1], -t.number))
-        why = f"the most accurate of the {len(ok)} front member(s)" + (f" with {budget}" if budget else "")
-    return best, why
+        best = max(ok, key=lambda c: (c[1], -c[2], -c[0].number))
+        why = f"the most accurate of the {len(ok)} {kind}" + (f" with {budget}" if budget else "")
+    if best[3] is not None:
+        why += f"; {'the baseline itself' if best[3].baseline else verdict_text(best[3])}"
+    return best[0], why
 
 
 def get_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:

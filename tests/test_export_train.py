@@ -52,15 +52,16 @@ def stored(study, trial) -> Path:
     return Path(study.user_attrs["artifact_store"]) / trial.user_attrs["weights_artifact"]
 
 
-def test_only_the_fronts_weights_are_kept_in_the_studys_artifact_store(searched):
+def test_only_the_fronts_and_the_baselines_weights_are_kept_in_the_studys_artifact_store(searched):
     from safetensors import safe_open
 
     study, root = searched
     store = Path(study.user_attrs["artifact_store"])
     assert store == (root / "exp" / "artifacts").resolve(), "absolute: found from any directory"
     assert not (root / "exp" / "weights").exists() or not any((root / "exp" / "weights").iterdir())
-    assert sorted(p.name for p in store.iterdir()) == sorted(t.user_attrs["weights_artifact"] for t in front(study))
-    for t in front(study):
+    kept = {t.number: t for t in front(study)} | {t.number: t for t in study.trials if t.user_attrs.get("baseline")}
+    assert sorted(p.name for p in store.iterdir()) == sorted(t.user_attrs["weights_artifact"] for t in kept.values())
+    for t in kept.values():
         with safe_open(str(stored(study, t)), "pt") as f:
             assert f.metadata()["arch"] == t.user_attrs["arch"] and f.metadata()["trial"] == str(t.number)
         # Optuna's own listing (what optuna-dashboard shows) names the file after the trial
@@ -68,7 +69,7 @@ def test_only_the_fronts_weights_are_kept_in_the_studys_artifact_store(searched)
         assert [m.filename for m in metas] == [f"trial_{t.number}.safetensors"]
     system = study._storage.get_study_system_attrs(study._study_id)
     for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        if t.number not in {m.number for m in front(study)} and "weights_artifact" in t.user_attrs:
+        if t.number not in kept and "weights_artifact" in t.user_attrs:
             assert (
                 not stored(study, t).exists()
                 and system[f"weights_removed:{t.number}"] == t.user_attrs["weights_artifact"]
@@ -146,6 +147,7 @@ def test_export_budgets_and_clear_failures(searched, tmp_path):
         if t.state.name == "COMPLETE"
         and t.number not in {m.number for m in members}
         and "duplicate_of" not in t.user_attrs
+        and not t.user_attrs.get("baseline")
     ]
     for t in dropped:  # off the front: weights gone, and the message says why and what to do
         with pytest.raises(UserError, match="removed when the trial left the front"):

@@ -93,9 +93,14 @@ def report_cmd(
         f"({names[0]} {info['reference'][0]}, {names[1]} {info['reference'][1]:.4g}) "
         f"= (0, 1.1 x the largest {names[1]} of a complete trial)"
     )
+    counts = study_mod.count_states(st)
+    copies = counts["copies"]
+    evaluated = counts["complete"] + counts["pruned"] + counts["infeasible"]
     if info["overhead_pct"] is not None:
         console.print(
-            f"{len(st.trials)} trials in {info['wall_s']:.0f} s, {info['epochs']} epochs trained; "
+            f"{evaluated} architectures evaluated"
+            + (f" (and {copies} proposal(s) of evaluated ones, recorded as copies)" if copies else "")
+            + f" in {info['wall_s']:.0f} s, {info['epochs']} epochs trained; "
             f"overhead (time outside training and validation batches): {info['overhead_pct']:.1f}%"
         )
     png = report.plot(st, analysis, folder / "front.png")

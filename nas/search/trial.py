@@ -298,12 +298,14 @@ class Trials:
             return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
 
     def _drop_stale_weights(self) -> None:
-        """Keep the weights of the current front only, so the store's size stays bounded by the front's:
+        """Keep the weights of the current front (and the baseline) only, so the store's size stays bounded:
         those of a trial that left the front are removed (once; noted on the study, since a finished
         trial's attributes cannot change)."""
         from optuna.artifacts.exceptions import ArtifactNotFound
 
-        keep = {t.number for t in front(self.study)}
+        keep = {t.number for t in front(self.study)} | {  # and the baseline: the reference of every comparison
+            t.number for t in self.study.get_trials(deepcopy=False) if TrialInfo.of(t).baseline
+        }
         storage = storage_of(self.study)
         removed = storage.get_study_system_attrs(study_id(self.study))
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

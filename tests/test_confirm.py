@@ -143,17 +143,6 @@ def test_a_destructive_choice_is_confirmed_worse_and_a_harmless_one_tied(searche
     assert base.accuracy.n == 2
 
 
-def test_export_best_follows_the_confirmed_front_not_the_luckiest_run(searched):
-    study, _, _ = searched
-    a = report.analyse(study, measure_again=False)
-    assert a.confirmed
-    trial, why = export.pick_best(study)
-    on = [m for m in a.members if m.on_front]
-    assert trial.number == max(on, key=lambda m: (m.shown_accuracy, -m.latency)).number
-    assert why.startswith(f"the most accurate of the {len(on)} confirmed front member(s) (mean accuracy over 2 ")
-    assert why.endswith(("the baseline itself", "tied with the baseline")) or "baseline" in why.split(";")[-1], why
-
-
 def test_report_cli_leads_with_the_verdict_and_prints_whole_architectures(searched, tmp_path, monkeypatch):
     """In process (the test mechanisms are registered here only), on an 80-column console."""
     _, root, storage = searched

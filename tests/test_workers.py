@@ -301,7 +301,8 @@ def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp
 
     best = result.study.best_trials[0]
     model = build(Architecture.parse(best.user_attrs["arch"]), 10, 1).eval()
-    model.load_state_dict(load_file(best.user_attrs["weights"]))
+    store = result.study.user_attrs["artifact_store"]  # a folder: the default store
+    model.load_state_dict(load_file(f"{store}/{best.user_attrs['weights_artifact']}"))
     dm = data_mod.datamodule(space.data, space.input_size, 64, 0)
     dm.setup("fit")
     with torch.no_grad():

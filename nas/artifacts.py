@@ -24,8 +24,7 @@ CARD_FILE = "architecture.yaml"
 
 
 def weights_path(run_dir: Path, number: int) -> Path:
-    """Where studies made before the artifact store kept a trial's weights (and where a trial's
-    weights are written before they are uploaded)."""
+    """Where studies made before the artifact store kept a trial's weights."""
     return run_dir / WEIGHTS_DIR / f"trial_{number}.safetensors"
 
 

@@ -90,7 +90,8 @@ def pick_best(
         best = max(ok, key=lambda c: (c[1], -c[2], -c[0].number))
         why = f"the most accurate of the {len(ok)} {kind}" + (f" with {budget}" if budget else "")
     if best[3] is not None:
-        why += f"; {'the baseline itself' if best[3].baseline else verdict_text(best[3])}"
+        m = best[3]
+        why += f": {m.shown_accuracy:.4f}; {'the baseline itself' if m.baseline else verdict_text(m)}"
     return best[0], why
 
 
@@ -99,15 +100,17 @@ def get_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     if not 0 <= number < len(trials):
         raise ExportError(f"trial {number} does not exist in study {study.study_name!r} (trials 0..{len(trials) - 1})")
     trial = trials[number]
+    source = TrialInfo.of(trial).duplicate_of  # a copy: the trial it copied (copies are recorded as pruned)
+    if source is not None and 0 <= source < len(trials):
+        trial = trials[source]
     if trial.state != TrialState.COMPLETE:
         reason = TrialInfo.of(trial).stop_reason
         raise ExportError(
-            f"trial {number} is {trial.state.name.lower()}"
+            f"trial {trial.number} is {trial.state.name.lower()}"
             + (f" ({reason})" if reason else "")
             + "; only complete trials have trained weights to export"
         )
-    source = TrialInfo.of(trial).duplicate_of
-    return trials[source] if source is not None else trial
+    return trial
 
 
 # -- the generated code ---------------------------------------------------------------------------

@@ -73,9 +73,10 @@ def _log_rows(path: Path, before_epoch: int) -> list[dict[str, str]]:
 def _prepend_log_rows(path: Path, rows: list[dict[str, str]]) -> None:
     """``rows`` put back ahead of what the resumed run wrote to the metrics.csv at ``path``."""
     later = []
-    if path.is_file():
+    before = {row["epoch"] for row in rows}
+    if path.is_file():  # what the resumed run wrote (the old file itself if it stopped before writing)
         with path.open(newline="") as f:
-            later = list(csv.DictReader(f))
+            later = [row for row in csv.DictReader(f) if row.get("epoch") not in before]
     columns = sorted({k for row in rows + later for k in row})
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns)

@@ -353,79 +353,56 @@ def table_rows(a: Analysis, names: Sequence[str], short: bool = False) -> tuple[
     return cols, rows
 
 
-def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
-    """Accuracy against latency: pruned trials faint at their last rung, complete trials grey, the
-    front and the baseline with error bars (accuracy: confirmed 95% interval, else +-1 noise sd of one
-    run; latency: the ratio's 95% interval) and trial numbers beside the points."""
-    import matplotlib
+@dataclass(frozen=True)
+class Point:
+    """A front member or the baseline as drawn: where, its intervals (as distances below and above), and
+    which group it belongs to (``front``, ``off`` the confirmed front, or ``baseline``)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    member: Member
+    x: float
+    y: float
+    y_low: float
+    y_high: float
+    x_low: float
+    x_high: float
+    group: str
 
+
+@dataclass(frozen=True)
+class PlotData:
+    """What the report's plot shows, decided once for the PNG and the interactive page: pruned trials
+    at their last rung, the other complete trials (one run each), the front and the baseline with
+    their intervals, and the front's line."""
+
+    names: tuple[str, str]
+    pruned: list[TrialInfo]
+    complete: list[TrialInfo]
+    points: list[Point]
+    line: list[tuple[float, float]]
+    what: str  # how the front's figures were obtained, for titles and legends
+    remeasured: bool
+
+
+def _x(info: TrialInfo) -> float:
+    """A trial's place on the x axis: its latency (the second objective when latency is not one)."""
+    return info.latency_ms if info.latency_ms is not None else float(info.values[1]) if info.values else math.nan
+
+
+def plot_data(study: optuna.Study, a: Analysis) -> PlotData:
     names = study.metric_names or ["accuracy", "latency_ms"]
-    complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not TrialInfo.of(t).is_copy  # copies of a study made before copies were recorded as pruned
-    ]
-    pruned = [
-        info
-        for info in map(TrialInfo.of, study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
-        if info.curve and not info.is_copy and info.latency_ms
-    ]
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    if pruned:
-        ax.scatter(
-            [info.latency_ms for info in pruned],
-            [info.curve[-1] for info in pruned],
-            s=10,
-            c="#dddddd",
-            label="pruned (accuracy at its last rung)",
-            zorder=1,
-        )
-    ax.scatter(
-        [t.values[1] for t in complete],
-        [t.values[0] for t in complete],
-        s=16,
-        c="#999999",
-        label="complete trials (stored)",
-        zorder=2,
-    )
+    infos = [i for i in map(TrialInfo.of, study.get_trials(deepcopy=False)) if not i.is_copy]
+    shown_numbers = {m.number for m in a.members}
+    pruned = [i for i in infos if i.state == TrialState.PRUNED and i.curve and i.latency_ms is not None]
+    complete = [i for i in infos if i.state == TrialState.COMPLETE and i.number not in shown_numbers]
     sd = a.noise.final if a.noise else 0.0
+    points = []
     for m in a.members:
         y = m.shown_accuracy if a.confirmed else m.search_accuracy
-        if a.confirmed and m.accuracy is not None and m.accuracy.n > 1:
-            yerr = [[y - m.accuracy.low], [m.accuracy.high - y]]
-        else:
-            yerr = [[sd], [sd]]
-        xerr = [[m.latency - m.latency_low], [m.latency_high - m.latency]]
-        colour = "#d62728" if m.baseline else ("#1f77b4" if m.on_front else "#7f7f7f")
-        ax.errorbar(
-            [m.latency],
-            [y],
-            xerr=xerr,
-            yerr=yerr,
-            fmt="*" if m.baseline else "o",
-            ms=12 if m.baseline else 6,
-            c=colour,
-            ecolor=colour,
-            elinewidth=1,
-            capsize=3,
-            zorder=4,
-        )
-        ax.annotate(f"{m.number}", (m.latency, y), textcoords="offset points", xytext=(6, 4), fontsize=8, zorder=5)
-    on = sorted((m for m in a.members if m.on_front), key=lambda m: m.latency)
-    if on:
-        ax.step(
-            [m.latency for m in on],
-            [m.shown_accuracy if a.confirmed else m.search_accuracy for m in on],
-            where="post",
-            c="#1f77b4",
-            lw=1,
-            zorder=3,
-        )
-    ax.plot([], [], "o", c="#1f77b4", label="front" + (" (confirmed means)" if a.confirmed else ""))
-    ax.plot([], [], "*", c="#d62728", ms=10, label="baseline (no attention)")
+        ci = a.confirmed and m.accuracy is not None and m.accuracy.n > 1
+        low, high = (y - m.accuracy.low, m.accuracy.high - y) if ci else (sd, sd)
+        group = "baseline" if m.baseline else ("front" if m.on_front else "off")
+        points.append(Point(m, m.latency, y, low, high, m.latency - m.latency_low, m.latency_high - m.latency, group))
+    line = sorted((p.x, p.y) for p in points if p.member.on_front)
     what = (
         f"confirmed over {len(a.seeds)} seeds, 95% intervals"
         if a.confirmed
@@ -433,9 +410,83 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
             f"one run each; bars: ±1 noise sd ({100 * sd:.1f} pts)" if a.noise else "one run each; noise not measured"
         )
     )
-    ax.set_xlabel(f"{names[1]} (re-measured, 95% interval)" if any(m.remeasured for m in a.members) else names[1])
-    ax.set_ylabel(names[0])
-    ax.set_title(f"{study.study_name}: {len(complete)} complete, {len(pruned)} pruned trials; front {what}", fontsize=9)
+    return PlotData((names[0], names[1]), pruned, complete, points, line, what, any(m.remeasured for m in a.members))
+
+
+COLOURS = {"front": "#1f77b4", "off": "#7f7f7f", "baseline": "#d62728"}
+LABELS = {"front": "front", "off": "shown, off the confirmed front", "baseline": "baseline (no attention)"}
+
+
+def _xlabel(d: PlotData) -> str:
+    return f"{d.names[1]} (re-measured, 95% interval)" if d.remeasured else d.names[1]
+
+
+def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
+    """``plot_data`` as a PNG: pruned trials faint at their last rung, the other complete trials grey,
+    the front and the baseline with error bars (accuracy: confirmed 95% interval, else ±1 noise sd of
+    one run; latency: the ratio's 95% interval) and trial numbers beside the points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = plot_data(study, a)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    if d.pruned:
+        ax.scatter(
+            [_x(i) for i in d.pruned],
+            [i.curve[-1] for i in d.pruned],
+            s=10,
+            c="#dddddd",
+            zorder=1,
+            label="pruned (accuracy at its last rung)",
+        )
+    if d.complete:
+        ax.scatter(
+            [_x(i) for i in d.complete],
+            [i.curve[-1] if i.curve else i.values[0] for i in d.complete],
+            s=16,
+            c="#999999",
+            zorder=2,
+            label="complete trials (stored, one run)",
+        )
+    for p in d.points:
+        ax.errorbar(
+            [p.x],
+            [p.y],
+            xerr=[[p.x_low], [p.x_high]],
+            yerr=[[p.y_low], [p.y_high]],
+            fmt="*" if p.group == "baseline" else "o",
+            ms=12 if p.group == "baseline" else 6,
+            c=COLOURS[p.group],
+            ecolor=COLOURS[p.group],
+            elinewidth=1,
+            capsize=3,
+            zorder=4,
+            mfc="none" if p.group == "off" else COLOURS[p.group],
+        )
+        ax.annotate(f"{p.member.number}", (p.x, p.y), textcoords="offset points", xytext=(6, 4), fontsize=8, zorder=5)
+    if d.line:
+        ax.step([x for x, _ in d.line], [y for _, y in d.line], where="post", c=COLOURS["front"], lw=1, zorder=3)
+    for group in ("front", "off", "baseline"):
+        if any(p.group == group for p in d.points):
+            marker = "*" if group == "baseline" else "o"
+            ax.plot(
+                [],
+                [],
+                marker,
+                c=COLOURS[group],
+                ms=10 if group == "baseline" else 6,
+                label=LABELS[group],
+                mfc="none" if group == "off" else COLOURS[group],
+            )
+    ax.set_xlabel(_xlabel(d))
+    ax.set_ylabel(d.names[0])
+    ax.set_title(
+        f"{study.study_name}: {len(d.complete) + len(d.points)} complete, {len(d.pruned)} pruned trials; "
+        f"front {d.what}",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -482,99 +533,72 @@ def _member_hover(m: Member, names: Sequence[str]) -> str:
 
 
 def figure(study: optuna.Study, a: Analysis) -> Any:
-    """The report's plot as a Plotly figure: every trial (pruned faint at its last rung, complete grey),
-    the front and the baseline with their intervals, each point's hover naming its trial, architecture,
-    accuracy, latency, params, FLOPs and why it stopped (or its verdict)."""
+    """``plot_data`` as a Plotly figure, each point's hover naming its trial, architecture, accuracy,
+    latency, params, FLOPs and why it stopped (or its verdict)."""
     import plotly.graph_objects as go
 
-    names = study.metric_names or ["accuracy", "latency_ms"]
-    infos = [i for i in map(TrialInfo.of, study.get_trials(deepcopy=False)) if not i.is_copy]
-    shown_numbers = {m.number for m in a.members}
-    pruned = [i for i in infos if i.state == TrialState.PRUNED and i.curve and i.latency_ms is not None]
-    complete = [i for i in infos if i.state == TrialState.COMPLETE and i.number not in shown_numbers]
+    d = plot_data(study, a)
+    names = d.names
     fig = go.Figure()
     for label, group, colour, size in (
-        ("pruned (accuracy at its last rung)", pruned, "#cccccc", 6),
-        ("complete trials (stored, one run)", complete, "#888888", 8),
+        ("pruned (accuracy at its last rung)", d.pruned, "#cccccc", 6),
+        ("complete trials (stored, one run)", d.complete, "#888888", 8),
     ):
+        ys = [i.curve[-1] if i.curve else i.values[0] for i in group]
         fig.add_trace(
             go.Scatter(
-                x=[i.latency_ms for i in group],
-                y=[i.curve[-1] if i.curve else i.values[0] for i in group],
+                x=[_x(i) for i in group],
+                y=ys,
                 mode="markers",
                 name=label,
                 marker={"color": colour, "size": size},
-                text=[_trial_hover(i, i.curve[-1] if i.curve else i.values[0], names) for i in group],
+                text=[_trial_hover(i, y, names) for i, y in zip(group, ys, strict=True)],
                 hoverinfo="text",
             )
         )
-    sd = a.noise.final if a.noise else 0.0
-    for role, members, colour, symbol in (
-        (
-            "front"
-            + (
-                " (confirmed means, 95% intervals)"
-                if a.confirmed
-                else (" (one run each, bars ±1 noise sd)" if a.noise else " (one run each, noise not measured)")
-            ),
-            [m for m in a.members if not m.baseline and m.on_front],
-            "#1f77b4",
-            "circle",
-        ),
-        (
-            "shown, off the confirmed front",
-            [m for m in a.members if not m.baseline and not m.on_front],
-            "#7f7f7f",
-            "circle-open",
-        ),
-        ("baseline (no attention)", [m for m in a.members if m.baseline], "#d62728", "star"),
-    ):
-        if not members:
+    for group, symbol in (("front", "circle"), ("off", "circle-open"), ("baseline", "star")):
+        points = [p for p in d.points if p.group == group]
+        if not points:
             continue
-        ys = [m.shown_accuracy if a.confirmed else m.search_accuracy for m in members]
-        up, down = [], []
-        for m, y in zip(members, ys, strict=True):
-            if a.confirmed and m.accuracy is not None and m.accuracy.n > 1:
-                up.append(m.accuracy.high - y)
-                down.append(y - m.accuracy.low)
-            else:
-                up.append(sd)
-                down.append(sd)
         fig.add_trace(
             go.Scatter(
-                x=[m.latency for m in members],
-                y=ys,
+                x=[p.x for p in points],
+                y=[p.y for p in points],
                 mode="markers+text",
-                name=role,
-                marker={"color": colour, "size": 14 if symbol == "star" else 10, "symbol": symbol},
-                error_y={"type": "data", "array": up, "arrayminus": down, "thickness": 1},
-                error_x={
+                name=LABELS[group] + (f" ({d.what})" if group == "front" else ""),
+                marker={"color": COLOURS[group], "size": 14 if group == "baseline" else 10, "symbol": symbol},
+                error_y={
                     "type": "data",
-                    "array": [m.latency_high - m.latency for m in members],
-                    "arrayminus": [m.latency - m.latency_low for m in members],
+                    "array": [p.y_high for p in points],
+                    "arrayminus": [p.y_low for p in points],
                     "thickness": 1,
                 },
-                text=[str(m.number) for m in members],
+                error_x={
+                    "type": "data",
+                    "array": [p.x_high for p in points],
+                    "arrayminus": [p.x_low for p in points],
+                    "thickness": 1,
+                },
+                text=[str(p.member.number) for p in points],
                 textposition="top right",
-                hovertext=[_member_hover(m, names) for m in members],
+                hovertext=[_member_hover(p.member, names) for p in points],
                 hoverinfo="text",
             )
         )
-    on = sorted((m for m in a.members if m.on_front), key=lambda m: m.latency)
-    if on:
+    if d.line:
         fig.add_trace(
             go.Scatter(
-                x=[m.latency for m in on],
-                y=[m.shown_accuracy if a.confirmed else m.search_accuracy for m in on],
+                x=[x for x, _ in d.line],
+                y=[y for _, y in d.line],
                 mode="lines",
-                line={"shape": "hv", "color": "#1f77b4", "width": 1},
+                line={"shape": "hv", "color": COLOURS["front"], "width": 1},
                 name="front",
                 hoverinfo="skip",
                 showlegend=False,
             )
         )
     fig.update_layout(
-        xaxis_title=f"{names[1]} (re-measured, 95% interval)" if any(m.remeasured for m in a.members) else names[1],
+        xaxis_title=_xlabel(d),
         yaxis_title=names[0],
         hovermode="closest",
         template="plotly_white",

@@ -6,6 +6,8 @@ loads."""
 
 from __future__ import annotations
 
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,11 @@ from nas.errors import UserError
 ARTIFACTS_DIR = "artifacts"  # the default store: runs/<study>/artifacts
 STORE_ATTR = "artifact_store"  # study user attribute: where the study's artifacts are (a folder or a URL)
 CLOUD = {"s3": "boto3", "gs": "google-cloud-storage"}  # store URL scheme -> the package it needs
+HOST_ATTR = "artifact_store_host"  # study user attribute: the machine whose folder a folder store is
+
+
+class StoreError(UserError):
+    """The artifact store cannot be opened, written or read."""
 
 
 def store_location(given: str | None, default_dir: Path) -> str:
@@ -63,7 +70,10 @@ def open_store(location: str, create: bool = False) -> Any:
     scheme, sep, rest = location.partition("://")
     if not sep:
         if create:
-            Path(location).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(location).mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"--artifacts: cannot make the folder {location} ({e})") from None
         return oa.FileSystemArtifactStore(location)
     bucket, _, prefix = rest.partition("/")
     try:
@@ -90,7 +100,39 @@ def study_store(study: Any, given: str | None, default_dir: Path) -> str:
         return stored
     location = wanted or store_location(None, default_dir)
     study.set_user_attr(STORE_ATTR, location)
+    if "://" not in location:
+        study.set_user_attr(HOST_ATTR, socket.gethostname())
     return location
+
+
+def folder_elsewhere(study: Any, location: str) -> str | None:
+    """A warning when ``location`` is a folder recorded by another machine: written here, it is this
+    machine's own folder of that path unless it is a shared mount (None otherwise)."""
+    host = study.user_attrs.get(HOST_ATTR)
+    if "://" in location or not isinstance(host, str) or host == socket.gethostname():
+        return None
+    return (
+        f"study {study.study_name!r} keeps its artifacts in the folder {location}, recorded on {host}: on this machine "
+        "that is a folder of its own unless the path is a shared mount; export then finds only the weights of "
+        "trials run where the folder is. Several machines: give the study an s3:// or gs:// store (--artifacts) "
+        "when it is made"
+    )
+
+
+def probe(store: Any, location: str) -> None:
+    """Write and remove a small file in ``store``: a store that cannot be written is named now, before a
+    trial trains, not after."""
+    import io
+
+    name = f"probe-{uuid.uuid4().hex}"
+    try:
+        store.write(name, io.BytesIO(b"probe"))
+        store.remove(name)
+    except Exception as e:
+        raise StoreError(
+            f"--artifacts: cannot write to the artifact store {location} ({e.__class__.__name__}: {e}); "
+            "give a folder you can write to, or a bucket with credentials"
+        ) from None
 
 
 def dashboard_hint(storage: str, location: str) -> str:
@@ -99,7 +141,7 @@ def dashboard_hint(storage: str, location: str) -> str:
 
     if "://" in location:  # optuna-dashboard opens cloud stores through its config file
         return (
-            f"optuna-dashboard {shlex.quote(storage)}  (artifacts in {location}: "
-            "name that store in the dashboard's config file)"
+            f"optuna-dashboard {shlex.quote(storage)}  (the weights are in {location}; the dashboard opens a "
+            "cloud store from its config file, and only at a bucket's top level)"
         )
     return f"optuna-dashboard {shlex.quote(storage)} --artifact-dir {shlex.quote(location)}"

@@ -276,7 +276,7 @@ def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp
     space = load_space(tmp_path / "multi.yaml")
     result = Search(space, "multi", sqlite_url(tmp_path), 3, sampler="random", eta=2, root=tmp_path / "runs").run()
     trials = assert_final_state(result.study, 3)
-    assert len([t for t in trials if "duplicate_of" not in t.user_attrs]) == 3  # nothing failed
+    assert not [t for t in trials if t.state == TrialState.FAIL], "nothing failed"
     trained = [t for t in trials if "duplicate_of" not in t.user_attrs]
     for t in trained:
         curve = t.user_attrs["val_acc_curve"]

@@ -109,7 +109,8 @@ def search_cmd(
         console.print(p.describe())
         start = time.monotonic()
         st = create_or_resume(s, name, url, make_sampler(sampler, seed), heartbeat, seed)
-        study_store(st, artifacts, Path("runs") / name / ARTIFACTS_DIR)  # recorded before any worker starts
+        with StudyLock(url, name, storage_of(st).engine).held():  # recorded once, before any worker starts
+            study_store(st, artifacts, Path("runs") / name / ARTIFACTS_DIR)
         args = replace(opts, study=name, storage=url).to_argv()
         with LiveReporter() as reporter:
             reporter.search_start(st, trials)

@@ -46,9 +46,17 @@ def reference_latency_ms(
     import torch
 
     key = f"{target.key()}|{reference}|torch {torch.__version__}"  # the study's: the same on every machine
-    stored = study_attr(study, "latency_reference", dict, {})
-    if stored.get("key") == key and isinstance(stored.get("ms"), (int, float)):
-        return float(stored["ms"])
+
+    def stored_ms(attrs: dict) -> float | None:
+        stored = attrs.get("latency_reference")
+        if stored is not None and not isinstance(stored, dict):
+            study_attr(study, "latency_reference", dict)  # raises the error that names the value
+        ok = isinstance(stored, dict) and stored.get("key") == key and isinstance(stored.get("ms"), (int, float))
+        return float(stored["ms"]) if ok else None
+
+    found = stored_ms(study.user_attrs)
+    if found is not None:
+        return found
     path, mine = machine_cache() / REFERENCE_FILE, f"{socket.gethostname()}|{key}"
     try:
         remembered = json.loads(path.read_text()) if path.exists() else {}
@@ -63,8 +71,8 @@ def reference_latency_ms(
         except OSError as e:  # a read-only home: measured again by the next study, nothing lost
             log.warning("could not remember the reference latency in %s: %s", path, e)
     with lock.held() if lock is not None else contextlib.nullcontext():
-        stored = stored_study_attrs(study).get("latency_reference")
-        if isinstance(stored, dict) and stored.get("key") == key and isinstance(stored.get("ms"), (int, float)):
-            return float(stored["ms"])
+        found = stored_ms(stored_study_attrs(study))  # set by another process meanwhile
+        if found is not None:
+            return found
         study.set_user_attr("latency_reference", {"key": key, "ms": round(float(ms), 5), "architecture": reference})
     return round(float(ms), 5)

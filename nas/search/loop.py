@@ -47,13 +47,14 @@ from nas.search.study import (
     stored_trial,
     trial_id,
 )
-from nas.search.trial import POLL_S, Reporter, Trials, record_copy, twin_of
+from nas.search.trial import Reporter, Trials, record_copy, twin_of
 from nas.space import SearchSpace
-from nas.stores import ARTIFACTS_DIR, open_store, study_store
+from nas.stores import ARTIFACTS_DIR, folder_elsewhere, open_store, probe, study_store
 from nas.training import trial_failure
 
 log = logging.getLogger(__name__)
 MAX_FAILURES = 10  # a run stops once this many trials (or --trials, if more) have failed
+POLL_S = 1.0  # how often a worker waiting for other workers' trials looks again
 MAX_COPIES = 20  # proposals of evaluated architectures in a row before one not yet tried is drawn at random
 RANDOM_DRAWS = 200  # random draws for an unseen architecture before the space is walked in order
 
@@ -88,8 +89,8 @@ class Start:
 class Progress:
     """What the scheduling rule reads from the study."""
 
-    target: int  # --trials: finished (complete or pruned) trials to reach
-    done: int  # complete or pruned trials
+    target: int  # --trials: architectures to evaluate (finished trials that are not copies)
+    done: int  # complete or pruned trials, copies not counted
     running: int
     distinct_done: int  # distinct architectures among the done trials
     distinct_started: int  # distinct architectures among the done and the running trials
@@ -112,8 +113,8 @@ def failing(stopped: str) -> bool:
 def decide(p: Progress) -> Stop | Wait | Start:
     """Stop when the target is reached, the time is up, trials keep failing or every architecture is
     done; wait while the trials still needed (or the last architectures) run elsewhere; else start one.
-    With several workers, trials = done + running never exceeds the target, so N workers end with
-    exactly ``target`` finished trials."""
+    With several workers, done + running never exceeds the target, so N workers end with exactly
+    ``target`` architectures evaluated."""
     if p.done >= p.target:
         return Stop("trials")
     if p.timeout_s is not None and p.elapsed_s > p.timeout_s:
@@ -125,6 +126,11 @@ def decide(p: Progress) -> Stop | Wait | Start:
     if p.done + p.running >= p.target or p.distinct_started >= p.space_size:
         return Wait()
     return Start()
+
+
+def started(trials: list[optuna.trial.FrozenTrial]) -> set[str]:
+    """The architectures evaluated or being evaluated (copies and failed trials aside)."""
+    return {TrialInfo.of(t).arch for t in trials if counts_as_evaluation(t) or t.state == TrialState.RUNNING}
 
 
 class _RandomChoice:
@@ -204,7 +210,14 @@ class Search:
             self.heartbeat_s,
             self.seed,
         )
-        self.store_location = study_store(study, self.artifacts, self.run_dir / ARTIFACTS_DIR)
+        lock = StudyLock(self.storage, self.study_name, storage_of(study).engine)
+        with lock.held():  # several commands may start on one new study: one store is recorded
+            self.store_location = study_store(study, self.artifacts, self.run_dir / ARTIFACTS_DIR)
+        elsewhere = folder_elsewhere(study, self.store_location)
+        if elsewhere:
+            log.warning(elsewhere)
+        store = open_store(self.store_location, create=True)
+        probe(store, self.store_location)
         train_seed = cf.study_seed(study)  # every trial of the study trains from the study's seed
         if train_seed != self.seed:
             log.warning(
@@ -213,7 +226,6 @@ class Search:
                 train_seed,
                 self.seed,
             )
-        lock = StudyLock(self.storage, self.study_name, storage_of(study).engine)
         dm = self._datamodule(train_seed)
         num_classes = self.space.num_classes or dm.num_classes
         if "num_classes" not in study.user_attrs:
@@ -236,9 +248,9 @@ class Search:
             MOASHA(eta=self.eta) if self.prune else None,
             self.gate,
             lock,
-            self.heartbeat_s,
             self.reporter,
-            open_store(self.store_location, create=True),
+            store,
+            self.store_location,
         )
         self.reporter.search_start(study, self.trials)
         while True:
@@ -313,7 +325,7 @@ class Search:
     def _unseen(self, trials: list[optuna.trial.FrozenTrial]) -> Architecture:
         """An architecture no trial has evaluated or is evaluating (``decide`` started a trial, so one
         exists): drawn at random per stage, else the first in the space's order."""
-        seen = {TrialInfo.of(t).arch for t in trials if counts_as_evaluation(t) or t.state == TrialState.RUNNING}
+        seen = started(trials)
         rng = random.Random(f"{self.seed}:{self.worker_index}:{len(trials)}")
         draws = (self.space.sample(_RandomChoice(rng)) for _ in range(RANDOM_DRAWS))
         for arch in itertools.chain(draws, self.space.architectures()):
@@ -331,13 +343,13 @@ class Search:
             if t.state == TrialState.FAIL and t.datetime_start is not None and t.datetime_start >= self._started_at
         ]
         failed = [i for i in map(TrialInfo.of, failed_here) if not i.stop_reason.startswith("interrupted")]
-        distinct = {t.arch for t in done}
+        distinct = {t.arch for t in done}  # the architectures evaluated; with the running ones: started()
         return Progress(
             target=self.trials,
             done=len(done),
             running=len(running),
             distinct_done=len(distinct),
-            distinct_started=len(distinct | {t.arch for t in running}),
+            distinct_started=len(started(trials)),
             space_size=self.space.count(),
             failed=len(failed),
             last_failure=failed[-1].stop_reason if failed else None,

@@ -235,7 +235,7 @@ def counts_as_evaluation(trial: FrozenTrial) -> bool:
     of an earlier trial. ``--trials N`` asks for N of these."""
     from optuna.trial import TrialState
 
-    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and DUPLICATE_OF not in trial.user_attrs
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and not TrialInfo.of(trial).is_copy
 
 
 def infos(trials: Iterable[FrozenTrial]) -> list[TrialInfo]:

@@ -169,12 +169,17 @@ def count_states(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Non-dominated feasible complete trials (duplicates collapsed to their first trial)."""
+def front(
+    study: optuna.Study, snapshot: list[optuna.trial.FrozenTrial] | None = None
+) -> list[optuna.trial.FrozenTrial]:
+    """Non-dominated feasible complete trials (duplicates collapsed to their first trial), of the study
+    as it is now or of ``snapshot`` (its trials read once, by a caller that decides on the same list)."""
     trials = [
         t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not TrialInfo.of(t).is_copy and all(v <= 0 for v in t.constraints.values())
+        for t in (study.get_trials(deepcopy=False) if snapshot is None else snapshot)
+        if t.state == TrialState.COMPLETE
+        and not TrialInfo.of(t).is_copy
+        and all(v <= 0 for v in t.constraints.values())
     ]
     signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
     points = [(signs[0] * t.values[0], -signs[1] * t.values[1]) for t in trials]

@@ -13,6 +13,7 @@ copy, the baseline, and where its weights are, where those apply).
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -44,15 +45,16 @@ from nas.search.study import (
     trial_id,
     uid_of,
 )
+from nas.stores import StoreError
 from nas.training import StepProgress, prepare_fit, trial_failure
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
     from nas.search.pruning import MOASHA
     from nas.space import SearchSpace
-
-POLL_S = 1.0  # how often a worker waiting for other workers' trials looks again
 
 
 class Reporter:
@@ -94,7 +96,8 @@ def twin_of(trials: list[optuna.trial.FrozenTrial], arch: str, number: int) -> o
 
 def record_copy(study: optuna.Study, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> None:
     """Record a proposal of an architecture already evaluated as a copy of its ``twin``: PRUNED, with
-    the twin's figures, constraints and learning curve (so the sampler learns what it proposed), never
+    the twin's figures, constraints and learning curve as far as they are recorded (a running twin: what
+    it has so far), so TPE learns what it proposed (other samplers skip pruned trials), never
     complete (so neither our front nor optuna-dashboard's best trials count it twice) and not counted
     toward ``--trials``."""
     for key in r.COPIED:
@@ -128,9 +131,9 @@ class Trials:
     pruner: MOASHA | None
     gate: LatencyGate
     lock: Any  # the study's lock (nas.search.locks.StudyLock)
-    heartbeat_s: int
     reporter: Reporter = field(default_factory=Reporter)
     store: Any = None  # the study's Optuna artifact store (nas.stores.open_store), where weights go
+    store_location: str = ""  # where that is, for messages
 
     def __post_init__(self) -> None:
         self.target = LatencyTarget.from_space(self.space.latency)
@@ -295,29 +298,41 @@ class Trials:
             path = save_weights(
                 model, Path(tmp) / f"trial_{trial.number}.safetensors", {**meta, "study_uid": uid_of(self.study) or ""}
             )
-            return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
+            try:
+                return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
+            except Exception as e:  # a store that cannot be written: the worker stops, the trial recorded
+                raise StoreError(
+                    f"could not upload the weights of trial {trial.number} to the artifact store "
+                    f"{self.store_location}: {e.__class__.__name__}: {e}"
+                ) from None
 
     def _drop_stale_weights(self) -> None:
-        """Keep the weights of the current front (and the baseline) only, so the store's size stays bounded:
-        those of a trial that left the front are removed (once; noted on the study, since a finished
-        trial's attributes cannot change)."""
-        from optuna.artifacts.exceptions import ArtifactNotFound
-
-        keep = {t.number for t in front(self.study)} | {  # and the baseline: the reference of every comparison
-            t.number for t in self.study.get_trials(deepcopy=False) if TrialInfo.of(t).baseline
-        }
-        storage = storage_of(self.study)
-        removed = storage.get_study_system_attrs(study_id(self.study))
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            artifact = TrialInfo.of(t).weights_artifact
-            key = r.weights_removed_key(t.number)
-            if t.number in keep or artifact is None or key in removed:
-                continue
-            try:
-                self.store.remove(artifact)
-            except ArtifactNotFound:
-                pass  # another worker removed it meanwhile
-            storage.set_study_system_attr(study_id(self.study), key, artifact)
+        """Keep the weights of the current front (and the baseline) only, so the store's size stays
+        bounded: those of a trial that left the front are removed (once; noted on the study, since a
+        finished trial's attributes cannot change). Decided on one reading of the trials, under the study's
+        lock, so a trial another worker finishes meanwhile is never taken for one that left the front. A
+        removal that fails (a store briefly unreachable) is tried again after the next trial."""
+        with self.lock.held():
+            snapshot = self.study.get_trials(deepcopy=False)
+            keep = {t.number for t in front(self.study, snapshot)} | {
+                t.number
+                for t in snapshot
+                if TrialInfo.of(t).baseline  # the reference of every comparison
+            }
+            storage = storage_of(self.study)
+            removed = storage.get_study_system_attrs(study_id(self.study))
+            for t in snapshot:
+                artifact = TrialInfo.of(t).weights_artifact
+                key = r.weights_removed_key(t.number)
+                if t.state != TrialState.COMPLETE or t.number in keep or artifact is None or key in removed:
+                    continue
+                try:
+                    self.store.remove(artifact)
+                except Exception as e:
+                    if e.__class__.__name__ != "ArtifactNotFound":  # not: already removed by another worker
+                        log.warning("could not remove the weights of trial %d (%s): %s", t.number, artifact, e)
+                        continue
+                storage.set_study_system_attr(study_id(self.study), key, artifact)
         legacy = {weights_path(self.run_dir, n).name for n in keep}
         for path in (self.run_dir / WEIGHTS_DIR).glob("trial_*.safetensors"):  # kept before the store
             if path.name not in legacy:

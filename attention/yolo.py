@@ -1,9 +1,19 @@
-"""YOLO-style aliases: every mechanism as ``Name(c1, c2, *args)``.
+"""YOLO-style aliases: every mechanism as ``Name(c1, c2, *args)``, and ``register()`` for ultralytics.
 
 Detector model YAMLs (YOLOv5/v8-style ``parse_model``) build modules as ``m(c1, c2, *args)`` where
 ``c1`` is the input width and ``c2`` the output width. Attention keeps the width, so ``c2`` must
 equal ``c1`` (or be None); the remaining positional ``args`` are the mechanism's hyperparameters in
 registry order (e.g. ``CBAM(c1, c2, reduction, kernel_size)``).
+
+``register()`` makes an installed ultralytics (8.4) parse the twelve names in a model YAML row with
+the hyperparameters only, the width taken from the incoming layer: ``[-1, 1, CBAM, [16, 7]]``. It
+needs no change to ultralytics' files: ultralytics passes a module it does not know only the row's
+arguments, so register() wraps its ``parse_model`` to put the channel list and the row's input in front
+of them (``["ch", f, *args]``: parse_model itself replaces the name ``ch`` by its list of layer widths)
+and names, in ultralytics' namespace, a row class per mechanism that builds the alias from ``ch[f]``.
+Models hold the aliases themselves, so a saved model loads back with ``attention`` importable;
+register() is needed again only to parse a YAML. ultralytics is AGPL-3.0: it is imported here only
+when register() is called.
 """
 
 from __future__ import annotations
@@ -60,6 +70,77 @@ CrissCrossAttention = _alias(MECHANISMS["cca"])
 S2Attention = _alias(MECHANISMS["s2"])
 SelectiveKernel = _alias(MECHANISMS["sk"])
 
+ALIASES = {
+    c.__name__: c
+    for c in (
+        SE,
+        ECA,
+        SOCA,
+        CBAM,
+        GAM,
+        CoordAtt,
+        SimAM,
+        NAM,
+        ShuffleAttention,
+        CrissCrossAttention,
+        S2Attention,
+        SelectiveKernel,
+    )
+}
+
+
+def _row_class(alias: type) -> type:
+    """What a YAML row names: called by parse_model as ``Row(ch, f, *hparams)`` (after register()'s
+    rewrite), it returns the alias built for the width of layer ``f``; being an ``nn.Module`` subclass
+    it passes ultralytics' check of model layers."""
+    import torch.nn as nn
+
+    def __new__(cls: type, ch: Any = None, f: Any = -1, *hparams: Any) -> Any:
+        if not isinstance(ch, list) or not isinstance(f, int) or isinstance(f, bool):
+            raise HyperparameterError(
+                alias.__name__,
+                "from",
+                f,
+                "one input layer ([-1, 1, Name, [hyperparameters]]), parsed after attention.yolo.register()",
+            )
+        return alias(ch[f], None, *hparams)
+
+    return type(alias.__name__, (nn.Module,), {"__new__": __new__, "__module__": f"{__name__}.rows"})
+
+
+def register() -> list[str]:
+    """Make ultralytics' model YAML parser build the twelve mechanisms by name (see the module's text).
+    Safe to call again; returns the names registered. Under ULTRALYTICS_SAFE_LOAD the aliases are added
+    to torch's safe globals so weights-only loading accepts them."""
+    import copy
+
+    import torch
+    import ultralytics.nn.tasks as tasks
+
+    if not getattr(tasks.parse_model, "_attention_rows", False):
+        original = tasks.parse_model
+
+        def parse_model(d: dict, ch: Any, verbose: bool = True) -> Any:
+            d = copy.deepcopy(d)
+            for section in ("backbone", "head"):
+                for k, row in enumerate(d.get(section) or []):
+                    if isinstance(row, list) and len(row) == 4 and row[2] in ALIASES:
+                        if not isinstance(row[0], int) or isinstance(row[0], bool):
+                            raise HyperparameterError(
+                                row[2], f"{section}[{k}] from", row[0], "one input layer (an integer such as -1)"
+                            )
+                        row[3] = ["ch", row[0], *(row[3] or [])]
+            return original(d, ch, verbose)
+
+        parse_model._attention_rows = True  # type: ignore[attr-defined]
+        parse_model.__wrapped__ = original  # type: ignore[attr-defined]
+        tasks.parse_model = parse_model
+    for name, alias in ALIASES.items():
+        setattr(tasks, name, _row_class(alias))
+    torch.serialization.add_safe_globals(list(ALIASES.values()))
+    return sorted(ALIASES)
+
+
 __all__ = [
     "CBAM",
     "ECA",
@@ -73,4 +154,5 @@ __all__ = [
     "SelectiveKernel",
     "ShuffleAttention",
     "SimAM",
+    "register",
 ]

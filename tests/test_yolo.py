@@ -1,0 +1,151 @@
+"""attention.yolo.register() against the installed ultralytics (8.4): the twelve mechanisms by name in
+real model YAMLs (YOLOv8n and YOLO11n with CBAM and Coordinate Attention rows, widths from the incoming
+layer at every scale), one training epoch on tiny generated data through ultralytics' own trainer, and
+the saved model loaded back through YOLO(...). Run in a subprocess: ultralytics reads its settings folder
+and offline switches at import and changes process-wide state."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = textwrap.dedent(r'''
+    import json, sys
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    import yaml
+    from PIL import Image
+
+    from attention import yolo
+
+    out = {"registered": yolo.register(), "again": yolo.register()}
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+
+    work = Path(sys.argv[1])
+
+    def with_rows(name, after):
+        """The model YAML of ``name`` with attention rows inserted after the given layers; every
+        reference to a layer at or after an insertion point moves with it (its consumers get the
+        attended output)."""
+        d = yaml_model_load(name)
+        nb = len(d["backbone"])
+        rows = d["backbone"] + d["head"]
+        for index, row in sorted(after.items(), reverse=True):
+            shift = lambda f: [shift(x) for x in f] if isinstance(f, list) else (f + 1 if f >= index else f)
+            rows = [[-1 if r[0] == -1 else shift(r[0]), r[1], r[2], r[3]] for r in rows]
+            rows.insert(index + 1, row)
+            nb += index < nb
+        d["backbone"], d["head"] = rows[:nb], rows[nb:]
+        return d
+
+    rows = {4: [-1, 1, "CBAM", [16, 7]], 6: [-1, 1, "CoordAtt", [32]]}
+    for base in ("yolov8n.yaml", "yolo11n.yaml"):
+        d = with_rows(base, rows)
+        widths = {}
+        for scale in ("n", "s"):
+            m = DetectionModel({**d, "scale": scale}, ch=3, nc=2, verbose=False).eval()
+            with torch.no_grad():
+                y = m(torch.zeros(1, 3, 64, 64))
+            found = {f"{type(l).__module__}.{type(l).__name__}": l.channels for l in m.model if hasattr(l, "channels")}
+            before = {}  # the width each attention row receives, from a forward hook on the layer before it
+            for i, l in enumerate(m.model):
+                if type(l).__module__ == "attention.yolo":
+                    def note(mod, a, o, i=i):  # returns None: the output is kept
+                        before[i] = o.shape[1]
+
+                    h = m.model[i - 1].register_forward_hook(note)
+                    with torch.no_grad():
+                        m(torch.zeros(1, 3, 64, 64))
+                    h.remove()
+            widths[scale] = {"found": found, "incoming": sorted(before.values())}
+        out[base] = widths
+
+    # rows the mechanisms cannot take are named: two inputs, a width the hyperparameters do not fit
+    out["errors"] = []
+    for bad in ([[-1, 4], 1, "CBAM", [16]], [-1, 1, "ShuffleAttention", [7]]):
+        d = yaml_model_load("yolov8n.yaml")
+        d["head"].insert(0, bad)
+        try:
+            DetectionModel(d, ch=3, nc=2, verbose=False)
+        except Exception as e:
+            out["errors"].append(f"{type(e).__name__}: {e}")
+
+    # tiny data: a bright square (class 0) or a dark one (class 1) on noise, boxes in YOLO format
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 4)):
+        (work / "images" / split).mkdir(parents=True)
+        (work / "labels" / split).mkdir(parents=True)
+        for k in range(n):
+            img = (rng.random((64, 64, 3)) * 80).astype("uint8")
+            cls, s, x, yy = k % 2, 16 + k % 3 * 4, 8 + k * 3 % 30, 10 + k * 5 % 30
+            img[yy : yy + s, x : x + s] = 240 if cls == 0 else 10
+            Image.fromarray(img).save(work / "images" / split / f"{k}.png")
+            (work / "labels" / split / f"{k}.txt").write_text(
+                f"{cls} {(x + s / 2) / 64:.4f} {(yy + s / 2) / 64:.4f} {s / 64:.4f} {s / 64:.4f}\n"
+            )
+    data = {"path": str(work), "train": "images/train", "val": "images/val", "names": ["bright", "dark"]}
+    (work / "data.yaml").write_text(yaml.safe_dump(data))
+    out["trained"] = {}
+    for base in ("yolov8n", "yolo11n"):
+        cfg = work / f"{base}-attn.yaml"  # the scale is read from the name
+        cfg.write_text(yaml.safe_dump({**with_rows(f"{base}.yaml", rows), "nc": 2}, sort_keys=False))
+        YOLO(str(cfg)).train(
+            data=str(work / "data.yaml"), epochs=1, imgsz=64, batch=4, device="cpu", workers=0, plots=False,
+            amp=False, optimizer="SGD", lr0=0.01, project=str(work / "runs"), name=base, exist_ok=True,
+            verbose=False, val=True,
+        )
+        best = work / "runs" / base / "weights" / "best.pt"
+        back = YOLO(str(best))  # a fresh load: the model's classes come back by their module path
+        kinds = sorted({f"{type(l).__module__}.{type(l).__name__}" for l in back.model.model})
+        pred = back.predict(str(work / "images" / "val" / "0.png"), imgsz=64, device="cpu", verbose=False)
+        out["trained"][base] = {
+            "best": best.exists(),
+            "reloaded": [k for k in kinds if k.startswith("attention.")],
+            "predicted": len(pred),
+        }
+    print("RESULT " + json.dumps(out))
+''')
+
+
+def test_register_builds_trains_saves_and_reloads_real_ultralytics_models(tmp_path):
+    pytest.importorskip("ultralytics", reason="the [yolo] extra (pip install -e '.[yolo]'); [test] installs it")
+    config = tmp_path / "ultralytics-config"  # ultralytics' settings and the font it would download
+    config.mkdir()
+    import matplotlib
+
+    font = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
+    (config / "Arial.ttf").write_bytes(open(font, "rb").read())
+    env = {**os.environ, "YOLO_CONFIG_DIR": str(config), "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false"}
+    work = tmp_path / "work"
+    work.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(work)], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path
+    )
+    line = next((ln for ln in run.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert run.returncode == 0 and line, run.stdout[-3000:] + run.stderr[-3000:]
+    out = json.loads(line[len("RESULT ") :])
+    assert out["registered"] == out["again"] and len(out["registered"]) == 12
+    for base in ("yolov8n.yaml", "yolo11n.yaml"):
+        n, s = out[base]["n"], out[base]["s"]
+        assert set(n["found"]) == {"attention.yolo.CBAM", "attention.yolo.CoordAtt"}, n
+        # each row takes the width of the layer before it, and the s scale doubles the n scale's widths
+        assert sorted(n["found"].values()) == n["incoming"] and sorted(s["found"].values()) == s["incoming"], out[base]
+        assert [2 * w for w in n["incoming"]] == s["incoming"], out[base]
+    cbam, shuffle = out["errors"]
+    assert cbam.startswith("HyperparameterError") and "head[0] from" in cbam and "one input layer" in cbam, cbam
+    assert shuffle.startswith("HyperparameterError") and "groups" in shuffle, shuffle
+    for base, t in out["trained"].items():
+        assert t["best"] and t["predicted"] == 1, (base, t)
+        assert t["reloaded"] == ["attention.yolo.CBAM", "attention.yolo.CoordAtt"], (base, t)
+    assert sorted(out["trained"]) == ["yolo11n", "yolov8n"]
+    assert not (tmp_path / "runs").exists() and sorted(p.name for p in (work / "runs").iterdir()) == sorted(
+        out["trained"]
+    ), "ultralytics wrote where it was told, nothing beside"

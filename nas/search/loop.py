@@ -31,7 +31,7 @@ from nas.search import signals
 from nas.search.locks import GateCallback, LatencyGate, StudyLock
 from nas.search.options import HEARTBEAT_S, check_numbers
 from nas.search.pruning import MOASHA
-from nas.search.record import TrialInfo, counts_as_evaluation
+from nas.search.record import TrialInfo, counts_as_evaluation, holds_architecture
 from nas.search.samplers import make_sampler
 from nas.search.storage import Heartbeat
 from nas.search.study import (
@@ -130,7 +130,7 @@ def decide(p: Progress) -> Stop | Wait | Start:
 
 def started(trials: list[optuna.trial.FrozenTrial]) -> set[str]:
     """The architectures evaluated or being evaluated (copies and failed trials aside)."""
-    return {TrialInfo.of(t).arch for t in trials if counts_as_evaluation(t) or t.state == TrialState.RUNNING}
+    return {TrialInfo.of(t).arch for t in trials if holds_architecture(t)}
 
 
 class _RandomChoice:

@@ -230,12 +230,22 @@ class TrialInfo:
         return self._num(FLOPS, int)
 
 
-def counts_as_evaluation(trial: FrozenTrial) -> bool:
-    """A finished evaluation of an architecture: complete or pruned (infeasible included), not a copy
-    of an earlier trial. ``--trials N`` asks for N of these."""
+def holds_architecture(trial: FrozenTrial) -> bool:
+    """The trial evaluated its architecture or is evaluating it: complete, pruned (infeasible included)
+    or running, and not a copy. A failed trial holds nothing (its retry trains the architecture)."""
     from optuna.trial import TrialState
 
-    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and not TrialInfo.of(trial).is_copy
+    return (
+        trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) and not TrialInfo.of(trial).is_copy
+    )
+
+
+def counts_as_evaluation(trial: FrozenTrial) -> bool:
+    """A finished evaluation of an architecture (``holds_architecture``, not running). ``--trials N``
+    asks for N of these."""
+    from optuna.trial import TrialState
+
+    return trial.state != TrialState.RUNNING and holds_architecture(trial)
 
 
 def infos(trials: Iterable[FrozenTrial]) -> list[TrialInfo]:

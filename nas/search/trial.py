@@ -34,7 +34,7 @@ from nas.search import record as r
 from nas.search.latency import reference_latency_ms
 from nas.search.locks import GateCallback, LatencyGate
 from nas.search.pruning import ParetoPruningCallback, TrialRecord
-from nas.search.record import TrialInfo
+from nas.search.record import TrialInfo, holds_architecture
 from nas.search.study import (
     front,
     set_system_attr,
@@ -86,12 +86,9 @@ class Outcome:
 def twin_of(trials: list[optuna.trial.FrozenTrial], arch: str, number: int) -> optuna.trial.FrozenTrial | None:
     """The trial that evaluated (or is evaluating) ``arch`` before trial ``number``, if any: the first
     finished or running one that is not itself a copy. A failed trial is no twin (its retry trains)."""
-    for t in trials:
-        info = TrialInfo.of(t)
-        if t.number != number and info.arch == arch and not info.is_copy:
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
-                return t
-    return None
+    return next(
+        (t for t in trials if t.number != number and holds_architecture(t) and TrialInfo.of(t).arch == arch), None
+    )
 
 
 def record_copy(study: optuna.Study, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> None:

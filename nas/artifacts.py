@@ -73,6 +73,7 @@ class ModelCard:
     data: Mapping[str, Any] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
     timm_name: str | None = None
+    task: str = "classify"  # or "detect": model.yaml beside it is an ultralytics detector
 
     def to_yaml(self) -> str:
         card: dict[str, Any] = {
@@ -84,6 +85,8 @@ class ModelCard:
         }
         if self.timm_name is not None:
             card["timm_name"] = self.timm_name
+        if self.task != "classify":
+            card["task"] = self.task
         card.update({"data": dict(self.data), "training": dict(self.training)})
         return yaml.safe_dump(card, sort_keys=False)
 
@@ -115,6 +118,9 @@ class ModelCard:
             if not isinstance(data.get(key) or {}, dict):
                 raise ExportError(f"{file}: {key} is {data[key]!r}; expected a mapping")
         name = data.get("timm_name")
+        task = data.get("task", "classify")
+        if task not in ("classify", "detect"):
+            raise ExportError(f"{file}: task is {task!r}; expected classify or detect")
         return cls(
             arch,
             numbers["num_classes"],
@@ -123,6 +129,7 @@ class ModelCard:
             dict(data.get("data") or {}),
             dict(data.get("training") or {}),
             name if isinstance(name, str) else None,
+            task,
         )
 
     def write(self, folder: Path) -> Path:
@@ -142,3 +149,18 @@ class ModelCard:
         from nas.yamlio import load
 
         return cls._checked(load(file)[0], str(file))
+
+
+def load_weights(model: Any, path: Path) -> Any:
+    """``model`` with the safetensors weights at ``path`` loaded; an ExportError naming the file otherwise."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # not safetensors, truncated (safetensors raises its own error types)
+        raise ExportError(f"{path} cannot be read as safetensors weights ({e.__class__.__name__}: {e})") from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, OSError) as e:
+        raise ExportError(f"{path}: cannot load into {type(model).__name__}: {str(e).splitlines()[0]}") from None
+    return model

@@ -41,6 +41,28 @@ def stage_table(space: SearchSpace) -> list[dict]:
     return rows
 
 
+def position_table(space: SearchSpace) -> list[dict]:
+    """Per position of a detection space: the layer it follows, its module, channels, stride and
+    feature-map size at the space's image size, and what the space searches there."""
+    rows = []
+    for p, st in zip(space.positions, space.stages, strict=True):
+        side = space.input_size[0] // max(p.stride, 1)
+        rows.append(
+            {
+                "position": p.index,
+                "at": p.at,
+                "after": p.after,
+                "module": p.kind,
+                "channels": p.channels,
+                "stride": p.stride,
+                "spatial": (side, side),
+                "choices": st.count(),
+                "mechanisms": [o.mechanism for o in st.options],
+            }
+        )
+    return rows
+
+
 def time_builds(space: SearchSpace, samples: int, batch: int, seed: int = 0) -> list[dict]:
     """Sample architectures at random from ``space``; for each, time build() and one training-mode
     forward+backward at the space's input size."""

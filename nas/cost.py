@@ -8,7 +8,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -456,3 +456,15 @@ def model_cost(arch: Architecture, num_classes: int, input_size: tuple[int, int]
         raise ArchitectureError(f"{arch}: " + "; ".join(problems))
     model = build(arch, num_classes, in_chans, device="meta").eval()
     return ModelCost(count_params(model), count_flops(model, torch.empty(1, in_chans, *input_size, device="meta")))
+
+
+def space_cost(space: Any, arch: Architecture, num_classes: int) -> ModelCost:
+    """Params and FLOPs of ``arch`` as ``space`` builds it (a detector: built on the CPU, since
+    ultralytics runs a forward pass while building; FLOPs at the space's image size)."""
+    if not getattr(space, "is_detection", False):
+        return model_cost(arch, num_classes, space.input_size, space.in_chans)
+    from nas.model import build_in
+
+    model = build_in(space, arch, num_classes).eval()
+    with torch.no_grad():
+        return ModelCost(count_params(model), count_flops(model, torch.zeros(1, 3, *space.input_size)))

@@ -30,7 +30,7 @@ from torch import nn
 import attention
 from nas import backbone as bb
 from nas.architecture import Architecture
-from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, verify_weights, weights_path
+from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, load_weights, verify_weights, weights_path
 from nas.errors import UserError
 from nas.model import build
 from nas.names import write_text_atomic
@@ -345,20 +345,6 @@ def _weights_of(
     return verify_weights(path, expected)
 
 
-def _load_weights(model: nn.Module, path: Path) -> nn.Module:
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path))
-    except Exception as e:  # not safetensors, truncated (safetensors raises its own error types)
-        raise ExportError(f"{path} cannot be read as safetensors weights ({e.__class__.__name__}: {e})") from None
-    try:
-        model.load_state_dict(state)
-    except (RuntimeError, OSError) as e:
-        raise ExportError(f"{path}: cannot load into {type(model).__name__}: {str(e).splitlines()[0]}") from None
-    return model
-
-
 def judged(study: optuna.Study, trial: optuna.trial.FrozenTrial, remeasure: bool, root: Path) -> dict[str, Any]:
     """The figures ``nas report`` shows for the trial: latency re-measured beside the baseline (with
     ``remeasure``), the noise floor, and where confirmed its mean accuracy, paired difference to the
@@ -434,6 +420,20 @@ def export_trial(
     info = TrialInfo.of(trial)
     arch = info.architecture
     num_classes = num_classes_of(study, space)
+    if space.is_detection:
+        if onnx or torchscript:
+            raise ExportError(
+                "--onnx/--torchscript: a detector is exported as an ultralytics model YAML with its weights; "
+                "convert it with ultralytics itself: load().export(format='onnx') (see load.py)"
+            )
+        from nas.detection.export import export_detector
+
+        with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch:
+            weights_src = _weights_of(study, trial, root, artifacts, Path(scratch)) if weights else None
+            files, checks = export_detector(
+                study, trial, space, out, weights_src=weights_src, judged=judged(study, trial, remeasure, root)
+            )
+        return Exported(out, trial.number, files, checks)
     name = name or timm_name(study.study_name, trial.number)
     source = render_model_py(arch, num_classes, space.in_chans, name)
     with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch:
@@ -481,8 +481,8 @@ def export_trial(
 
             shutil.copyfile(weights_src, out / WEIGHTS_FILE)
             files.append(out / WEIGHTS_FILE)
-            _load_weights(reference, weights_src)
-            _load_weights(generated, out / WEIGHTS_FILE)
+            load_weights(reference, weights_src)
+            load_weights(generated, out / WEIGHTS_FILE)
         else:
             generated.load_state_dict(reference.state_dict())
         x = torch.randn(2, space.in_chans, *space.input_size, generator=torch.Generator().manual_seed(0))
@@ -551,7 +551,7 @@ def load_export(path: Path) -> tuple[nn.Module, ModelCard]:
     model = build(card.architecture, card.num_classes, card.in_chans).eval()
     folder = path if path.is_dir() else path.parent
     if (folder / WEIGHTS_FILE).exists():
-        _load_weights(model, folder / WEIGHTS_FILE)
+        load_weights(model, folder / WEIGHTS_FILE)
     else:
         raise ExportError(f"{folder}: no {WEIGHTS_FILE}; this export has the definition only")
     return model, card
@@ -575,7 +575,7 @@ def load_trial(
     in_chans = space.in_chans if space else 3
     with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch:
         weights = _weights_of(study, trial, root, artifacts, Path(scratch))
-        model = _load_weights(build(arch, num_classes, in_chans).eval(), weights)
+        model = load_weights(build(arch, num_classes, in_chans).eval(), weights)
     return model, ModelCard(
         arch, num_classes, in_chans, space.input_size if space else (224, 224), dict(space.data) if space else {}
     )

@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 import torch
 
 from nas import data as data_mod
-from nas.artifacts import WEIGHTS_FILE, ModelCard
+from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ModelCard
 from nas.errors import BadOption, UserError
 from nas.model import save_weights
 from nas.names import check_out, write_text_atomic
@@ -135,6 +135,8 @@ def train(
             if not value > 0:
                 raise BadOption(option, value, "a positive number")
             raw_training[key] = value
+    if card.task == "detect":
+        return _train_detector(source, card, raw_training, data, out, resume, force, report, announce)
     raw = {"data": data_option(data) if data else (dict(card.data) or {"source": "digits"}), "training": raw_training}
     data_cfg, training = data_and_training(str(source), raw)
     if data_cfg["source"] == "digits" and data_cfg["canvas"] != card.input_size[0]:
@@ -245,3 +247,32 @@ def train(
         ),
     )
     return TrainResult(out, list(module.curve), done, weights)
+
+
+def _train_detector(
+    source: Path,
+    card: ModelCard,
+    raw_training: dict[str, Any],
+    data: str | None,
+    out: Path | None,
+    resume: bool,
+    force: bool,
+    report: Callable[[int, int, float], None],
+    announce: Callable[[str], None],
+) -> TrainResult:
+    """A detection export: ultralytics trains it (``nas.detection.finetune``); ``--data`` is an
+    ultralytics dataset YAML."""
+    from nas.detection import finetune as detection
+
+    if not source.is_dir():
+        raise BadOption(
+            "SOURCE", str(source), "a detection export is a folder (model.yaml, weights, architecture.yaml)"
+        )
+    raw = {"data": {"source": "ultralytics", "yaml": data} if data else dict(card.data), "training": raw_training}
+    data_cfg, training = data_and_training(str(source / CARD_FILE), raw, detection=True)
+    out = out or source / "train"
+    check_out(out, inputs=[source], force=force, ours=lambda f: (f / "weights").is_dir())
+    curve, weights = detection.train(
+        card, source, training, data_cfg, out, resume=resume, report=report, announce=announce
+    )
+    return TrainResult(out, curve, 0, weights)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +11,7 @@ from torch import nn
 import attention
 from nas import backbone as bb
 from nas.architecture import NONE, Architecture, ArchitectureError, StageChoice
+from nas.seeding import seeded as _seeded
 
 
 def _make(choice: StageChoice, channels: int, stride: int = 1) -> nn.Module:
@@ -29,25 +27,6 @@ def _remove_builtin(stage: bb.Stage) -> None:
         for slot in slots.values():
             if slot.builtin is not None:
                 slot.install(nn.Identity())
-
-
-def _module_seed(init_seed: int, *where: int) -> int:
-    """A seed of its own for the attention module at ``where`` (stage index, block), fixed by the
-    architecture's ``init_seed`` and the place alone."""
-    return int.from_bytes(hashlib.sha256(repr((init_seed, *where)).encode()).digest()[:8], "little") >> 1
-
-
-def _seeded(init_seed: int | None, *where: int) -> Any:
-    if init_seed is None:
-        return contextlib.nullcontext()
-    return _fresh_rng(_module_seed(init_seed, *where))
-
-
-@contextlib.contextmanager
-def _fresh_rng(seed: int) -> Iterator[None]:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def build(
@@ -123,3 +102,14 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)
     return path
+
+
+def build_in(space: Any, arch: Architecture, num_classes: int, init_seed: int | None = None) -> nn.Module:
+    """``arch`` as ``space`` builds it: a timm classifier (``build``) or, for a detection space, the
+    ultralytics detector with its attention rows (``nas.detection.model.build``). The one dispatch every
+    part that needs a space's model calls."""
+    if getattr(space, "is_detection", False):
+        from nas.detection.model import build as build_detector
+
+        return build_detector(space.detector, space.positions, arch, num_classes, init_seed=init_seed)
+    return build(arch, num_classes, space.in_chans, init_seed=init_seed)

@@ -115,17 +115,17 @@ def remeasure(study: optuna.Study, members: Sequence[Member], space: Any) -> lis
     each member's difference to the baseline from ratios taken in the same rounds."""
     from nas.architecture import Architecture
     from nas.cost import LatencyTarget, PairedMeter
-    from nas.model import build
+    from nas.model import build_in
     from nas.search.latency import reference_latency_ms
     from nas.stats import median_interval
 
     target = LatencyTarget.from_space(space.latency)
     classes = num_classes_of(study, space)
-    reference = build(space.baseline(), classes, space.in_chans, init_seed=0)
+    reference = build_in(space, space.baseline(), classes, init_seed=0)
     meter = PairedMeter(target, reference, space.in_chans)
     ref_ms = reference_latency_ms(study, target, str(space.baseline()), lambda: meter.reference_ms)
     objective = _latency_objective(study)
-    ratios = meter.ratios([build(Architecture.parse(m.arch), classes, space.in_chans, init_seed=0) for m in members])
+    ratios = meter.ratios([build_in(space, Architecture.parse(m.arch), classes, init_seed=0) for m in members])
     base_i = next((i for i, m in enumerate(members) if m.baseline), None)
     out = []
     for m, r in zip(members, ratios, strict=True):
@@ -265,8 +265,13 @@ def fitter(study: optuna.Study, status: Callable[[str], None] = lambda s: None, 
     space = space_of(study)
     if space is None:
         raise UserError(f"study {study.study_name!r} does not record its search space; it cannot be re-trained")
-    dm = data_mod.datamodule(space.data, space.input_size, space.training["batch_size"], cf.study_seed(study))
-    dm.setup("fit")
+    if space.is_detection:
+        from nas.detection.data import dataset
+
+        dm: Any = dataset(space.data, root)
+    else:
+        dm = data_mod.datamodule(space.data, space.input_size, space.training["batch_size"], cf.study_seed(study))
+        dm.setup("fit")
     epochs = study_attr(study, "epochs", int, space.training["epochs"])  # as the trials trained
     return cf.make_fit(space, dm, num_classes_of(study, space), epochs, root / study.study_name, status)
 

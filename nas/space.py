@@ -65,6 +65,23 @@ class SearchSpace:
     latency: Mapping[str, Any]
     limits: Mapping[str, Any]
     builtin_stages: tuple[int, ...] = field(default=())
+    detector: Any = None  # a detection space: nas.detection.model.Detector (the backbone is its name)
+    positions: tuple[Any, ...] = ()  # ... and its Positions, one per "stage" of an Architecture
+
+    @property
+    def is_detection(self) -> bool:
+        return self.detector is not None
+
+    @property
+    def unit(self) -> str:
+        """What a choice is made for: a backbone's stage or a detector's position (parameter names,
+        tables)."""
+        return "position" if self.is_detection else "stage"
+
+    @property
+    def metric(self) -> str:
+        """The name of the quality objective as shown to a user."""
+        return "mAP50-95" if self.is_detection else "accuracy"
 
     def count(self) -> int:
         """Number of distinct architectures."""
@@ -96,18 +113,17 @@ class SearchSpace:
         chosen = self._fixed()
         for st in self.stages:
             names = [o.mechanism for o in st.options]
-            name = trial.suggest_categorical(f"stage{st.index}.mechanism", names) if len(names) > 1 else names[0]
+            unit = f"{self.unit}{st.index}"
+            name = trial.suggest_categorical(f"{unit}.mechanism", names) if len(names) > 1 else names[0]
             opt = st.options[names.index(name)]
             hp = {}
             for key, values in opt.hparams:
                 hp[key] = (
-                    trial.suggest_categorical(f"stage{st.index}.{name}.{key}", list(values))
-                    if len(values) > 1
-                    else values[0]
+                    trial.suggest_categorical(f"{unit}.{name}.{key}", list(values)) if len(values) > 1 else values[0]
                 )
             place = opt.placements[0]
             if len(opt.placements) > 1:
-                place = trial.suggest_categorical(f"stage{st.index}.{name}.placement", list(opt.placements))
+                place = trial.suggest_categorical(f"{unit}.{name}.placement", list(opt.placements))
             chosen[st.index] = StageChoice(name, tuple(hp.items()), place, st.replace_builtin)
         return Architecture(self.backbone, tuple(chosen[i] for i in self.stage_indices))
 
@@ -116,16 +132,16 @@ class SearchSpace:
         by_index = dict(zip(self.stage_indices, arch.stages, strict=True))
         params: dict[str, Any] = {}
         for st in self.stages:
-            choice = by_index[st.index]
+            choice, unit = by_index[st.index], f"{self.unit}{st.index}"
             names = [o.mechanism for o in st.options]
             if choice.mechanism not in names:
-                raise ArchitectureError(f"{arch}: stage {st.index} mechanism {choice.mechanism!r} is not in the space")
+                raise ArchitectureError(f"{arch}: {unit} mechanism {choice.mechanism!r} is not in the space")
             if len(names) > 1:
-                params[f"stage{st.index}.mechanism"] = choice.mechanism
+                params[f"{unit}.mechanism"] = choice.mechanism
             opt = st.options[names.index(choice.mechanism)]
             for key, values in opt.hparams:
                 if len(values) > 1:
-                    params[f"stage{st.index}.{choice.mechanism}.{key}"] = dict(choice.hparams)[key]
+                    params[f"{unit}.{choice.mechanism}.{key}"] = dict(choice.hparams)[key]
             if len(opt.placements) > 1:
-                params[f"stage{st.index}.{choice.mechanism}.placement"] = choice.placement
+                params[f"{unit}.{choice.mechanism}.placement"] = choice.placement
         return params

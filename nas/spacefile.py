@@ -36,6 +36,19 @@ DATA_SOURCES: dict[str, dict[str, Any]] = {
     "cifar10": {"root": (str, "data"), "download": (bool, True)},
     "cifar100": {"root": (str, "data"), "download": (bool, True)},
 }
+DETECTION_SOURCES: dict[str, dict[str, Any]] = {  # nas.detection.data documents each key
+    "digits_boxes": {
+        "canvas": (int, 64),
+        "train": (int, 1024),
+        "val": (int, 256),
+        "min_objects": (int, 1),
+        "max_objects": (int, 3),
+        "clutter": (int, 2),
+        "noise": (float, 0.1),
+        "seed": (int, 0),
+    },
+    "ultralytics": {"yaml": (str, None)},
+}
 DATA_COMMON = {"num_workers": (int, 0)}
 # numbers that size memory or time, and splits that must not be empty (closed bounds)
 DATA_BOUNDS = {
@@ -44,6 +57,8 @@ DATA_BOUNDS = {
     "val": (1, 1_000_000),
     "test": (0, 1_000_000),
     "clutter": (0, 100),
+    "min_objects": (0, 50),
+    "max_objects": (1, 50),
     "noise": (0.0, 10.0),
     "num_workers": (0, 64),
     "seed": (0, MAX_SEED),
@@ -74,6 +89,24 @@ TRAINING = {
     "noise_seeds": (int, 3),  # the baseline trained from this many seeds: the search's noise floor
     "confirm": (int, 0),  # when the trials are done: the front and the baseline re-trained from this many fresh seeds
 }
+DETECTION_TRAINING = {  # ultralytics' trainer: nas.detection.train.trainer_args maps these
+    "epochs": (int, 4),
+    "batch_size": (int, 16),
+    "optimizer": (("adamw", "sgd"), "adamw"),
+    "lr": (float, 3e-3),
+    "weight_decay": (float, 5e-4),
+    "momentum": (float, 0.937),
+    "schedule": (("linear", "cosine", "constant"), "linear"),
+    "warmup_epochs": (float, 0.5),
+    "mosaic": (float, 0.0),
+    "close_mosaic": (int, 0),
+    "precision": (("32",), "32"),
+    "devices": (int, 1),
+    "seed": (int, 0),
+    "noise_seeds": (int, 3),
+    "confirm": (int, 0),
+}
+DETECTION_BOUNDS = {"warmup_epochs": (0.0, 100.0), "mosaic": (0.0, 1.0), "close_mosaic": (0, 10_000), "devices": (1, 1)}
 LATENCY = {
     "device": (str, "cpu"),
     "batch_size": (int, 1),
@@ -96,7 +129,12 @@ TOP_LEVEL = (
     "objectives",
     "latency",
     "limits",
+    "detector",
+    "scale",
+    "positions",
 )
+CLASSIFICATION_ONLY = ("backbone", "stages", "num_classes")
+DETECTION_ONLY = ("detector", "scale", "positions")
 
 
 @dataclass
@@ -220,8 +258,10 @@ def _as_list(v: Any) -> list[Any]:
     return list(v) if isinstance(v, list) else [v]
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space YAML file; raises SpaceError listing every problem."""
+def load_space(path: str | Path, base: Path | None = None) -> SearchSpace:
+    """Read and validate a search-space YAML file; raises SpaceError listing every problem. Files the
+    space names by a relative path (a detector's model YAML, a dataset YAML) are read from ``base``,
+    by default the space's folder."""
     path = Path(path)
     data, duplicates = load(path)
     c = _Checker(str(path))
@@ -238,6 +278,13 @@ def load_space(path: str | Path) -> SearchSpace:
     if problem := name_problem(name):
         c.add("name", problem, c.line(data, "name"))
         name = path.stem
+    if "detector" in data:
+        return _detection_space(c, data, path, name, base or path.parent)
+    for key in DETECTION_ONLY:
+        if key in data:
+            c.add(
+                key, "belongs to a detection space; give 'detector' (an ultralytics model YAML) too", c.line(data, key)
+            )
 
     input_size = _input_size(c, data, "input_size", data.get("input_size", 224))
     in_chans = data.get("in_chans", 3)
@@ -260,28 +307,7 @@ def load_space(path: str | Path) -> SearchSpace:
         in_chans = DATA_CHANNELS.get(data_cfg.get("source"), in_chans)
     _data_fits_model(c, data, data_cfg, input_size, in_chans)
     training = _training_section(c, data)
-    latency = c.section(data, "latency", LATENCY)
-    for key in ("batch_size", "input_size", "threads", "repeats"):
-        if latency[key] < 1:
-            c.add(
-                f"latency.{key}",
-                f"{latency[key]!r} is not allowed; expected an integer >= 1",
-                c.line(data.get("latency") or {}, key),
-            )
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", latency["device"]):
-        c.add(
-            "latency.device",
-            f"{latency['device']!r} is not allowed; expected cpu, cuda or cuda:N",
-            c.line(data.get("latency") or {}, "device"),
-        )
-    limits = c.section(data, "limits", LIMITS)
-    for key, value in limits.items():
-        if value is not None and value <= 0:
-            c.add(
-                f"limits.{key}",
-                f"{value!r} is not allowed; expected a positive number (or leave it out)",
-                c.line(data.get("limits") or {}, key),
-            )
+    latency, limits = _latency_and_limits(c, data, LATENCY)
     objectives = _objectives(c, data)
 
     backbone_name = data.get("backbone")
@@ -322,6 +348,32 @@ def load_space(path: str | Path) -> SearchSpace:
     )
 
 
+def _latency_and_limits(c: _Checker, data: Mapping, schema: Mapping[str, tuple]) -> tuple[dict, dict]:
+    latency = c.section(data, "latency", schema)
+    for key in ("batch_size", "input_size", "threads", "repeats"):
+        if latency[key] is not None and latency[key] < 1:
+            c.add(
+                f"latency.{key}",
+                f"{latency[key]!r} is not allowed; expected an integer >= 1",
+                c.line(data.get("latency") or {}, key),
+            )
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", latency["device"]):
+        c.add(
+            "latency.device",
+            f"{latency['device']!r} is not allowed; expected cpu, cuda or cuda:N",
+            c.line(data.get("latency") or {}, "device"),
+        )
+    limits = c.section(data, "limits", LIMITS)
+    for key, value in limits.items():
+        if value is not None and value <= 0:
+            c.add(
+                f"limits.{key}",
+                f"{value!r} is not allowed; expected a positive number (or leave it out)",
+                c.line(data.get("limits") or {}, key),
+            )
+    return latency, limits
+
+
 def _input_size(c: _Checker, data: Mapping, key: str, value: Any) -> tuple[int, int]:
     v = _as_list(value)
     if len(v) == 1:
@@ -332,23 +384,25 @@ def _input_size(c: _Checker, data: Mapping, key: str, value: Any) -> tuple[int, 
     return (v[0], v[1])
 
 
-def _objectives(c: _Checker, data: Mapping) -> tuple[str, ...]:
+def _objectives(c: _Checker, data: Mapping, metric: str = "accuracy") -> tuple[str, ...]:
+    """The two objectives, the quality one first (stored as ``accuracy``; a detection space may call
+    it by its metric, mAP50-95)."""
     raw = data.get("objectives", ["accuracy", "latency"])
-    values = _as_list(raw)
+    values = ["accuracy" if v == metric else v for v in _as_list(raw)]
     bad = [v for v in values if v not in OBJECTIVES]
     line = c.line(data, "objectives")
     if bad or len(values) != 2 or len(set(values)) != 2 or "accuracy" not in values:
         c.add(
             "objectives",
-            f"{raw!r} is not allowed; expected accuracy and one of latency, params, flops (e.g. [accuracy, latency])",
+            f"{raw!r} is not allowed; expected {metric} and one of latency, params, flops (e.g. [{metric}, latency])",
             line,
         )
         return ("accuracy", "latency")
     return ("accuracy", next(v for v in values if v != "accuracy"))
 
 
-def _training_section(c: _Checker, data: Mapping) -> dict[str, Any]:
-    training = c.section(data, "training", TRAINING)
+def _training_section(c: _Checker, data: Mapping, schema: Mapping[str, tuple] = TRAINING) -> dict[str, Any]:
+    training = c.section(data, "training", schema)
     if training["confirm"] < 0 or training["confirm"] == 1:
         c.add(
             "training.confirm",
@@ -356,17 +410,22 @@ def _training_section(c: _Checker, data: Mapping) -> dict[str, Any]:
             "integer >= 2 (one seed gives no interval; 3 or more give intervals worth reading)",
             c.line(data.get("training") or {}, "confirm"),
         )
-    c.bounded(training, data.get("training"), "training", TRAINING_BOUNDS)
+    bounds = {**TRAINING_BOUNDS, **(DETECTION_BOUNDS if schema is DETECTION_TRAINING else {})}
+    c.bounded(training, data.get("training"), "training", bounds)
     if training["lr"] == 0:  # inside the bounds, but trials that never learn
         c.add("training.lr", "0 is not allowed; expected a learning rate > 0", c.line(data.get("training") or {}, "lr"))
     return training
 
 
-def data_and_training(file: str, data: Mapping) -> tuple[dict[str, Any], dict[str, Any]]:
+def data_and_training(file: str, data: Mapping, detection: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``data`` and ``training`` sections of ``data`` (a space or an export's architecture.yaml),
-    validated and completed with defaults as in a space; SpaceError lists every problem."""
+    validated and completed with defaults as in a space (a detection space's with ``detection``);
+    SpaceError lists every problem."""
     c = _Checker(file)
-    out = _data_section(c, data), _training_section(c, data)
+    if detection:
+        out = _data_section(c, data, DETECTION_SOURCES, "digits_boxes"), _training_section(c, data, DETECTION_TRAINING)
+    else:
+        out = _data_section(c, data), _training_section(c, data)
     if c.problems:
         raise SpaceError(file, c.problems)
     return out
@@ -400,20 +459,38 @@ def _data_fits_model(c: _Checker, data: Mapping, data_cfg: dict, input_size: Any
         )
 
 
-def _data_section(c: _Checker, data: Mapping) -> dict[str, Any]:
-    raw = data.get("data") or {"source": "digits"}
+def _data_section(
+    c: _Checker, data: Mapping, sources: Mapping[str, dict] = DATA_SOURCES, default: str = "digits"
+) -> dict[str, Any]:
+    raw = data.get("data") or {"source": default}
     if not isinstance(raw, Mapping):
         c.add("data", f"expected a mapping with 'source'; got {raw!r}", c.line(data, "data"))
-        return {"source": "digits"}
-    source = raw.get("source", "digits")
-    if source not in DATA_SOURCES:
-        c.add("data.source", f"{source!r} is not allowed; one of {', '.join(DATA_SOURCES)}", c.line(raw, "source"))
-        return {"source": "digits"}
-    schema = {"source": (tuple(DATA_SOURCES), "digits"), **DATA_SOURCES[source], **DATA_COMMON}
+        return {"source": default}
+    source = raw.get("source", default)
+    if source not in sources:
+        other = DETECTION_SOURCES if sources is DATA_SOURCES else DATA_SOURCES
+        why = f" ({'detection' if other is DETECTION_SOURCES else 'classification'} data)" if source in other else ""
+        c.add("data.source", f"{source!r} is not allowed{why}; one of {', '.join(sources)}", c.line(raw, "source"))
+        return {"source": default}
+    schema = {"source": (tuple(sources), default), **sources[source], **DATA_COMMON}
     out = c.section({"data": raw}, "data", schema)
     c.bounded(out, raw, "data", DATA_BOUNDS)
     if source == "imagefolder" and not out.get("root"):
         c.add("data.root", "missing; the folder with train/ and val/ (or class) subfolders", c.line(data, "data"))
+    if source == "digits_boxes" and out["min_objects"] > out["max_objects"]:
+        c.add(
+            "data.min_objects",
+            f"{out['min_objects']} is more than max_objects {out['max_objects']}",
+            c.line(raw, "min_objects"),
+        )
+    if source == "digits_boxes" and out["canvas"] < 32:
+        c.add(
+            "data.canvas",
+            f"{out['canvas']} is not allowed; expected at least 32 (a digit is 16 to 32 pixels)",
+            c.line(raw, "canvas"),
+        )
+    if source == "ultralytics" and not out.get("yaml"):
+        c.add("data.yaml", "missing; an ultralytics dataset YAML (train, val, names)", c.line(data, "data"))
     if source == "imagefolder" and not 0 < out["val_split"] < 1:
         c.add(
             "data.val_split",
@@ -472,7 +549,9 @@ def _stages(c: _Checker, data: Mapping, infos: tuple[bb.StageInfo, ...]) -> tupl
     return tuple(sorted(out, key=lambda s: s.index))
 
 
-def _options(c: _Checker, path: str, entry: Mapping, info: bb.StageInfo, replace: bool, backbone: str) -> list[Option]:
+def _options(
+    c: _Checker, path: str, entry: Mapping, info: bb.StageInfo, replace: bool, backbone: str, detection: bool = False
+) -> list[Option]:
     mechs = entry.get("mechanisms")
     mpath = f"{path}.mechanisms"
     if not isinstance(mechs, Mapping) or not mechs:
@@ -501,7 +580,16 @@ def _options(c: _Checker, path: str, entry: Mapping, info: bb.StageInfo, replace
         if not isinstance(cfg, Mapping):
             c.add(where, f"expected a mapping of hyperparameter -> value or list of values; got {cfg!r}", line)
             continue
-        placements = _placements(c, where, cfg, spec, info, replace)
+        if detection:  # a row after the layer: the mechanism's own placement stands for it
+            if "placement" in cfg:
+                c.add(
+                    f"{where}.placement",
+                    "a detection position takes no placement; the attention row goes after the position's layer",
+                    c.line(cfg, "placement"),
+                )
+            placements = [spec.placement]
+        else:
+            placements = _placements(c, where, cfg, spec, info, replace)
         hparams = []
         for h in spec.hparams:
             given = [k for k in cfg if k != "placement" and spec.find(str(k)) is h]
@@ -531,7 +619,8 @@ def _options(c: _Checker, path: str, entry: Mapping, info: bb.StageInfo, replace
                                 c.add(
                                     hwhere,
                                     f"{v!r}{default_note} is not allowed at {ch} channels "
-                                    f"({place} of stage {info.index}): {err.allowed}",
+                                    f"({info.module if detection else f'{place} of stage {info.index}'}): "
+                                    f"{err.allowed}",
                                     hline,
                                 )
             hparams.append((h.name, tuple(good)))
@@ -567,3 +656,154 @@ def _placements(
         else:
             good.append(p)
     return good
+
+
+# -- detection spaces ------------------------------------------------------------------------------------
+
+DETECTION_LATENCY = {**LATENCY, "input_size": (int, None)}  # default: the space's input_size
+
+
+def _detection_space(c: _Checker, data: Mapping, path: Path, name: str, base: Path) -> SearchSpace:
+    """A space over attention positions in an ultralytics detector (``detector``, ``scale``,
+    ``positions``); the rest of the file as for classification, with detection's data and training."""
+    for key in CLASSIFICATION_ONLY:
+        if key in data:
+            c.add(
+                key,
+                "belongs to a classification space; a detection space names 'detector' and 'positions' "
+                "(classes come from the data)",
+                c.line(data, key),
+            )
+    raw_size = data.get("input_size", 64)
+    if isinstance(raw_size, bool) or not isinstance(raw_size, int) or raw_size < 32 or raw_size % 32:
+        c.add(
+            "input_size",
+            f"{raw_size!r} is not allowed; a detector's image size is one integer, a multiple of 32 "
+            "(its largest stride)",
+            c.line(data, "input_size"),
+        )
+        raw_size = 64
+    in_chans = data.get("in_chans", 3)
+    if in_chans != 3:
+        c.add(
+            "in_chans",
+            f"{in_chans!r} is not allowed; ultralytics detectors read 3-channel images",
+            c.line(data, "in_chans"),
+        )
+    data_cfg = _data_section(c, data, DETECTION_SOURCES, "digits_boxes")
+    if data_cfg.get("source") == "digits_boxes":
+        raw_data = data.get("data") if isinstance(data.get("data"), Mapping) else {}
+        if "canvas" not in raw_data:
+            data_cfg["canvas"] = raw_size
+    if data_cfg.get("source") == "ultralytics" and data_cfg.get("yaml"):
+        given = Path(data_cfg["yaml"])
+        data_cfg["yaml"] = str(given if given.is_absolute() else (base / given).resolve())
+    training = _training_section(c, data, DETECTION_TRAINING)
+    latency, limits = _latency_and_limits(c, data, DETECTION_LATENCY)
+    if latency["input_size"] is None:
+        latency["input_size"] = raw_size
+    elif isinstance(latency["input_size"], int) and latency["input_size"] % 32:
+        c.add(
+            "latency.input_size",
+            f"{latency['input_size']!r} is not allowed; a multiple of 32 (the detector's largest stride)",
+            c.line(data.get("latency") or {}, "input_size"),
+        )
+    objectives = _objectives(c, data, "mAP50-95")
+
+    detector, positions, stages = None, (), ()
+    source, scale = data.get("detector"), data.get("scale")
+    if not isinstance(source, str) or not source:
+        c.add(
+            "detector",
+            f"{source!r} is not allowed; an ultralytics model YAML: yolov8n.yaml, yolo11s.yaml or a file",
+            c.line(data, "detector"),
+        )
+    elif scale is not None and not isinstance(scale, str):
+        c.add("scale", f"{scale!r} is not allowed; one of the model YAML's scales, e.g. n, s, m", c.line(data, "scale"))
+    else:
+        from nas.detection.model import DetectorError, load_detector
+
+        try:
+            detector = load_detector(source, base, scale)
+        except DetectorError as e:
+            c.add(
+                "scale" if "scale" in str(e).split(":")[0] else "detector",
+                str(e),
+                c.line(data, "scale" if scale else "detector"),
+            )
+    if detector is not None:
+        positions, stages = _positions(c, data, detector, raw_size)
+    if c.problems:
+        raise SpaceError(str(path), c.problems)
+    return SearchSpace(
+        path=str(path),
+        name=name,
+        backbone=detector.name,
+        input_size=(raw_size, raw_size),
+        in_chans=3,
+        num_classes=None,
+        data=data_cfg,
+        stages=stages,
+        stage_indices=tuple(range(len(positions))),
+        training=training,
+        objectives=objectives,
+        latency=latency,
+        limits=limits,
+        detector=detector,
+        positions=positions,
+    )
+
+
+def _positions(c: _Checker, data: Mapping, detector: Any, imgsz: int) -> tuple[tuple, tuple[StageSpace, ...]]:
+    from nas.detection.model import Position
+
+    raw = data.get("positions")
+    if not isinstance(raw, list) or not raw:
+        c.add(
+            "positions",
+            f"expected a non-empty list of positions ({{at: ..., mechanisms: ...}}); got {raw!r}",
+            c.line(data, "positions"),
+        )
+        return (), ()
+    entries = [e if isinstance(e, Mapping) else {} for e in raw]
+    found = detector.positions([e.get("at") for e in entries], imgsz)
+    positions: list[Position] = []
+    stages: list[StageSpace] = []
+    seen: dict[int, int] = {}
+    for k, (entry, where) in enumerate(zip(raw, found, strict=True)):
+        path, line = f"positions[{k}]", c.line(raw, k)
+        if not isinstance(entry, Mapping):
+            c.add(path, f"expected a mapping with 'at' and 'mechanisms'; got {entry!r}", line)
+            continue
+        for key in entry:
+            if key not in ("at", "mechanisms"):
+                c.add(f"{path}.{key}", "unknown key; allowed: at, mechanisms", c.line(entry, key))
+        if isinstance(where, str):
+            c.add(f"{path}.at", where, c.line(entry, "at") or line)
+            continue
+        if where.after in seen:
+            c.add(
+                f"{path}.at",
+                f"{entry.get('at')!r} is layer {where.after}, already a position at positions[{seen[where.after]}]",
+                c.line(entry, "at"),
+            )
+            continue
+        seen[where.after] = k
+        number = len(positions)
+        where = Position(number, where.at, where.after, where.channels, where.stride, where.kind)
+        side = imgsz // max(where.stride, 1)
+        info = bb.StageInfo(
+            number,
+            where.label(),
+            1,
+            where.channels,
+            (side, side),
+            tuple(attention.PLACEMENTS),
+            {p: [where.channels] for p in attention.PLACEMENTS},
+            {},
+        )
+        options = _options(c, path, entry, info, False, detector.name, detection=True)
+        if options:
+            positions.append(where)
+            stages.append(StageSpace(number, tuple(options)))
+    return tuple(positions), tuple(stages)

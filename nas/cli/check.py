@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -47,6 +48,9 @@ def check_cmd(
     problem = latency_device_problem(str(space), s.latency["device"])
     if problem is not None:
         err_console.print(f"[yellow]warning:[/yellow] {shown(problem)}; nas search on this machine refuses this space")
+    if s.is_detection:
+        _detection_table(s, space)
+        return
     table = Table(
         title=f"{shown(space)}: {s.backbone} at {s.input_size[0]}x{s.input_size[1]}, {s.in_chans} input channel(s)"
     )
@@ -68,5 +72,32 @@ def check_cmd(
     console.print(
         f"{s.count():,} distinct architectures; baseline {shown(s.baseline())}: {base.params:,} params, "
         f"{base.flops / 1e9:.3f} GFLOPs"
+    )
+    console.print("[green]ok[/green]")
+
+
+def _detection_table(s: Any, space: Path) -> None:
+    from nas import check
+    from nas.cost import space_cost
+
+    table = Table(title=f"{shown(space)}: {s.backbone} ({shown(s.detector.source)}) at imgsz {s.input_size[0]}")
+    for col in ("position", "at", "after layer", "module", "channels", "stride", "output", "searched"):
+        table.add_column(col)
+    for r in check.position_table(s):
+        table.add_row(
+            str(r["position"]),
+            shown(r["at"]),
+            str(r["after"]),
+            r["module"],
+            str(r["channels"]),
+            str(r["stride"]),
+            f"{r['spatial'][0]}x{r['spatial'][1]}",
+            shown(f"{r['choices']}: {', '.join(r['mechanisms'])}"),
+        )
+    console.print(table)
+    base = space_cost(s, s.baseline(), 10)
+    console.print(
+        f"{s.count():,} distinct architectures; baseline {shown(s.baseline())}: {base.params:,} params, "
+        f"{base.flops / 1e9:.3f} GFLOPs (10 classes)"
     )
     console.print("[green]ok[/green]")

@@ -74,7 +74,12 @@ class LiveReporter(Reporter):
         self._refresh()
 
     def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None:
-        self.current = Text(f"{getattr(self, '_trial', '')}  epoch {epoch}/{epochs} done, val acc {acc:.4f}")
+        metric = (
+            "val acc"
+            if not getattr(self, "study", None) or not self.study.metric_names
+            else "val " + ("acc" if self.study.metric_names[0] == "accuracy" else self.study.metric_names[0])
+        )
+        self.current = Text(f"{getattr(self, '_trial', '')}  epoch {epoch}/{epochs} done, {metric} {acc:.4f}")
         self._refresh()
 
     def step(self, number: int, epoch: int, epochs: int, step: int, steps: int, samples_per_s: float) -> None:

@@ -53,7 +53,8 @@ def export_cmd(
         st, trial, folder, weights=weights, onnx=onnx, torchscript=torchscript, name=name, artifacts=artifacts
     )
     console.print(
-        f"its search run: accuracy {trial.values[0]:.4f}, latency {trial.values[1]:.3f} ms "
+        f"its search run: {(st.metric_names or ['accuracy'])[0]} {trial.values[0]:.4f}, "
+        f"latency {trial.values[1]:.3f} ms "
         f"({shown(TrialInfo.of(trial).latency_target or '?')}); metrics.json has the confirmed figures where there are"
     )
     for what, diff in result.checks.items():

@@ -41,12 +41,25 @@ def train_cmd(
         resume=resume,
         seed=seed,
         force=force,
-        report=lambda e, n, acc: console.print(f"epoch {e}/{n}: val accuracy {acc:.4f}"),
+        report=lambda e, n, acc: console.print(f"epoch {e}/{n}: {metric_of(source)} {acc:.4f}"),
         announce=lambda text: console.print(shown(text), highlight=False),
         progress=console.is_terminal,
     )
     if result.curve:
-        console.print(f"final val accuracy {result.curve[-1]:.4f} (best {max(result.curve):.4f})")
+        console.print(f"final {metric_of(source)} {result.curve[-1]:.4f} (best {max(result.curve):.4f})")
+    if result.weights.suffix == ".pt":  # a detector: ultralytics' own checkpoint
+        console.print(shown(f"written: {result.weights}; after register(), YOLO({str(result.weights)!r}) loads it"))
+        return
     console.print(
         shown(f"written: {result.weights}; load with build_model(weights={str(result.weights)!r}) from model.py")
     )
+
+
+def metric_of(source: Path) -> str:
+    """What ``nas train`` reports per epoch for the export at ``source``."""
+    from nas.artifacts import ModelCard
+
+    try:
+        return "val mAP50-95" if ModelCard.read(source).task == "detect" else "val accuracy"
+    except Exception:
+        return "val accuracy"

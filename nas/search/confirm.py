@@ -331,6 +331,11 @@ def make_fit(
     def fit(arch: str, seed: int, why: str) -> list[float]:
         status(f"{why}: {arch} from seed {seed}")
         folder = run_dir / "reruns" / f"seed_{seed}_{hashlib.sha1(arch.encode()).hexdigest()[:10]}"
+        if space.is_detection:
+            gate = next((c.gate for c in callbacks if hasattr(c, "gate")), None)
+            return _detection_curve(
+                space, Architecture.parse(arch), seed, dm, num_classes, epochs, folder, why, status, gate
+            )
         return fit_curve(
             Architecture.parse(arch),
             seed,
@@ -347,3 +352,37 @@ def make_fit(
         )
 
     return fit
+
+
+def _detection_curve(
+    space: Any,
+    arch: Any,
+    seed: int,
+    data: Any,
+    num_classes: int,
+    epochs: int,
+    folder: Any,
+    why: str,
+    status: Any,
+    gate: Any = None,
+) -> list[float]:
+    """A detector's re-run: ultralytics' trainer from ``seed`` for ``epochs``, no pruning; its mAP50-95 curve."""
+    from nas.detection.train import fit
+    from nas.model import build_in
+
+    result = fit(
+        build_in(space, arch, num_classes, init_seed=seed),
+        data.yaml,
+        space.training,
+        space.input_size[0],
+        epochs,
+        seed,
+        folder,
+        on_epoch=lambda curve, _: bool(
+            status(f"{why}: {arch} from seed {seed}, epoch {len(curve)}/{epochs} done, mAP50-95 {curve[-1]:.4f}")
+        ),
+        on_batch=(gate.batch_start, gate.batch_end) if gate else None,
+    )
+    if len(result.curve) < epochs:
+        raise RuntimeError(f"training stopped after {len(result.curve)} of {epochs} epochs")
+    return result.curve

@@ -184,6 +184,9 @@ class GateCallback(pl.Callback):
     def _end(self, trainer: pl.Trainer, *_: Any) -> None:
         if trainer.is_global_zero:
             self.gate.batch_end()
+            from nas.search import signals
+
+            signals.raise_if_received()  # a Ctrl-C whose exception was lost stops here
 
     on_train_batch_start = on_validation_batch_start = _start
     on_train_batch_end = on_validation_batch_end = _end

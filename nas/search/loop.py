@@ -187,6 +187,10 @@ class Search:
         self._start = time.monotonic()
 
     def _datamodule(self, seed: int) -> Any:
+        if self.space.is_detection:  # ultralytics reads the dataset itself; written once under runs/data
+            from nas.detection.data import dataset
+
+            return dataset(self.space.data, self.root)
         dm = data_mod.datamodule(self.space.data, self.space.input_size, self.space.training["batch_size"], seed)
         dm.setup("fit")
         if dm.in_chans != self.space.in_chans:
@@ -234,6 +238,8 @@ class Search:
             study.set_user_attr("epochs", self.epochs)  # what every trial and re-run trains
         if "val_size" not in study.user_attrs and getattr(dm, "val_set", None) is not None:
             study.set_user_attr("val_size", len(dm.val_set))
+        if "val_size" not in study.user_attrs and getattr(dm, "val_images", None):
+            study.set_user_attr("val_size", dm.val_images)
         self.study, self.lock = study, lock
         self.work = Trials(
             self.space,
@@ -254,6 +260,7 @@ class Search:
         )
         self.reporter.search_start(study, self.trials)
         while True:
+            signals.raise_if_received()  # a signal whose exception was lost while the last trial ended
             signals.defer()  # from asking for a trial until it is inside the try below that records it
             try:
                 with lock.held():

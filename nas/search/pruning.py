@@ -164,28 +164,33 @@ class ParetoPruningCallback(pl.Callback):
     on_train_batch_start = on_validation_batch_start = _start
     on_train_batch_end = on_validation_batch_end = _stop
 
+    def epoch_done(self, curve: Sequence[float]) -> bool:
+        """After an epoch's validation (``curve``: the quality after each epoch so far): store the curve,
+        and at a rung ask the pruner; True when the trial stops here. Any trainer calls it (Lightning
+        below, ultralytics' in ``nas.detection``), from one process only."""
+        curve = list(curve)
+        self.record.set(CURVE, curve)
+        epoch = len(curve)
+        # the learning curve in optuna-dashboard: Optuna refuses Trial.report in multi-objective
+        # studies, its storage does not
+        self.record.storage.set_trial_intermediate_value(self.record.trial_id, epoch, curve[-1])
+        if self.on_epoch:
+            self.on_epoch(len(curve), curve[-1])
+        if epoch in self.rungs and not self.exempt:
+            others = [v for v in rung_values(self.record.trials(), epoch) if v[0] != self.record.number]
+            sd = self.noise_sd[epoch - 1] if epoch <= len(self.noise_sd) else 0.0
+            decision = self.pruner.decide((self.record.number, curve[-1], *self.latency), others, epoch, sd)
+            if decision.within_noise:
+                self.record.set(rung_key(epoch), str(decision))
+            if not decision.keep:
+                self.record.set(PRUNED_AT, str(decision))
+                return True
+        return False
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
-        stop = False
-        if trainer.is_global_zero:
-            curve = list(pl_module.curve)
-            self.record.set(CURVE, curve)
-            epoch = len(curve)
-            # the learning curve in optuna-dashboard: Optuna refuses Trial.report in multi-objective
-            # studies, its storage does not
-            self.record.storage.set_trial_intermediate_value(self.record.trial_id, epoch, curve[-1])
-            if self.on_epoch:
-                self.on_epoch(len(curve), curve[-1])
-            if epoch in self.rungs and not self.exempt:
-                others = [v for v in rung_values(self.record.trials(), epoch) if v[0] != self.record.number]
-                sd = self.noise_sd[epoch - 1] if epoch <= len(self.noise_sd) else 0.0
-                decision = self.pruner.decide((self.record.number, curve[-1], *self.latency), others, epoch, sd)
-                if decision.within_noise:
-                    self.record.set(rung_key(epoch), str(decision))
-                if not decision.keep:
-                    self.record.set(PRUNED_AT, str(decision))
-                    stop = True
+        stop = self.epoch_done(pl_module.curve) if trainer.is_global_zero else False
         if trainer.world_size > 1:
             stop = trainer.strategy.broadcast(stop, src=0)
         if stop:

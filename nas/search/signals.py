@@ -58,6 +58,16 @@ def resume(raise_pending: bool = True) -> None:
             raise Interrupted(signal.Signals(received[0]).name)
 
 
+def raise_if_received() -> None:
+    """Raise ``Interrupted`` if a signal came and its exception was lost: Python drops an exception
+    raised by a signal handler while a garbage-collection callback runs ("Exception ignored in ..."),
+    seen with SQLAlchemy's. Called at points where stopping is safe (between training batches, before
+    the next trial), it makes such a signal stop the command anyway. Never after the exception was
+    raised normally: that unwinds past these points."""
+    if received and not _deferring:
+        raise Interrupted(signal.Signals(received[0]).name)
+
+
 def cause() -> str:
     """What interrupted the process: 'Ctrl-C', 'SIGTERM', ..."""
     if not received or received[0] == signal.SIGINT:

@@ -113,7 +113,7 @@ def create_or_resume(
     if stored is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([METRIC_NAMES[o] for o in space.objectives])
+            study.set_metric_names([space.metric if o == "accuracy" else METRIC_NAMES[o] for o in space.objectives])
         study.set_user_attr("space_fingerprint", fingerprint)
         study.set_user_attr("space_path", space.path)
         study.set_user_attr("space", Path(space.path).read_text() if Path(space.path).exists() else "")
@@ -148,6 +148,8 @@ def space_fingerprint(space: SearchSpace) -> str:
         sorted(space.latency.items()),
         sorted(space.limits.items()),
     ]
+    if space.is_detection:  # the detector and where each position is (older, classification studies keep theirs)
+        parts.append((space.detector.yaml_text, [(p.at, p.after) for p in space.positions]))
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
@@ -312,10 +314,11 @@ def space_of(study: optuna.Study) -> Any:
     text = study_attr(study, "space", str, "")
     if not text:
         return None
+    base = Path(study_attr(study, "space_path", str, "") or ".").parent  # relative files of the space: from there
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "space.yaml"
         path.write_text(text)
-        return load_space(path)
+        return load_space(path, base=base)
 
 
 def num_classes_of(study: optuna.Study, space: Any) -> int:

@@ -26,11 +26,12 @@ from optuna.trial import TrialState
 
 from nas.architecture import Architecture
 from nas.artifacts import WEIGHTS_DIR, weights_path
-from nas.cost import LatencyTarget, PairedLatency, PairedMeter, Ratio, model_cost
-from nas.model import build, save_weights
+from nas.cost import LatencyTarget, PairedLatency, PairedMeter, Ratio, space_cost
+from nas.model import build_in, save_weights
 from nas.names import write_text_atomic
 from nas.search import confirm as cf
 from nas.search import record as r
+from nas.search import signals
 from nas.search.latency import reference_latency_ms
 from nas.search.locks import GateCallback, LatencyGate
 from nas.search.pruning import ParetoPruningCallback, TrialRecord
@@ -153,7 +154,7 @@ class Trials:
 
     def _outcome(self, trial: optuna.Trial, arch: Architecture) -> Outcome:
         measured = time.perf_counter()
-        cost = model_cost(arch, self.num_classes, self.space.input_size, self.space.in_chans)
+        cost = space_cost(self.space, arch, self.num_classes)
         lat, cached = self._latency(arch)
         latency, (lat_lo, lat_hi) = lat.ms, lat.interval_ms
         latency_s = time.perf_counter() - measured
@@ -186,6 +187,8 @@ class Trials:
             on_epoch=None if ddp else (lambda e, acc: self.reporter.epoch(trial.number, e, self.epochs, acc)),
             noise_sd=noise.sd if noise else (),
         )
+        if self.space.is_detection:
+            return self._train_detector(trial, arch, callback, started, latency_s, cost, latency)
         shown: list[pl.Callback] = []
         if not ddp:  # the live display: steps of the epoch, samples per second, validation
             epochs = self.epochs
@@ -226,13 +229,74 @@ class Trials:
             TrialState.COMPLETE, f"completed {len(curve)} epochs", tuple(values[o] for o in self.space.objectives)
         )
 
+    def _train_detector(
+        self,
+        trial: optuna.Trial,
+        arch: Architecture,
+        callback: ParetoPruningCallback,
+        started: float,
+        latency_s: float,
+        cost: Any,
+        latency: float,
+    ) -> Outcome:
+        """A detection trial: ultralytics' trainer with the same pruning decisions (``epoch_done``), the
+        same live display and the same records; mAP50-95 is the quality objective, mAP50 kept beside."""
+        from nas.detection.train import fit
+
+        epochs = self.epochs
+        model = build_in(self.space, arch, self.num_classes, init_seed=self.train_seed)
+
+        def on_epoch(curve: list[float], map50: list[float]) -> bool:
+            callback.record.set(r.MAP50_CURVE, [round(v, 5) for v in map50])
+            return callback.epoch_done(curve)
+
+        try:
+            result = fit(
+                model,
+                self.dm.yaml,
+                self.space.training,
+                self.space.input_size[0],
+                epochs,
+                self.train_seed,
+                self.run_dir / "trials" / str(trial.number),
+                on_epoch=on_epoch,
+                on_step=lambda e, step, steps, rate: self.reporter.step(trial.number, e, epochs, step, steps, rate),
+                on_phase=self.reporter.status,
+                on_batch=(self.gate.batch_start, self._batch_end),
+            )
+        except Exception as e:
+            reason = trial_failure(e)
+            if reason is None:
+                raise
+            return Outcome(TrialState.FAIL, f"failed: {reason}")
+        finally:
+            self.gate.batch_end()  # never left held by a fit that failed inside a batch (no-op if not held)
+        callback.record.set(r.SECONDS_TRAIN_VAL, round(result.seconds, 3))
+        trial.set_user_attr(r.SECONDS_TRIAL, round(time.perf_counter() - started + latency_s, 3))
+        stored = TrialInfo.of(stored_trial(self.study, trial))
+        if stored.pruned_at is not None:
+            return Outcome(TrialState.PRUNED, stored.pruned_at)
+        if len(result.curve) < epochs or result.model is None:
+            return Outcome(TrialState.FAIL, f"failed: training stopped after {len(result.curve)} of {epochs} epochs")
+        values = {"accuracy": result.curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
+        trial.set_user_attr(r.WEIGHTS_ARTIFACT, self._save_weights(trial, arch, result.model))
+        return Outcome(
+            TrialState.COMPLETE,
+            f"completed {len(result.curve)} epochs",
+            tuple(values[o] for o in self.space.objectives),
+        )
+
+    def _batch_end(self) -> None:
+        self.gate.batch_end()
+        signals.raise_if_received()  # a Ctrl-C whose exception was lost stops here (as GateCallback does)
+
     # -- latency ----------------------------------------------------------------------------------
 
     def _paired_meter(self) -> PairedMeter:
         """The meter of this worker: the space's plain backbone as the reference, timed beside every
         candidate; its quiet latency is the study's (``reference_latency_ms``)."""
         if self._meter is None:
-            reference = build(self.space.baseline(), self.num_classes, self.space.in_chans, init_seed=0)
+            reference = build_in(self.space, self.space.baseline(), self.num_classes, init_seed=0)
             meter = PairedMeter(self.target, reference, self.space.in_chans)
             with self.gate.measuring():  # no worker of this machine trains meanwhile
                 ms = reference_latency_ms(
@@ -253,7 +317,7 @@ class Trials:
             hit = isinstance(cache.get(key), dict)
             if not hit:
                 self.reporter.status(f"measuring latency against {self.space.baseline().backbone} (interleaved)")
-                ratio = meter.ratios([build(arch, self.num_classes, self.space.in_chans, init_seed=0)])[0]
+                ratio = meter.ratios([build_in(self.space, arch, self.num_classes, init_seed=0)])[0]
                 cache[key] = {"ratios": [round(r, 6) for r in ratio.samples]}
                 write_text_atomic(path, json.dumps(cache))
         return PairedLatency(Ratio(tuple(cache[key]["ratios"])), meter.reference_ms), hit

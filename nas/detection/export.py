@@ -1,0 +1,146 @@
+"""A detection trial as a folder ultralytics users can take on: ``model.yaml`` (the detector's model YAML
+with its attention rows, the trial's scale only, its classes), ``weights.safetensors`` (the trial's final
+EMA weights), ``load.py`` (register, then ``YOLO("model.yaml")`` with the weights), ``metrics.json`` and
+``architecture.yaml`` (what ``nas train`` reads). The export is checked: the model ultralytics builds from
+model.yaml, given the weights, predicts what the search's model predicted, on a fixed input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, load_weights
+from nas.detection.model import MODEL_YAML
+from nas.names import write_text_atomic
+
+LOADER = "load.py"
+
+LOAD_PY = '''"""The exported detector: ``load()`` gives an ultralytics YOLO with the trained weights.
+
+    from attention.yolo import register; register()   # our mechanisms by name in model YAMLs
+    model = YOLO("model.yaml")                         # the architecture (random weights)
+
+is all ultralytics needs for the architecture; ``load()`` adds the search's weights. Then use
+ultralytics as usual: ``load().predict(...)``, ``.train(data=...)``, ``.export(format="onnx")``.
+"""
+
+from pathlib import Path
+
+from attention.yolo import register
+
+register()
+
+from safetensors.torch import load_file  # noqa: E402
+from ultralytics import YOLO  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(weights=HERE / "weights.safetensors"):
+    model = YOLO(str(HERE / "model.yaml"), task="detect")
+    if weights is not None:
+        model.model.load_state_dict(load_file(str(weights)))
+    return model
+'''
+
+
+def export_yaml(space: Any, arch: Any, num_classes: int) -> dict[str, Any]:
+    """The model YAML of ``arch``: attention rows in place, ``nc``, and the chosen scale as the only
+    one (ultralytics reads a scale from a file's name; with one scale listed it needs none)."""
+    from nas.detection.model import model_dict
+
+    d = model_dict(space.detector, space.positions, arch, num_classes)
+    scales = d.get("scales") or {}
+    if scales and d.get("scale") in scales:
+        d["scales"] = {d["scale"]: scales[d["scale"]]}
+    return d
+
+
+def model_yaml_text(d: dict[str, Any]) -> str:
+    """A model YAML as ultralytics writes its own: one row per line (``- [-1, 1, CBAM, [16, 7]]``)."""
+    head = {k: v for k, v in d.items() if k not in ("backbone", "head")}
+    text = yaml.safe_dump(head, sort_keys=False, default_flow_style=None)
+    for section in ("backbone", "head"):
+        text += f"{section}:\n"
+        for row in d[section]:
+            text += "  - " + yaml.safe_dump(row, default_flow_style=True, width=1000).strip() + "\n"
+    return text
+
+
+def export_detector(
+    study: Any,
+    trial: Any,
+    space: Any,
+    out: Path,
+    *,
+    weights_src: Path | None,
+    judged: dict[str, Any],
+    tolerance: float = 1e-4,
+) -> tuple[list[Path], dict[str, float]]:
+    """Write the folder (see the module's text); returns its files and the checks made."""
+    from nas.detection import ultra
+    from nas.model import build_in
+    from nas.search.record import TrialInfo
+    from nas.search.study import num_classes_of
+
+    ultra.load()
+    info = TrialInfo.of(trial)
+    arch = info.architecture
+    nc = num_classes_of(study, space)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / MODEL_YAML, out / LOADER, out / CARD_FILE, out / "metrics.json"]
+    write_text_atomic(files[0], model_yaml_text(export_yaml(space, arch, nc)))
+    write_text_atomic(files[1], LOAD_PY)
+    ModelCard(
+        arch,
+        nc,
+        3,
+        space.input_size,
+        dict(space.data),
+        {**dict(space.training), "seed": info.seed or 0, "epochs": len(info.curve) or space.training["epochs"]},
+        task="detect",
+    ).write(out)
+    map50 = trial.user_attrs.get("map50_curve") or []
+    metrics = {
+        "study": study.study_name,
+        "trial": trial.number,
+        "architecture": str(arch),
+        "detector": space.detector.source,
+        "mAP50-95": trial.values[0],
+        "mAP50": map50[-1] if map50 else None,
+        "latency_ms": info.latency_ms,
+        "latency_ci_ms": list(info.latency_ci_ms) if info.latency_ci_ms else None,
+        "latency_target": info.latency_target,
+        "seed": info.seed,
+        "params": info.params,
+        "flops": info.flops,
+        "map50_95_curve": list(info.curve) or None,
+        "map50_curve": list(map50) or None,
+        "weights": WEIGHTS_FILE if weights_src else None,
+        **judged,
+    }
+    write_text_atomic(files[3], json.dumps(metrics, indent=1))
+
+    from ultralytics import YOLO
+
+    reference = build_in(space, arch, nc).eval()
+    generated = YOLO(str(files[0]), task="detect").model.eval()
+    if weights_src is not None:
+        shutil.copyfile(weights_src, out / WEIGHTS_FILE)
+        files.append(out / WEIGHTS_FILE)
+        load_weights(reference, weights_src)
+        load_weights(generated, out / WEIGHTS_FILE)
+    else:
+        generated.load_state_dict(reference.state_dict())
+    size = space.input_size[0]
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = float((generated(x)[0] - reference(x)[0]).abs().max())
+    if not diff <= tolerance:
+        raise ExportError(f"{out}: the model built from {MODEL_YAML} differs from the search's by {diff:.3g}")
+    return files, {MODEL_YAML: diff}

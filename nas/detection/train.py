@@ -1,0 +1,164 @@
+"""A detector's fit through ultralytics' own DetectionTrainer, with the search's hooks.
+
+The trainer gets the seeded model we built (``get_model``), trains with the space's epochs, image size,
+batch, optimiser and schedule, validates after every epoch (mAP50-95 and mAP50 of the EMA weights, as
+ultralytics reports them) and calls ``on_epoch(curve)`` there: a True answer stops the fit (the
+search's pruning). It writes no checkpoints (the search keeps the final EMA weights itself) and skips
+ultralytics' final re-validation of best.pt (the search's objective is the last epoch, as for
+classification). Its console output goes to ``<log_dir>/ultralytics.log``; its results.csv to log_dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+MAP = "metrics/mAP50-95(B)"
+MAP50 = "metrics/mAP50(B)"
+OPTIMIZERS = {"sgd": "SGD", "adamw": "AdamW"}
+
+
+@dataclass
+class DetectionFit:
+    """The outcome of a fit: mAP50-95 and mAP50 after each epoch, the EMA model those were measured
+    with, and the seconds inside training and validation."""
+
+    curve: list[float] = field(default_factory=list)
+    map50: list[float] = field(default_factory=list)
+    model: nn.Module | None = None
+    seconds: float = 0.0
+
+
+def trainer_args(
+    data_yaml: Path, training: Mapping[str, Any], imgsz: int, epochs: int, seed: int, log_dir: Path, device: str
+) -> dict[str, Any]:
+    """ultralytics' arguments for a fit: the one place the space's training section becomes them."""
+    schedule = training["schedule"]
+    return {
+        "data": str(data_yaml),
+        "epochs": epochs,
+        "imgsz": imgsz,
+        "batch": training["batch_size"],
+        "optimizer": OPTIMIZERS[training["optimizer"]],
+        "lr0": training["lr"],
+        "lrf": 1.0 if schedule == "constant" else 0.01,
+        "cos_lr": schedule == "cosine",
+        "momentum": training["momentum"],
+        "weight_decay": training["weight_decay"],
+        "warmup_epochs": training["warmup_epochs"],
+        "mosaic": training["mosaic"],
+        "close_mosaic": training["close_mosaic"],
+        "seed": seed,
+        "deterministic": True,
+        "device": device,
+        "workers": training.get("num_workers", 0),
+        "amp": False,  # ultralytics' AMP check downloads a model; the space's precision is 32 for detection
+        "project": str(log_dir.parent.resolve()),
+        "name": log_dir.name,
+        "exist_ok": True,
+        "plots": False,
+        "save": False,
+        "val": True,
+        "verbose": False,
+        "pretrained": False,
+    }
+
+
+def fit(
+    model: nn.Module,
+    data_yaml: Path,
+    training: Mapping[str, Any],
+    imgsz: int,
+    epochs: int,
+    seed: int,
+    log_dir: Path,
+    *,
+    on_epoch: Callable[[list[float], list[float]], bool] | None = None,
+    on_step: Callable[[int, int, int, float], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    on_batch: tuple[Callable[[], None], Callable[[], None]] | None = None,
+    device: str = "cpu",
+) -> DetectionFit:
+    """Train ``model`` (a DetectionModel) for ``epochs`` unless ``on_epoch`` stops it; see the module's
+    text. ``on_step(epoch, step, steps, images_per_s)`` during training; ``on_batch``: called at the
+    start and end of every training batch (the latency gate)."""
+    from nas.detection import ultra
+
+    ultra.load()
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    result = DetectionFit()
+    prebuilt = model
+
+    class SearchTrainer(DetectionTrainer):
+        def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> nn.Module:
+            return prebuilt
+
+        def save_model(self) -> bool:
+            return False
+
+        def final_eval(self) -> None:
+            return None
+
+    import yaml
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    model_yaml = log_dir / "model.yaml"  # what was trained, as ultralytics reads it (attention rows included)
+    model_yaml.write_text(yaml.safe_dump(model.yaml, sort_keys=False))
+    args = {**trainer_args(data_yaml, training, imgsz, epochs, seed, log_dir, device), "model": str(model_yaml)}
+    trainer = SearchTrainer(overrides=args)
+    state = {"t0": 0.0, "step": 0, "start": 0.0, "images": 0, "last": 0.0, "batch_t0": 0.0}
+
+    def epoch_start(t: Any) -> None:
+        state.update(step=0, start=time.perf_counter(), images=0, last=0.0)
+
+    def batch_start(t: Any) -> None:
+        if on_batch:
+            on_batch[0]()
+        state["batch_t0"] = time.perf_counter()
+
+    def batch_end(t: Any) -> None:
+        now = time.perf_counter()
+        result.seconds += now - state["batch_t0"]
+        if on_batch:
+            on_batch[1]()
+        state["step"] += 1
+        state["images"] += int(t.batch_size)
+        steps = len(t.train_loader)
+        if on_step and (now - state["last"] >= 0.5 or state["step"] == steps):
+            state["last"] = now
+            on_step(t.epoch + 1, state["step"], steps, state["images"] / max(now - state["start"], 1e-9))
+
+    def epoch_end(t: Any) -> None:  # after validation; once per epoch trained (final_eval is skipped)
+        metrics = t.metrics or {}
+        if MAP not in metrics:
+            return
+        result.curve.append(float(metrics[MAP]))
+        result.map50.append(float(metrics[MAP50]))
+        result.model = t.ema.ema if t.ema else t.model
+        if on_epoch and on_epoch(list(result.curve), list(result.map50)):
+            t.stop = True
+
+    def train_epoch_end(t: Any) -> None:
+        if on_phase:
+            on_phase("validating")
+
+    if on_batch:  # validation batches hold the gate too (the validator copies the trainer's callbacks)
+        trainer.add_callback("on_val_batch_start", lambda v: on_batch[0]())
+        trainer.add_callback("on_val_batch_end", lambda v: on_batch[1]())
+    trainer.add_callback("on_train_epoch_start", epoch_start)
+    trainer.add_callback("on_train_batch_start", batch_start)
+    trainer.add_callback("on_train_batch_end", batch_end)
+    trainer.add_callback("on_train_epoch_end", train_epoch_end)
+    trainer.add_callback("on_fit_epoch_end", epoch_end)
+    with ultra.logged_to(log_dir / "ultralytics.log"):
+        trainer.train()
+    with contextlib.suppress(OSError):
+        (log_dir / "weights").rmdir()  # made by ultralytics for checkpoints it does not write here
+    return result

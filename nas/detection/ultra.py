@@ -1,0 +1,95 @@
+"""ultralytics, imported once per process offline and quiet: nothing downloaded (fonts, weights, update
+checks), no telemetry, its settings in a temporary folder of this process (removed at exit) rather
+than the user's home, our twelve mechanisms registered for its model YAMLs, and its console output
+kept for a log file of our choosing (``logged_to``)."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+from nas.errors import UserError
+
+OFFLINE_ENV = {
+    "YOLO_OFFLINE": "1",  # no online checks, downloads or telemetry
+    "YOLO_AUTOINSTALL": "false",  # no pip installs of missing requirements
+    "YOLO_VERBOSE": "false",  # no progress bars or banners on the console
+}
+_loaded: ModuleType | None = None
+
+
+class MissingUltralytics(UserError):
+    pass
+
+
+def load() -> ModuleType:
+    """``ultralytics``, set up as the module's text says (the first call decides; later calls return it)."""
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    if "ultralytics" not in sys.modules:
+        os.environ.update(OFFLINE_ENV)
+        config = Path(tempfile.mkdtemp(prefix="nas-ultralytics-"))
+        atexit.register(shutil.rmtree, config, ignore_errors=True)
+        os.environ["YOLO_CONFIG_DIR"] = str(config)
+        _font_into(config)
+    try:
+        import ultralytics
+    except ImportError as e:
+        raise MissingUltralytics(
+            f"a detection space needs ultralytics ({e}); install the [yolo] extra: pip install -e '.[yolo]'"
+        ) from None
+    from ultralytics.utils import SETTINGS
+
+    with contextlib.suppress(Exception):
+        SETTINGS.update({"sync": False})  # no telemetry even where the user's settings allowed it
+    from attention.yolo import register
+
+    register()
+    logging.getLogger("ultralytics").setLevel(logging.ERROR)
+    _loaded = ultralytics
+    return ultralytics
+
+
+def _font_into(config: Path) -> None:
+    """ultralytics downloads Arial.ttf into its settings folder when it first draws a label; a font
+    that ships with matplotlib is put there under that name, so nothing is fetched."""
+    try:
+        import matplotlib
+
+        font = Path(matplotlib.__file__).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if font.is_file():  # ultralytics' settings live in <YOLO_CONFIG_DIR>/Ultralytics
+            for where in (config, config / "Ultralytics"):
+                where.mkdir(parents=True, exist_ok=True)
+                for name in ("Arial.ttf", "Arial.Unicode.ttf"):  # the second for class names beyond ASCII
+                    shutil.copyfile(font, where / name)
+    except ImportError:
+        pass
+
+
+@contextlib.contextmanager
+def logged_to(path: Path) -> Iterator[None]:
+    """ultralytics' log lines (its training and validation summaries) go to ``path`` only, for the
+    duration; the console stays ours."""
+    logger = logging.getLogger("ultralytics")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    saved = logger.level, list(logger.handlers), logger.propagate
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers, logger.propagate = saved[1], saved[2]
+        logger.setLevel(saved[0])
+        handler.close()

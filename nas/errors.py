@@ -33,6 +33,10 @@ def check_range(option: str, value: int, low: int, high: int, what: str = "an in
     return value
 
 
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: the trial fails, the search goes on."""
+
+
 class WorkerFailed(Exception):
     """A worker of ``--workers`` stopped with an unexpected error (its trial is recorded); the others
     were stopped."""

@@ -543,11 +543,19 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, path: Path, expected:
 # -- loading --------------------------------------------------------------------------------------
 
 
+NOT_FOR_DETECTORS = (
+    "nas viz draws classifiers' attention maps and Grad-CAM; load a detector with the export's load.py "
+    "(ultralytics' YOLO) instead"
+)
+
+
 def load_export(path: Path) -> tuple[nn.Module, ModelCard]:
     """The model of an export folder with its weights (eval mode), built through the search code from
     architecture.yaml (the same modules model.py builds), and its card."""
     path = Path(path)
     card = ModelCard.read(path)
+    if card.task == "detect":
+        raise ExportError(f"{path}: a detector's export; {NOT_FOR_DETECTORS}")
     model = build(card.architecture, card.num_classes, card.in_chans).eval()
     folder = path if path.is_dir() else path.parent
     if (folder / WEIGHTS_FILE).exists():
@@ -570,6 +578,8 @@ def load_trial(
     study = open_existing(study_name, storage)
     trial = get_trial(study, number)
     space = space_of(study)
+    if space is not None and space.is_detection:
+        raise ExportError(f"study {study.study_name!r} searched a detector; {NOT_FOR_DETECTORS}")
     arch = TrialInfo.of(trial).architecture
     num_classes = num_classes_of(study, space)
     in_chans = space.in_chans if space else 3

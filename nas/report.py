@@ -157,6 +157,7 @@ class Analysis:
     noise: Noise | None
     confirm: int  # seeds of the confirmation (0: not confirmed)
     seeds: list[int]
+    metric: str = "accuracy"  # the quality objective's name (a detector's: mAP50-95)
 
     @property
     def baseline(self) -> Member | None:
@@ -182,7 +183,7 @@ class Analysis:
         if not self.confirmed:
             noise = str(self.noise) if self.noise else "noise not measured"
             return (
-                f"Not confirmed: every accuracy is one training run ({noise}); no member is called better than "
+                f"Not confirmed: every {self.metric} is one training run ({noise}); no member is called better than "
                 "the baseline before 'nas report --confirm 3' re-trains the front from fresh seeds."
             )
         better = [m for m in others if m.verdict == BETTER]
@@ -196,11 +197,11 @@ class Analysis:
         tail = f" Not confirmed yet: trial(s) {', '.join(map(str, pending))}." if pending else ""
         if not better:
             return (
-                f"No front member is better than the baseline in accuracy: confirmed over {n} fresh seeds, no "
+                f"No front member is better than the baseline in {self.metric}: confirmed over {n} fresh seeds, no "
                 f"interval of the difference lies above 0 ({level}).{tail}"
             )
         names = ", ".join(f"trial {m.number} ({_points(m.difference)})" for m in better)
-        return f"Better than the baseline in accuracy, confirmed over {n} fresh seeds ({level}): {names}.{tail}"
+        return f"Better than the baseline in {self.metric}, confirmed over {n} fresh seeds ({level}): {names}.{tail}"
 
 
 def _points(e: Any) -> str:
@@ -249,7 +250,8 @@ def analyse(
     if k:
         members = cf.judge(study, members, k)  # the front recomputed on mean accuracy and latency now
     members.sort(key=lambda m: m.latency)
-    return Analysis(members, noise, k, cf.fresh_seeds(study, k) if k else [])
+    metric = (study.metric_names or ["accuracy"])[0]
+    return Analysis(members, noise, k, cf.fresh_seeds(study, k) if k else [], metric)
 
 
 def _stored_confirm(study: optuna.Study) -> int:
@@ -444,7 +446,7 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
             s=10,
             c="#dddddd",
             zorder=1,
-            label="pruned (accuracy at its last rung)",
+            label=f"pruned ({d.names[0]} at its last rung)",
         )
     if d.complete:
         ax.scatter(
@@ -546,7 +548,7 @@ def figure(study: optuna.Study, a: Analysis) -> Any:
     names = d.names
     fig = go.Figure()
     for label, group, colour, size in (
-        ("pruned (accuracy at its last rung)", d.pruned, "#cccccc", 6),
+        (f"pruned ({d.names[0]} at its last rung)", d.pruned, "#cccccc", 6),
         ("complete trials (stored, one run)", d.complete, "#888888", 8),
     ):
         ys = [i.curve[-1] if i.curve else i.values[0] for i in group]

@@ -16,9 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
+from nas.errors import NonFiniteLoss
 
 
 class Classifier(pl.LightningModule):

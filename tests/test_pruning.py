@@ -52,6 +52,11 @@ def test_decision_keeps_the_best_third_by_fronts_with_a_defined_tie_break():
     # fewer than eta trials: only the best continues (as Optuna's successive halving)
     assert p.decide((9, 0.1, 1.0), [(0, 0.2, 0.5)], 1).keep is False
     assert p.decide((9, 0.3, 0.5), [(0, 0.2, 0.5)], 1).keep is True
+    # a rung where every accuracy is the same (a detector's mAP is 0 before it finds a box) prunes nobody:
+    # the decision would otherwise be latency's alone
+    d = p.decide((9, 0.0, 9.0), [(0, 0.0, 1.0), (1, 0.0, 2.0), (2, 0.0, 3.0)], 1)
+    assert d.keep and d.within_noise.startswith("every trial at this rung has accuracy 0.0000"), d
+    assert p.decide((9, 0.0, 9.0), [(0, 0.001, 1.0), (1, 0.0, 2.0), (2, 0.0, 3.0)], 1).keep is False
 
 
 def test_replay_prunes_and_keeps_the_baseline():

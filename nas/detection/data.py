@@ -186,9 +186,9 @@ def user_dataset(path: Path) -> DetectionData:
     names = tuple(str(v) for v in (names.values() if isinstance(names, Mapping) else names))
     if len(names) < 1:
         raise DetectionDataError(f"{path}: 'names' is empty")
-    base = Path(d.get("path") or path.parent)
-    if not base.is_absolute():
-        base = path.parent / base
+    base = Path(str(d.get("path") or path.parent))
+    if d.get("path") and not base.is_absolute():  # ultralytics would look for it under its own datasets folder
+        raise DetectionDataError(f"{path}: path {d['path']!r} is relative; give the dataset's absolute path")
     counts = []
     for split in ("train", "val"):
         where = base / str(d[split])

@@ -11,6 +11,7 @@ classification). Its console output goes to ``<log_dir>/ultralytics.log``; its r
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from nas.errors import NonFiniteLoss
 
 MAP = "metrics/mAP50-95(B)"
 MAP50 = "metrics/mAP50(B)"
@@ -106,6 +109,16 @@ def fit(
         def final_eval(self) -> None:
             return None
 
+        def _handle_nan_recovery(self, epoch: int) -> bool:
+            """A non-finite loss or fitness fails the trial (as for classification) instead of ultralytics'
+            reload of last.pt, which the search does not write."""
+            loss_bad = self.loss is not None and not bool(self.loss.isfinite())
+            fitness_bad = self.fitness is not None and not math.isfinite(float(self.fitness))
+            if loss_bad or fitness_bad:
+                what = f"training loss is {float(self.loss)}" if loss_bad else f"validation fitness is {self.fitness}"
+                raise NonFiniteLoss(f"{what} at epoch {epoch + 1}")
+            return False
+
     import yaml
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +126,7 @@ def fit(
     model_yaml.write_text(yaml.safe_dump(model.yaml, sort_keys=False))
     args = {**trainer_args(data_yaml, training, imgsz, epochs, seed, log_dir, device), "model": str(model_yaml)}
     trainer = SearchTrainer(overrides=args)
-    state = {"t0": 0.0, "step": 0, "start": 0.0, "images": 0, "last": 0.0, "batch_t0": 0.0}
+    state = {"step": 0, "start": 0.0, "images": 0, "last": 0.0, "batch_t0": 0.0, "val_t0": 0.0}
 
     def epoch_start(t: Any) -> None:
         state.update(step=0, start=time.perf_counter(), images=0, last=0.0)
@@ -149,9 +162,18 @@ def fit(
         if on_phase:
             on_phase("validating")
 
-    if on_batch:  # validation batches hold the gate too (the validator copies the trainer's callbacks)
-        trainer.add_callback("on_val_batch_start", lambda v: on_batch[0]())
-        trainer.add_callback("on_val_batch_end", lambda v: on_batch[1]())
+    def val_start(v: Any) -> None:  # validation batches hold the gate too (the validator copies our callbacks)
+        if on_batch:
+            on_batch[0]()
+        state["val_t0"] = time.perf_counter()
+
+    def val_end(v: Any) -> None:
+        result.seconds += time.perf_counter() - state["val_t0"]
+        if on_batch:
+            on_batch[1]()
+
+    trainer.add_callback("on_val_batch_start", val_start)
+    trainer.add_callback("on_val_batch_end", val_end)
     trainer.add_callback("on_train_epoch_start", epoch_start)
     trainer.add_callback("on_train_batch_start", batch_start)
     trainer.add_callback("on_train_batch_end", batch_end)

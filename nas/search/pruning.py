@@ -80,8 +80,19 @@ class MOASHA:
         """``me`` and ``others`` are (trial number, accuracy at the rung, latency), optionally followed
         by the latency's interval (low, high). ``acc_sd``: the seed-to-seed sd of accuracy at this rung;
         a trial outside the quota that is within noise of the last one kept continues (a rung must not
-        decide by noise)."""
+        decide by noise). A rung where every accuracy is the same (a detector's mAP is 0 until it finds
+        its first boxes) keeps everyone: it would otherwise decide by latency alone."""
         entries = [e for e in others if e[0] != me[0]] + [me]
+        if len(entries) > 1 and len({e[1] for e in entries}) == 1:  # nothing measured yet (a detector's mAP 0)
+            return Decision(
+                True,
+                rung,
+                0,
+                len(entries),
+                len(entries),
+                f"every trial at this rung has accuracy {me[1]:.4f}: it says nothing about quality yet, so "
+                "none is pruned on the other objective alone",
+            )
         ranks = nondominated_ranks([(e[1], e[2]) for e in entries])
         order = sorted(range(len(entries)), key=lambda i: (ranks[i], -entries[i][1], entries[i][2], entries[i][0]))
         position = order.index(len(entries) - 1)

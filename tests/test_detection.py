@@ -4,6 +4,7 @@ differ only where the choices differ, the embedded dataset, and the whole path t
 (check, search that prunes, Ctrl-C and resume, report, export -> load -> same predictions, nas train)
 with every network connection refused."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("ultralytics", reason="the [yolo] extra (pip install -e '.[yolo]'); [test] installs it")
+if importlib.util.find_spec("ultralytics") is None:  # not imported here: nas.detection.ultra imports it, offline
+    pytest.skip("the [yolo] extra (pip install -e '.[yolo]'); [test] installs it", allow_module_level=True)
 
 from nas.architecture import Architecture  # noqa: E402
 from nas.spacefile import SpaceError, load_space  # noqa: E402
@@ -279,7 +281,26 @@ def test_detection_search_prunes_resumes_after_ctrl_c_reports_exports_and_trains
     r = nas("train", folder, "--epochs", "1")
     assert (folder / "train" / "weights" / "best.pt").is_file() and "epoch 1/1: val mAP50-95" in r.stdout, r.stdout
     assert not net_log.exists(), net_log.read_text()  # nothing tried to reach the network
-    assert not (tmp_path / "home").exists(), "nothing written to the home folder (ultralytics' settings)"
+    home = tmp_path / "home"  # (matplotlib keeps a font cache there; ultralytics keeps nothing)
+    assert not [p for p in home.rglob("*") if "ltralytics" in p.name], "ultralytics' settings not in the home folder"
+
+
+def test_importing_ultralytics_leaves_pil_and_thread_settings_as_they_were():
+    """ultralytics patches PIL's Image.open (to pip-install pi-heif on an unreadable file) and sets
+    OMP_NUM_THREADS for later processes; nas.detection.ultra undoes both (a fresh process: this one may
+    have imported ultralytics already)."""
+    code = textwrap.dedent("""
+        import os
+        from PIL import Image
+        before = Image.open, os.environ.get("OMP_NUM_THREADS")
+        from nas.detection import ultra
+        ultra.load()
+        import ultralytics.utils.patches
+        print("SAME" if (Image.open, os.environ.get("OMP_NUM_THREADS")) == before else "CHANGED")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.stdout.strip().endswith("SAME"), r.stdout + r.stderr[-2000:]
 
 
 def test_user_dataset_and_detector_files_are_checked_with_what_is_wrong(tmp_path):

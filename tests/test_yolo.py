@@ -4,6 +4,7 @@ layer at every scale), one training epoch on tiny generated data through ultraly
 the saved model loaded back through YOLO(...). Run in a subprocess: ultralytics reads its settings folder
 and offline switches at import and changes process-wide state."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -116,7 +117,8 @@ SCRIPT = textwrap.dedent(r'''
 
 
 def test_register_builds_trains_saves_and_reloads_real_ultralytics_models(tmp_path):
-    pytest.importorskip("ultralytics", reason="the [yolo] extra (pip install -e '.[yolo]'); [test] installs it")
+    if importlib.util.find_spec("ultralytics") is None:  # not imported here: it patches PIL and the environment
+        pytest.skip("the [yolo] extra (pip install -e '.[yolo]'); [test] installs it")
     config = tmp_path / "ultralytics-config"  # ultralytics' settings and the font it would download
     config.mkdir()
     import matplotlib

@@ -41,13 +41,24 @@ def load() -> ModuleType:
         atexit.register(shutil.rmtree, config, ignore_errors=True)
         os.environ["YOLO_CONFIG_DIR"] = str(config)
         _font_into(config)
+    from PIL import Image
+
+    pil_open, omp = Image.open, os.environ.get("OMP_NUM_THREADS")
     try:
         import ultralytics
     except ImportError as e:
         raise MissingUltralytics(
             f"a detection space needs ultralytics ({e}); install the [yolo] extra: pip install -e '.[yolo]'"
         ) from None
+    import ultralytics.utils.patches  # noqa: F401  (patches PIL on import: undone below)
     from ultralytics.utils import SETTINGS
+
+    # ultralytics' import changes the process: PIL's Image.open becomes a wrapper that tries to install
+    # pi-heif on an unreadable image, and OMP_NUM_THREADS=1 is set for every process started later (our
+    # workers, DDP ranks). Both are undone so the rest of the process behaves as without it.
+    Image.open = getattr(ultralytics.utils.patches, "_image_open", pil_open)  # the original, if imported before us
+    if omp is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
 
     with contextlib.suppress(Exception):
         SETTINGS.update({"sync": False})  # no telemetry even where the user's settings allowed it

@@ -164,3 +164,19 @@ def load_weights(model: Any, path: Path) -> Any:
     except (RuntimeError, OSError) as e:
         raise ExportError(f"{path}: cannot load into {type(model).__name__}: {str(e).splitlines()[0]}") from None
     return model
+
+
+def install_weights(src: Path | None, out: Path, reference: Any, exported: Any) -> list[Path]:
+    """An export's weights: ``src`` (the trial's checked weights, or None for the definition alone)
+    copied into the folder ``out`` and loaded into both the search's model (``reference``) and the one
+    built from the exported files, so the two can be compared; without weights the exported model
+    takes the reference's. Returns the files written."""
+    if src is None:
+        exported.load_state_dict(reference.state_dict())
+        return []
+    import shutil
+
+    shutil.copyfile(src, out / WEIGHTS_FILE)
+    load_weights(reference, src)
+    load_weights(exported, out / WEIGHTS_FILE)
+    return [out / WEIGHTS_FILE]

@@ -461,7 +461,7 @@ def model_cost(arch: Architecture, num_classes: int, input_size: tuple[int, int]
 def space_cost(space: Any, arch: Architecture, num_classes: int) -> ModelCost:
     """Params and FLOPs of ``arch`` as ``space`` builds it (a detector: built on the CPU, since
     ultralytics runs a forward pass while building; FLOPs at the space's image size)."""
-    if not getattr(space, "is_detection", False):
+    if not space.is_detection:
         return model_cost(arch, num_classes, space.input_size, space.in_chans)
     from nas.model import build_in
 

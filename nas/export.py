@@ -30,7 +30,16 @@ from torch import nn
 import attention
 from nas import backbone as bb
 from nas.architecture import Architecture
-from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, load_weights, verify_weights, weights_path
+from nas.artifacts import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    ExportError,
+    ModelCard,
+    install_weights,
+    load_weights,
+    verify_weights,
+    weights_path,
+)
 from nas.errors import UserError
 from nas.model import build
 from nas.names import write_text_atomic
@@ -476,15 +485,7 @@ def export_trial(
 
         reference = build(arch, num_classes, space.in_chans).eval()
         generated = import_model_py(files[0]).build_model().eval()
-        if weights_src is not None:
-            import shutil
-
-            shutil.copyfile(weights_src, out / WEIGHTS_FILE)
-            files.append(out / WEIGHTS_FILE)
-            load_weights(reference, weights_src)
-            load_weights(generated, out / WEIGHTS_FILE)
-        else:
-            generated.load_state_dict(reference.state_dict())
+        files += install_weights(weights_src, out, reference, generated)
         x = torch.randn(2, space.in_chans, *space.input_size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             ref_out = reference(x)

@@ -108,7 +108,7 @@ def build_in(space: Any, arch: Architecture, num_classes: int, init_seed: int | 
     """``arch`` as ``space`` builds it: a timm classifier (``build``) or, for a detection space, the
     ultralytics detector with its attention rows (``nas.detection.model.build``). The one dispatch every
     part that needs a space's model calls."""
-    if getattr(space, "is_detection", False):
+    if space.is_detection:
         from nas.detection.model import build as build_detector
 
         return build_detector(space.detector, space.positions, arch, num_classes, init_seed=init_seed)

@@ -120,3 +120,13 @@ def space_file(
     path = Path(folder) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def from_terminal(cmd, **kwargs):
+    """``cmd`` started as from a terminal (SIGINT at its default, which a test runner may have
+    changed), its output captured as text unless ``kwargs`` say otherwise: for tests that press Ctrl-C."""
+    import signal
+    import subprocess
+
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kwargs}
+    return subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **options)

@@ -24,6 +24,8 @@ if importlib.util.find_spec("ultralytics") is None:  # not imported here: nas.de
 from nas.architecture import Architecture  # noqa: E402
 from nas.spacefile import SpaceError, load_space  # noqa: E402
 
+from _helpers import from_terminal  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = """
@@ -196,15 +198,7 @@ def test_detection_search_prunes_resumes_after_ctrl_c_reports_exports_and_trains
     assert "before_sppf" in r.stdout and "p3" in r.stdout and "16 distinct architectures" in r.stdout, r.stdout
 
     cmd = [sys.executable, "-m", "nas", "search", "--space", "det.yaml", "--trials", "6", "--sampler", "random"]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    proc = from_terminal(cmd, cwd=tmp_path, env=env)
     url = "sqlite:///" + str(tmp_path / "runs" / "det" / "study.db")
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:

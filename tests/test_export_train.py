@@ -24,7 +24,7 @@ from nas.search.loop import Search
 from nas.search.study import front
 from nas.spacefile import load_space
 
-from _helpers import run_nas, space_file
+from _helpers import from_terminal, run_nas, space_file
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -254,14 +254,11 @@ def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, 
     folder = tmp_path / "exp"
     export.export_trial(study, trial, folder, root=root)
     out = tmp_path / "t"
-    proc = subprocess.Popen(
+    proc = from_terminal(
         [sys.executable, "-m", "nas", "train", str(folder), "--epochs", "6", "--out", str(out)],
-        stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # as from a terminal
+    )
     lines = []
     for line in proc.stdout:
         lines.append(line)

@@ -4,7 +4,6 @@ contents as optuna-dashboard shows them, the CLI with Ctrl-C."""
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from io import BytesIO
@@ -19,7 +18,7 @@ from nas.search.loop import Reporter, Search
 from nas.search.study import count_states, front
 from nas.spacefile import load_space
 
-from _helpers import run_nas, space_file
+from _helpers import from_terminal, run_nas, space_file
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -226,15 +225,7 @@ def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
 
 
 def interrupt_mid_trial(tmp_path, cmd, env, study_name, signum, code, reason):
-    proc = subprocess.Popen(
-        cmd[:-4] + ["--trials", "50", "--no-prune", "--study", study_name],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # as from a terminal
+    proc = from_terminal(cmd[:-4] + ["--trials", "50", "--no-prune", "--study", study_name], cwd=tmp_path, env=env)
     url = "sqlite:///" + str(tmp_path / "runs" / study_name / "study.db")
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

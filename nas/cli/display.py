@@ -52,6 +52,8 @@ class LiveReporter(Reporter):
 
     def search_start(self, study: optuna.Study, target: int) -> None:
         self.study = study
+        first = (study.metric_names or ["accuracy"])[0]  # read once: each epoch's line names it
+        self._metric = "val acc" if first == "accuracy" else f"val {first}"
         self.progress.update(self.task, total=target, completed=min(target, self._done()))
         self._refresh()
 
@@ -74,11 +76,7 @@ class LiveReporter(Reporter):
         self._refresh()
 
     def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None:
-        metric = (
-            "val acc"
-            if not getattr(self, "study", None) or not self.study.metric_names
-            else "val " + ("acc" if self.study.metric_names[0] == "accuracy" else self.study.metric_names[0])
-        )
+        metric = getattr(self, "_metric", "val acc")
         self.current = Text(f"{getattr(self, '_trial', '')}  epoch {epoch}/{epochs} done, {metric} {acc:.4f}")
         self._refresh()
 

@@ -31,6 +31,7 @@ def train_cmd(
     weights that the export's model.py loads."""
     from nas import finetune
 
+    metric = metric_of(source)
     result = finetune.train(
         source,
         epochs=epochs,
@@ -41,12 +42,12 @@ def train_cmd(
         resume=resume,
         seed=seed,
         force=force,
-        report=lambda e, n, acc: console.print(f"epoch {e}/{n}: {metric_of(source)} {acc:.4f}"),
+        report=lambda e, n, acc: console.print(f"epoch {e}/{n}: {metric} {acc:.4f}"),
         announce=lambda text: console.print(shown(text), highlight=False),
         progress=console.is_terminal,
     )
     if result.curve:
-        console.print(f"final {metric_of(source)} {result.curve[-1]:.4f} (best {max(result.curve):.4f})")
+        console.print(f"final {metric} {result.curve[-1]:.4f} (best {max(result.curve):.4f})")
     if result.weights.suffix == ".pt":  # a detector: ultralytics' own checkpoint
         console.print(shown(f"written: {result.weights}; after register(), YOLO({str(result.weights)!r}) loads it"))
         return

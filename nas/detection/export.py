@@ -7,14 +7,13 @@ model.yaml, given the weights, predicts what the search's model predicted, on a 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, load_weights
+from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, install_weights
 from nas.detection.model import MODEL_YAML
 from nas.names import write_text_atomic
 
@@ -130,13 +129,7 @@ def export_detector(
 
     reference = build_in(space, arch, nc).eval()
     generated = YOLO(str(files[0]), task="detect").model.eval()
-    if weights_src is not None:
-        shutil.copyfile(weights_src, out / WEIGHTS_FILE)
-        files.append(out / WEIGHTS_FILE)
-        load_weights(reference, weights_src)
-        load_weights(generated, out / WEIGHTS_FILE)
-    else:
-        generated.load_state_dict(reference.state_dict())
+    files += install_weights(weights_src, out, reference, generated)
     size = space.input_size[0]
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

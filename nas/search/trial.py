@@ -216,15 +216,20 @@ class Trials:
             if reason is None:
                 raise
             return Outcome(TrialState.FAIL, f"failed: {reason}")
-        stored = TrialInfo.of(stored_trial(self.study, trial))  # rank 0 wrote it (DDP: elsewhere)
-        curve = stored.curve
         trial.set_user_attr(r.SECONDS_TRIAL, round(time.perf_counter() - started + latency_s, 3))
+        return self._ending(trial, arch, fitting.module.model, cost, latency)
+
+    def _ending(self, trial: optuna.Trial, arch: Architecture, model: Any, cost: Any, latency: float) -> Outcome:
+        """How a trial whose training returned ended, read from what its pruning callback stored (in DDP
+        rank 0 wrote it, elsewhere): pruned at a rung, stopped short, or complete with its weights kept."""
+        stored = TrialInfo.of(stored_trial(self.study, trial))
+        curve = stored.curve
         if stored.pruned_at is not None:
             return Outcome(TrialState.PRUNED, stored.pruned_at)
-        if not curve or len(curve) < self.epochs:
+        if not curve or len(curve) < self.epochs or model is None:
             return Outcome(TrialState.FAIL, f"failed: training stopped after {len(curve)} of {self.epochs} epochs")
         values = {"accuracy": curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
-        trial.set_user_attr(r.WEIGHTS_ARTIFACT, self._save_weights(trial, arch, fitting.module.model))
+        trial.set_user_attr(r.WEIGHTS_ARTIFACT, self._save_weights(trial, arch, model))
         return Outcome(
             TrialState.COMPLETE, f"completed {len(curve)} epochs", tuple(values[o] for o in self.space.objectives)
         )
@@ -273,18 +278,7 @@ class Trials:
             self.gate.batch_end()  # never left held by a fit that failed inside a batch (no-op if not held)
         callback.record.set(r.SECONDS_TRAIN_VAL, round(result.seconds, 3))
         trial.set_user_attr(r.SECONDS_TRIAL, round(time.perf_counter() - started + latency_s, 3))
-        stored = TrialInfo.of(stored_trial(self.study, trial))
-        if stored.pruned_at is not None:
-            return Outcome(TrialState.PRUNED, stored.pruned_at)
-        if len(result.curve) < epochs or result.model is None:
-            return Outcome(TrialState.FAIL, f"failed: training stopped after {len(result.curve)} of {epochs} epochs")
-        values = {"accuracy": result.curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
-        trial.set_user_attr(r.WEIGHTS_ARTIFACT, self._save_weights(trial, arch, result.model))
-        return Outcome(
-            TrialState.COMPLETE,
-            f"completed {len(result.curve)} epochs",
-            tuple(values[o] for o in self.space.objectives),
-        )
+        return self._ending(trial, arch, result.model, cost, latency)  # the curve as epoch_done stored it
 
     def _batch_end(self) -> None:
         self.gate.batch_end()

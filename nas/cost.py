@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -122,6 +123,23 @@ def release_memory() -> None:
     malloc_trim = _glibc("malloc_trim")
     if malloc_trim is not None:
         malloc_trim(0)
+
+
+@contextlib.contextmanager
+def long_lived_left_out() -> Iterator[None]:
+    """Within the block, garbage collection leaves out every object alive when it began (modules,
+    the space, the data): ``release_memory`` after a trial, and Python's own full collections during
+    training, then scan what the trial made instead of the half million objects torch, timm and
+    Lightning leave at import (0.26 s a collection on the development machine, under 1 ms frozen).
+    Garbage is collected first, so nothing unreachable is kept; the objects are handed back at the end."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _sync(device: torch.device) -> None:

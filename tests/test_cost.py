@@ -72,3 +72,27 @@ def test_latency_of_a_real_model_is_positive_and_restores_threads():
     result = LatencyMeter(LatencyTarget(input_size=16, warmup=1, repeats=6, threads=1)).measure(model, 1)
     assert isinstance(result, Latency) and result.ms > 0 and len(result.samples) >= 6
     assert torch.get_num_threads() == threads
+
+
+def test_collections_inside_a_search_skip_what_was_alive_before_and_still_free_what_the_trial_made():
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    before = Node()
+    before.me = before  # alive when the block begins: left out of collections inside it
+    with cost.long_lived_left_out():
+        assert gc.get_freeze_count() > 0
+        made = Node()
+        made.me = made  # a reference cycle, as a trial's Trainer and model leave behind
+        gone = weakref.ref(made)
+        del made
+        cost.release_memory()
+        assert gone() is None, "garbage made inside the block is still collected"
+    assert gc.get_freeze_count() == 0, "every object handed back to the collector"
+    alive = weakref.ref(before)
+    del before
+    gc.collect()
+    assert alive() is None

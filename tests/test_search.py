@@ -1,6 +1,7 @@
 """The search end to end on a tiny space (CPU): pruning, resume, infeasible candidates, storage
 contents as optuna-dashboard shows them, the CLI with Ctrl-C."""
 
+import gc
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ def run_search(tmp_path, space, trials, **kw):
 def test_search_prunes_records_everything_and_resumes(tmp_path):
     space = tiny_space(tmp_path)
     first = run_search(tmp_path, space, 5, sampler="random")
+    assert gc.get_freeze_count() == 0, "the search handed its objects back to the collector"
     study = first.study
     trials = study.get_trials()
     assert study.metric_names == ["accuracy", "latency_ms"]
@@ -244,20 +246,6 @@ def interrupt_mid_trial(tmp_path, cmd, env, study_name, signum, code, reason):
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert trials[-1].state == TrialState.FAIL and trials[-1].user_attrs["stop_reason"] == reason
     return trials
-
-
-def test_sigterm_stops_like_ctrl_c_and_the_same_command_resumes(tmp_path):
-    space_file(tmp_path)
-    env = {**os.environ, "COLUMNS": "200"}
-    cmd = [sys.executable, "-m", "nas", "search", "--space", "tiny.yaml", "--trials", "3", "--sampler", "random"]
-    before = interrupt_mid_trial(tmp_path, cmd, env, "term", signal.SIGTERM, 143, "interrupted (SIGTERM)")
-    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in before)
-    r = run_nas(*cmd[3:-4], "--trials", finished + 1, "--no-prune", "--study", "term", cwd=tmp_path)
-    assert r.returncode == 0, r
-    after = optuna.load_study(
-        study_name="term", storage="sqlite:///" + str(tmp_path / "runs/term/study.db")
-    ).get_trials()
-    assert len(after) == len(before) + 1 and after[-1].state == TrialState.COMPLETE, "resumed: one more trial, no rerun"
 
 
 def test_bad_search_options_exit_2(tmp_path):

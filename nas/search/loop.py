@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from nas import data as data_mod
 from nas.architecture import Architecture, ArchitectureError
-from nas.cost import latency_device_problem, release_memory
+from nas.cost import latency_device_problem, long_lived_left_out, release_memory
 from nas.errors import UserError
 from nas.names import folder_of
 from nas.search import confirm as cf
@@ -259,11 +259,17 @@ class Search:
             self.store_location,
         )
         self.reporter.search_start(study, self.trials)
+        with long_lived_left_out():
+            stopped = self._trials()
+        return SearchResult(study, count_states(study), time.monotonic() - self._start, stopped)
+
+    def _trials(self) -> str:
+        """Trials until the search stops, then the noise floor and the confirmation; the stop reason."""
         while True:
             signals.raise_if_received()  # a signal whose exception was lost while the last trial ended
             signals.defer()  # from asking for a trial until it is inside the try below that records it
             try:
-                with lock.held():
+                with self.lock.held():
                     nxt = self.next()
             except BaseException:
                 signals.resume(raise_pending=False)
@@ -280,7 +286,7 @@ class Search:
         if stopped == "trials" or stopped.startswith(EXHAUSTED):
             self._noise_floor()
             self._confirm()
-        return SearchResult(study, count_states(study), time.monotonic() - self._start, stopped)
+        return stopped
 
     def next(self) -> Stop | Wait | Start:
         """Called with the study's lock held: fail the trials whose worker died, queue the baseline

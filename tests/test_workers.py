@@ -88,9 +88,14 @@ def stress(tmp_path, commands, trials, url, during=None):
         subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for cmd in commands
     ]
-    if during is not None:
-        during()
-    outs = [p.communicate(timeout=900)[0] for p in procs]
+    try:
+        if during is not None:
+            during()
+        outs = [p.communicate(timeout=900)[0] for p in procs]
+    finally:  # a failed wait leaves no search behind to load the tests after it (its workers follow it)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-3000:]
         assert "locked" not in out.lower() and "Traceback" not in out, out[-3000:]

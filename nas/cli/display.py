@@ -37,6 +37,7 @@ class LiveReporter(Reporter):
         self.front = Table()
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
         self.study: optuna.Study | None = None
+        self._metric = "val acc"  # each epoch's line names the study's first objective (search_start)
         self._polled = 0.0
         self._epoch: tuple[int, int] | None = None  # the epoch being trained, for the "validating" line
 
@@ -52,7 +53,7 @@ class LiveReporter(Reporter):
 
     def search_start(self, study: optuna.Study, target: int) -> None:
         self.study = study
-        first = (study.metric_names or ["accuracy"])[0]  # read once: each epoch's line names it
+        first = (study.metric_names or ["accuracy"])[0]
         self._metric = "val acc" if first == "accuracy" else f"val {first}"
         self.progress.update(self.task, total=target, completed=min(target, self._done()))
         self._refresh()
@@ -76,8 +77,7 @@ class LiveReporter(Reporter):
         self._refresh()
 
     def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None:
-        metric = getattr(self, "_metric", "val acc")
-        self.current = Text(f"{getattr(self, '_trial', '')}  epoch {epoch}/{epochs} done, {metric} {acc:.4f}")
+        self.current = Text(f"{getattr(self, '_trial', '')}  epoch {epoch}/{epochs} done, {self._metric} {acc:.4f}")
         self._refresh()
 
     def step(self, number: int, epoch: int, epochs: int, step: int, steps: int, samples_per_s: float) -> None:

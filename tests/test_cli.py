@@ -210,3 +210,31 @@ def test_live_display_shows_the_epoch_step_bar_and_rate_then_validating():
     assert "7/16 steps, 1,234 samples/s" in line and "━" in line, line
     r.status("validating")
     assert r.current.plain == "trial 4: resnet10t|none|none|none|se(r=16)  epoch 2/3 validating"
+
+
+def test_live_display_reads_the_study_at_trial_boundaries_not_on_every_step(monkeypatch):
+    """A step's line is drawn on the training thread every 0.5 s, and reading a large study is not
+    free (about 45 ms at 500 trials), so steps and epochs redraw what was read at the trial's start."""
+    import optuna
+
+    from nas.architecture import Architecture
+    from nas.cli.display import LiveReporter
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "latency_ms"])
+    reads = []
+    real = study.get_trials
+    monkeypatch.setattr(study, "get_trials", lambda *a, **k: reads.append(1) or real(*a, **k))
+    r = LiveReporter()
+    r.search_start(study, 3)
+    r.trial_start(0, Architecture.parse("resnet10t|none|none|none|none"))
+    at_start = len(reads)
+    assert at_start > 0 and "complete 0" in r.counts.plain
+    for step in range(1, 17):
+        r.step(0, 1, 3, step, 16, 1000.0)
+    r.epoch(0, 1, 3, 0.5)
+    assert len(reads) == at_start, "a step or an epoch read the study"
+    trial = study.ask()
+    study.tell(trial, [0.9, 1.0])
+    r.trial_end(study.trials[-1])
+    assert len(reads) > at_start and "complete 1" in r.counts.plain

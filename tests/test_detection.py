@@ -24,7 +24,7 @@ if importlib.util.find_spec("ultralytics") is None:  # not imported here: nas.de
 from nas.architecture import Architecture  # noqa: E402
 from nas.spacefile import SpaceError, load_space  # noqa: E402
 
-from _helpers import from_terminal  # noqa: E402
+from _helpers import from_terminal, run_nas  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,7 +170,12 @@ GUARD = textwrap.dedent("""
 """)
 
 
-def test_detection_search_prunes_resumes_after_ctrl_c_reports_exports_and_trains_offline(tmp_path):
+def test_detection_search_prunes_resumes_after_ctrl_c_reports_exports_and_trains_offline(tmp_path, monkeypatch):
+    """The search, its resume, the exported model's loading and nas train run as real processes with
+    the network refused by a sitecustomize; check, report and export run in this process with the same
+    calls refused."""
+    import socket
+
     import optuna
     from optuna.trial import TrialState
 
@@ -187,11 +192,20 @@ def test_detection_search_prunes_resumes_after_ctrl_c_reports_exports_and_trains
         "HOME": str(tmp_path / "home"),  # nothing written to the user's settings either
     }
 
-    def nas(*args, check=True):
-        r = subprocess.run(
-            [sys.executable, "-m", "nas", *map(str, args)], cwd=tmp_path, env=env, capture_output=True, text=True
-        )
-        assert not check or r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    def refuse(*args, **kwargs):
+        with open(net_log, "a") as f:
+            f.write(repr(("in process", args[:2])) + "\n")
+        raise OSError("network unreachable (test)")
+
+    def nas(*args):
+        """``nas ARGS`` in this process, every network connection refused as in the processes."""
+        with monkeypatch.context() as m:
+            for owner, name in ((socket.socket, "connect"), (socket.socket, "connect_ex")):
+                m.setattr(owner, name, refuse)
+            for name in ("create_connection", "getaddrinfo"):
+                m.setattr(socket, name, refuse)
+            r = run_nas(*args, cwd=tmp_path, env={"HOME": env["HOME"]}, width=200)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         return r
 
     r = nas("check", "--space", "det.yaml")
@@ -272,7 +286,14 @@ def test_detection_search_prunes_resumes_after_ctrl_c_reports_exports_and_trains
     assert got["diff"] == 0.0 and got["boxes"] > 0, got
     assert len(got["rows"]) == sum(part != "none" for part in arch.split("|")[1:]), (arch, got)
 
-    r = nas("train", folder, "--epochs", "1")
+    r = subprocess.run(  # a real process: ultralytics decides where its settings go when imported
+        [sys.executable, "-m", "nas", "train", str(folder), "--epochs", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (folder / "train" / "weights" / "best.pt").is_file() and "epoch 1/1: val mAP50-95" in r.stdout, r.stdout
     assert not net_log.exists(), net_log.read_text()  # nothing tried to reach the network
     home = tmp_path / "home"  # (matplotlib keeps a font cache there; ultralytics keeps nothing)

@@ -3,6 +3,7 @@ its work (torch, Lightning, Optuna) inside the command, so ``--help`` and a bad 
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -58,7 +59,13 @@ def run(argv: Sequence[str]) -> int:
 
 def main() -> None:
     signals.install()
-    sys.exit(run(sys.argv[1:]))
+    code = run(sys.argv[1:])
+    # The process ends here. What is alive now is left to the operating system instead of to the
+    # interpreter's last garbage collections, which scan the half million objects torch, timm and
+    # Lightning leave: 1.5 s on exit, 0.2 s frozen. atexit handlers and the modules' teardown still
+    # run (log handlers, storage connections, stdout are flushed and closed as before).
+    gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

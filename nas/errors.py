@@ -44,11 +44,18 @@ class WorkerFailed(Exception):
     exit_code = 1
 
 
+class StorageUnavailable(Exception):
+    """The study's database kept failing with connection errors through every retry of a call: the
+    message names the call, how long it was retried and the database's last error."""
+
+    exit_code = 1
+
+
 def exit_code_of(error: BaseException) -> int | None:
     """The exit code of an error the command line reports in one line (no traceback), or None for
     anything else. The attention library's own bad-input errors count as user errors; it is not
     imported here (only an error it raised can be one of its errors)."""
-    if isinstance(error, (UserError, WorkerFailed)):
+    if isinstance(error, (UserError, WorkerFailed, StorageUnavailable)):
         return error.exit_code
     attention = sys.modules.get("attention")
     if attention is not None and isinstance(error, (attention.HyperparameterError, attention.UnknownMechanismError)):

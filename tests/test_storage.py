@@ -9,6 +9,7 @@ import optuna
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from nas.errors import StorageUnavailable
 from nas.search.storage import RetryingStorage, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -44,7 +45,7 @@ class Flaky(optuna.storages.InMemoryStorage):
         return call
 
 
-def test_ask_and_tell_through_a_database_that_drops_every_call_twice():
+def test_ask_and_tell_through_a_database_that_drops_every_call_twice(caplog):
     waits = []
     storage = RetryingStorage(Flaky(failures=2), sleep=waits.append)
     study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
@@ -54,14 +55,39 @@ def test_ask_and_tell_through_a_database_that_drops_every_call_twice():
         study.tell(trial, [0.5 + i / 10, 1.0])
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE"] * 3
     assert storage.retries > 0 and waits[:2] == [0.2, 0.4], "exponential backoff"
+    # each retry says which call failed and the database's own words
+    assert (
+        "storage create_new_study failed (OperationalError: (builtins.ConnectionError) server closed the "
+        in (caplog.text)
+        and "retry 1 of 7 in 0.2 s" in caplog.text
+    ), caplog.text
 
 
 def test_a_database_that_stays_away_raises_after_the_attempts():
+    """After the last attempt: one error that names the call, the attempts, the time and the cause,
+    which the command line prints in one line (exit code 1); an error that is not a lost connection
+    is raised at once, unretried."""
+    from nas.errors import exit_code_of
+    from nas.search.storage import retry
+
     waits = []
     storage = RetryingStorage(Flaky(failures=100), attempts=4, sleep=waits.append)
-    with pytest.raises(OperationalError):
+    with pytest.raises(StorageUnavailable) as gave_up:
         optuna.create_study(storage=storage)
     assert waits == [0.2, 0.4, 0.8]
+    assert str(gave_up.value).startswith(
+        "the study's database did not answer (create_new_study) through 4 attempts over 1.4 s "
+        "($NAS_STORAGE_ATTEMPTS sets the attempts): OperationalError: (builtins.ConnectionError) server closed"
+    ), gave_up.value
+    assert isinstance(gave_up.value.__cause__, OperationalError) and exit_code_of(gave_up.value) == 1
+
+    def invalid():
+        raise ValueError("not a lost connection")
+
+    waits.clear()
+    with pytest.raises(ValueError, match="not a lost connection"):
+        retry(invalid, "set_trial_user_attr", attempts=4, sleep=waits.append)
+    assert waits == []
 
 
 def test_sqlite_locked_by_another_writer_waits_instead_of_failing(tmp_path):
@@ -88,7 +114,7 @@ def test_the_retry_budget_is_set_by_the_environment_and_sets_the_heartbeat_grace
     monkeypatch.setenv("NAS_STORAGE_ATTEMPTS", "3")
     waits = []
     storage = RetryingStorage(Flaky(failures=100), sleep=waits.append)
-    with pytest.raises(OperationalError):
+    with pytest.raises(StorageUnavailable, match="through 3 attempts over 0.6 s"):
         optuna.create_study(storage=storage)
     assert waits == [0.2, 0.4] and retry_budget_s() == pytest.approx(0.6) and grace_s(1) == 4
     for bad in ("0", "21", "many"):

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
 
-from nas.errors import UserError
+from nas.errors import StorageUnavailable, UserError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,21 @@ def _transient_at_connect(e: BaseException) -> bool:
     return _transient(e) or isinstance(e, (IntegrityError, ProgrammingError))
 
 
+def cause_of(e: BaseException) -> str:
+    """What a storage error came from, for a log line: its class and, when it wraps another error, the
+    innermost one's class; then the first line of the innermost message (the database's own words)."""
+    root, seen = e, {id(e)}
+    while (root.__cause__ or root.__context__) is not None and id(root.__cause__ or root.__context__) not in seen:
+        root = root.__cause__ or root.__context__
+        seen.add(id(root))
+    first = (str(root).strip().splitlines() or [""])[0][:200]
+    if root is e:
+        return f"{e.__class__.__name__}: {first}" if first else e.__class__.__name__
+    if root.__class__.__name__ == e.__class__.__name__:  # SQLAlchemy's OperationalError around the driver's
+        return f"{e.__class__.__name__}: {first}"
+    return f"{e.__class__.__name__} from {root.__class__.__name__}: {first}"
+
+
 def retry(
     fn: Callable[[], Any],
     what: str,
@@ -88,23 +103,31 @@ def retry(
     transient: Callable[[BaseException], bool] = _transient,
 ) -> Any:
     """``fn()``; on a transient database error, again after ``first_wait`` s, doubling up to
-    MAX_WAIT_S, ``attempts`` times in all; then the error is raised."""
+    MAX_WAIT_S, ``attempts`` times in all; then ``StorageUnavailable`` names the call, the time spent
+    and the last error. Any other error is raised as it is, at once."""
     wait, attempts = first_wait, (configured_attempts() if attempts is None else attempts)
+    waited = 0.0
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except Exception as e:
-            if attempt == attempts or not transient(e):
+            if not transient(e):
                 raise
+            if attempt == attempts:
+                raise StorageUnavailable(
+                    f"the study's database did not answer ({what}) through {attempts} attempts over {waited:.1f} s "
+                    f"(${ATTEMPTS_ENV} sets the attempts): {cause_of(e)}"
+                ) from e
             on_retry()
             log.warning(
                 "storage %s failed (%s); retry %d of %d in %.1f s",
                 what,
-                e.__class__.__name__,
+                cause_of(e),
                 attempt,
                 attempts - 1,
                 wait,
             )
+            waited += wait
             sleep(wait)
             wait = min(2 * wait, MAX_WAIT_S)
     raise AssertionError("unreachable")

@@ -90,6 +90,48 @@ def test_a_database_that_stays_away_raises_after_the_attempts():
     assert waits == []
 
 
+def test_a_session_that_touched_its_lost_connection_again_is_retried():
+    """Seen with a PostgreSQL server restarted under a search: the query loses its connection, the
+    same session touches it again (PendingRollbackError), and Optuna wraps that in StorageInternalError.
+    A retry opens a new session and succeeds; a rollback error with no lost connection behind it is
+    not retried."""
+    from sqlalchemy.exc import PendingRollbackError
+
+    from nas.search.storage import cause_of, retry
+
+    def chained(lost: bool) -> Exception:
+        try:
+            try:
+                if lost:
+                    raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
+                raise ValueError("bad value")
+            except Exception as e:
+                raise PendingRollbackError("Can't reconnect until invalid transaction is rolled back") from (
+                    e if not lost else None
+                )
+        except PendingRollbackError as e:
+            try:
+                raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
+            except optuna.exceptions.StorageInternalError as wrapped:
+                return wrapped
+
+    calls, waits = [], []
+
+    def get_all_trials():
+        calls.append(1)
+        if len(calls) == 1:
+            raise chained(lost=True)
+        return "trials"
+
+    assert retry(get_all_trials, "get_all_trials", attempts=4, sleep=waits.append) == "trials" and waits == [0.2]
+    assert cause_of(chained(lost=True)) == (
+        "StorageInternalError from OperationalError: (builtins.ConnectionError) server closed the connection"
+    )
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        retry(lambda: (_ for _ in ()).throw(chained(lost=False)), "get_all_trials", attempts=4, sleep=waits.append)
+    assert waits == [0.2]
+
+
 def test_sqlite_locked_by_another_writer_waits_instead_of_failing(tmp_path):
     path = tmp_path / "study.db"
     study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{path}"))

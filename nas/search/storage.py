@@ -59,13 +59,16 @@ def grace_s(heartbeat_s: int) -> int:
 
 
 def _transient(e: BaseException) -> bool:
-    """Lost connections, locked databases, failed connects: errors a later retry can succeed after."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
+    """Lost connections, locked databases, failed connects: errors a later retry can succeed after.
+    Also what wraps one: Optuna's StorageInternalError, and SQLAlchemy's PendingRollbackError (the
+    session touched its connection again after losing it; a new session, as a retry opens, works)."""
+    from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 
     if isinstance(e, OperationalError) or (isinstance(e, DBAPIError) and e.connection_invalidated):
         return True
     cause = e.__cause__ or e.__context__
-    return isinstance(e, optuna.exceptions.StorageInternalError) and cause is not None and _transient(cause)
+    wrapper = isinstance(e, (optuna.exceptions.StorageInternalError, PendingRollbackError))
+    return wrapper and cause is not None and cause is not e and _transient(cause)
 
 
 def _transient_at_connect(e: BaseException) -> bool:

@@ -100,20 +100,19 @@ def test_a_session_that_touched_its_lost_connection_again_is_retried():
     from nas.search.storage import cause_of, retry
 
     def chained(lost: bool) -> Exception:
+        """StorageInternalError from PendingRollbackError, raised while handling a lost connection (or,
+        with ``lost`` False, a ValueError), as SQLAlchemy and Optuna chain them."""
         try:
             try:
                 if lost:
                     raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
                 raise ValueError("bad value")
-            except Exception as e:
-                raise PendingRollbackError("Can't reconnect until invalid transaction is rolled back") from (
-                    e if not lost else None
-                )
+            except Exception:  # the lost connection as context, not cause, as SQLAlchemy raises it
+                raise PendingRollbackError("Can't reconnect until invalid transaction is rolled back")  # noqa: B904
         except PendingRollbackError as e:
-            try:
-                raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
-            except optuna.exceptions.StorageInternalError as wrapped:
-                return wrapped
+            wrapped = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+            wrapped.__cause__ = e
+            return wrapped
 
     calls, waits = [], []
 
@@ -123,12 +122,15 @@ def test_a_session_that_touched_its_lost_connection_again_is_retried():
             raise chained(lost=True)
         return "trials"
 
+    def no_connection_lost():
+        raise chained(lost=False)
+
     assert retry(get_all_trials, "get_all_trials", attempts=4, sleep=waits.append) == "trials" and waits == [0.2]
     assert cause_of(chained(lost=True)) == (
         "StorageInternalError from OperationalError: (builtins.ConnectionError) server closed the connection"
     )
     with pytest.raises(optuna.exceptions.StorageInternalError):
-        retry(lambda: (_ for _ in ()).throw(chained(lost=False)), "get_all_trials", attempts=4, sleep=waits.append)
+        retry(no_connection_lost, "get_all_trials", attempts=4, sleep=waits.append)
     assert waits == [0.2]
 
 

@@ -97,8 +97,9 @@ def stress(tmp_path, commands, trials, url, during=None):
             if p.poll() is None:
                 p.kill()
     for p, out in zip(procs, outs, strict=True):
-        assert p.returncode == 0, out[-10000:]  # enough to hold a worker's retries and its error
-        assert "locked" not in out.lower() and "Traceback" not in out, out[-3000:]
+        # 10,000 characters: enough to hold a worker's retries and its error
+        assert p.returncode == 0, out[-10000:]
+        assert "locked" not in out.lower() and "Traceback" not in out, out[-10000:]
     trials_ = assert_final_state(study_of(url), trials)
     assert not [t for t in trials_ if t.state == TrialState.FAIL]
     return trials_, "\n".join(outs)

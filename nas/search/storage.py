@@ -84,15 +84,14 @@ def cause_of(e: BaseException) -> str:
     """What a storage error came from, for a log line: its class and, when it wraps another error, the
     innermost one's class; then the first line of the innermost message (the database's own words)."""
     root, seen = e, {id(e)}
-    while (root.__cause__ or root.__context__) is not None and id(root.__cause__ or root.__context__) not in seen:
-        root = root.__cause__ or root.__context__
+    while (inner := root.__cause__ or root.__context__) is not None and id(inner) not in seen:
+        root = inner
         seen.add(id(root))
     first = (str(root).strip().splitlines() or [""])[0][:200]
-    if root is e:
-        return f"{e.__class__.__name__}: {first}" if first else e.__class__.__name__
-    if root.__class__.__name__ == e.__class__.__name__:  # SQLAlchemy's OperationalError around the driver's
-        return f"{e.__class__.__name__}: {first}"
-    return f"{e.__class__.__name__} from {root.__class__.__name__}: {first}"
+    name = e.__class__.__name__
+    if root.__class__.__name__ != name:  # not SQLAlchemy's OperationalError around the driver's, nor e itself
+        name = f"{name} from {root.__class__.__name__}"
+    return f"{name}: {first}" if first else name
 
 
 def retry(
@@ -109,7 +108,6 @@ def retry(
     MAX_WAIT_S, ``attempts`` times in all; then ``StorageUnavailable`` names the call, the time spent
     and the last error. Any other error is raised as it is, at once."""
     wait, attempts = first_wait, (configured_attempts() if attempts is None else attempts)
-    waited = 0.0
     for attempt in range(1, attempts + 1):
         try:
             return fn()
@@ -118,7 +116,8 @@ def retry(
                 raise
             if attempt == attempts:
                 raise StorageUnavailable(
-                    f"the study's database did not answer ({what}) through {attempts} attempts over {waited:.1f} s "
+                    f"the study's database did not answer ({what}) through {attempts} attempts over "
+                    f"{retry_budget_s(attempts, first_wait):.1f} s "
                     f"(${ATTEMPTS_ENV} sets the attempts): {cause_of(e)}"
                 ) from e
             on_retry()
@@ -130,7 +129,6 @@ def retry(
                 attempts - 1,
                 wait,
             )
-            waited += wait
             sleep(wait)
             wait = min(2 * wait, MAX_WAIT_S)
     raise AssertionError("unreachable")

@@ -101,7 +101,8 @@ def stress(tmp_path, commands, trials, url, during=None):
         assert p.returncode == 0, out[-10000:]
         assert "locked" not in out.lower() and "Traceback" not in out, out[-10000:]
     trials_ = assert_final_state(study_of(url), trials)
-    assert not [t for t in trials_ if t.state == TrialState.FAIL]
+    failed = {t.number: t.user_attrs.get("stop_reason") for t in trials_ if t.state == TrialState.FAIL}
+    assert not failed, (failed, "\n".join(out[-5000:] for out in outs))
     return trials_, "\n".join(outs)
 
 

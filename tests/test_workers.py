@@ -127,7 +127,8 @@ def test_two_commands_share_a_postgresql_study_like_two_machines_and_ride_out_th
         cmd = nas(tmp_path, "--trials", "20", "--workers", "2", "--threads", "1", storage=url)
 
         def outage():
-            wait_for(lambda: running_trial(url, min_epochs=0), 300, "a trial in training")
+            polled = Polled(url)
+            wait_for(lambda: running_trial(polled, min_epochs=0), 300, "a trial in training")
             server.pause(4)
 
         trials, out = stress(tmp_path, [cmd, cmd], 20, url, during=outage)
@@ -135,11 +136,32 @@ def test_two_commands_share_a_postgresql_study_like_two_machines_and_ride_out_th
     assert "retry 1 of 7" in out  # the outage was seen, and ridden out
 
 
-def running_trial(url, min_epochs=1):
+class Polled:
+    """The study at ``url`` as a test polls it: loaded once (a load costs about 60 ms of CPU, a read of
+    its trials about 2 ms), and again after an error (the study not created yet, the server restarted)."""
+
+    def __init__(self, url):
+        self.url, self.study = url, None
+
+    def trials(self, **kwargs):
+        """The study's trials (``get_trials(deepcopy=False, **kwargs)``), or None after an error."""
+        try:
+            self.study = self.study or study_of(self.url)
+            return self.study.get_trials(deepcopy=False, **kwargs)
+        except Exception:
+            self.study = None
+            return None
+
+    def state(self, number):
+        """Trial ``number``'s state, or None after an error."""
+        trials = self.trials()
+        return trials[number].state if trials else None
+
+
+def running_trial(polled, min_epochs=1):
     """A running trial that has trained ``min_epochs`` epochs (0: started by a worker), or None."""
-    try:
-        trials = study_of(url).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    except Exception:  # the study is being created
+    trials = polled.trials(states=(TrialState.RUNNING,))
+    if trials is None:  # the study is being created
         return None
     return next(
         (t for t in trials if len(t.user_attrs.get("val_acc_curve", [])) >= min_epochs and "worker" in t.user_attrs),
@@ -158,12 +180,13 @@ def test_a_worker_killed_mid_trial_is_failed_at_once_and_its_architecture_retrie
         stderr=subprocess.STDOUT,
         text=True,
     )
-    victim = wait_for(lambda: running_trial(url), 300, "a trial in training")
+    polled = Polled(url)
+    victim = wait_for(lambda: running_trial(polled), 300, "a trial in training")
     host, pid = victim.user_attrs["worker"].rsplit(":", 1)
     assert host == socket.gethostname()
     os.kill(int(pid), signal.SIGKILL)
     killed_at = time.monotonic()
-    failed = wait_for(lambda: study_of(url).trials[victim.number].state == TrialState.FAIL, 30, "the trial failed")
+    failed = wait_for(lambda: polled.state(victim.number) == TrialState.FAIL, 30, "the trial failed")
     assert failed and time.monotonic() - killed_at < 5  # the parent noticed, no heartbeat wait
     out = parent.communicate(timeout=600)[0]
     assert parent.returncode == 0, out[-3000:]
@@ -185,7 +208,8 @@ def test_a_lone_worker_killed_is_caught_by_the_heartbeat_and_the_same_command_re
     url = sqlite_url(tmp_path)
     cmd = nas(tmp_path, "--trials", "3", "--heartbeat", "1", "--no-prune")
     lone = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    victim = wait_for(lambda: running_trial(url), 300, "a trial in training")
+    polled = Polled(url)
+    victim = wait_for(lambda: running_trial(polled), 300, "a trial in training")
     lone.send_signal(signal.SIGKILL)
     lone.wait()
     assert study_of(url).trials[victim.number].state == TrialState.RUNNING
@@ -208,7 +232,8 @@ def test_sigterm_to_the_parent_stops_every_worker_and_the_same_command_resumes(t
     url = sqlite_url(tmp_path)
     cmd = nas(tmp_path, "--trials", "3", "--workers", "2", "--threads", "1", "--no-prune", storage=url)
     parent = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: running_trial(url), 300, "a trial in training")
+    polled = Polled(url)
+    wait_for(lambda: running_trial(polled), 300, "a trial in training")
     processes = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert len(processes) == 3  # the parent and its 2 workers (their command lines name the storage)
     parent.send_signal(signal.SIGTERM)

@@ -24,7 +24,7 @@ if importlib.util.find_spec("ultralytics") is None:  # not imported here: nas.de
 from nas.architecture import Architecture  # noqa: E402
 from nas.spacefile import SpaceError, load_space  # noqa: E402
 
-from _helpers import from_terminal, run_nas  # noqa: E402
+from _helpers import Polled, from_terminal, run_nas  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -214,14 +214,10 @@ def test_detection_search_prunes_resumes_after_ctrl_c_reports_exports_and_trains
     cmd = [sys.executable, "-m", "nas", "search", "--space", "det.yaml", "--trials", "4", "--sampler", "random"]
     proc = from_terminal(cmd, cwd=tmp_path, env=env)
     url = "sqlite:///" + str(tmp_path / "runs" / "det" / "study.db")
-    deadline, polled = time.monotonic() + 600, None
+    deadline, polled = time.monotonic() + 600, Polled("det", url)
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.25)
-        try:  # loaded once it exists: a load costs about 60 ms of CPU, a read of its trials about 2 ms
-            polled = polled or optuna.load_study(study_name="det", storage=url)
-            trials = polled.get_trials(deepcopy=False)
-        except Exception:
-            continue
+        trials = polled.trials() or []
         if any(t.state == TrialState.RUNNING and t.number >= 2 and t.user_attrs.get("val_acc_curve") for t in trials):
             break
     assert proc.poll() is None, "the search ended before it could be interrupted"

@@ -19,7 +19,7 @@ from nas.search.loop import Reporter, Search
 from nas.search.study import count_states, front
 from nas.spacefile import load_space
 
-from _helpers import from_terminal, run_nas, space_file
+from _helpers import Polled, from_terminal, run_nas, space_file
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -229,14 +229,10 @@ def test_cli_search_then_report_and_ctrl_c_leaves_nothing_running(tmp_path):
 def interrupt_mid_trial(tmp_path, cmd, env, study_name, signum, code, reason):
     proc = from_terminal(cmd[:-4] + ["--trials", "50", "--no-prune", "--study", study_name], cwd=tmp_path, env=env)
     url = "sqlite:///" + str(tmp_path / "runs" / study_name / "study.db")
-    deadline = time.monotonic() + 180
+    deadline, polled = time.monotonic() + 180, Polled(study_name, url)
     while time.monotonic() < deadline:
         time.sleep(1)
-        try:
-            study = optuna.load_study(study_name=study_name, storage=url)
-        except Exception:
-            continue
-        if any(t.state == TrialState.RUNNING and t.user_attrs.get("val_acc_curve") for t in study.get_trials()):
+        if any(t.state == TrialState.RUNNING and t.user_attrs.get("val_acc_curve") for t in polled.trials() or []):
             break
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)

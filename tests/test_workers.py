@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from nas.search.loop import Search
 from nas.spacefile import load_space
 
-from _helpers import run_nas, space_file
+from _helpers import Polled, run_nas, space_file
 
 pytestmark = pytest.mark.slow
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -127,35 +127,13 @@ def test_two_commands_share_a_postgresql_study_like_two_machines_and_ride_out_th
         cmd = nas(tmp_path, "--trials", "20", "--workers", "2", "--threads", "1", storage=url)
 
         def outage():
-            polled = Polled(url)
+            polled = Polled("multi", url)
             wait_for(lambda: running_trial(polled, min_epochs=0), 300, "a trial in training")
             server.pause(4)
 
         trials, out = stress(tmp_path, [cmd, cmd], 20, url, during=outage)
     assert len({t.user_attrs["worker"] for t in trials}) == 4
     assert "retry 1 of 7" in out  # the outage was seen, and ridden out
-
-
-class Polled:
-    """The study at ``url`` as a test polls it: loaded once (a load costs about 60 ms of CPU, a read of
-    its trials about 2 ms), and again after an error (the study not created yet, the server restarted)."""
-
-    def __init__(self, url):
-        self.url, self.study = url, None
-
-    def trials(self, **kwargs):
-        """The study's trials (``get_trials(deepcopy=False, **kwargs)``), or None after an error."""
-        try:
-            self.study = self.study or study_of(self.url)
-            return self.study.get_trials(deepcopy=False, **kwargs)
-        except Exception:
-            self.study = None
-            return None
-
-    def state(self, number):
-        """Trial ``number``'s state, or None after an error."""
-        trials = self.trials()
-        return trials[number].state if trials else None
 
 
 def running_trial(polled, min_epochs=1):
@@ -180,7 +158,7 @@ def test_a_worker_killed_mid_trial_is_failed_at_once_and_its_architecture_retrie
         stderr=subprocess.STDOUT,
         text=True,
     )
-    polled = Polled(url)
+    polled = Polled("multi", url)
     victim = wait_for(lambda: running_trial(polled), 300, "a trial in training")
     host, pid = victim.user_attrs["worker"].rsplit(":", 1)
     assert host == socket.gethostname()
@@ -208,7 +186,7 @@ def test_a_lone_worker_killed_is_caught_by_the_heartbeat_and_the_same_command_re
     url = sqlite_url(tmp_path)
     cmd = nas(tmp_path, "--trials", "3", "--heartbeat", "1", "--no-prune")
     lone = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    polled = Polled(url)
+    polled = Polled("multi", url)
     victim = wait_for(lambda: running_trial(polled), 300, "a trial in training")
     lone.send_signal(signal.SIGKILL)
     lone.wait()
@@ -232,7 +210,7 @@ def test_sigterm_to_the_parent_stops_every_worker_and_the_same_command_resumes(t
     url = sqlite_url(tmp_path)
     cmd = nas(tmp_path, "--trials", "3", "--workers", "2", "--threads", "1", "--no-prune", storage=url)
     parent = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    polled = Polled(url)
+    polled = Polled("multi", url)
     wait_for(lambda: running_trial(polled), 300, "a trial in training")
     processes = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert len(processes) == 3  # the parent and its 2 workers (their command lines name the storage)

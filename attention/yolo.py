@@ -108,10 +108,132 @@ def _row_class(alias: type) -> type:
     return type(alias.__name__, (nn.Module,), {"__new__": __new__, "__module__": f"{__name__}.rows"})
 
 
+# -- a model YAML read as data ---------------------------------------------------------------------------
+# ultralytics evaluates a model YAML's ``activation:`` with eval() and calls whatever a row's module name
+# finds in its namespace (functions included). A model YAML is data: register()'s parser and
+# ``model_yaml_problems`` accept only what follows.
+
+ACTIVATIONS = (
+    "CELU", "ELU", "GELU", "Hardsigmoid", "Hardswish", "Hardtanh", "Identity", "LeakyReLU", "LogSigmoid", "Mish",
+    "PReLU", "ReLU", "ReLU6", "RReLU", "SELU", "Sigmoid", "SiLU", "Softplus", "Softsign", "Tanh", "Tanhshrink",
+)  # fmt: skip
+ACTIVATION_RULE = (
+    "an activation of torch.nn with number or true/false arguments, e.g. nn.SiLU() or nn.LeakyReLU(0.1); "
+    f"one of {', '.join(ACTIVATIONS)}"
+)
+MAX_REPEATS = 100  # a row's repeats (ultralytics' own models use at most 9)
+LAYER_RULE = (
+    "a module class of ultralytics (Conv, C2f, SPPF, Concat, Detect, ...), nn.<Name> of torch, "
+    "or an attention row after attention.yolo.register(): " + ", ".join(sorted(ALIASES))
+)
+
+
+class ModelYamlError(ValueError):
+    """A model YAML that is not data ultralytics may build: ``problems`` is a list of (key path, message)."""
+
+    def __init__(self, problems: list[tuple[tuple[Any, ...], str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{keypath(k)}: {m}" for k, m in problems))
+
+
+def keypath(path: tuple[Any, ...]) -> str:
+    """``('backbone', 3, 2)`` as ``backbone[3][2]``."""
+    return "".join(f"[{k}]" if isinstance(k, int) else (f".{k}" if i else str(k)) for i, k in enumerate(path))
+
+
+def activation_code(value: Any) -> str:
+    """The ``activation:`` of a model YAML rewritten from its checked parts (what ultralytics may evaluate),
+    e.g. ``torch.nn.LeakyReLU(negative_slope=0.1)`` -> ``nn.LeakyReLU(negative_slope=0.1)``; a ValueError
+    naming ACTIVATION_RULE otherwise."""
+    import ast
+    import math
+
+    def number(node: ast.AST) -> Any:
+        v = ast.literal_eval(node)
+        if not isinstance(v, (bool, int, float)) or not math.isfinite(v):
+            raise ValueError(v)
+        return v
+
+    try:
+        if not isinstance(value, str) or len(value) > 200:
+            raise ValueError(value)
+        call = ast.parse(value.strip(), mode="eval").body
+        if not isinstance(call, ast.Call):
+            raise ValueError(value)
+        parts, node = [], call.func
+        while isinstance(node, ast.Attribute):
+            parts.insert(0, node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name) or [node.id, *parts[:-1]] not in (["nn"], ["torch", "nn"]):
+            raise ValueError(value)
+        if not parts or parts[-1] not in ACTIVATIONS:
+            raise ValueError(value)
+        args = [number(a) for a in call.args]
+        kwargs = {k.arg: number(k.value) for k in call.keywords if k.arg and k.arg.isidentifier()}
+        if len(kwargs) != len(call.keywords):
+            raise ValueError(value)
+        getattr(__import__("torch").nn, parts[-1])(*args, **kwargs)  # the arguments fit (TypeError if not)
+        code = f"nn.{parts[-1]}({', '.join([*map(repr, args), *(f'{k}={v!r}' for k, v in kwargs.items())])})"
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, IndexError):
+        raise ValueError(f"{value!r} is not allowed; {ACTIVATION_RULE}") from None
+    return code
+
+
+def _layer_class(name: str, tasks: Any) -> type | None:
+    """The nn.Module class a row's module name builds, found as ultralytics' parser finds it; None for
+    anything else (a function, a module, a missing name)."""
+    import torch.nn as nn
+
+    if name.startswith("nn."):
+        found = getattr(nn, name[3:], None)
+    elif name.startswith("torchvision.ops."):
+        import torchvision
+
+        found = getattr(torchvision.ops, name[16:], None)
+    else:
+        found = getattr(tasks, name, None) if name.isidentifier() and not name.startswith("_") else None
+    return found if isinstance(found, type) and issubclass(found, nn.Module) else None
+
+
+def model_yaml_problems(d: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """What in the model dictionary ``d`` is not data ultralytics may build, as (key path, message): an
+    ``activation`` outside ACTIVATION_RULE, a row that is not ``[from, repeats, module, args]``, a module
+    name that is not a model layer ultralytics knows (nor one of ours, after register()), repeats outside
+    1 to MAX_REPEATS. Empty when ``d`` is fine."""
+    import ultralytics.nn.tasks as tasks
+
+    if not isinstance(d, dict):
+        return [((), f"a model YAML is a mapping with backbone and head lists; got {type(d).__name__}")]
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    if d.get("activation") is not None:
+        try:
+            activation_code(d["activation"])
+        except ValueError as e:
+            problems.append((("activation",), str(e)))
+    for section in ("backbone", "head"):
+        rows = d.get(section)
+        if not isinstance(rows, list):
+            problems.append(((section,), f"a list of rows [from, repeats, module, args]; got {rows!r:.80}"))
+            continue
+        for k, row in enumerate(rows):
+            where = (section, k)
+            if not (isinstance(row, list) and len(row) == 4 and isinstance(row[3], list)):
+                problems.append((where, f"{row!r:.80} is not a row [from, repeats, module, [args]]"))
+                continue
+            n, m = row[1], row[2]
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REPEATS:
+                problems.append(((*where, 1), f"repeats {n!r:.40} is not an integer from 1 to {MAX_REPEATS}"))
+            if not isinstance(m, str) or _layer_class(m, tasks) is None:
+                problems.append(((*where, 2), f"{m!r:.80} is not a model layer; {LAYER_RULE}"))
+    return problems
+
+
 def register() -> list[str]:
-    """Make ultralytics' model YAML parser build the twelve mechanisms by name (see the module's text).
-    Safe to call again; returns the names registered. Under ULTRALYTICS_SAFE_LOAD the aliases are added
-    to torch's safe globals so weights-only loading accepts them."""
+    """Make ultralytics' model YAML parser build the twelve mechanisms by name (see the module's text)
+    and read every model YAML as data: one that ``model_yaml_problems`` finds fault with raises
+    ModelYamlError before ultralytics evaluates any of it. Safe to call again; returns the names registered.
+    The aliases are added to torch's safe globals, so weights-only loading (ULTRALYTICS_SAFE_LOAD) accepts
+    them."""
     import copy
 
     import torch
@@ -121,7 +243,12 @@ def register() -> list[str]:
         original = tasks.parse_model
 
         def parse_model(d: dict, ch: Any, verbose: bool = True) -> Any:
+            problems = model_yaml_problems(d)
+            if problems:
+                raise ModelYamlError(problems)
             d = copy.deepcopy(d)
+            if d.get("activation") is not None:  # what ultralytics evaluates: rebuilt from the checked parts
+                d["activation"] = activation_code(d["activation"])
             for section in ("backbone", "head"):
                 for k, row in enumerate(d.get(section) or []):
                     if isinstance(row, list) and len(row) == 4 and row[2] in ALIASES:
@@ -142,9 +269,11 @@ def register() -> list[str]:
 
 
 __all__ = [
+    "ACTIVATIONS",
     "CBAM",
     "ECA",
     "GAM",
+    "ModelYamlError",
     "NAM",
     "SE",
     "SOCA",
@@ -154,5 +283,8 @@ __all__ = [
     "SelectiveKernel",
     "ShuffleAttention",
     "SimAM",
+    "activation_code",
+    "keypath",
+    "model_yaml_problems",
     "register",
 ]

@@ -272,7 +272,7 @@ def _train_detector(
     data_cfg, training = data_and_training(str(source / CARD_FILE), raw, detection=True)
     out = out or source / "train"
     check_out(out, inputs=[source], force=force, ours=lambda f: (f / "weights").is_dir())
-    curve, weights = detection.train(
+    curve, done, weights = detection.train(
         card, source, training, data_cfg, out, resume=resume, report=report, announce=announce
     )
-    return TrainResult(out, curve, 0, weights)
+    return TrainResult(out, curve, done, weights)

@@ -24,6 +24,32 @@ class YamlError(UserError):
     pass
 
 
+def plain(value: Any) -> Any:
+    """``value`` with its line-keeping mappings and lists turned into plain ones (for yaml.safe_dump,
+    which refuses other types)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def line_at(data: Any, path: tuple[Any, ...]) -> int | None:
+    """The line of the deepest key of ``path`` (keys and list indices from ``data``) that has one."""
+    line, node = None, data
+    for key in path:
+        lines = getattr(node, "lines", None)
+        if isinstance(lines, dict) and key in lines:
+            line = lines[key]
+        elif isinstance(lines, list) and isinstance(key, int) and 0 <= key < len(lines):
+            line = lines[key]
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            break
+    return line
+
+
 MAX_VALUES = 100_000  # values in a document once its aliases are expanded (a search space has a few hundred)
 MAX_CHARS = 1_000_000  # characters in a file (a search space has a few thousand; parsing a megabyte takes seconds)
 

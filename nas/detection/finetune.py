@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.artifacts import ModelCard
-from nas.errors import BadOption
+from nas.errors import BadOption, UserError
 
 
 def train(
@@ -24,10 +24,11 @@ def train(
     resume: bool,
     report: Callable[[int, int, float], None],
     announce: Callable[[str], None],
-) -> tuple[list[float], Path]:
+) -> tuple[list[float], int, Path]:
+    """The curve of this run (mAP50-95 per epoch), the epochs done before it (a resume) and best.pt."""
     from nas.detection import ultra
     from nas.detection.data import dataset
-    from nas.detection.model import MODEL_YAML
+    from nas.detection.model import MODEL_YAML, read_model_yaml
     from nas.detection.train import MAP, trainer_args
 
     ultra.load()
@@ -36,15 +37,18 @@ def train(
     model_yaml = folder / MODEL_YAML
     if not model_yaml.is_file():
         raise BadOption("SOURCE", str(folder), f"a detection export folder holds {MODEL_YAML}; it is missing")
-    data = dataset(data_cfg, Path("runs"))
+    model = read_model_yaml(model_yaml)  # data, checked, before ultralytics parses it
     epochs, seed = training["epochs"], training["seed"]
     last = out / "weights" / "last.pt"
     if last.exists() and not resume:
         raise BadOption("--restart", str(out), f"{last} exists; pass --resume to continue it, or choose another --out")
+    done = _check_resumable(last, model, model_yaml, epochs) if last.exists() else 0
+    data = dataset(data_cfg, Path("runs"))
     args = {
         **trainer_args(data.yaml, training, card.input_size[0], epochs, seed, out, "cpu"),
-        "model": str(model_yaml),
+        "model": str(model_yaml.resolve()),
         "save": True,
+        "save_dir": str(out.resolve()),  # on resume ultralytics would take the checkpoint's own
     }
     if last.exists():
         args["resume"] = str(last)
@@ -52,15 +56,45 @@ def train(
         f"training {card.architecture} with ultralytics for {epochs} epochs on {data.train_images} images "
         f"({data.yaml}); checkpoints in {out / 'weights'}, log in {out / 'ultralytics.log'}"
     )
+    if done:
+        announce(f"resuming after epoch {done} of {epochs} from {last}")
     trainer = DetectionTrainer(overrides=args)
     curve: list[float] = []
 
-    def epoch_end(t: Any) -> None:
-        if MAP in (t.metrics or {}) and len(curve) < t.epochs and t.epoch + 1 > len(curve):
+    def epoch_end(t: Any) -> None:  # not ultralytics' final re-validation of best.pt (its epoch is t.epochs)
+        if MAP in (t.metrics or {}) and done + len(curve) == t.epoch < t.epochs:
             curve.append(float(t.metrics[MAP]))
             report(t.epoch + 1, t.epochs, curve[-1])
 
     trainer.add_callback("on_fit_epoch_end", epoch_end)
     with ultra.logged_to(out / "ultralytics.log"):
         trainer.train()
-    return curve, out / "weights" / "best.pt"
+    return curve, done, out / "weights" / "best.pt"
+
+
+def _check_resumable(last: Path, model: dict[str, Any], model_yaml: Path, epochs: int) -> int:
+    """The epochs done in ``last`` if it may be continued: a checkpoint read as data
+    (``ultra.read_checkpoint``), of the architecture in ``model_yaml``, unfinished, planned for ``epochs``;
+    a UserError saying which it is not."""
+    from nas.detection import ultra
+
+    remedy = "delete it to train anew into this --out, or choose another --out"
+    ckpt = ultra.read_checkpoint(last, remedy)
+    built = getattr(ckpt.get("model") or ckpt.get("ema"), "yaml", None) or {}  # during a run: the EMA alone
+    mine = {k: model.get(k) for k in ("backbone", "head", "nc")}
+    if not isinstance(built, dict) or {k: built.get(k) for k in mine} != mine:
+        raise UserError(f"{last} holds another detector than {model_yaml} (its layers differ); {remedy}")
+    planned, epoch = ckpt["train_args"].get("epochs"), ckpt.get("epoch")
+    if epoch == -1 or not isinstance(epoch, int):
+        raise UserError(
+            f"{last} ends a finished run of {planned} epoch{'s' if planned != 1 else ''} (best.pt beside it): "
+            "nothing to resume; to train again, delete it or choose another --out"
+        )
+    if planned != epochs:
+        raise BadOption(
+            "--epochs",
+            epochs,
+            f"{planned}: {last} belongs to a run of {planned} epochs, whose learning-rate schedule depends on it; "
+            f"resume with --epochs {planned}, or {remedy}",
+        )
+    return epoch + 1

@@ -128,12 +128,7 @@ def load_detector(source: str, base: Path, scale: str | None = None) -> Detector
         path = base / path
     try:
         if path.is_file():
-            from nas.yamlio import load
-
-            d, _ = load(path)
-            if not isinstance(d, dict):
-                raise DetectorError(f"{path} is not a model YAML mapping")
-            d = dict(d)
+            d = read_model_yaml(path)
             name = path.stem
             d.setdefault("scale", _scale_from(name, d))
         else:
@@ -170,6 +165,23 @@ def load_detector(source: str, base: Path, scale: str | None = None) -> Detector
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
         name = re.sub(r"[^A-Za-z0-9_.\-]", "-", name)
     return Detector(name, source, chosen, yaml.safe_dump(keep, sort_keys=False))
+
+
+def read_model_yaml(path: Path) -> dict[str, Any]:
+    """The model YAML at ``path`` as plain data, read safely and checked as ultralytics' parser will
+    meet it (``attention.yolo.model_yaml_problems``: no code in ``activation:``, only model layers in
+    rows); a DetectorError names each problem with its line."""
+    from attention.yolo import keypath, model_yaml_problems
+    from nas.detection import ultra
+    from nas.yamlio import line_at, load, plain
+
+    ultra.load()  # the parser's names, ours registered
+    d, _ = load(path)
+    problems = model_yaml_problems(d)
+    if problems:
+        shown = [f"{path}:{line_at(d, k) or 1}: {keypath(k) or 'the file'}: {m}" for k, m in problems]
+        raise DetectorError("\n    ".join([f"{path}: not a model YAML that may be built:", *shown]))
+    return plain(d)
 
 
 def _scale_from(name: str, d: Mapping[str, Any]) -> str | None:

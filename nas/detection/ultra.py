@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from nas.errors import UserError
 
@@ -22,11 +23,18 @@ OFFLINE_ENV = {
     "YOLO_OFFLINE": "1",  # no online checks, downloads or telemetry
     "YOLO_AUTOINSTALL": "false",  # no pip installs of missing requirements
     "YOLO_VERBOSE": "false",  # no progress bars or banners on the console
+    # its checkpoints loaded weights-only against its allow-list (and our aliases, added by register()),
+    # model YAMLs built without eval: a second wall behind our own checks (read_checkpoint, register())
+    "ULTRALYTICS_SAFE_LOAD": "1",
 }
 _loaded: ModuleType | None = None
 
 
 class MissingUltralytics(UserError):
+    pass
+
+
+class CheckpointError(UserError):
     pass
 
 
@@ -68,6 +76,31 @@ def load() -> ModuleType:
     logging.getLogger("ultralytics").setLevel(logging.ERROR)
     _loaded = ultralytics
     return ultralytics
+
+
+def read_checkpoint(path: Path, remedy: str) -> dict[str, Any]:
+    """The ultralytics checkpoint at ``path`` (``last.pt``, ``best.pt``) read as data: weights-only, with
+    only ultralytics' own layers and our aliases allowed, so a crafted pickle runs nothing; a truncated,
+    foreign or crafted file is a CheckpointError naming it, its cause and ``remedy``."""
+    load()
+    from ultralytics.nn.tasks import torch_safe_load
+
+    try:
+        ckpt, _ = torch_safe_load(str(path), safe_only=True)
+    except Exception as e:  # truncated, not a checkpoint, a global outside the allow-list, a missing module
+        import pickle
+
+        inner = e.__cause__ or e
+        if isinstance(inner, pickle.UnpicklingError):
+            cause = "it names Python objects other than ultralytics' layers and attention's, so it was not loaded"
+        elif isinstance(inner, (RuntimeError, EOFError)):
+            cause = f"empty, truncated or not a torch checkpoint: {str(inner).splitlines()[0][:120]}"
+        else:
+            cause = f"{type(inner).__name__}: {str(inner).splitlines()[0][:200] if str(inner) else ''}"
+        raise CheckpointError(f"{path} cannot be read as an ultralytics checkpoint ({cause}); {remedy}") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("train_args"), dict):
+        raise CheckpointError(f"{path} is not a checkpoint that ultralytics' trainer wrote (no train_args); {remedy}")
+    return ckpt
 
 
 def _font_into(config: Path) -> None:

@@ -12,17 +12,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _PUBLIC = {
-    "Architecture": "nas.architecture",
+    "Architecture": "nas.core.architecture",
     "load_space": "nas.spacefile",
-    "build": "nas.model",
+    "build": "nas.tasks.classify.model",
     "attention_maps": "nas.viz",
     "grad_cam": "nas.viz",
 }
 
 if TYPE_CHECKING:
-    from nas.architecture import Architecture
-    from nas.model import build
+    from nas.core.architecture import Architecture
     from nas.spacefile import load_space
+    from nas.tasks.classify.model import build
     from nas.viz import attention_maps, grad_cam
 
 

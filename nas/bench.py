@@ -18,7 +18,8 @@ from timm.layers import create_attn
 from torch import nn
 
 import attention
-from nas.cost import (
+from nas.core.errors import MAX_CHANNELS, BadOption, check_range
+from nas.measure.cost import (
     count_flops,
     count_params,
     forward_fn,
@@ -27,7 +28,6 @@ from nas.cost import (
     time_interleaved,
     train_step_fn,
 )
-from nas.errors import MAX_CHANNELS, BadOption, check_range
 
 if TYPE_CHECKING:
     from nas.search.pruning import Recorded
@@ -187,7 +187,7 @@ def recorded_from_study(study: Any) -> tuple[list[Recorded], dict[str, Any]]:
 
     from nas.search.confirm import fresh_seeds, reruns
     from nas.search.pruning import Recorded
-    from nas.search.record import TrialInfo
+    from nas.study.record import TrialInfo
 
     rows = []
     seeds = reruns(study)
@@ -252,7 +252,7 @@ def record_seeds(study: Any, seeds: int, root: Path, status: Callable[[str], Non
 
     from nas.report import fitter
     from nas.search import confirm as cf
-    from nas.search.record import TrialInfo
+    from nas.study.record import TrialInfo
 
     complete = map(TrialInfo.of, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     archs = [info.arch for info in complete if not info.is_copy]
@@ -261,7 +261,7 @@ def record_seeds(study: Any, seeds: int, root: Path, status: Callable[[str], Non
 
 
 def bench_pruning(rows: list[Recorded], eta: int) -> tuple[list[dict[str, Any]], tuple[float, float]]:
-    from nas.pareto import hypervolume, pareto_front
+    from nas.core.pareto import hypervolume, pareto_front
     from nas.search.pruning import confirmed_front, noise_from_records, replay_moasha, replay_none, replay_optuna_sh
 
     ref = (0.0, 1.1 * max(r.latency for r in rows))
@@ -312,8 +312,8 @@ def bench_workers(
     from optuna.trial import TrialState
 
     from nas.search.options import SearchOptions
-    from nas.search.record import TrialInfo
     from nas.search.workers import cpu_count
+    from nas.study.record import TrialInfo
 
     rows: list[dict[str, Any]] = []
     for n in workers:
@@ -418,8 +418,8 @@ def bench_latency(
     expected order comes from outside the measurement being scored)."""
     import statistics
 
-    from nas.cost import LatencyMeter, LatencyTarget, PairedMeter
-    from nas.model import build
+    from nas.measure.cost import LatencyMeter, LatencyTarget, PairedMeter
+    from nas.tasks.classify.model import build
 
     target = LatencyTarget.from_space(space.latency)
     classes = space.num_classes or 10

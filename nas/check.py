@@ -7,11 +7,11 @@ import time
 import optuna
 import torch
 
-from nas import backbone as bb
-from nas.architecture import Architecture
-from nas.errors import UserError
-from nas.model import build
-from nas.space import SearchSpace
+from nas.core.architecture import Architecture
+from nas.core.errors import UserError
+from nas.core.space import SearchSpace
+from nas.tasks.classify import backbone as bb
+from nas.tasks.classify.model import build
 
 
 def parse_arch(text: str) -> Architecture:

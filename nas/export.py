@@ -28,9 +28,8 @@ from optuna.trial import TrialState
 from torch import nn
 
 import attention
-from nas import backbone as bb
-from nas.architecture import Architecture
-from nas.artifacts import (
+from nas.core.architecture import Architecture
+from nas.core.artifacts import (
     CARD_FILE,
     WEIGHTS_FILE,
     ExportError,
@@ -40,12 +39,13 @@ from nas.artifacts import (
     verify_weights,
     weights_path,
 )
-from nas.errors import UserError
-from nas.model import build
-from nas.names import write_text_atomic
-from nas.search import record as r
-from nas.search.record import TrialInfo
-from nas.search.study import storage_of, study_id
+from nas.core.errors import UserError
+from nas.core.names import write_text_atomic
+from nas.study import record as r
+from nas.study.record import TrialInfo
+from nas.study.studies import storage_of, study_id
+from nas.tasks.classify import backbone as bb
+from nas.tasks.classify.model import build
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z|\d+\Z")
 _SAFE_STR = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
@@ -64,7 +64,7 @@ def pick_best(
     seeds, the front recomputed on them), as ``nas report`` shows them: a single lucky run is not
     "the best"; the reason then carries the member's verdict against the baseline."""
     from nas.report import analyse, verdict_text
-    from nas.search.study import front
+    from nas.study.studies import front
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     a = analyse(study, measure_again=False)
@@ -311,8 +311,8 @@ def _weights_of(
     """The trial's kept weights as a local file, checked against the trial (``verify_weights``):
     fetched from the study's artifact store (``artifacts`` overrides where the study says it is) into
     ``scratch``, or, for a study made before the store, read where the search wrote them."""
-    from nas.search.study import stored_study_attrs, uid_of
-    from nas.stores import STORE_ATTR, open_store, store_location
+    from nas.study.stores import STORE_ATTR, open_store, store_location
+    from nas.study.studies import stored_study_attrs, uid_of
 
     info = TrialInfo.of(trial)
     expected = {"study": study.study_name, "study_uid": uid_of(study), "trial": str(trial.number), "arch": info.arch}
@@ -420,8 +420,8 @@ def export_trial(
 ) -> Exported:
     """Write the export folder for ``trial`` and check model.py (and ONNX/TorchScript) against the
     model the search built, on a random input."""
-    from nas.cost import model_cost
-    from nas.search.study import num_classes_of, space_of
+    from nas.measure.cost import model_cost
+    from nas.study.studies import num_classes_of, space_of
 
     space = space_of(study)
     if space is None:
@@ -435,7 +435,7 @@ def export_trial(
                 "--onnx/--torchscript: a detector is exported as an ultralytics model YAML with its weights; "
                 "convert it with ultralytics itself: load().export(format='onnx') (see load.py)"
             )
-        from nas.detection.export import export_detector
+        from nas.tasks.detect.export import export_detector
 
         with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch:
             weights_src = _weights_of(study, trial, root, artifacts, Path(scratch)) if weights else None
@@ -574,7 +574,7 @@ def load_trial(
     artifacts: str | None = None,
 ) -> tuple[nn.Module, ModelCard]:
     """A trial's model with the weights the search kept (eval mode), and its card."""
-    from nas.search.study import num_classes_of, open_existing, space_of
+    from nas.study.studies import num_classes_of, open_existing, space_of
 
     study = open_existing(study_name, storage)
     trial = get_trial(study, number)

@@ -17,13 +17,13 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from nas import data as data_mod
-from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ModelCard
-from nas.errors import BadOption, UserError
-from nas.model import save_weights
-from nas.names import check_out, write_text_atomic
+from nas.core.artifacts import CARD_FILE, WEIGHTS_FILE, ModelCard
+from nas.core.errors import BadOption, UserError
+from nas.core.names import check_out, write_text_atomic
 from nas.spacefile import data_and_training
-from nas.training import prepare_fit, tensorboard_available
+from nas.tasks.classify import data as data_mod
+from nas.tasks.classify.fit import prepare_fit, tensorboard_available
+from nas.tasks.classify.model import save_weights
 
 CHECKPOINTS = "checkpoints"
 
@@ -260,9 +260,9 @@ def _train_detector(
     report: Callable[[int, int, float], None],
     announce: Callable[[str], None],
 ) -> TrainResult:
-    """A detection export: ultralytics trains it (``nas.detection.finetune``); ``--data`` is an
+    """A detection export: ultralytics trains it (``nas.tasks.detect.train``); ``--data`` is an
     ultralytics dataset YAML."""
-    from nas.detection import finetune as detection
+    from nas.tasks.detect import train as detection
 
     if not source.is_dir():
         raise BadOption(

@@ -12,14 +12,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.errors import BadOption, UserError
-from nas.names import replacing, write_text_atomic
-from nas.pareto import hypervolume
+from nas.core.errors import BadOption, UserError
+from nas.core.names import replacing, write_text_atomic
+from nas.core.pareto import hypervolume
+from nas.core.stats import BETTER, TIED, WORSE
 from nas.search import confirm as cf
 from nas.search.confirm import NOT_PAIRED, Member, Noise
-from nas.search.record import TrialInfo, study_attr
-from nas.search.study import front, num_classes_of, space_of
-from nas.stats import BETTER, TIED, WORSE
+from nas.study.record import TrialInfo, study_attr
+from nas.study.studies import front, num_classes_of, space_of
 
 baseline_trial = cf.baseline_trial
 
@@ -113,11 +113,11 @@ def remeasure(study: optuna.Study, members: Sequence[Member], space: Any) -> lis
     """Every shown architecture and the baseline timed again now, all in one interleaved run against
     the plain backbone, x the study's reference latency: figures that share the machine's state, and
     each member's difference to the baseline from ratios taken in the same rounds."""
-    from nas.architecture import Architecture
-    from nas.cost import LatencyTarget, PairedMeter
-    from nas.model import build_in
-    from nas.search.latency import reference_latency_ms
-    from nas.stats import median_interval
+    from nas.core.architecture import Architecture
+    from nas.core.stats import median_interval
+    from nas.measure.cost import LatencyTarget, PairedMeter
+    from nas.study.latency import reference_latency_ms
+    from nas.tasks.classify.model import build_in
 
     target = LatencyTarget.from_space(space.latency)
     classes = num_classes_of(study, space)
@@ -262,13 +262,13 @@ def _stored_confirm(study: optuna.Study) -> int:
 
 def fitter(study: optuna.Study, status: Callable[[str], None] = lambda s: None, root: Path = Path("runs")) -> cf.Fit:
     """Re-runs for ``nas report --confirm``: the study's space, data and seed, as its trials trained."""
-    from nas import data as data_mod
+    from nas.tasks.classify import data as data_mod
 
     space = space_of(study)
     if space is None:
         raise UserError(f"study {study.study_name!r} does not record its search space; it cannot be re-trained")
     if space.is_detection:
-        from nas.detection.data import dataset
+        from nas.tasks.detect.data import dataset
 
         dm: Any = dataset(space.data, root)
     else:

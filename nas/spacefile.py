@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import attention
-from nas import backbone as bb
-from nas.architecture import NONE, NUMBER_TEXT
-from nas.errors import MAX_SEED, UserError
-from nas.names import name_problem
-from nas.space import Option, SearchSpace, StageSpace
-from nas.yamlio import load
+from nas.core.architecture import NONE, NUMBER_TEXT
+from nas.core.errors import MAX_SEED, UserError
+from nas.core.names import name_problem
+from nas.core.space import Option, SearchSpace, StageSpace
+from nas.core.yamlio import load
+from nas.tasks.classify import backbone as bb
 
 DATA_SOURCES: dict[str, dict[str, Any]] = {
     # source: {key: (type, default)}; the data module documents each key
@@ -36,7 +36,7 @@ DATA_SOURCES: dict[str, dict[str, Any]] = {
     "cifar10": {"root": (str, "data"), "download": (bool, True)},
     "cifar100": {"root": (str, "data"), "download": (bool, True)},
 }
-DETECTION_SOURCES: dict[str, dict[str, Any]] = {  # nas.detection.data documents each key
+DETECTION_SOURCES: dict[str, dict[str, Any]] = {  # nas.tasks.detect.data documents each key
     "digits_boxes": {
         "canvas": (int, 64),
         "train": (int, 1024),
@@ -89,7 +89,7 @@ TRAINING = {
     "noise_seeds": (int, 3),  # the baseline trained from this many seeds: the search's noise floor
     "confirm": (int, 0),  # when the trials are done: the front and the baseline re-trained from this many fresh seeds
 }
-DETECTION_TRAINING = {  # ultralytics' trainer: nas.detection.train.trainer_args maps these
+DETECTION_TRAINING = {  # ultralytics' trainer: nas.tasks.detect.fit.trainer_args maps these
     "epochs": (int, 4),
     "batch_size": (int, 16),
     "optimizer": (("adamw", "sgd"), "adamw"),
@@ -721,7 +721,7 @@ def _detection_space(c: _Checker, data: Mapping, path: Path, name: str, base: Pa
     elif scale is not None and not isinstance(scale, str):
         c.add("scale", f"{scale!r} is not allowed; one of the model YAML's scales, e.g. n, s, m", c.line(data, "scale"))
     else:
-        from nas.detection.model import DetectorError, load_detector
+        from nas.tasks.detect.model import DetectorError, load_detector
 
         try:
             detector = load_detector(source, base, scale)
@@ -755,7 +755,7 @@ def _detection_space(c: _Checker, data: Mapping, path: Path, name: str, base: Pa
 
 
 def _positions(c: _Checker, data: Mapping, detector: Any, imgsz: int) -> tuple[tuple, tuple[StageSpace, ...]]:
-    from nas.detection.model import Position
+    from nas.tasks.detect.model import Position
 
     raw = data.get("positions")
     if not isinstance(raw, list) or not raw:

@@ -57,12 +57,12 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 import attention
-from nas.errors import UserError
-from nas.names import replacing
+from nas.core.errors import UserError
+from nas.core.names import replacing
 
 if TYPE_CHECKING:
-    from nas.artifacts import ModelCard
-    from nas.data import DigitsSplit
+    from nas.core.artifacts import ModelCard
+    from nas.tasks.classify.data import DigitsSplit
 
 # Grad-CAM's default layer is the deepest stage whose output has at least this many pixels on each
 # side: a 1x1 or 2x2 map (the last stages at small inputs) cannot point inside an object's box.
@@ -624,7 +624,7 @@ def imagenet_input(card: ModelCard) -> bool:
 def digits_test_split(card: ModelCard) -> DigitsSplit:
     """The embedded digits test split a model described by ``card`` was evaluated on: canvas = its input
     size, the other options from its ``data`` section where present. UserError for other models."""
-    from nas.data import digits_splits
+    from nas.tasks.classify.data import digits_splits
 
     data = dict(card.data)
     (h, w), in_chans = card.input_size, card.in_chans

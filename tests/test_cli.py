@@ -197,8 +197,8 @@ def test_errors_say_what_exists_and_what_was_meant(tmp_path):
 def test_live_display_shows_the_epoch_step_bar_and_rate_then_validating():
     from rich.console import Console
 
-    from nas.architecture import Architecture
     from nas.cli.display import LiveReporter
+    from nas.core.architecture import Architecture
 
     r = LiveReporter()
     r.trial_start(4, Architecture.parse("resnet10t|none|none|none|se(r=16)"))
@@ -217,8 +217,8 @@ def test_live_display_reads_the_study_at_trial_boundaries_not_on_every_step(monk
     free (about 45 ms at 500 trials), so steps and epochs redraw what was read at the trial's start."""
     import optuna
 
-    from nas.architecture import Architecture
     from nas.cli.display import LiveReporter
+    from nas.core.architecture import Architecture
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_metric_names(["accuracy", "latency_ms"])

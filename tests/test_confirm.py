@@ -10,10 +10,10 @@ import torch
 import attention
 from attention import Attention, mechanism
 from nas import export, finetune, report
+from nas.core.stats import TIED, WORSE
 from nas.search import confirm as cf
 from nas.search.loop import Search
 from nas.spacefile import load_space
-from nas.stats import TIED, WORSE
 
 from _helpers import run_nas, space_file
 

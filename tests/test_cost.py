@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from nas import cost
-from nas.cost import Latency, LatencyMeter, LatencyTarget
+from nas.measure import cost
+from nas.measure.cost import Latency, LatencyMeter, LatencyTarget
 
 
 class Machine:
-    """A simulated machine with its own clock (patched into nas.cost, so real load on the test machine
+    """A simulated machine with its own clock (patched into nas.measure.cost, so real load on the test machine
     cannot interfere): the model takes 1 ms and the reference 0.2 ms, 1.5x as long while the machine
     is busy: always, or from ``busy_from`` to ``busy_until`` seconds after the timed blocks begin (the
     first reference call)."""

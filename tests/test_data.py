@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.data import DataError, DigitsDataModule, ImageFolderDataModule, datamodule, digits_splits
+from nas.tasks.classify.data import DataError, DigitsDataModule, ImageFolderDataModule, datamodule, digits_splits
 
 
 def test_digits_are_deterministic_disjoint_and_boxed():
@@ -33,7 +33,7 @@ def test_digits_are_deterministic_disjoint_and_boxed():
 
 
 def test_source_digits_of_train_and_val_do_not_overlap():
-    from nas.data import _upscaled_digits
+    from nas.tasks.classify.data import _upscaled_digits
 
     images, _ = _upscaled_digits()
     s = digits_splits(canvas=18, train=300, val=300, test=10, clutter=0, noise=0.0, seed=0)

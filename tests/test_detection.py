@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-if importlib.util.find_spec("ultralytics") is None:  # not imported here: nas.detection.ultra imports it, offline
+if importlib.util.find_spec("ultralytics") is None:  # not imported here: nas.tasks.detect.ultra imports it, offline
     pytest.skip("the [yolo] extra (pip install -e '.[yolo]'); [test] installs it", allow_module_level=True)
 
-from nas.architecture import Architecture  # noqa: E402
+from nas.core.architecture import Architecture  # noqa: E402
 from nas.spacefile import SpaceError, load_space  # noqa: E402
 
 from _helpers import Polled, from_terminal, run_nas  # noqa: E402
@@ -94,8 +94,8 @@ def test_bad_detection_space_names_every_problem_with_its_line(tmp_path):
 
 
 def test_attention_rows_feed_every_consumer_and_builds_share_the_plain_weights(tmp_path):
-    from nas.detection.model import attention_rows
-    from nas.model import build_in
+    from nas.tasks.classify.model import build_in
+    from nas.tasks.detect.model import attention_rows
 
     (tmp_path / "s.yaml").write_text(TINY)
     s = load_space(tmp_path / "s.yaml")
@@ -126,7 +126,7 @@ def test_attention_rows_feed_every_consumer_and_builds_share_the_plain_weights(t
 
 
 def test_embedded_detection_data_is_deterministic_and_well_formed(tmp_path):
-    from nas.detection.data import digits_boxes
+    from nas.tasks.detect.data import digits_boxes
 
     opts = {"canvas": 64, "train": 24, "val": 8, "min_objects": 1, "max_objects": 3, "clutter": 2, "noise": 0.1}
     a = digits_boxes(tmp_path / "a", {**opts, "seed": 0})
@@ -260,9 +260,9 @@ def test_detection_search_prunes_resumes_after_ctrl_c_reports_exports_and_trains
         sys.path.insert(0, {str(folder)!r})
         from load import load
         from safetensors.torch import load_file
-        from nas.model import build_in
+        from nas.tasks.classify.model import build_in
         from nas.spacefile import load_space
-        from nas.architecture import Architecture
+        from nas.core.architecture import Architecture
         exported = load()  # register(), YOLO("model.yaml"), the weights
         space = load_space("det.yaml")
         ours = build_in(space, Architecture.parse({arch!r}), 10).eval()
@@ -299,13 +299,13 @@ def test_detection_search_prunes_resumes_after_ctrl_c_reports_exports_and_trains
 
 def test_importing_ultralytics_leaves_pil_and_thread_settings_as_they_were():
     """ultralytics patches PIL's Image.open (to pip-install pi-heif on an unreadable file) and sets
-    OMP_NUM_THREADS for later processes; nas.detection.ultra undoes both (a fresh process: this one may
+    OMP_NUM_THREADS for later processes; nas.tasks.detect.ultra undoes both (a fresh process: this one may
     have imported ultralytics already)."""
     code = textwrap.dedent("""
         import os
         from PIL import Image
         before = Image.open, os.environ.get("OMP_NUM_THREADS")
-        from nas.detection import ultra
+        from nas.tasks.detect import ultra
         ultra.load()
         import ultralytics.utils.patches
         print("SAME" if (Image.open, os.environ.get("OMP_NUM_THREADS")) == before else "CHANGED")
@@ -316,8 +316,8 @@ def test_importing_ultralytics_leaves_pil_and_thread_settings_as_they_were():
 
 
 def test_user_dataset_and_detector_files_are_checked_with_what_is_wrong(tmp_path):
-    from nas.detection.data import DetectionDataError, user_dataset
-    from nas.detection.model import DetectorError, load_detector
+    from nas.tasks.detect.data import DetectionDataError, user_dataset
+    from nas.tasks.detect.model import DetectorError, load_detector
 
     data = tmp_path / "data.yaml"
     for text, words in [

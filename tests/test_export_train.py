@@ -17,12 +17,12 @@ import torch
 from safetensors.torch import load_file
 
 from nas import export, finetune
-from nas.architecture import Architecture
-from nas.errors import UserError
-from nas.model import build
+from nas.core.architecture import Architecture
+from nas.core.errors import UserError
 from nas.search.loop import Search
-from nas.search.study import front
 from nas.spacefile import load_space
+from nas.study.studies import front
+from nas.tasks.classify.model import build
 
 from _helpers import from_terminal, run_nas, space_file
 
@@ -116,7 +116,7 @@ def test_export_best_reloads_in_a_fresh_interpreter_with_equal_outputs(searched,
         assert torch.equal(a, ref) and torch.equal(b, ref), (a - ref).abs().max()
         # the trial's validation accuracy, reproduced from model.py on the embedded data it was measured on
         import json, yaml
-        from nas.data import digits_splits
+        from nas.tasks.classify.data import digits_splits
         data = yaml.safe_load(open({str(out / "architecture.yaml")!r}))["data"]
         val = digits_splits(canvas=data["canvas"], train=data["train"], val=data["val"], test=data["test"],
                             clutter=data["clutter"], noise=data["noise"], seed=data["seed"])["val"]
@@ -159,7 +159,7 @@ def test_export_budgets_and_clear_failures(searched, tmp_path):
 def test_weights_of_another_study_or_any_other_file_are_refused_before_anything_is_written(searched, tmp_path):
     """Two studies named alike under one runs/ folder (different storages) write the same weights
     files; a tampered storage can point a trial at any file. Export checks the file's metadata first."""
-    from nas.model import save_weights
+    from nas.tasks.classify.model import save_weights
 
     study, root = searched
     member = front(study)[0]

@@ -1,14 +1,14 @@
 """Hostile and careless input: a clear error (exit 2, the value as given, no traceback) and nothing
 written outside the folder the user chose. Names that become folders: the study's (``--study``, the
-space's ``name``, a name stored in a study) follow one rule (nas.names)."""
+space's ``name``, a name stored in a study) follow one rule (nas.core.names)."""
 
 import os
 
 import optuna
 import pytest
 
-from nas.errors import BadOption
-from nas.names import NAME_RULE, check_name, folder_of
+from nas.core.errors import BadOption
+from nas.core.names import NAME_RULE, check_name, folder_of
 
 from _helpers import run_nas, space_file
 
@@ -239,7 +239,7 @@ def test_markup_in_a_space_is_printed_not_interpreted(tmp_path):
 
 
 def test_an_output_folder_is_checked_before_any_work(tmp_path):
-    from nas.names import check_out
+    from nas.core.names import check_out
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(BadOption, match="a folder to write into"):
@@ -262,8 +262,8 @@ def test_an_output_folder_is_checked_before_any_work(tmp_path):
 
 
 def test_nas_train_never_writes_over_its_source_or_a_folder_it_did_not_make(tmp_path):
-    from nas.architecture import Architecture
-    from nas.artifacts import ModelCard
+    from nas.core.architecture import Architecture
+    from nas.core.artifacts import ModelCard
 
     source = tmp_path / "exp"
     source.mkdir()
@@ -284,8 +284,8 @@ def test_a_truncated_weights_file_is_named_not_a_traceback(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from nas.architecture import Architecture
-    from nas.artifacts import ModelCard
+    from nas.core.architecture import Architecture
+    from nas.core.artifacts import ModelCard
 
     folder = tmp_path / "exp"
     folder.mkdir()
@@ -336,7 +336,7 @@ def test_check_applies_the_rules_search_meets_later(top, shown, tmp_path):
 def test_an_interrupted_write_leaves_the_old_file_whole_and_no_temporary_file(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from nas.names import write_text_atomic
+    from nas.core.names import write_text_atomic
 
     target = tmp_path / "metrics.json"
     write_text_atomic(target, "old")
@@ -433,7 +433,7 @@ def test_cifar_without_network_says_so(tmp_path, monkeypatch):
     import urllib.error
     import urllib.request
 
-    from nas.data import CifarDataModule, DataError
+    from nas.tasks.classify.data import CifarDataModule, DataError
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network (test)")

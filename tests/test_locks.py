@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.errors import BadOption
+from nas.core.errors import BadOption
 from nas.search.locks import LatencyGate, StudyLock
 from nas.search.workers import cpu_count, plan
 

@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 import attention
-from nas import backbone as bb
-from nas.architecture import Architecture, ArchitectureError, architecture_problems
-from nas.cost import count_params, model_cost
-from nas.model import build
+from nas.core.architecture import Architecture, ArchitectureError, architecture_problems
+from nas.measure.cost import count_params, model_cost
+from nas.tasks.classify import backbone as bb
+from nas.tasks.classify.model import build
 
 
 def arch(text):

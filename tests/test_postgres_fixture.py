@@ -30,7 +30,7 @@ def test_machines_opening_an_empty_database_at_the_same_moment_all_succeed(fresh
     Optuna's tables at once. The losers of that race retry and find the tables."""
     code = textwrap.dedent(f"""
         import sys, time
-        from nas.search.storage import open_storage
+        from nas.study.storage import open_storage
         time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
         open_storage({fresh_postgres_db!r})
         print("opened")

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from nas.pareto import hypervolume, nondominated_ranks, pareto_front
+from nas.core.pareto import hypervolume, nondominated_ranks, pareto_front
 from nas.search.pruning import MOASHA, Recorded, replay_moasha, replay_none, rungs
 
 

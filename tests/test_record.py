@@ -3,10 +3,10 @@ empty, never as a KeyError."""
 
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.architecture import Architecture
-from nas.search import record as r
+from nas.core.architecture import Architecture
 from nas.search.pruning import rung_values
-from nas.search.record import TrialInfo
+from nas.study import record as r
+from nas.study.record import TrialInfo
 
 
 def frozen(number=0, state=TrialState.COMPLETE, values=(0.9, 3.0), **attrs):

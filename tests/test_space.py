@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from nas.architecture import Architecture, ArchitectureError, StageChoice
+from nas.core.architecture import Architecture, ArchitectureError, StageChoice
 from nas.spacefile import SpaceError, load_space
 
 SPACES = sorted(Path(__file__).resolve().parent.parent.joinpath("spaces").glob("*.yaml"))

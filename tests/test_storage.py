@@ -9,8 +9,8 @@ import optuna
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from nas.errors import StorageUnavailable
-from nas.search.storage import RetryingStorage, open_storage
+from nas.core.errors import StorageUnavailable
+from nas.study.storage import RetryingStorage, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -67,8 +67,8 @@ def test_a_database_that_stays_away_raises_after_the_attempts():
     """After the last attempt: one error that names the call, the attempts, the time and the cause,
     which the command line prints in one line (exit code 1); an error that is not a lost connection
     is raised at once, unretried."""
-    from nas.errors import exit_code_of
-    from nas.search.storage import retry
+    from nas.core.errors import exit_code_of
+    from nas.study.storage import retry
 
     waits = []
     storage = RetryingStorage(Flaky(failures=100), attempts=4, sleep=waits.append)
@@ -97,7 +97,7 @@ def test_a_session_that_touched_its_lost_connection_again_is_retried():
     not retried."""
     from sqlalchemy.exc import PendingRollbackError
 
-    from nas.search.storage import cause_of, retry
+    from nas.study.storage import cause_of, retry
 
     def chained(lost: bool) -> Exception:
         """StorageInternalError from PendingRollbackError, raised while handling a lost connection (or,
@@ -151,8 +151,8 @@ def test_sqlite_locked_by_another_writer_waits_instead_of_failing(tmp_path):
 
 
 def test_the_retry_budget_is_set_by_the_environment_and_sets_the_heartbeat_grace(monkeypatch):
-    from nas.errors import UserError
-    from nas.search.storage import grace_s, retry_budget_s
+    from nas.core.errors import UserError
+    from nas.study.storage import grace_s, retry_budget_s
 
     assert retry_budget_s() == pytest.approx(20.6) and grace_s(10) == 51
     monkeypatch.setenv("NAS_STORAGE_ATTEMPTS", "3")

@@ -1,4 +1,4 @@
-"""The study's artifact store (nas.stores): the forms --artifacts takes, one store per study, a store that
+"""The study's artifact store (nas.study.stores): the forms --artifacts takes, one store per study, a store that
 cannot be written named before any training, a prefix for cloud buckets."""
 
 import io
@@ -8,8 +8,8 @@ import optuna
 import pytest
 from optuna.artifacts import FileSystemArtifactStore
 
-from nas.errors import UserError
-from nas.stores import (
+from nas.core.errors import UserError
+from nas.study.stores import (
     HOST_ATTR,
     STORE_ATTR,
     StoreError,

@@ -10,12 +10,8 @@ import statistics
 import pytest
 import torch
 
-from nas import cost
-from nas.architecture import Architecture
-from nas.cost import Ratio, time_against_reference
-from nas.model import build
-from nas.search.pruning import MOASHA, within_noise
-from nas.stats import (
+from nas.core.architecture import Architecture
+from nas.core.stats import (
     BETTER,
     TIED,
     WORSE,
@@ -26,6 +22,10 @@ from nas.stats import (
     t_quantile,
     verdict,
 )
+from nas.measure import cost
+from nas.measure.cost import Ratio, time_against_reference
+from nas.search.pruning import MOASHA, within_noise
+from nas.tasks.classify.model import build
 
 
 def _binom_cdf_brute(k: int, n: int) -> float:

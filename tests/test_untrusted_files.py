@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-if importlib.util.find_spec("ultralytics") is None:  # not imported here: nas.detection.ultra imports it, offline
+if importlib.util.find_spec("ultralytics") is None:  # not imported here: nas.tasks.detect.ultra imports it, offline
     pytest.skip("the [yolo] extra (pip install -e '.[yolo]'); [test] installs it", allow_module_level=True)
 
 from _helpers import run_nas  # noqa: E402
@@ -34,10 +34,10 @@ INJECTED = 'activation: __import__("os").system("echo ran > {marker}") or __impo
 def detection_export(folder: Path, detector: str = "yolov8n.yaml") -> Path:
     """An export folder of ``yolov8n|cbam|se`` as ``nas export`` writes one for a detector (model.yaml and
     architecture.yaml), made without a search."""
-    from nas.architecture import Architecture
-    from nas.artifacts import ModelCard
-    from nas.detection.export import export_yaml, model_yaml_text
+    from nas.core.architecture import Architecture
+    from nas.core.artifacts import ModelCard
     from nas.spacefile import load_space
+    from nas.tasks.detect.export import export_yaml, model_yaml_text
 
     (folder / "det.yaml").write_text(SPACE.format(detector=detector))
     space = load_space(folder / "det.yaml")
@@ -75,7 +75,7 @@ def test_the_parser_register_wraps_refuses_code_wherever_a_model_yaml_is_built(t
     """User code and the export's load.py build through ultralytics' parser after register(): the same
     rule holds there; an activation from the allowed list is built, rewritten from its checked parts."""
     from attention import yolo
-    from nas.detection import ultra
+    from nas.tasks.detect import ultra
 
     ultra.load()
     from ultralytics.nn.modules import Conv
@@ -103,7 +103,7 @@ def test_the_parser_register_wraps_refuses_code_wherever_a_model_yaml_is_built(t
 
 
 def test_a_space_may_name_its_detector_as_a_file_and_that_file_is_checked_at_its_line(tmp_path):
-    from nas.detection.model import DetectorError, read_model_yaml
+    from nas.tasks.detect.model import DetectorError, read_model_yaml
 
     ultra_yaml = Path(importlib.util.find_spec("ultralytics").origin).parent / "cfg" / "models" / "v8" / "yolov8.yaml"
     mine = tmp_path / "mine.yaml"
@@ -120,13 +120,15 @@ def test_a_space_may_name_its_detector_as_a_file_and_that_file_is_checked_at_its
         assert r.returncode == 2 and "Traceback" not in r.stderr, r
         assert "det.yaml:3: detector: " in r.stderr and "    mine.yaml:1: activation: '__import__" in r.stderr, r
     assert not marker.exists() and not (tmp_path / "runs").exists()
-    mine.write_text(textwrap.dedent("""\
+    mine.write_text(
+        textwrap.dedent("""\
         backbone:
           - [-1, 1, Conv, [16, 3, 2]]
           - [-1, 1, exec, ["print(1)"]]
         head:
           - [[1], 1, Detect, [nc]]
-    """))
+    """)
+    )
     with pytest.raises(DetectorError, match=rf"{mine}:3: backbone\[1\]\[2\]: 'exec' is not a model layer"):
         read_model_yaml(mine)
 

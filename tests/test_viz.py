@@ -14,12 +14,12 @@ from torch import nn
 
 import attention
 from nas import viz
-from nas.architecture import Architecture
-from nas.artifacts import ModelCard
 from nas.cli.viz import viz_cmd
-from nas.data import digits_splits
-from nas.errors import UserError
-from nas.model import build
+from nas.core.architecture import Architecture
+from nas.core.artifacts import ModelCard
+from nas.core.errors import UserError
+from nas.tasks.classify.data import digits_splits
+from nas.tasks.classify.model import build
 
 from _helpers import NAMES, SMALL_C, randomize, small
 

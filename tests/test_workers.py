@@ -196,7 +196,7 @@ def test_a_lone_worker_killed_is_caught_by_the_heartbeat_and_the_same_command_re
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     trials = assert_final_state(study_of(url), 3)
     dead = trials[victim.number]
-    from nas.search.storage import grace_s
+    from nas.study.storage import grace_s
 
     assert dead.state == TrialState.FAIL and f"no heartbeat for {grace_s(1)} s" in dead.user_attrs["stop_reason"]
     retry = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
@@ -235,9 +235,9 @@ def test_nan_loss_and_out_of_memory_fail_one_trial_each_and_the_worker_goes_on(t
     """Injected by architecture: models with SE produce NaN logits, models with ECA raise CUDA's
     out-of-memory error (SE and ECA are options of the last stage only, and the seeded random
     sampler proposes both). Those trials fail with the reason; the others finish the count."""
-    import nas.training
+    import nas.tasks.classify.fit
 
-    plain_forward = nas.training.Classifier.forward
+    plain_forward = nas.tasks.classify.fit.Classifier.forward
 
     def faulty(self, x):
         names = {type(m).__name__ for m in self.model.modules()}
@@ -247,7 +247,7 @@ def test_nan_loss_and_out_of_memory_fail_one_trial_each_and_the_worker_goes_on(t
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         return plain_forward(self, x)
 
-    monkeypatch.setattr(nas.training.Classifier, "forward", faulty)
+    monkeypatch.setattr(nas.tasks.classify.fit.Classifier, "forward", faulty)
     space = load_space(
         space_file(
             tmp_path,
@@ -280,12 +280,12 @@ def test_nan_loss_and_out_of_memory_fail_one_trial_each_and_the_worker_goes_on(t
 
 
 def test_a_search_where_every_trial_fails_stops_instead_of_spinning(tmp_path, monkeypatch):
-    import nas.training
+    import nas.tasks.classify.fit
 
     def broken(self, x):
         raise torch.OutOfMemoryError("CUDA out of memory (injected)")
 
-    monkeypatch.setattr(nas.training.Classifier, "forward", broken)
+    monkeypatch.setattr(nas.tasks.classify.fit.Classifier, "forward", broken)
     write_space(tmp_path)
     r = run_nas("search", "--space", "multi.yaml", "--trials", 3, "--sampler", "random", cwd=tmp_path)
     assert r.returncode == 1, r  # a script running the search sees that it failed
@@ -330,9 +330,9 @@ def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp
     # the weights kept come from rank 0's trained model: they reproduce the stored accuracy
     from safetensors.torch import load_file
 
-    from nas import data as data_mod
-    from nas.architecture import Architecture
-    from nas.model import build
+    from nas.core.architecture import Architecture
+    from nas.tasks.classify import data as data_mod
+    from nas.tasks.classify.model import build
 
     best = result.study.best_trials[0]
     model = build(Architecture.parse(best.user_attrs["arch"]), 10, 1).eval()

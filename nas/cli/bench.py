@@ -11,8 +11,8 @@ from rich.table import Table
 
 from nas.cli.base import bench_app
 from nas.cli.console import console, shown
-from nas.errors import MAX_THREADS, BadOption, check_range
-from nas.names import check_out
+from nas.core.errors import MAX_THREADS, BadOption, check_range
+from nas.core.names import check_out
 from nas.search.options import MAX_TRIALS
 
 if TYPE_CHECKING:
@@ -62,15 +62,15 @@ def bench_pruning_cmd(
     the hypervolume of the resulting front, and how many members of the confirmed front (mean
     accuracy over the recorded seeds) each method stopped."""
     from nas import bench
-    from nas.search.study import default_storage
+    from nas.study.studies import default_storage
 
     if eta < 2:
         raise BadOption("--eta", eta, "an integer >= 2")
     if not 1 <= seeds <= 20:
         raise BadOption("--seeds", seeds, "an integer from 1 to 20")
     if study is not None:
-        from nas.search import study as study_mod
-        from nas.search.study import load_from
+        from nas.study import studies as study_mod
+        from nas.study.studies import load_from
 
         st = load_from(study, storage or default_storage(study))
         if seeds > 1:
@@ -142,7 +142,7 @@ def bench_latency_cmd(
     import json
 
     from nas import bench
-    from nas.architecture import Architecture
+    from nas.core.architecture import Architecture
     from nas.spacefile import load_space
 
     if times < 2:
@@ -251,7 +251,7 @@ def bench_modules_cmd(
 
     import attention
     from nas import bench
-    from nas.cost import resolve_device
+    from nas.measure.cost import resolve_device
 
     bench.check_module_input(batch, channels, size, repeats)
     if warmup < 0:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from nas.cli.base import app
 from nas.cli.console import console, err_console, shown
-from nas.errors import BadOption
+from nas.core.errors import BadOption
 
 
 @app.command("check")
@@ -26,7 +26,7 @@ def check_cmd(
     """Validate a space (every problem, with file, key path and line) and print its stages and size;
     or print the parameters and FLOPs of an architecture."""
     from nas import check
-    from nas.cost import latency_device_problem, model_cost
+    from nas.measure.cost import latency_device_problem, model_cost
     from nas.spacefile import load_space
 
     if (space is None) == (arch is None):
@@ -78,7 +78,7 @@ def check_cmd(
 
 def _detection_table(s: Any, space: Path) -> None:
     from nas import check
-    from nas.cost import space_cost
+    from nas.measure.cost import space_cost
 
     table = Table(title=f"{shown(space)}: {s.backbone} ({shown(s.detector.source)}) at imgsz {s.input_size[0]}")
     for col in ("position", "at", "after layer", "module", "channels", "stride", "output", "searched"):

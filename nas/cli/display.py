@@ -16,11 +16,11 @@ from rich.text import Text
 from nas.cli.console import console, plain, shown
 from nas.search.confirm import noise_of
 from nas.search.loop import Reporter
-from nas.search.record import TrialInfo
-from nas.search.study import count_states, front
+from nas.study.record import TrialInfo
+from nas.study.studies import count_states, front
 
 if TYPE_CHECKING:
-    from nas.architecture import Architecture
+    from nas.core.architecture import Architecture
 
 
 class LiveReporter(Reporter):

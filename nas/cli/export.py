@@ -8,8 +8,8 @@ import typer
 
 from nas.cli.base import app
 from nas.cli.console import console, shown
-from nas.errors import BadOption
-from nas.names import check_out, folder_of
+from nas.core.errors import BadOption
+from nas.core.names import check_out, folder_of
 
 
 @app.command("export")
@@ -32,8 +32,8 @@ def export_cmd(
     """Write a trial as a folder: model.py (timm + attention only), architecture.yaml, metrics.json and
     the trained weights (safetensors); optionally ONNX and TorchScript."""
     from nas import export
-    from nas.search import study as study_mod
-    from nas.search.record import TrialInfo
+    from nas.study import studies as study_mod
+    from nas.study.record import TrialInfo
 
     st = study_mod.open_existing(study, storage)
     exports = None if out else folder_of(Path("runs"), st.study_name) / "export"  # checked before any work

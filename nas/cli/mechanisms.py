@@ -7,7 +7,7 @@ from rich.table import Table
 
 from nas.cli.base import app
 from nas.cli.console import console, shown
-from nas.errors import MAX_CHANNELS, check_range
+from nas.core.errors import MAX_CHANNELS, check_range
 
 
 @app.command("mechanisms")

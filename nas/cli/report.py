@@ -10,8 +10,8 @@ from rich.table import Table
 
 from nas.cli.base import app
 from nas.cli.console import console, shown
-from nas.errors import BadOption
-from nas.names import check_out, folder_of
+from nas.core.errors import BadOption
+from nas.core.names import check_out, folder_of
 
 
 @app.command("report")
@@ -34,8 +34,8 @@ def report_cmd(
     """The Pareto front: every figure with its uncertainty, each member judged against the baseline
     (better only when its paired interval excludes 0), hypervolume, and a plot (PNG + HTML)."""
     from nas import report
-    from nas.search import study as study_mod
-    from nas.search.record import study_attr
+    from nas.study import studies as study_mod
+    from nas.study.record import study_attr
 
     if confirm < 0 or confirm == 1:
         raise BadOption(

@@ -56,10 +56,10 @@ def search_cmd(
     from nas.cli.display import LineReporter, LiveReporter, front_table
     from nas.search.loop import Search, SearchResult, failing
     from nas.search.samplers import make_sampler
-    from nas.search.study import count_states, create_or_resume, default_storage, storage_of, stored_study_attrs
     from nas.search.trial import Reporter
     from nas.spacefile import load_space
-    from nas.stores import ARTIFACTS_DIR, STORE_ATTR, dashboard_hint, study_store
+    from nas.study.stores import ARTIFACTS_DIR, STORE_ATTR, dashboard_hint, study_store
+    from nas.study.studies import count_states, create_or_resume, default_storage, storage_of, stored_study_attrs
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = load_space(space)

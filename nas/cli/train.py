@@ -58,7 +58,7 @@ def train_cmd(
 
 def metric_of(source: Path) -> str:
     """What ``nas train`` reports per epoch for the export at ``source``."""
-    from nas.artifacts import ModelCard
+    from nas.core.artifacts import ModelCard
 
     try:
         return "val mAP50-95" if ModelCard.read(source).task == "detect" else "val accuracy"

@@ -10,13 +10,13 @@ import typer
 from rich.table import Table
 
 from nas.cli.console import console, err_console, shown
-from nas.errors import BadOption, check_range
-from nas.names import check_out, folder_of
+from nas.core.errors import BadOption, check_range
+from nas.core.names import check_out, folder_of
 
 if TYPE_CHECKING:
     import torch
 
-    from nas.artifacts import ModelCard
+    from nas.core.artifacts import ModelCard
 
 
 def _load(

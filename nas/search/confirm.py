@@ -25,10 +25,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.pareto import nondominated_ranks
-from nas.search.record import TrialInfo, study_attr
-from nas.search.study import NOISE_SEEDS_ATTR, SEED_ATTR, WORKER
-from nas.stats import Estimate, mean_interval, paired_difference, seed_sd, verdict
+from nas.core.pareto import nondominated_ranks
+from nas.core.stats import Estimate, mean_interval, paired_difference, seed_sd, verdict
+from nas.study.record import TrialInfo, study_attr
+from nas.study.studies import NOISE_SEEDS_ATTR, SEED_ATTR, WORKER
 
 log = logging.getLogger(__name__)
 RERUN, CLAIM, FAILED = "rerun:", "claim:", "rerun_failed:"
@@ -158,7 +158,7 @@ def run_reruns(
             study.set_user_attr(key(seed, arch, CLAIM), None)  # released: a later run takes it
             raise
         except Exception as e:  # this run's own failure (NaN loss, out of memory): recorded, the rest goes on
-            from nas.training import trial_failure
+            from nas.tasks.classify.fit import trial_failure
 
             reason = trial_failure(e) or f"{e.__class__.__name__}: {e}"
             if e.__class__.__name__ == "Interrupted":  # signals.Interrupted (SIGTERM)
@@ -302,7 +302,7 @@ def unconfirmed_difference(
     when each carries the baseline's seed-to-seed sd: +-t * sqrt(2) * sd, t over the noise seeds."""
     if noise is None:
         return None
-    from nas.stats import t_quantile
+    from nas.core.stats import t_quantile
 
     d = member_acc - base_acc
     sd = math.sqrt(2) * max(noise.final, floor)
@@ -323,8 +323,8 @@ def make_fit(
     search's trials (``train.seeded_classifier``); Lightning's logs under ``run_dir/reruns``."""
     import hashlib
 
-    from nas.architecture import Architecture
-    from nas.training import fit_curve
+    from nas.core.architecture import Architecture
+    from nas.tasks.classify.fit import fit_curve
 
     training = {**space.training, "devices": 1}  # re-runs train in this process (a DDP fit's curve stays in its ranks)
 
@@ -367,8 +367,8 @@ def _detection_curve(
     gate: Any = None,
 ) -> list[float]:
     """A detector's re-run: ultralytics' trainer from ``seed`` for ``epochs``, no pruning; its mAP50-95 curve."""
-    from nas.detection.train import fit
-    from nas.model import build_in
+    from nas.tasks.classify.model import build_in
+    from nas.tasks.detect.fit import fit
 
     result = fit(
         build_in(space, arch, num_classes, init_seed=seed),

@@ -88,7 +88,7 @@ class StudyLock:
             from sqlalchemy import text
             from sqlalchemy.exc import DBAPIError
 
-            from nas.search.storage import retry
+            from nas.study.storage import retry
 
             def connect() -> Any:
                 conn = self.engine.connect()

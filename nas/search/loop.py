@@ -20,21 +20,23 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from nas import data as data_mod
-from nas.architecture import Architecture, ArchitectureError
-from nas.cost import latency_device_problem, long_lived_left_out, release_memory
-from nas.errors import UserError
-from nas.names import folder_of
+from nas.core.architecture import Architecture, ArchitectureError
+from nas.core.errors import UserError
+from nas.core.names import folder_of
+from nas.core.space import SearchSpace
+from nas.measure.cost import latency_device_problem, long_lived_left_out, release_memory
 from nas.search import confirm as cf
-from nas.search import record as r
 from nas.search import signals
 from nas.search.locks import GateCallback, LatencyGate, StudyLock
 from nas.search.options import HEARTBEAT_S, check_numbers
 from nas.search.pruning import MOASHA
-from nas.search.record import TrialInfo, counts_as_evaluation, holds_architecture
 from nas.search.samplers import make_sampler
-from nas.search.storage import Heartbeat
-from nas.search.study import (
+from nas.search.trial import Reporter, Trials, record_copy, twin_of
+from nas.study import record as r
+from nas.study.record import TrialInfo, counts_as_evaluation, holds_architecture
+from nas.study.storage import Heartbeat
+from nas.study.stores import ARTIFACTS_DIR, folder_elsewhere, open_store, probe, study_store
+from nas.study.studies import (
     WORKER,
     count_states,
     create_or_resume,
@@ -47,10 +49,8 @@ from nas.search.study import (
     stored_trial,
     trial_id,
 )
-from nas.search.trial import Reporter, Trials, record_copy, twin_of
-from nas.space import SearchSpace
-from nas.stores import ARTIFACTS_DIR, folder_elsewhere, open_store, probe, study_store
-from nas.training import trial_failure
+from nas.tasks.classify import data as data_mod
+from nas.tasks.classify.fit import trial_failure
 
 log = logging.getLogger(__name__)
 MAX_FAILURES = 10  # a run stops once this many trials (or --trials, if more) have failed
@@ -188,7 +188,7 @@ class Search:
 
     def _datamodule(self, seed: int) -> Any:
         if self.space.is_detection:  # ultralytics reads the dataset itself; written once under runs/data
-            from nas.detection.data import dataset
+            from nas.tasks.detect.data import dataset
 
             return dataset(self.space.data, self.root)
         dm = data_mod.datamodule(self.space.data, self.space.input_size, self.space.training["batch_size"], seed)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nas.errors import MAX_SEED, MAX_THREADS, BadOption, check_range
-from nas.names import check_name
-from nas.stores import store_location
+from nas.core.errors import MAX_SEED, MAX_THREADS, BadOption, check_range
+from nas.core.names import check_name
+from nas.study.stores import store_location
 
 SAMPLERS = ("tpe", "nsga2", "random", "gp", "bruteforce")
 HEARTBEAT_S = 10  # a running trial records a heartbeat this often; silent for 3 of them, it is failed

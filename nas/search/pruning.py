@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 
-from nas.pareto import nondominated_ranks, pareto_front
-from nas.search.record import CURVE, EPOCHS_PER_RANK, PRUNED_AT, SECONDS_TRAIN_VAL, TrialInfo, rung_key
+from nas.core.pareto import nondominated_ranks, pareto_front
+from nas.study.record import CURVE, EPOCHS_PER_RANK, PRUNED_AT, SECONDS_TRAIN_VAL, TrialInfo, rung_key
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -125,7 +125,7 @@ class TrialRecord:
     @property
     def storage(self) -> Any:
         if self._storage is None:
-            from nas.search.storage import open_storage
+            from nas.study.storage import open_storage
 
             self._storage = open_storage(self.storage_url)
         return self._storage
@@ -178,7 +178,7 @@ class ParetoPruningCallback(pl.Callback):
     def epoch_done(self, curve: Sequence[float]) -> bool:
         """After an epoch's validation (``curve``: the quality after each epoch so far): store the curve,
         and at a rung ask the pruner; True when the trial stops here. Any trainer calls it (Lightning
-        below, ultralytics' in ``nas.detection``), from one process only."""
+        below, ultralytics' in ``nas.tasks.detect``), from one process only."""
         curve = list(curve)
         self.record.set(CURVE, curve)
         epoch = len(curve)
@@ -244,7 +244,7 @@ class Recorded:
 
 def noise_from_records(records: Sequence[Recorded]) -> list[float]:
     """The seed-to-seed sd per epoch of the recorded baseline (empty without one or its seeds)."""
-    from nas.stats import seed_sd
+    from nas.core.stats import seed_sd
 
     base = next((r for r in records if r.baseline), None)
     if base is None or not base.seed_curves:

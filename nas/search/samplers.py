@@ -6,7 +6,7 @@ from typing import Any
 
 import optuna
 
-from nas.errors import BadOption
+from nas.core.errors import BadOption
 from nas.search.options import SAMPLERS
 
 

@@ -5,7 +5,7 @@ told to the study. A proposal of an architecture already evaluated never gets he
 as a copy of its twin (``twin_of``, ``record_copy``) and asks again.
 
 Every trial carries plain user attributes (readable in optuna-dashboard), named in
-``nas.search.record``: the architecture, params, FLOPs, the paired latency with its interval, ratio,
+``nas.study.record``: the architecture, params, FLOPs, the paired latency with its interval, ratio,
 spread and target, the seed, the validation curve, the stop reason (and whether it was infeasible, a
 copy, the baseline, and where its weights are, where those apply).
 """
@@ -24,38 +24,29 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from nas.architecture import Architecture
-from nas.artifacts import WEIGHTS_DIR, weights_path
-from nas.cost import LatencyTarget, PairedLatency, PairedMeter, Ratio, space_cost
-from nas.model import build_in, save_weights
-from nas.names import write_text_atomic
+from nas.core.architecture import Architecture
+from nas.core.artifacts import WEIGHTS_DIR, weights_path
+from nas.core.names import write_text_atomic
+from nas.measure.cost import LatencyTarget, PairedLatency, PairedMeter, Ratio, space_cost
 from nas.search import confirm as cf
-from nas.search import record as r
 from nas.search import signals
-from nas.search.latency import reference_latency_ms
 from nas.search.locks import GateCallback, LatencyGate
 from nas.search.pruning import ParetoPruningCallback, TrialRecord
-from nas.search.record import TrialInfo, holds_architecture
-from nas.search.study import (
-    front,
-    set_system_attr,
-    storage_of,
-    stored_trial,
-    study_id,
-    tell,
-    trial_id,
-    uid_of,
-)
-from nas.stores import StoreError
-from nas.training import StepProgress, prepare_fit, trial_failure
+from nas.study import record as r
+from nas.study.latency import reference_latency_ms
+from nas.study.record import TrialInfo, holds_architecture
+from nas.study.stores import StoreError
+from nas.study.studies import front, set_system_attr, storage_of, stored_trial, study_id, tell, trial_id, uid_of
+from nas.tasks.classify.fit import StepProgress, prepare_fit, trial_failure
+from nas.tasks.classify.model import build_in, save_weights
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
+    from nas.core.space import SearchSpace
     from nas.search.pruning import MOASHA
-    from nas.space import SearchSpace
 
 
 class Reporter:
@@ -130,7 +121,7 @@ class Trials:
     gate: LatencyGate
     lock: Any  # the study's lock (nas.search.locks.StudyLock)
     reporter: Reporter = field(default_factory=Reporter)
-    store: Any = None  # the study's Optuna artifact store (nas.stores.open_store), where weights go
+    store: Any = None  # the study's Optuna artifact store (nas.study.stores.open_store), where weights go
     store_location: str = ""  # where that is, for messages
 
     def __post_init__(self) -> None:
@@ -246,7 +237,7 @@ class Trials:
     ) -> Outcome:
         """A detection trial: ultralytics' trainer with the same pruning decisions (``epoch_done``), the
         same live display and the same records; mAP50-95 is the quality objective, mAP50 kept beside."""
-        from nas.detection.train import fit
+        from nas.tasks.detect.fit import fit
 
         epochs = self.epochs
         model = build_in(self.space, arch, self.num_classes, init_seed=self.train_seed)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import attention
-from nas.architecture import NONE, Architecture, ArchitectureError, StageChoice
+from nas.core.architecture import NONE, Architecture, ArchitectureError, StageChoice
 
 MODEL_YAML = "model.yaml"  # a detection export's model YAML
 NAMED_POSITIONS = "an integer layer index, before_sppf, or the Detect input at a stride level: p3, p4, p5"
@@ -117,7 +117,7 @@ def load_detector(source: str, base: Path, scale: str | None = None) -> Detector
     """The detector a space names: an ultralytics model YAML shipped with the package (``yolov8n.yaml``,
     ``yolo11s.yaml``; the scale read from the name) or a file (relative to the space's folder). Raises
     DetectorError naming what was given and what is allowed."""
-    from nas.detection import ultra
+    from nas.tasks.detect import ultra
 
     ultra.load()
     import yaml
@@ -172,8 +172,8 @@ def read_model_yaml(path: Path) -> dict[str, Any]:
     meet it (``attention.yolo.model_yaml_problems``: no code in ``activation:``, only model layers in
     rows); a DetectorError names each problem with its line."""
     from attention.yolo import keypath, model_yaml_problems
-    from nas.detection import ultra
-    from nas.yamlio import line_at, load, plain
+    from nas.core.yamlio import line_at, load, plain
+    from nas.tasks.detect import ultra
 
     ultra.load()  # the parser's names, ours registered
     d, _ = load(path)
@@ -193,7 +193,7 @@ def _scale_from(name: str, d: Mapping[str, Any]) -> str | None:
 def _layers(yaml_text: str, imgsz: int, nc: int) -> tuple[Layer, ...]:
     import yaml
 
-    from nas.detection import ultra
+    from nas.tasks.detect import ultra
 
     ultra.load()
     from ultralytics.nn.tasks import DetectionModel
@@ -289,13 +289,13 @@ def build(
     """The ultralytics DetectionModel of ``arch``. With ``init_seed`` the detector's own layers start from
     the weights the plain detector gets from that seed (identical for every architecture) and each
     attention row from a generator of its own (the seed and its position), so two architectures differ
-    only where their choices differ, as for classification (``nas.model.build``)."""
-    from nas.detection import ultra
+    only where their choices differ, as for classification (``nas.tasks.classify.model.build``)."""
+    from nas.tasks.detect import ultra
 
     ultra.load()
     from ultralytics.nn.tasks import DetectionModel
 
-    from nas.seeding import seeded
+    from nas.core.seeding import seeded
 
     if init_seed is not None:
         torch.manual_seed(init_seed)

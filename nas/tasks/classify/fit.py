@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from nas.errors import NonFiniteLoss
+from nas.core.errors import NonFiniteLoss
 
 
 class Classifier(pl.LightningModule):
@@ -203,7 +203,7 @@ def seeded_classifier(
     generator, the order of training batches and the training stream itself. Two architectures built
     with one seed differ only where their choices differ (common random numbers); the same call
     reproduces a trial exactly. The one place where the search, its re-runs and ``nas train`` seed."""
-    from nas.model import build
+    from nas.tasks.classify.model import build
 
     dm.shuffle_seed = seed
     model = build(arch, num_classes, in_chans, init_seed=seed)

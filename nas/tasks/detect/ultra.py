@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 OFFLINE_ENV = {
     "YOLO_OFFLINE": "1",  # no online checks, downloads or telemetry

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.architecture import Architecture, ArchitectureError, StageChoice
+from nas.core.architecture import Architecture, ArchitectureError, StageChoice
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class SearchSpace:
     latency: Mapping[str, Any]
     limits: Mapping[str, Any]
     builtin_stages: tuple[int, ...] = field(default=())
-    detector: Any = None  # a detection space: nas.detection.model.Detector (the backbone is its name)
+    detector: Any = None  # a detection space: nas.tasks.detect.model.Detector (the backbone is its name)
     positions: tuple[Any, ...] = ()  # ... and its Positions, one per "stage" of an Architecture
 
     @property

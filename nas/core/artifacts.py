@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from nas.architecture import Architecture
-from nas.errors import UserError
-from nas.names import write_text_atomic
+from nas.core.architecture import Architecture
+from nas.core.errors import UserError
+from nas.core.names import write_text_atomic
 
 WEIGHTS_DIR = "weights"
 WEIGHTS_FILE = "weights.safetensors"  # in an export folder and in nas train's output folder
@@ -93,7 +93,7 @@ class ModelCard:
     @classmethod
     def from_yaml(cls, text: str, file: str = CARD_FILE) -> ModelCard:
         """Parse and check an ``architecture.yaml``; a problem names the file and the key."""
-        from nas.yamlio import loads
+        from nas.core.yamlio import loads
 
         return cls._checked(loads(text, file)[0], file)
 
@@ -146,7 +146,7 @@ class ModelCard:
             raise ExportError(
                 f"{path}: no {CARD_FILE} here; give an export folder written by nas export or an {CARD_FILE} file"
             )
-        from nas.yamlio import load
+        from nas.core.yamlio import load
 
         return cls._checked(load(file)[0], str(file))
 

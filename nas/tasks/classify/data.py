@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import attention
-from nas import backbone as bb
-from nas.errors import UserError
+from nas.core.errors import UserError
+from nas.tasks.classify import backbone as bb
 
 NONE = "none"
 

@@ -13,12 +13,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial, TrialState
 
-    from nas.architecture import Architecture
+    from nas.core.architecture import Architecture
 
 # -- the user attributes of a trial -------------------------------------------------------------------
 ARCH = "arch"  # the architecture string (Architecture.parse reads it back)
@@ -131,7 +131,7 @@ class TrialInfo:
 
     @property
     def architecture(self) -> Architecture:
-        from nas.architecture import Architecture
+        from nas.core.architecture import Architecture
 
         return Architecture.parse(self.arch)
 

@@ -28,7 +28,7 @@ from timm.models import _efficientnet_blocks as effnet_blocks
 from timm.models import regnet, resnet
 from torch import nn
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 BLOCK_PLACEMENTS = ("residual", "post_conv3x3", "post_conv3x3_act", "replace_conv3x3")
 

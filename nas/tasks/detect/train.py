@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nas.artifacts import ModelCard
-from nas.errors import BadOption, UserError
+from nas.core.artifacts import ModelCard
+from nas.core.errors import BadOption, UserError
 
 
 def train(
@@ -26,10 +26,10 @@ def train(
     announce: Callable[[str], None],
 ) -> tuple[list[float], int, Path]:
     """The curve of this run (mAP50-95 per epoch), the epochs done before it (a resume) and best.pt."""
-    from nas.detection import ultra
-    from nas.detection.data import dataset
-    from nas.detection.model import MODEL_YAML, read_model_yaml
-    from nas.detection.train import MAP, trainer_args
+    from nas.tasks.detect import ultra
+    from nas.tasks.detect.data import dataset
+    from nas.tasks.detect.fit import MAP, trainer_args
+    from nas.tasks.detect.model import MODEL_YAML, read_model_yaml
 
     ultra.load()
     from ultralytics.models.yolo.detect import DetectionTrainer
@@ -76,7 +76,7 @@ def _check_resumable(last: Path, model: dict[str, Any], model_yaml: Path, epochs
     """The epochs done in ``last`` if it may be continued: a checkpoint read as data
     (``ultra.read_checkpoint``), of the architecture in ``model_yaml``, unfinished, planned for ``epochs``;
     a UserError saying which it is not."""
-    from nas.detection import ultra
+    from nas.tasks.detect import ultra
 
     remedy = "delete it to train anew into this --out, or choose another --out"
     ckpt = ultra.read_checkpoint(last, remedy)

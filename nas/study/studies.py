@@ -21,14 +21,14 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.errors import BadOption, UserError
-from nas.names import folder_of
-from nas.pareto import pareto_front
-from nas.search.record import ARCH, BASELINE, STOP_REASON, StudyDataError, TrialInfo, study_attr
-from nas.search.storage import RetryingStorage, grace_s, open_storage
+from nas.core.errors import BadOption, UserError
+from nas.core.names import folder_of
+from nas.core.pareto import pareto_front
+from nas.study.record import ARCH, BASELINE, STOP_REASON, StudyDataError, TrialInfo, study_attr
+from nas.study.storage import RetryingStorage, grace_s, open_storage
 
 if TYPE_CHECKING:
-    from nas.space import SearchSpace
+    from nas.core.space import SearchSpace
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import attention
-from nas import backbone as bb
-from nas.architecture import NONE, Architecture, ArchitectureError, StageChoice
-from nas.seeding import seeded as _seeded
+from nas.core.architecture import NONE, Architecture, ArchitectureError, StageChoice
+from nas.core.seeding import seeded as _seeded
+from nas.tasks.classify import backbone as bb
 
 
 def _make(choice: StageChoice, channels: int, stride: int = 1) -> nn.Module:
@@ -106,10 +106,10 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path
 
 def build_in(space: Any, arch: Architecture, num_classes: int, init_seed: int | None = None) -> nn.Module:
     """``arch`` as ``space`` builds it: a timm classifier (``build``) or, for a detection space, the
-    ultralytics detector with its attention rows (``nas.detection.model.build``). The one dispatch every
+    ultralytics detector with its attention rows (``nas.tasks.detect.model.build``). The one dispatch every
     part that needs a space's model calls."""
     if space.is_detection:
-        from nas.detection.model import build as build_detector
+        from nas.tasks.detect.model import build as build_detector
 
         return build_detector(space.detector, space.positions, arch, num_classes, init_seed=init_seed)
     return build(arch, num_classes, space.in_chans, init_seed=init_seed)

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from nas.errors import NonFiniteLoss
+from nas.core.errors import NonFiniteLoss
 
 MAP = "metrics/mAP50-95(B)"
 MAP50 = "metrics/mAP50(B)"
@@ -91,7 +91,7 @@ def fit(
     """Train ``model`` (a DetectionModel) for ``epochs`` unless ``on_epoch`` stops it; see the module's
     text. ``on_step(epoch, step, steps, images_per_s)`` during training; ``on_batch``: called at the
     start and end of every training batch (the latency gate)."""
-    from nas.detection import ultra
+    from nas.tasks.detect import ultra
 
     ultra.load()
     from ultralytics.models.yolo.detect import DetectionTrainer

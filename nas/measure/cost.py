@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.architecture import Architecture, ArchitectureError, architecture_problems
-from nas.errors import BadOption, UserError
-from nas.model import build
+from nas.core.architecture import Architecture, ArchitectureError, architecture_problems
+from nas.core.errors import BadOption, UserError
+from nas.tasks.classify.model import build
 
 T = TypeVar("T")
 
@@ -343,7 +343,7 @@ class Ratio:
     @property
     def interval(self) -> tuple[float, float]:
         """95% distribution-free interval of the median ratio (order statistics)."""
-        from nas.stats import median_interval
+        from nas.core.stats import median_interval
 
         return median_interval(self.samples)
 
@@ -481,7 +481,7 @@ def space_cost(space: Any, arch: Architecture, num_classes: int) -> ModelCost:
     ultralytics runs a forward pass while building; FLOPs at the space's image size)."""
     if not space.is_detection:
         return model_cost(arch, num_classes, space.input_size, space.in_chans)
-    from nas.model import build_in
+    from nas.tasks.classify.model import build_in
 
     model = build_in(space, arch, num_classes).eval()
     with torch.no_grad():

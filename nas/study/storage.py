@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
 
-from nas.errors import StorageUnavailable, UserError
+from nas.core.errors import StorageUnavailable, UserError
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 import yaml
 
-from nas.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, install_weights
-from nas.detection.model import MODEL_YAML
-from nas.names import write_text_atomic
+from nas.core.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, install_weights
+from nas.core.names import write_text_atomic
+from nas.tasks.detect.model import MODEL_YAML
 
 LOADER = "load.py"
 
@@ -51,7 +51,7 @@ def load(weights=HERE / "weights.safetensors"):
 def export_yaml(space: Any, arch: Any, num_classes: int) -> dict[str, Any]:
     """The model YAML of ``arch``: attention rows in place, ``nc``, and the chosen scale as the only
     one (ultralytics reads a scale from a file's name; with one scale listed it needs none)."""
-    from nas.detection.model import model_dict
+    from nas.tasks.detect.model import model_dict
 
     d = model_dict(space.detector, space.positions, arch, num_classes)
     scales = d.get("scales") or {}
@@ -82,10 +82,10 @@ def export_detector(
     tolerance: float = 1e-4,
 ) -> tuple[list[Path], dict[str, float]]:
     """Write the folder (see the module's text); returns its files and the checks made."""
-    from nas.detection import ultra
-    from nas.model import build_in
-    from nas.search.record import TrialInfo
-    from nas.search.study import num_classes_of
+    from nas.study.record import TrialInfo
+    from nas.study.studies import num_classes_of
+    from nas.tasks.classify.model import build_in
+    from nas.tasks.detect import ultra
 
     ultra.load()
     info = TrialInfo.of(trial)

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 ARTIFACTS_DIR = "artifacts"  # the default store: runs/<study>/artifacts
 STORE_ATTR = "artifact_store"  # study user attribute: where the study's artifacts are (a folder or a URL)

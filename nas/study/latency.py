@@ -14,10 +14,10 @@ from typing import Any
 
 import optuna
 
-from nas.cost import LatencyTarget
-from nas.names import write_text_atomic
-from nas.search.record import study_attr
-from nas.search.study import stored_study_attrs
+from nas.core.names import write_text_atomic
+from nas.measure.cost import LatencyTarget
+from nas.study.record import study_attr
+from nas.study.studies import stored_study_attrs
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 
 class LineDict(dict):

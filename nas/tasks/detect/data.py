@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.errors import UserError
+from nas.core.errors import UserError
 
 FORMAT = 1  # bump when the drawing changes: the folder name changes with it
 SCALES = (2, 3, 4)  # an 8x8 digit drawn at 16, 24 or 32 pixels
@@ -166,7 +166,7 @@ def digits_boxes(root: Path, options: Mapping[str, Any]) -> DetectionData:
 
 def user_dataset(path: Path) -> DetectionData:
     """A user's ultralytics dataset YAML: checked enough to name what is wrong before training."""
-    from nas.yamlio import load
+    from nas.core.yamlio import load
 
     if not path.is_file():
         raise DetectionDataError(f"data.yaml: {path} does not exist; give an ultralytics dataset YAML")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 _PUBLIC = {
     "Architecture": "nas.core.architecture",
-    "load_space": "nas.spacefile",
+    "load_space": "nas.tasks.spacefile",
     "build": "nas.tasks.classify.model",
     "attention_maps": "nas.viz",
     "grad_cam": "nas.viz",
@@ -21,8 +21,8 @@ _PUBLIC = {
 
 if TYPE_CHECKING:
     from nas.core.architecture import Architecture
-    from nas.spacefile import load_space
     from nas.tasks.classify.model import build
+    from nas.tasks.spacefile import load_space
     from nas.viz import attention_maps, grad_cam
 
 

@@ -117,15 +117,14 @@ def remeasure(study: optuna.Study, members: Sequence[Member], space: Any) -> lis
     from nas.core.stats import median_interval
     from nas.measure.cost import LatencyTarget, PairedMeter
     from nas.study.latency import reference_latency_ms
-    from nas.tasks.classify.model import build_in
 
     target = LatencyTarget.from_space(space.latency)
     classes = num_classes_of(study, space)
-    reference = build_in(space, space.baseline(), classes, init_seed=0)
+    reference = space.task.build(space, space.baseline(), classes, init_seed=0)
     meter = PairedMeter(target, reference, space.in_chans)
     ref_ms = reference_latency_ms(study, target, str(space.baseline()), lambda: meter.reference_ms)
     objective = _latency_objective(study)
-    ratios = meter.ratios([build_in(space, Architecture.parse(m.arch), classes, init_seed=0) for m in members])
+    ratios = meter.ratios([space.task.build(space, Architecture.parse(m.arch), classes, init_seed=0) for m in members])
     base_i = next((i for i, m in enumerate(members) if m.baseline), None)
     out = []
     for m, r in zip(members, ratios, strict=True):
@@ -257,25 +256,17 @@ def analyse(
 def _stored_confirm(study: optuna.Study) -> int:
     """The confirmation the search ran (its space's ``training.confirm``; 0: none)."""
     space = space_of(study)
-    return int(space.training.get("confirm", 0)) if space is not None else 0
+    return space.training.confirm if space is not None else 0
 
 
 def fitter(study: optuna.Study, status: Callable[[str], None] = lambda s: None, root: Path = Path("runs")) -> cf.Fit:
     """Re-runs for ``nas report --confirm``: the study's space, data and seed, as its trials trained."""
-    from nas.tasks.classify import data as data_mod
-
     space = space_of(study)
     if space is None:
         raise UserError(f"study {study.study_name!r} does not record its search space; it cannot be re-trained")
-    if space.is_detection:
-        from nas.tasks.detect.data import dataset
-
-        dm: Any = dataset(space.data, root)
-    else:
-        dm = data_mod.datamodule(space.data, space.input_size, space.training["batch_size"], cf.study_seed(study))
-        dm.setup("fit")
-    epochs = study_attr(study, "epochs", int, space.training["epochs"])  # as the trials trained
-    return cf.make_fit(space, dm, num_classes_of(study, space), epochs, root / study.study_name, status)
+    data = space.task.data(space, root, cf.study_seed(study))
+    epochs = study_attr(study, "epochs", int, space.training.epochs)  # as the trials trained
+    return cf.make_fit(space, data, num_classes_of(study, space), epochs, root / study.study_name, status)
 
 
 def verdict_text(m: Member) -> str:

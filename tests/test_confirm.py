@@ -9,11 +9,12 @@ import torch
 
 import attention
 from attention import Attention, mechanism
-from nas import export, finetune, report
+from nas import export, report
+from nas import train as nas_train
 from nas.core.stats import TIED, WORSE
 from nas.search import confirm as cf
 from nas.search.loop import Search
-from nas.spacefile import load_space
+from nas.tasks.spacefile import load_space
 
 from _helpers import run_nas, space_file
 
@@ -175,5 +176,5 @@ def test_nas_train_of_an_export_reproduces_the_trials_curve_exactly(searched, tm
     study, root, _ = searched
     trial = _trial(study, "resnet10t|none|none|none|nudge")
     export.export_trial(study, trial, tmp_path / "exp", weights=False, root=root)
-    result = finetune.train(tmp_path / "exp")
+    result = nas_train.train(tmp_path / "exp")
     assert result.curve == trial.user_attrs["val_acc_curve"]

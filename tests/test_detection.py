@@ -22,7 +22,7 @@ if importlib.util.find_spec("ultralytics") is None:  # not imported here: nas.ta
     pytest.skip("the [yolo] extra (pip install -e '.[yolo]'); [test] installs it", allow_module_level=True)
 
 from nas.core.architecture import Architecture  # noqa: E402
-from nas.spacefile import SpaceError, load_space  # noqa: E402
+from nas.tasks.spacefile import SpaceError, load_space  # noqa: E402
 
 from _helpers import Polled, from_terminal, run_nas  # noqa: E402
 
@@ -46,7 +46,7 @@ latency: {device: cpu, threads: 1}
 
 def test_quick_start_space_positions_channels_and_strides():
     s = load_space(ROOT / "spaces" / "yolo.yaml")
-    assert s.is_detection and s.backbone == "yolov8n" and s.count() == 27
+    assert s.task.name == "detect" and s.backbone == "yolov8n" and s.count() == 27
     # YOLOv8n at scale n: the last backbone C2f has 256 channels at stride 32; P3 64 at 8; P5 256 at 32
     assert [(p.at, p.after, p.kind, p.channels, p.stride) for p in s.positions] == [
         ("before_sppf", 8, "C2f", 256, 32),
@@ -94,14 +94,13 @@ def test_bad_detection_space_names_every_problem_with_its_line(tmp_path):
 
 
 def test_attention_rows_feed_every_consumer_and_builds_share_the_plain_weights(tmp_path):
-    from nas.tasks.classify.model import build_in
     from nas.tasks.detect.model import attention_rows
 
     (tmp_path / "s.yaml").write_text(TINY)
     s = load_space(tmp_path / "s.yaml")
     arch = Architecture.parse("yolov8n|cbam(r=16,k=7)|se(r=4)")
-    model = build_in(s, arch, 10, init_seed=3).eval()
-    plain = build_in(s, s.baseline(), 10, init_seed=3).eval()
+    model = s.task.build(s, arch, 10, init_seed=3).eval()
+    plain = s.task.build(s, s.baseline(), 10, init_seed=3).eval()
     rows = attention_rows(model)
     assert rows == [(9, "CBAM"), (17, "SE")]  # after layer 8 and after layer 15 (+1 for the CBAM row)
     layers = list(model.model)
@@ -117,7 +116,7 @@ def test_attention_rows_feed_every_consumer_and_builds_share_the_plain_weights(t
         for (a, x), (b, y) in zip(layer.state_dict().items(), layers[j + k].state_dict().items(), strict=True):
             assert a == b and torch.equal(x, y), (j, a)
     # and an attention row starts the same whatever the other position holds
-    other = build_in(s, Architecture.parse("yolov8n|cbam(r=16,k=7)|none"), 10, init_seed=3)
+    other = s.task.build(s, Architecture.parse("yolov8n|cbam(r=16,k=7)|none"), 10, init_seed=3)
     for (a, x), (_, y) in zip(model.model[9].state_dict().items(), other.model[9].state_dict().items(), strict=True):
         assert torch.equal(x, y), a
     with torch.no_grad():
@@ -260,12 +259,11 @@ def test_detection_search_prunes_resumes_after_ctrl_c_reports_exports_and_trains
         sys.path.insert(0, {str(folder)!r})
         from load import load
         from safetensors.torch import load_file
-        from nas.tasks.classify.model import build_in
-        from nas.spacefile import load_space
+        from nas.tasks.spacefile import load_space
         from nas.core.architecture import Architecture
         exported = load()  # register(), YOLO("model.yaml"), the weights
         space = load_space("det.yaml")
-        ours = build_in(space, Architecture.parse({arch!r}), 10).eval()
+        ours = space.task.build(space, Architecture.parse({arch!r}), 10).eval()
         ours.load_state_dict(load_file({str(folder / "weights.safetensors")!r}))
         x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():

@@ -16,13 +16,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nas import export, finetune
+from nas import export
+from nas import train as nas_train
 from nas.core.architecture import Architecture
 from nas.core.errors import UserError
 from nas.search.loop import Search
-from nas.spacefile import load_space
 from nas.study.studies import front
+from nas.tasks.classify import export as classify_export
 from nas.tasks.classify.model import build
+from nas.tasks.spacefile import load_space
 
 from _helpers import from_terminal, run_nas, space_file
 
@@ -159,7 +161,7 @@ def test_export_budgets_and_clear_failures(searched, tmp_path):
 def test_weights_of_another_study_or_any_other_file_are_refused_before_anything_is_written(searched, tmp_path):
     """Two studies named alike under one runs/ folder (different storages) write the same weights
     files; a tampered storage can point a trial at any file. Export checks the file's metadata first."""
-    from nas.tasks.classify.model import save_weights
+    from nas.core.artifacts import save_weights
 
     study, root = searched
     member = front(study)[0]
@@ -238,14 +240,14 @@ def test_crafted_architecture_in_a_study_is_rejected_not_executed(searched, tmp_
 def test_generated_code_refuses_unchecked_values():
     arch = Architecture.parse("resnet10t|none|none|none|se(r=16)")
     with pytest.raises(UserError, match="timm model name"):
-        export.render_model_py(arch, 10, 1, "nas_x\nimport os")
-    edit = export.Edit("set", "layer4.0", "se", "se", 512, (("reduction", "16); import os; ("),))
+        classify_export.render_model_py(arch, 10, 1, "nas_x\nimport os")
+    edit = classify_export.Edit("set", "layer4.0", "se", "se", 512, (("reduction", "16); import os; ("),))
     with pytest.raises(UserError, match="refusing"):
-        export._line(edit)
+        classify_export._line(edit)
     with pytest.raises(UserError, match="refusing to write module path"):
-        export._line(export.Edit("identity", "layer4.0;import os", "se"))
+        classify_export._line(classify_export.Edit("identity", "layer4.0;import os", "se"))
     with pytest.raises(UserError, match="refusing to write mechanism"):
-        export._line(export.Edit("set", "layer4.0", "se", "se2", 512, ()))
+        classify_export._line(classify_export.Edit("set", "layer4.0", "se", "se2", 512, ()))
 
 
 def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, tmp_path):
@@ -275,16 +277,16 @@ def test_train_resumes_after_ctrl_c_and_writes_weights_model_py_loads(searched, 
     assert f"output: {out}" in head and "tensorboard --logdir" in head, head
 
     with pytest.raises(UserError, match="resume with --epochs 6"):
-        finetune.train(folder, epochs=5, out=out)
+        nas_train.train(folder, epochs=5, out=out)
     shown = [line for line in lines if line.startswith("epoch ")]
-    resumed = finetune.train(folder, epochs=6, out=out)
+    resumed = nas_train.train(folder, epochs=6, out=out)
     # every finished epoch was kept, improved or not: the run goes on after epoch 3
     assert resumed.resumed_from == 3 and len(resumed.curve) == 6, (resumed.resumed_from, shown)
     for i, line in enumerate(shown[:3]):
         assert f"{resumed.curve[i]:.4f}" in line, "the first epochs' accuracies are the interrupted run's"
     with pytest.raises(UserError, match="exists"):
-        finetune.train(folder, epochs=6, out=out, resume=False)
-    model = export.import_model_py(folder / "model.py").build_model(weights=resumed.weights).eval()
+        nas_train.train(folder, epochs=6, out=out, resume=False)
+    model = classify_export.import_model_py(folder / "model.py").build_model(weights=resumed.weights).eval()
     trained = build(trial_arch(trial), 10, 1).eval()
     trained.load_state_dict(load_file(str(resumed.weights)))
     x = torch.randn(2, 1, 32, 32)

@@ -1,6 +1,7 @@
-"""The package's layers: imports go one way, down (cli -> report/export/... -> search -> training ->
-cost/data -> model -> space -> architecture -> backbone -> errors), and the command line answers
-``--help`` and bad options without loading torch, Lightning or Optuna."""
+"""The package's layers are its folders: imports go one way, down (cli -> the commands' work at the top
+level -> search -> study -> tasks -> measure -> core), no task imports another, nothing imports the
+command line, and the command line answers ``--help`` and bad options without loading torch,
+Lightning or Optuna."""
 
 from __future__ import annotations
 
@@ -14,58 +15,26 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "lightning", "optuna", "timm", "attention", "sqlalchemy", "matplotlib", "scipy")
 
-# lower layers first; a module may import only modules of a lower rank (or of its own rank when they
-# are siblings that do not import each other: the graph must also be acyclic)
-LAYERS = [
-    [
-        "nas.core",
-        "nas.measure",
-        "nas.study",
-        "nas.tasks",
-        "nas.tasks.classify",
-        "nas.core.errors",
-        "nas.core.names",
-        "nas.study.stores",
-        "nas.core.stats",
-        "nas.core.pareto",
-        "nas.core.yamlio",
-        "nas.search.signals",
-        "nas.search.options",
-        "nas.core.seeding",
-        "nas.tasks.detect",
-    ],
-    ["nas.tasks.classify.backbone", "nas.tasks.detect.ultra", "nas.tasks.detect.data"],
-    ["nas.core.architecture", "nas.tasks.detect.fit"],
-    ["nas.core.space", "nas.tasks.detect.model"],
-    ["nas.spacefile", "nas.core.artifacts"],
-    ["nas.tasks.classify.model"],
-    ["nas.measure.cost", "nas.tasks.classify.data"],
-    ["nas.tasks.classify.fit", "nas.tasks.detect.train"],
-    ["nas.study.storage", "nas.study.record"],
-    ["nas.study.studies"],
-    ["nas.search.locks", "nas.search.pruning", "nas.search.samplers", "nas.study.latency"],
-    ["nas.search.confirm"],
-    ["nas.search.trial"],
-    ["nas.search.loop"],
-    ["nas.search.workers", "nas.search"],
-    ["nas.report", "nas.viz", "nas.finetune", "nas.check", "nas.tasks.detect.export"],
-    ["nas.export", "nas.bench"],
-    ["nas.cli.console", "nas.cli.base"],
-    ["nas.cli.display"],
-    [
-        "nas.cli.mechanisms",
-        "nas.cli.search",
-        "nas.cli.report",
-        "nas.cli.export",
-        "nas.cli.train",
-        "nas.cli.viz",
-        "nas.cli.check",
-        "nas.cli.bench",
-    ],
-    ["nas.cli"],
-    ["nas", "nas.__main__"],
-]
-RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+# the folders of nas/, lowest first; "" is nas/ itself (the commands' work: report, export, train, ...)
+FOLDERS = ["core", "measure", "tasks", "study", "search", "", "cli"]
+TOP = ("nas", "nas.__main__")  # the package's own lazy names and ``python -m nas``: above everything
+
+
+def folder_of(module: str) -> str:
+    parts = module.split(".")
+    if module in TOP:
+        return "top"
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in FOLDERS) else ""
+
+
+def rank(module: str) -> int:
+    return len(FOLDERS) if module in TOP else FOLDERS.index(folder_of(module))
+
+
+def task_of(module: str) -> str | None:
+    """The task folder a module belongs to (nas.tasks.<task>...), None outside them."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "tasks" and parts[2] not in ("spacefile",) else None
 
 
 def module_name(path: Path) -> str:
@@ -94,14 +63,21 @@ def graph() -> dict[str, set[str]]:
     return {module_name(p): imports_of(p) - {module_name(p)} for p in sorted((ROOT / "nas").rglob("*.py"))}
 
 
-def test_every_module_has_a_layer():
-    assert sorted(set(graph()) - set(RANK)) == []
+def test_every_module_is_in_a_layer_folder():
+    assert sorted(m for m in graph() if m not in TOP and folder_of(m) not in FOLDERS) == []
 
 
-def test_imports_go_down_only_and_nothing_imports_the_command_line():
+def test_imports_go_down_only_no_task_imports_another_and_nothing_imports_the_command_line():
     g = graph()
-    upward = [f"{a} -> {b}" for a, targets in g.items() for b in targets if RANK[b] > RANK[a]]
+    upward = [f"{a} -> {b}" for a, targets in g.items() for b in targets if rank(b) > rank(a)]
     assert upward == []
+    across = [
+        f"{a} -> {b}"
+        for a, targets in g.items()
+        for b in targets
+        if task_of(a) and task_of(b) and task_of(a) != task_of(b)
+    ]
+    assert across == []
     into_cli = [
         f"{a} -> {b}"
         for a, targets in g.items()

@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 import attention
-from nas.core.architecture import Architecture, ArchitectureError, architecture_problems
-from nas.measure.cost import count_params, model_cost
+from nas.core.architecture import Architecture, ArchitectureError
+from nas.measure.cost import count_params
 from nas.tasks.classify import backbone as bb
-from nas.tasks.classify.model import build
+from nas.tasks.classify.model import architecture_problems, build, model_cost
 
 
 def arch(text):

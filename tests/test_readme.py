@@ -14,7 +14,7 @@ import pytest
 
 from nas import export
 from nas.search.loop import Search
-from nas.spacefile import load_space
+from nas.tasks.spacefile import load_space
 
 from _helpers import space_file
 

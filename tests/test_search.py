@@ -16,8 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.search.loop import Reporter, Search
-from nas.spacefile import load_space
 from nas.study.studies import count_states, front
+from nas.tasks.spacefile import load_space
 
 from _helpers import Polled, from_terminal, run_nas, space_file
 

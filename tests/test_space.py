@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from nas.core.architecture import Architecture, ArchitectureError, StageChoice
-from nas.spacefile import SpaceError, load_space
+from nas.tasks.spacefile import SpaceError, load_space
 
 SPACES = sorted(Path(__file__).resolve().parent.parent.joinpath("spaces").glob("*.yaml"))
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -203,7 +203,7 @@ def test_pyyaml_exponent_numbers_are_read_as_numbers(tmp_path):
     space = load_space(
         write(tmp_path, GOOD.replace("simam:", "simam: {e_lambda: [1e-4, 0.1]}") + "limits: {max_params: 12e6}\n")
     )
-    assert space.limits["max_params"] == 12e6
+    assert space.limits.max_params == 12e6
     lams = {dict(a.stages[3].hparams).get("e_lambda") for a in space.architectures()} - {None}
     assert lams == {1e-4, 0.1}
 

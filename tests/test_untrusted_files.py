@@ -36,8 +36,8 @@ def detection_export(folder: Path, detector: str = "yolov8n.yaml") -> Path:
     architecture.yaml), made without a search."""
     from nas.core.architecture import Architecture
     from nas.core.artifacts import ModelCard
-    from nas.spacefile import load_space
     from nas.tasks.detect.export import export_yaml, model_yaml_text
+    from nas.tasks.spacefile import load_space
 
     (folder / "det.yaml").write_text(SPACE.format(detector=detector))
     space = load_space(folder / "det.yaml")
@@ -45,8 +45,8 @@ def detection_export(folder: Path, detector: str = "yolov8n.yaml") -> Path:
     out = folder / "export"
     out.mkdir()
     (out / "model.yaml").write_text(model_yaml_text(export_yaml(space, arch, 10)))
-    training = {**dict(space.training), "seed": 0, "epochs": 1}
-    ModelCard(arch, 10, 3, space.input_size, dict(space.data), training, task="detect").write(out)
+    training = {**space.training.as_dict(), "seed": 0, "epochs": 1}
+    ModelCard(arch, 10, 3, space.input_size, space.data.as_dict(), training, task="detect").write(out)
     return out
 
 

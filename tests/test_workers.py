@@ -17,7 +17,7 @@ import torch
 from optuna.trial import TrialState
 
 from nas.search.loop import Search
-from nas.spacefile import load_space
+from nas.tasks.spacefile import load_space
 
 from _helpers import Polled, run_nas, space_file
 

@@ -30,7 +30,7 @@ def bench_build_cmd(
     import statistics
 
     from nas import check
-    from nas.spacefile import load_space
+    from nas.tasks.spacefile import load_space
 
     rows = check.time_builds(load_space(space), samples, batch, seed)
     table = Table(title=f"build + one forward/backward at batch {batch}, {len(rows)} random architectures of {space}")
@@ -143,7 +143,7 @@ def bench_latency_cmd(
 
     from nas import bench
     from nas.core.architecture import Architecture
-    from nas.spacefile import load_space
+    from nas.tasks.spacefile import load_space
 
     if times < 2:
         raise BadOption("--times", times, "an integer >= 2")
@@ -191,7 +191,7 @@ def bench_workers_cmd(
     each (random sampler, no pruning), the real command, wall time from start to finish."""
     check_out(out, force=True)  # a folder of bench results: never a file, added to as it is
     from nas import bench
-    from nas.spacefile import load_space
+    from nas.tasks.spacefile import load_space
 
     check_range("--trials", trials, 1, MAX_TRIALS)
     counts = [c.strip() for c in workers.split(",") if c.strip()]

@@ -57,9 +57,9 @@ def search_cmd(
     from nas.search.loop import Search, SearchResult, failing
     from nas.search.samplers import make_sampler
     from nas.search.trial import Reporter
-    from nas.spacefile import load_space
     from nas.study.stores import ARTIFACTS_DIR, STORE_ATTR, dashboard_hint, study_store
     from nas.study.studies import count_states, create_or_resume, default_storage, storage_of, stored_study_attrs
+    from nas.tasks.spacefile import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = load_space(space)
@@ -95,7 +95,7 @@ def search_cmd(
 
     from nas.search.workers import plan, run_workers
 
-    p = plan(workers, threads, s.training["devices"])
+    p = plan(workers, threads, s.training.devices)
     console.print(f"study [bold]{shown(name)}[/bold] in {shown(url)}\ninspect it with:  optuna-dashboard {shown(url)}")
     if p.workers == 1:
         if threads:

@@ -29,10 +29,10 @@ def train_cmd(
 ) -> None:
     """Train an architecture with a longer schedule than the search's proxy; checkpoints, resume, and
     weights that the export's model.py loads."""
-    from nas import finetune
+    from nas import train
 
-    metric = metric_of(source)
-    result = finetune.train(
+    per_epoch = metric_of(source)
+    result = train.train(
         source,
         epochs=epochs,
         data=data,
@@ -42,25 +42,21 @@ def train_cmd(
         resume=resume,
         seed=seed,
         force=force,
-        report=lambda e, n, acc: console.print(f"epoch {e}/{n}: {metric} {acc:.4f}"),
+        report=lambda e, n, value: console.print(f"epoch {e}/{n}: {per_epoch} {value:.4f}"),
         announce=lambda text: console.print(shown(text), highlight=False),
         progress=console.is_terminal,
     )
     if result.curve:
-        console.print(f"final {metric} {result.curve[-1]:.4f} (best {max(result.curve):.4f})")
-    if result.weights.suffix == ".pt":  # a detector: ultralytics' own checkpoint
-        console.print(shown(f"written: {result.weights}; after register(), YOLO({str(result.weights)!r}) loads it"))
-        return
-    console.print(
-        shown(f"written: {result.weights}; load with build_model(weights={str(result.weights)!r}) from model.py")
-    )
+        console.print(f"final {per_epoch} {result.curve[-1]:.4f} (best {max(result.curve):.4f})")
+    console.print(shown(f"written: {result.weights}; {result.loads_with}"))
 
 
 def metric_of(source: Path) -> str:
     """What ``nas train`` reports per epoch for the export at ``source``."""
     from nas.core.artifacts import ModelCard
+    from nas.tasks import task_named
 
     try:
-        return "val mAP50-95" if ModelCard.read(source).task == "detect" else "val accuracy"
+        return task_named(ModelCard.read(source).task).per_epoch
     except Exception:
         return "val accuracy"

@@ -1,6 +1,6 @@
 """The Architecture value: one choice per stage of a backbone, with its canonical string
 (``resnet10t|none|none|se(reduction=8)|cbam(reduction=16,kernel_size=7)@stage_output``), its parsing and
-round trips, and whether it can be built (``architecture_problems``)."""
+round trips (whether it can be built: ``nas.tasks.classify.model.architecture_problems``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any
 
 import attention
 from nas.core.errors import UserError
-from nas.tasks.classify import backbone as bb
 
 NONE = "none"
 
@@ -184,30 +183,3 @@ class Architecture:
     @property
     def is_baseline(self) -> bool:
         return all(s.mechanism == NONE and not s.replace_builtin for s in self.stages)
-
-
-def architecture_problems(arch: Architecture, input_size: tuple[int, int] = (224, 224), in_chans: int = 3) -> list[str]:
-    """Why ``arch`` cannot be built (empty when it can): stage count, placements, channel rules."""
-    reason = bb.check_model_name(arch.backbone)
-    if reason:
-        return [reason]
-    infos = bb.describe(arch.backbone, input_size, in_chans)
-    if len(infos) != len(arch.stages):
-        return [
-            f"{arch.backbone} has {len(infos)} stages with blocks (feature_info indices "
-            f"{', '.join(str(i.index) for i in infos)}); the architecture lists {len(arch.stages)}"
-        ]
-    problems = []
-    for info, choice in zip(infos, arch.stages, strict=True):
-        if choice.mechanism == NONE:
-            continue
-        problem = bb.placement_problem(
-            choice.mechanism, choice.placement, info.index, info.placements, info.builtin, choice.replace_builtin
-        )
-        if problem:
-            problems.append(problem)
-            continue
-        spec = attention.MECHANISMS[choice.mechanism]
-        for ch in info.channels[choice.placement]:
-            problems += [f"stage {info.index}: {e}" for e in spec.problems(ch, **dict(choice.hparams))]
-    return problems

@@ -166,6 +166,19 @@ def load_weights(model: Any, path: Path) -> Any:
     return model
 
 
+def save_weights(model: Any, path: Path, metadata: dict[str, str]) -> Path:
+    """``model``'s state dict as safetensors at ``path`` (written to a temporary file and renamed, so a
+    reader never sees half a file), with string ``metadata``."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
 def install_weights(src: Path | None, out: Path, reference: Any, exported: Any) -> list[Path]:
     """An export's weights: ``src`` (the trial's checked weights, or None for the definition alone)
     copied into the folder ``out`` and loaded into both the search's model (``reference``) and the one

@@ -37,6 +37,25 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite: the trial fails, the search goes on."""
 
 
+def trial_failure(e: BaseException) -> str | None:
+    """The reason to record when training a trial raised ``e``, for failures that belong to that
+    trial alone (the worker goes on); None for anything else. In a spawned DDP fit the rank's
+    exception arrives as text."""
+    if isinstance(e, NonFiniteLoss):
+        return str(e)
+    if type(e).__name__ == "OutOfMemoryError":  # torch's, without importing torch
+        return f"out of memory ({str(e).splitlines()[0]})"
+    if e.__class__.__name__ == "ProcessExitedException":  # a DDP rank killed (the host's OOM killer)
+        return f"a DDP rank died: {e}"
+    if e.__class__.__name__ == "ProcessRaisedException":  # torch.multiprocessing, from a DDP rank
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        for name, what in (("NonFiniteLoss", ""), ("OutOfMemoryError", "out of memory ")):
+            hits = [ln for ln in lines if name in ln]
+            if hits:
+                return f"{what}{hits[-1].split(':', 1)[-1].strip()} (in a DDP rank)"
+    return None
+
+
 class WorkerFailed(Exception):
     """A worker of ``--workers`` stopped with an unexpected error (its trial is recorded); the others
     were stopped."""

@@ -1,15 +1,32 @@
 """Search spaces: which choices each stage offers (``Option``, ``StageSpace``), how many architectures
-that makes, the baseline, and sampling an Architecture from an Optuna trial. ``nas.spacefile`` reads
+that makes, the baseline, and sampling an Architecture from an Optuna trial. ``nas.tasks.spacefile`` reads
 and validates the YAML files."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.core.architecture import Architecture, ArchitectureError, StageChoice
+
+if TYPE_CHECKING:
+    from nas.core.config import Data, Latency, Limits, Training
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """What a user needs to know about a stage (or a detector's position) to write a search space."""
+
+    index: int
+    module: str
+    blocks: int
+    out_channels: int
+    spatial: tuple[int, int]
+    placements: tuple[str, ...]
+    channels: dict  # placement -> list of channel counts met there
+    builtin: dict  # placement -> builtin attention class names
 
 
 @dataclass(frozen=True)
@@ -57,31 +74,28 @@ class SearchSpace:
     input_size: tuple[int, int]
     in_chans: int
     num_classes: int | None  # None: taken from the data
-    data: Mapping[str, Any]
+    data: Data  # typed, frozen sections (nas.core.config)
     stages: tuple[StageSpace, ...]
     stage_indices: tuple[int, ...]  # every stage of the backbone that has blocks
-    training: Mapping[str, Any]
+    training: Training
     objectives: tuple[str, ...]
-    latency: Mapping[str, Any]
-    limits: Mapping[str, Any]
+    latency: Latency
+    limits: Limits
     builtin_stages: tuple[int, ...] = field(default=())
     detector: Any = None  # a detection space: nas.tasks.detect.model.Detector (the backbone is its name)
     positions: tuple[Any, ...] = ()  # ... and its Positions, one per "stage" of an Architecture
-
-    @property
-    def is_detection(self) -> bool:
-        return self.detector is not None
+    task: Any = None  # nas.core.task.Task: what kind of model it searches; readers ask it, not the fields above
 
     @property
     def unit(self) -> str:
         """What a choice is made for: a backbone's stage or a detector's position (parameter names,
         tables)."""
-        return "position" if self.is_detection else "stage"
+        return self.task.unit if self.task else "stage"
 
     @property
     def metric(self) -> str:
         """The name of the quality objective as shown to a user."""
-        return "mAP50-95" if self.is_detection else "accuracy"
+        return self.task.metric if self.task else "accuracy"
 
     def count(self) -> int:
         """Number of distinct architectures."""

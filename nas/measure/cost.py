@@ -15,9 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.core.architecture import Architecture, ArchitectureError, architecture_problems
 from nas.core.errors import BadOption, UserError
-from nas.tasks.classify.model import build
 
 T = TypeVar("T")
 
@@ -213,9 +211,9 @@ class LatencyTarget:
         return f"{self.device}/b{self.batch_size}/{self.input_size}px/t{self.threads}"
 
     @classmethod
-    def from_space(cls, latency: dict) -> LatencyTarget:
-        """The target described by a space's validated ``latency`` section."""
-        return cls(**{f: latency[f] for f in cls.__dataclass_fields__})
+    def from_space(cls, latency: Any) -> LatencyTarget:
+        """The target described by a space's ``latency`` section (its typed value)."""
+        return cls(**{f: getattr(latency, f) for f in cls.__dataclass_fields__})
 
 
 WARMUP_S = 0.1  # caches, allocator and CPU frequency settle within this on the machines we measured
@@ -465,24 +463,3 @@ class PairedMeter:
 class ModelCost:
     params: int
     flops: int  # one forward pass at batch 1 (torch's counter: convolutions and matrix products)
-
-
-def model_cost(arch: Architecture, num_classes: int, input_size: tuple[int, int], in_chans: int) -> ModelCost:
-    """Params and FLOPs of the assembled model, computed on the meta device (no memory, no compute)."""
-    problems = architecture_problems(arch, input_size, in_chans)
-    if problems:
-        raise ArchitectureError(f"{arch}: " + "; ".join(problems))
-    model = build(arch, num_classes, in_chans, device="meta").eval()
-    return ModelCost(count_params(model), count_flops(model, torch.empty(1, in_chans, *input_size, device="meta")))
-
-
-def space_cost(space: Any, arch: Architecture, num_classes: int) -> ModelCost:
-    """Params and FLOPs of ``arch`` as ``space`` builds it (a detector: built on the CPU, since
-    ultralytics runs a forward pass while building; FLOPs at the space's image size)."""
-    if not space.is_detection:
-        return model_cost(arch, num_classes, space.input_size, space.in_chans)
-    from nas.tasks.classify.model import build_in
-
-    model = build_in(space, arch, num_classes).eval()
-    with torch.no_grad():
-        return ModelCost(count_params(model), count_flops(model, torch.zeros(1, 3, *space.input_size)))

@@ -158,7 +158,7 @@ def run_reruns(
             study.set_user_attr(key(seed, arch, CLAIM), None)  # released: a later run takes it
             raise
         except Exception as e:  # this run's own failure (NaN loss, out of memory): recorded, the rest goes on
-            from nas.tasks.classify.fit import trial_failure
+            from nas.core.errors import trial_failure
 
             reason = trial_failure(e) or f"{e.__class__.__name__}: {e}"
             if e.__class__.__name__ == "Interrupted":  # signals.Interrupted (SIGTERM)
@@ -312,77 +312,32 @@ def unconfirmed_difference(
 
 def make_fit(
     space: Any,
-    dm: Any,
+    data: Any,
     num_classes: int,
     epochs: int,
     run_dir: Any,
     status: Callable[[str], None] = lambda s: None,
-    callbacks: Sequence[Any] = (),
+    gate: Any = None,
 ) -> Fit:
     """The re-run trainer of a space: full ``epochs`` from the seed, no pruning, seeded exactly as the
-    search's trials (``train.seeded_classifier``); Lightning's logs under ``run_dir/reruns``."""
+    search's trials (the task's fit); its logs under ``run_dir/reruns``. Re-runs train in this process
+    (a DDP fit's curve stays in its ranks)."""
     import hashlib
 
     from nas.core.architecture import Architecture
-    from nas.tasks.classify.fit import fit_curve
+    from nas.search.hooks import RerunHooks
 
-    training = {**space.training, "devices": 1}  # re-runs train in this process (a DDP fit's curve stays in its ranks)
+    task = space.task
 
     def fit(arch: str, seed: int, why: str) -> list[float]:
         status(f"{why}: {arch} from seed {seed}")
         folder = run_dir / "reruns" / f"seed_{seed}_{hashlib.sha1(arch.encode()).hexdigest()[:10]}"
-        if space.is_detection:
-            gate = next((c.gate for c in callbacks if hasattr(c, "gate")), None)
-            return _detection_curve(
-                space, Architecture.parse(arch), seed, dm, num_classes, epochs, folder, why, status, gate
-            )
-        return fit_curve(
-            Architecture.parse(arch),
-            seed,
-            dm,
-            training,
-            num_classes,
-            space.in_chans,
-            epochs,
-            log_dir=folder,
-            callbacks=list(callbacks),
-            on_epoch=lambda e, acc: status(
-                f"{why}: {arch} from seed {seed}, epoch {e}/{epochs} done, val acc {acc:.4f}"
-            ),
+        hooks = RerunHooks(gate, status, f"{why}: {arch} from seed {seed}", epochs, task.per_epoch)
+        result = task.fit(
+            space, Architecture.parse(arch), seed, data, epochs, folder, hooks, num_classes, single_process=True
         )
+        if len(result.curve) < epochs:
+            raise RuntimeError(f"training stopped after {len(result.curve)} of {epochs} epochs")
+        return result.curve
 
     return fit
-
-
-def _detection_curve(
-    space: Any,
-    arch: Any,
-    seed: int,
-    data: Any,
-    num_classes: int,
-    epochs: int,
-    folder: Any,
-    why: str,
-    status: Any,
-    gate: Any = None,
-) -> list[float]:
-    """A detector's re-run: ultralytics' trainer from ``seed`` for ``epochs``, no pruning; its mAP50-95 curve."""
-    from nas.tasks.classify.model import build_in
-    from nas.tasks.detect.fit import fit
-
-    result = fit(
-        build_in(space, arch, num_classes, init_seed=seed),
-        data.yaml,
-        space.training,
-        space.input_size[0],
-        epochs,
-        seed,
-        folder,
-        on_epoch=lambda curve, _: bool(
-            status(f"{why}: {arch} from seed {seed}, epoch {len(curve)}/{epochs} done, mAP50-95 {curve[-1]:.4f}")
-        ),
-        on_batch=(gate.batch_start, gate.batch_end) if gate else None,
-    )
-    if len(result.curve) < epochs:
-        raise RuntimeError(f"training stopped after {len(result.curve)} of {epochs} epochs")
-    return result.curve

@@ -22,8 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-
 log = logging.getLogger(__name__)
 LOCK_POLL_S = 0.1
 
@@ -166,30 +164,3 @@ class LatencyGate:
 
     def batch_end(self) -> None:
         self.rw.unlock()
-
-
-class GateCallback(pl.Callback):
-    """Holds the gate's shared lock during every training and validation batch. In DDP only rank 0
-    takes it: a rank waiting at the gate while another holds it inside a batch, waiting for the
-    first in a collective, would deadlock with the measurement. The other ranks stop within a batch,
-    at rank 0's next collective."""
-
-    def __init__(self, gate: LatencyGate):
-        self.gate = gate
-
-    def _start(self, trainer: pl.Trainer, *_: Any) -> None:
-        if trainer.is_global_zero:
-            self.gate.batch_start()
-
-    def _end(self, trainer: pl.Trainer, *_: Any) -> None:
-        if trainer.is_global_zero:
-            self.gate.batch_end()
-            from nas.search import signals
-
-            signals.raise_if_received()  # a Ctrl-C whose exception was lost stops here
-
-    on_train_batch_start = on_validation_batch_start = _start
-    on_train_batch_end = on_validation_batch_end = _end
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
-        self.gate.batch_end()  # never leave the lock held by a trial that failed inside a batch (no-op if not held)

@@ -21,13 +21,13 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.core.architecture import Architecture, ArchitectureError
-from nas.core.errors import UserError
+from nas.core.errors import trial_failure
 from nas.core.names import folder_of
 from nas.core.space import SearchSpace
 from nas.measure.cost import latency_device_problem, long_lived_left_out, release_memory
 from nas.search import confirm as cf
 from nas.search import signals
-from nas.search.locks import GateCallback, LatencyGate, StudyLock
+from nas.search.locks import LatencyGate, StudyLock
 from nas.search.options import HEARTBEAT_S, check_numbers
 from nas.search.pruning import MOASHA
 from nas.search.samplers import make_sampler
@@ -49,8 +49,6 @@ from nas.study.studies import (
     stored_trial,
     trial_id,
 )
-from nas.tasks.classify import data as data_mod
-from nas.tasks.classify.fit import trial_failure
 
 log = logging.getLogger(__name__)
 MAX_FAILURES = 10  # a run stops once this many trials (or --trials, if more) have failed
@@ -180,28 +178,14 @@ class Search:
         check_numbers(
             trials=self.trials, timeout=self.timeout, sampler=self.sampler, eta=self.eta, heartbeat=self.heartbeat_s
         )
-        self.epochs = self.max_epochs or self.space.training["epochs"]
+        self.epochs = self.max_epochs or self.space.training.epochs
         self.run_dir = folder_of(self.root, self.study_name, "--study")
         self.gate = LatencyGate(self.run_dir)
         self._started_at = datetime.datetime.now()
         self._start = time.monotonic()
 
-    def _datamodule(self, seed: int) -> Any:
-        if self.space.is_detection:  # ultralytics reads the dataset itself; written once under runs/data
-            from nas.tasks.detect.data import dataset
-
-            return dataset(self.space.data, self.root)
-        dm = data_mod.datamodule(self.space.data, self.space.input_size, self.space.training["batch_size"], seed)
-        dm.setup("fit")
-        if dm.in_chans != self.space.in_chans:
-            raise UserError(
-                f"{self.space.path}: in_chans is {self.space.in_chans} but the {self.space.data['source']} "
-                f"data has {dm.in_chans} channel(s); set in_chans: {dm.in_chans}"
-            )
-        return dm
-
     def run(self) -> SearchResult:
-        problem = latency_device_problem(self.space.path, self.space.latency["device"])
+        problem = latency_device_problem(self.space.path, self.space.latency.device)
         if problem is not None:  # before the study is made: nothing to clean up
             raise problem
         self._start = time.monotonic()
@@ -230,16 +214,14 @@ class Search:
                 train_seed,
                 self.seed,
             )
-        dm = self._datamodule(train_seed)
-        num_classes = self.space.num_classes or dm.num_classes
+        data = self.space.task.data(self.space, self.root, train_seed)
+        num_classes = self.space.num_classes or data.num_classes
         if "num_classes" not in study.user_attrs:
             study.set_user_attr("num_classes", num_classes)
         if "epochs" not in study.user_attrs:
             study.set_user_attr("epochs", self.epochs)  # what every trial and re-run trains
-        if "val_size" not in study.user_attrs and getattr(dm, "val_set", None) is not None:
-            study.set_user_attr("val_size", len(dm.val_set))
-        if "val_size" not in study.user_attrs and getattr(dm, "val_images", None):
-            study.set_user_attr("val_size", dm.val_images)
+        if "val_size" not in study.user_attrs and data.val_size:
+            study.set_user_attr("val_size", data.val_size)
         self.study, self.lock = study, lock
         self.work = Trials(
             self.space,
@@ -247,7 +229,7 @@ class Search:
             self.storage,
             self.study_name,
             self.run_dir,
-            dm,
+            data,
             num_classes,
             train_seed,
             self.epochs,
@@ -416,12 +398,12 @@ class Search:
     def _fit(self) -> cf.Fit:
         return cf.make_fit(
             self.space,
-            self.work.dm,
+            self.work.data,
             self.work.num_classes,
             self.epochs,
             self.run_dir,
             self.reporter.status,
-            callbacks=[GateCallback(self.gate)],
+            self.gate,
         )
 
     def _noise_floor(self) -> None:
@@ -432,7 +414,7 @@ class Search:
             release_memory()
 
     def _confirm(self) -> None:
-        k = self.space.training["confirm"]
+        k = self.space.training.confirm
         if k < 1 or self.worker_index != 0:
             return
         archs = [TrialInfo.of(t).arch for t in front(self.study)]

@@ -9,15 +9,12 @@ lower trial number. The accuracies come from the per-epoch curves stored in the 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import lightning.pytorch as pl
-
 from nas.core.pareto import nondominated_ranks, pareto_front
-from nas.study.record import CURVE, EPOCHS_PER_RANK, PRUNED_AT, SECONDS_TRAIN_VAL, TrialInfo, rung_key
+from nas.study.record import TrialInfo
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -138,84 +135,6 @@ class TrialRecord:
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_storage": None}
-
-
-class ParetoPruningCallback(pl.Callback):
-    """Stores the validation curve in the trial after every epoch and, at the rungs, asks the pruner
-    whether the trial goes on. Only global rank 0 touches the storage and decides; the decision is
-    broadcast, so with DDP every rank stops after the same epoch. The decision is stored too
-    (``PRUNED_AT``), so the process that started a spawned DDP fit reads the outcome from the storage."""
-
-    def __init__(
-        self,
-        record: TrialRecord,
-        latency_ms: float | Entry,
-        max_epochs: int,
-        pruner: MOASHA | None,
-        exempt: bool = False,
-        on_epoch: Callable[[int, float], None] | None = None,
-        noise_sd: Sequence[float] = (),
-    ):
-        """``latency_ms``: the latency, or (latency, low, high); ``noise_sd``: the seed-to-seed sd of
-        accuracy per epoch (empty while the noise floor is not measured)."""
-        lat = tuple(latency_ms) if isinstance(latency_ms, (tuple, list)) else (latency_ms,)
-        self.record, self.latency, self.max_epochs = record, lat, max_epochs
-        self.noise_sd = [0.0 if v != v else float(v) for v in noise_sd]  # nan (unknown) -> no tolerance
-        self.pruner, self.exempt, self.on_epoch = pruner, exempt, on_epoch
-        self.rungs = set(pruner.rungs(max_epochs)) if pruner else set()
-        self.step_seconds = 0.0  # time inside training and validation batches (the rest is overhead)
-        self._t0 = 0.0
-
-    def _start(self, *_: Any) -> None:
-        self._t0 = time.perf_counter()
-
-    def _stop(self, *_: Any) -> None:
-        self.step_seconds += time.perf_counter() - self._t0
-
-    on_train_batch_start = on_validation_batch_start = _start
-    on_train_batch_end = on_validation_batch_end = _stop
-
-    def epoch_done(self, curve: Sequence[float]) -> bool:
-        """After an epoch's validation (``curve``: the quality after each epoch so far): store the curve,
-        and at a rung ask the pruner; True when the trial stops here. Any trainer calls it (Lightning
-        below, ultralytics' in ``nas.tasks.detect``), from one process only."""
-        curve = list(curve)
-        self.record.set(CURVE, curve)
-        epoch = len(curve)
-        # the learning curve in optuna-dashboard: Optuna refuses Trial.report in multi-objective
-        # studies, its storage does not
-        self.record.storage.set_trial_intermediate_value(self.record.trial_id, epoch, curve[-1])
-        if self.on_epoch:
-            self.on_epoch(len(curve), curve[-1])
-        if epoch in self.rungs and not self.exempt:
-            others = [v for v in rung_values(self.record.trials(), epoch) if v[0] != self.record.number]
-            sd = self.noise_sd[epoch - 1] if epoch <= len(self.noise_sd) else 0.0
-            decision = self.pruner.decide((self.record.number, curve[-1], *self.latency), others, epoch, sd)
-            if decision.within_noise:
-                self.record.set(rung_key(epoch), str(decision))
-            if not decision.keep:
-                self.record.set(PRUNED_AT, str(decision))
-                return True
-        return False
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if trainer.sanity_checking:
-            return
-        stop = self.epoch_done(pl_module.curve) if trainer.is_global_zero else False
-        if trainer.world_size > 1:
-            stop = trainer.strategy.broadcast(stop, src=0)
-        if stop:
-            trainer.should_stop = True
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        import torch
-
-        if trainer.world_size > 1:  # evidence that every rank stopped after the same epoch
-            epochs = trainer.strategy.all_gather(torch.tensor(len(pl_module.curve)))
-            if trainer.is_global_zero:
-                self.record.set(EPOCHS_PER_RANK, [int(e) for e in epochs.flatten()])
-        if trainer.is_global_zero:
-            self.record.set(SECONDS_TRAIN_VAL, round(self.step_seconds, 3))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -25,26 +25,24 @@ import torch
 from optuna.trial import TrialState
 
 from nas.core.architecture import Architecture
-from nas.core.artifacts import WEIGHTS_DIR, weights_path
+from nas.core.artifacts import WEIGHTS_DIR, save_weights, weights_path
+from nas.core.errors import trial_failure
 from nas.core.names import write_text_atomic
-from nas.measure.cost import LatencyTarget, PairedLatency, PairedMeter, Ratio, space_cost
+from nas.core.task import TaskData
+from nas.measure.cost import LatencyTarget, PairedLatency, PairedMeter, Ratio
 from nas.search import confirm as cf
-from nas.search import signals
-from nas.search.locks import GateCallback, LatencyGate
-from nas.search.pruning import ParetoPruningCallback, TrialRecord
+from nas.search.hooks import Display, TrialHooks
+from nas.search.locks import LatencyGate
+from nas.search.pruning import TrialRecord
 from nas.study import record as r
 from nas.study.latency import reference_latency_ms
 from nas.study.record import TrialInfo, holds_architecture
 from nas.study.stores import StoreError
 from nas.study.studies import front, set_system_attr, storage_of, stored_trial, study_id, tell, trial_id, uid_of
-from nas.tasks.classify.fit import StepProgress, prepare_fit, trial_failure
-from nas.tasks.classify.model import build_in, save_weights
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    import lightning.pytorch as pl
-
     from nas.core.space import SearchSpace
     from nas.search.pruning import MOASHA
 
@@ -113,7 +111,7 @@ class Trials:
     storage_url: str
     study_name: str
     run_dir: Path
-    dm: Any
+    data: TaskData  # the space's data, made ready once per worker
     num_classes: int
     train_seed: int
     epochs: int
@@ -145,7 +143,7 @@ class Trials:
 
     def _outcome(self, trial: optuna.Trial, arch: Architecture) -> Outcome:
         measured = time.perf_counter()
-        cost = space_cost(self.space, arch, self.num_classes)
+        cost = self.space.task.cost(self.space, arch, self.num_classes)
         lat, cached = self._latency(arch)
         latency, (lat_lo, lat_hi) = lat.ms, lat.interval_ms
         latency_s = time.perf_counter() - measured
@@ -163,56 +161,45 @@ class Trials:
 
         started = time.perf_counter()
         trial.set_user_attr(r.SEED, self.train_seed)
-        noise = cf.noise_of(self.study)
         self.reporter.status(("latency cached; " if cached else "") + "training")
-        ddp = self.space.training["devices"] > 1  # spawned ranks: nothing unpicklable in the callbacks
-        record = TrialRecord(
-            self.storage_url, study_id(self.study), trial_id(trial), trial.number, storage_of(self.study)
-        )
-        callback = ParetoPruningCallback(
-            record,
-            (latency, lat_lo, lat_hi),
-            self.epochs,
-            self.pruner,
-            exempt=bool(trial.user_attrs.get(r.BASELINE)),
-            on_epoch=None if ddp else (lambda e, acc: self.reporter.epoch(trial.number, e, self.epochs, acc)),
-            noise_sd=noise.sd if noise else (),
-        )
-        if self.space.is_detection:
-            return self._train_detector(trial, arch, callback, started, latency_s, cost, latency)
-        shown: list[pl.Callback] = []
-        if not ddp:  # the live display: steps of the epoch, samples per second, validation
-            epochs = self.epochs
-            shown.append(
-                StepProgress(
-                    lambda e, step, steps, rate: self.reporter.step(trial.number, e, epochs, step, steps, rate),
-                    lambda phase: self.reporter.status(phase),
-                )
-            )
-        fitting = prepare_fit(
-            arch,
-            self.train_seed,
-            self.dm,
-            self.space.training,
-            self.num_classes,
-            self.space.in_chans,
-            epochs=self.epochs,
-            callbacks=[callback, GateCallback(self.gate), *shown],
-            log_dir=self.run_dir / "trials" / str(trial.number),
-        )
         try:
-            fitting.run()
+            result = self.space.task.fit(
+                self.space,
+                arch,
+                self.train_seed,
+                self.data,
+                self.epochs,
+                self.run_dir / "trials" / str(trial.number),
+                self._hooks(trial, (latency, lat_lo, lat_hi)),
+                self.num_classes,
+            )
         except Exception as e:
             reason = trial_failure(e)
             if reason is None:
                 raise
             return Outcome(TrialState.FAIL, f"failed: {reason}")
         trial.set_user_attr(r.SECONDS_TRIAL, round(time.perf_counter() - started + latency_s, 3))
-        return self._ending(trial, arch, fitting.module.model, cost, latency)
+        return self._ending(trial, arch, result.model, cost, latency)
+
+    def _hooks(self, trial: optuna.Trial, latency: tuple[float, float, float]) -> TrialHooks:
+        """The fit's hooks: pruning, the gate and (outside DDP, whose spawned ranks cannot take the
+        display with them) the live display."""
+        noise = cf.noise_of(self.study)
+        ddp = self.space.training.devices > 1
+        return TrialHooks(
+            TrialRecord(self.storage_url, study_id(self.study), trial_id(trial), trial.number, storage_of(self.study)),
+            latency,
+            self.epochs,
+            self.pruner,
+            self.gate,
+            exempt=bool(trial.user_attrs.get(r.BASELINE)),
+            display=None if ddp else Display(self.reporter, trial.number, self.epochs),
+            noise_sd=noise.sd if noise else (),
+        )
 
     def _ending(self, trial: optuna.Trial, arch: Architecture, model: Any, cost: Any, latency: float) -> Outcome:
-        """How a trial whose training returned ended, read from what its pruning callback stored (in DDP
-        rank 0 wrote it, elsewhere): pruned at a rung, stopped short, or complete with its weights kept."""
+        """How a trial whose training returned ended, read from what its hooks stored (in DDP rank 0
+        wrote it, elsewhere): pruned at a rung, stopped short, or complete with its weights kept."""
         stored = TrialInfo.of(stored_trial(self.study, trial))
         curve = stored.curve
         if stored.pruned_at is not None:
@@ -225,63 +212,13 @@ class Trials:
             TrialState.COMPLETE, f"completed {len(curve)} epochs", tuple(values[o] for o in self.space.objectives)
         )
 
-    def _train_detector(
-        self,
-        trial: optuna.Trial,
-        arch: Architecture,
-        callback: ParetoPruningCallback,
-        started: float,
-        latency_s: float,
-        cost: Any,
-        latency: float,
-    ) -> Outcome:
-        """A detection trial: ultralytics' trainer with the same pruning decisions (``epoch_done``), the
-        same live display and the same records; mAP50-95 is the quality objective, mAP50 kept beside."""
-        from nas.tasks.detect.fit import fit
-
-        epochs = self.epochs
-        model = build_in(self.space, arch, self.num_classes, init_seed=self.train_seed)
-
-        def on_epoch(curve: list[float], map50: list[float]) -> bool:
-            callback.record.set(r.MAP50_CURVE, [round(v, 5) for v in map50])
-            return callback.epoch_done(curve)
-
-        try:
-            result = fit(
-                model,
-                self.dm.yaml,
-                self.space.training,
-                self.space.input_size[0],
-                epochs,
-                self.train_seed,
-                self.run_dir / "trials" / str(trial.number),
-                on_epoch=on_epoch,
-                on_step=lambda e, step, steps, rate: self.reporter.step(trial.number, e, epochs, step, steps, rate),
-                on_phase=self.reporter.status,
-                on_batch=(self.gate.batch_start, self._batch_end),
-            )
-        except Exception as e:
-            reason = trial_failure(e)
-            if reason is None:
-                raise
-            return Outcome(TrialState.FAIL, f"failed: {reason}")
-        finally:
-            self.gate.batch_end()  # never left held by a fit that failed inside a batch (no-op if not held)
-        callback.record.set(r.SECONDS_TRAIN_VAL, round(result.seconds, 3))
-        trial.set_user_attr(r.SECONDS_TRIAL, round(time.perf_counter() - started + latency_s, 3))
-        return self._ending(trial, arch, result.model, cost, latency)  # the curve as epoch_done stored it
-
-    def _batch_end(self) -> None:
-        self.gate.batch_end()
-        signals.raise_if_received()  # a Ctrl-C whose exception was lost stops here (as GateCallback does)
-
     # -- latency ----------------------------------------------------------------------------------
 
     def _paired_meter(self) -> PairedMeter:
         """The meter of this worker: the space's plain backbone as the reference, timed beside every
         candidate; its quiet latency is the study's (``reference_latency_ms``)."""
         if self._meter is None:
-            reference = build_in(self.space, self.space.baseline(), self.num_classes, init_seed=0)
+            reference = self.space.task.build(self.space, self.space.baseline(), self.num_classes, init_seed=0)
             meter = PairedMeter(self.target, reference, self.space.in_chans)
             with self.gate.measuring():  # no worker of this machine trains meanwhile
                 ms = reference_latency_ms(
@@ -302,7 +239,7 @@ class Trials:
             hit = isinstance(cache.get(key), dict)
             if not hit:
                 self.reporter.status(f"measuring latency against {self.space.baseline().backbone} (interleaved)")
-                ratio = meter.ratios([build_in(self.space, arch, self.num_classes, init_seed=0)])[0]
+                ratio = meter.ratios([self.space.task.build(self.space, arch, self.num_classes, init_seed=0)])[0]
                 cache[key] = {"ratios": [round(r, 6) for r in ratio.samples]}
                 write_text_atomic(path, json.dumps(cache))
         return PairedLatency(Ratio(tuple(cache[key]["ratios"])), meter.reference_ms), hit
@@ -312,9 +249,9 @@ class Trials:
     def _constraints(self, trial: optuna.Trial, latency: float, params: int, flops: int) -> list[str]:
         limits = self.space.limits
         checks = [
-            ("latency_ms", latency, limits["max_latency_ms"], "ms"),
-            ("params", params, limits["max_params"], ""),
-            ("flops", flops, limits["max_flops"], ""),
+            ("latency_ms", latency, limits.max_latency_ms, "ms"),
+            ("params", params, limits.max_params, ""),
+            ("flops", flops, limits.max_flops, ""),
         ]
         violations, legacy = [], []
         for name, value, limit, unit in checks:

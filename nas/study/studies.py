@@ -119,7 +119,7 @@ def create_or_resume(
         study.set_user_attr("space", Path(space.path).read_text() if Path(space.path).exists() else "")
         study.set_user_attr("objectives", list(space.objectives))
         study.set_user_attr(SEED_ATTR, seed)
-        study.set_user_attr(NOISE_SEEDS_ATTR, space.training["noise_seeds"])
+        study.set_user_attr(NOISE_SEEDS_ATTR, space.training.noise_seeds)
         study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
     elif stored != fingerprint:
         raise UserError(
@@ -129,27 +129,24 @@ def create_or_resume(
     return study
 
 
-NOT_FINGERPRINTED = ("noise_seeds", "confirm")  # how results are checked, not what the trials are: changeable on resume
-
-
 def space_fingerprint(space: SearchSpace) -> str:
     parts = [
         space.backbone,
         space.input_size,
         space.in_chans,
         space.num_classes,
-        sorted(space.data.items()),
+        sorted(space.data.as_dict().items()),
         [
             (s.index, s.replace_builtin, [(o.mechanism, o.hparams, o.placements) for o in s.options])
             for s in space.stages
         ],
-        sorted((k, v) for k, v in space.training.items() if k not in NOT_FINGERPRINTED),
+        # what the trials trained; how results are checked (noise_seeds, confirm) may change on resume
+        sorted((k, v) for k, v in space.training.as_dict().items() if k not in space.training.changeable_on_resume()),
         space.objectives,
-        sorted(space.latency.items()),
-        sorted(space.limits.items()),
+        sorted(space.latency.as_dict().items()),
+        sorted(space.limits.as_dict().items()),
+        *space.task.fingerprint(space),  # a detector and where each position is (a classifier: nothing)
     ]
-    if space.is_detection:  # the detector and where each position is (older, classification studies keep theirs)
-        parts.append((space.detector.yaml_text, [(p.at, p.after) for p in space.positions]))
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
@@ -309,7 +306,7 @@ def runs_root(study: optuna.Study, storage: str | None) -> Path:
 
 def space_of(study: optuna.Study) -> Any:
     """The SearchSpace the study was run with (its YAML text is stored in the study), or None."""
-    from nas.spacefile import load_space
+    from nas.tasks.spacefile import load_space
 
     text = study_attr(study, "space", str, "")
     if not text:

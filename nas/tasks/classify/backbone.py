@@ -29,6 +29,7 @@ from timm.models import regnet, resnet
 from torch import nn
 
 from nas.core.errors import UserError
+from nas.core.space import StageInfo
 
 BLOCK_PLACEMENTS = ("residual", "post_conv3x3", "post_conv3x3_act", "replace_conv3x3")
 
@@ -234,20 +235,6 @@ def create(
         with torch.device("meta"):
             return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
     return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
-
-
-@dataclass(frozen=True)
-class StageInfo:
-    """What a user needs to know about a stage to write a search space."""
-
-    index: int
-    module: str
-    blocks: int
-    out_channels: int
-    spatial: tuple[int, int]
-    placements: tuple[str, ...]
-    channels: dict  # placement -> list of channel counts met there
-    builtin: dict  # placement -> builtin attention class names
 
 
 REPLACE_BY_STRING = "mark the stage '!' to replace built-in attention"  # the remedy in an architecture string

@@ -84,17 +84,19 @@ def make_digits(
     return DigitsSplit(torch.from_numpy(out[:, None]), torch.from_numpy(labels[picks]), torch.from_numpy(boxes))
 
 
-def digits_splits(
-    canvas: int = 32,
-    train: int = 3000,
-    val: int = 1000,
-    test: int = 1000,
-    clutter: int = 2,
-    noise: float = 0.1,
-    seed: int = 0,
-) -> dict[str, DigitsSplit]:
+def digits_splits(**options: Any) -> dict[str, DigitsSplit]:
     """Train/val/test of the embedded task. The 1,797 source digits are split 60/20/20 first, so no
-    digit drawn in training is seen in validation or test."""
+    digit drawn in training is seen in validation or test. ``options``: the keys of a ``digits`` data
+    section (``nas.tasks.classify.settings.DIGITS``, whose defaults fill in the others)."""
+    from nas.tasks.classify.settings import DIGITS
+
+    unknown = set(options) - set(DIGITS)
+    if unknown:
+        raise TypeError(f"digits_splits: unknown options {sorted(unknown)}; allowed: {', '.join(DIGITS)}")
+    o = {k: v.default for k, v in DIGITS.items()} | options
+    canvas, train, val, test, clutter, noise, seed = (
+        o[k] for k in ("canvas", "train", "val", "test", "clutter", "noise", "seed")
+    )
     images, labels = _upscaled_digits()
     order = np.random.default_rng(seed).permutation(len(images))
     cut1, cut2 = int(0.6 * len(order)), int(0.8 * len(order))
@@ -141,23 +143,10 @@ class DigitsDataModule(TensorDataModule):
     num_classes = 10
     in_chans = 1
 
-    def __init__(
-        self,
-        batch_size: int = 128,
-        seed: int = 0,
-        canvas: int = 32,
-        train: int = 3000,
-        val: int = 1000,
-        test: int = 1000,
-        clutter: int = 2,
-        noise: float = 0.1,
-        data_seed: int = 0,
-        **_: Any,
-    ):
+    def __init__(self, batch_size: int, seed: int, options: Mapping[str, Any]):
+        """``options``: the data section's digits keys (canvas, train, val, test, clutter, noise, seed)."""
         super().__init__(batch_size, seed)
-        self.options = dict(
-            canvas=canvas, train=train, val=val, test=test, clutter=clutter, noise=noise, seed=data_seed
-        )
+        self.options = dict(options)
         self.splits: dict[str, DigitsSplit] | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -338,19 +327,17 @@ class CifarDataModule(pl.LightningDataModule):
         return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)
 
 
-def datamodule(
-    data: Mapping[str, Any], input_size: tuple[int, int], batch_size: int, seed: int
-) -> pl.LightningDataModule:
-    """The DataModule a space's ``data`` section describes."""
-    options = {k: v for k, v in data.items() if k != "source"}
-    source = data["source"]
+def datamodule(data: Any, input_size: tuple[int, int], batch_size: int, seed: int) -> pl.LightningDataModule:
+    """The DataModule a space's ``data`` section describes (its typed value, or a mapping as written)."""
+    options = {k: v for k, v in (data.as_dict() if hasattr(data, "as_dict") else data).items() if k != "source"}
+    source = data.source if hasattr(data, "source") else data["source"]
     if source == "digits":
-        canvas = options.pop("canvas")
-        if tuple(input_size) != (canvas, canvas):
-            raise DataError(f"input_size {list(input_size)} must equal data.canvas ({canvas}) for the digits data")
-        return DigitsDataModule(
-            batch_size=batch_size, seed=seed, canvas=canvas, data_seed=options.pop("seed"), **options
-        )
+        if tuple(input_size) != (options["canvas"], options["canvas"]):
+            raise DataError(
+                f"input_size {list(input_size)} must equal data.canvas ({options['canvas']}) for the digits data"
+            )
+        options.pop("num_workers", None)  # in memory: no loader processes
+        return DigitsDataModule(batch_size, seed, options)
     if source == "imagefolder":
         return ImageFolderDataModule(input_size=input_size, batch_size=batch_size, seed=seed, **options)
     return CifarDataModule(source, input_size=input_size, batch_size=batch_size, seed=seed, **options)

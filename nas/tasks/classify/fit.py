@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from nas.core.errors import NonFiniteLoss
+from nas.core.task import FitHooks, FitResult
 
 
 class Classifier(pl.LightningModule):
@@ -25,7 +26,7 @@ class Classifier(pl.LightningModule):
 
     def __init__(self, model: nn.Module, num_classes: int, training: Mapping[str, Any]):
         super().__init__()
-        self.model, self.cfg = model, dict(training)
+        self.model, self.cfg = model, training
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.curve: list[float] = []
 
@@ -43,7 +44,7 @@ class Classifier(pl.LightningModule):
             torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world))
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.cfg.get("channels_last") else x
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -77,24 +78,22 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         cfg = self.cfg
-        if cfg["optimizer"] == "sgd":
+        if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(
                 self.parameters(),
-                lr=cfg["lr"],
-                momentum=cfg["momentum"],
-                weight_decay=cfg["weight_decay"],
+                lr=cfg.lr,
+                momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay,
                 nesterov=True,
             )
         else:
-            opt = torch.optim.AdamW(self.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+            opt = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         if total < 8:  # too few steps to shape: one-cycle's phases would be empty
             return opt
-        if cfg["schedule"] == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=cfg["lr"], total_steps=max(total, 1), pct_start=0.25
-            )
-        elif cfg["schedule"] == "cosine":
+        if cfg.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1), pct_start=0.25)
+        elif cfg.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
         else:
             return opt
@@ -121,7 +120,7 @@ def make_trainer(
     progress: bool = False,
 ) -> pl.Trainer:
     quiet_lightning()
-    precision = training["precision"]
+    precision = training.precision
     if precision != "32" and not torch.cuda.is_available() and precision == "16-mixed":
         precision = "bf16-mixed"  # float16 autocast on CPU is slow and unsupported by Lightning there
     logger: Any = False
@@ -135,12 +134,12 @@ def make_trainer(
             logger.append(
                 TensorBoardLogger(str(log_dir.parent), name=log_dir.name, version="", default_hp_metric=False)
             )
-    devices = training["devices"]
+    devices = training.devices
     # several devices: DDP in spawned processes. Plain "ddp" would start this whole command again in
     # every rank (each would run its own search); spawned ranks run only the fit.
     strategy = "ddp_spawn" if devices > 1 else "auto"
     return pl.Trainer(
-        max_epochs=epochs or training["epochs"],
+        max_epochs=epochs or training.epochs,
         accelerator=accelerator,
         devices=devices,
         precision=precision,
@@ -164,33 +163,6 @@ def tensorboard_available() -> bool:
     return any(importlib.util.find_spec(m) is not None for m in ("tensorboard", "tensorboardX"))
 
 
-class StepProgress(pl.Callback):
-    """What a fit is doing, for a live display: ``on_step(epoch, step, steps, samples_per_s)`` during
-    training (at most every ``every_s``, and at each epoch's last step) and ``on_phase("validating")``
-    when validation starts."""
-
-    def __init__(
-        self, on_step: Callable[[int, int, int, float], None], on_phase: Callable[[str], None], every_s: float = 0.5
-    ):
-        self.on_step, self.on_phase, self.every_s = on_step, on_phase, every_s
-        self._start = self._last = 0.0
-        self._samples = 0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: Any) -> None:
-        self._start, self._last, self._samples = time.perf_counter(), 0.0, 0
-
-    def on_train_batch_end(self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._samples += len(batch[0])
-        now, steps = time.perf_counter(), int(trainer.num_training_batches)
-        if now - self._last >= self.every_s or batch_idx + 1 == steps:
-            self._last = now
-            self.on_step(trainer.current_epoch + 1, batch_idx + 1, steps, self._samples / max(now - self._start, 1e-9))
-
-    def on_validation_start(self, trainer: pl.Trainer, module: Any) -> None:
-        if not trainer.sanity_checking:
-            self.on_phase("validating")
-
-
 def seed_everything(seed: int) -> None:
     pl.seed_everything(seed, workers=True, verbose=False)
 
@@ -207,7 +179,7 @@ def seeded_classifier(
 
     dm.shuffle_seed = seed
     model = build(arch, num_classes, in_chans, init_seed=seed)
-    if training["channels_last"]:
+    if training.channels_last:
         model = model.to(memory_format=torch.channels_last)
     seed_everything(seed)  # after the build: what the attention modules drew does not shift training
     return Classifier(model, num_classes, training)
@@ -253,36 +225,6 @@ def prepare_fit(
     return Fitting(module, trainer, dm)
 
 
-def fit_curve(
-    arch: Any,
-    seed: int,
-    dm: Any,
-    training: Mapping[str, Any],
-    num_classes: int,
-    in_chans: int,
-    epochs: int,
-    log_dir: Path | None = None,
-    on_epoch: Callable[[int, float], None] | None = None,
-    callbacks: Sequence[pl.Callback] = (),
-) -> list[float]:
-    """Train ``arch`` from ``seed`` for ``epochs`` without pruning and return its validation curve
-    (re-runs: the noise floor and the confirmation of the front)."""
-    hooks: list[pl.Callback] = [*callbacks, *([_EpochHook(on_epoch)] if on_epoch else [])]
-    fitting = prepare_fit(
-        arch, seed, dm, training, num_classes, in_chans, epochs=epochs, callbacks=hooks, log_dir=log_dir
-    )
-    try:
-        fitting.run()
-    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1)
-        raise KeyboardInterrupt from None
-    if fitting.trainer.interrupted:
-        raise KeyboardInterrupt
-    curve = fitting.module.curve
-    if len(curve) < epochs:
-        raise RuntimeError(f"training stopped after {len(curve)} of {epochs} epochs")
-    return list(curve)
-
-
 def fit_detached(trainer: pl.Trainer, module: Any, dm: Any, **kwargs: Any) -> None:
     """``trainer.fit`` that leaves the data module as it found it: Lightning keeps the trainer on the
     data module (``dm.trainer``), so a later fit that spawns DDP ranks would pickle this trainer and
@@ -293,29 +235,94 @@ def fit_detached(trainer: pl.Trainer, module: Any, dm: Any, **kwargs: Any) -> No
         dm.trainer = None
 
 
-class _EpochHook(pl.Callback):
-    def __init__(self, fn: Callable[[int, float], None]):
-        self.fn = fn
+class _Hooked(pl.Callback):
+    """A fit's ``FitHooks`` as a Lightning callback: the gate around every training and validation batch
+    and the seconds inside them, steps and phases for a display, the pruner's word after each validation
+    (rank 0 decides; the decision is broadcast, so with DDP every rank stops after the same epoch), and
+    the end. Only global rank 0 calls the hooks; a rank waiting at the gate while another holds it inside
+    a batch, waiting for the first in a collective, would deadlock with a latency measurement."""
+
+    def __init__(self, hooks: FitHooks, every_s: float = 0.5):
+        self.hooks, self.every_s = hooks, every_s
+        self.seconds = self._t0 = self._start = self._last = 0.0
+        self._samples = 0
+
+    def _batch_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        if trainer.is_global_zero:
+            self.hooks.batch_start()
+        self._t0 = time.perf_counter()
+
+    def _batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
+        self.seconds += time.perf_counter() - self._t0
+        if trainer.is_global_zero:
+            self.hooks.batch_end()
+
+    on_validation_batch_start = _batch_start
+    on_validation_batch_end = _batch_end
+    on_train_batch_start = _batch_start
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._batch_end(trainer)
+        if trainer.world_size > 1:
+            return
+        self._samples += len(batch[0])
+        now, steps = time.perf_counter(), int(trainer.num_training_batches)
+        if now - self._last >= self.every_s or batch_idx + 1 == steps:
+            self._last = now
+            rate = self._samples / max(now - self._start, 1e-9)
+            self.hooks.step(trainer.current_epoch + 1, batch_idx + 1, steps, rate)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: Any) -> None:
+        self._start, self._last, self._samples = time.perf_counter(), 0.0, 0
+
+    def on_validation_start(self, trainer: pl.Trainer, module: Any) -> None:
+        if not trainer.sanity_checking and trainer.world_size == 1:
+            self.hooks.phase("validating")
 
     def on_validation_end(self, trainer: pl.Trainer, module: Any) -> None:
-        if not trainer.sanity_checking and module.curve:
-            self.fn(len(module.curve), module.curve[-1])
+        if trainer.sanity_checking:
+            return
+        stop = self.hooks.epoch_end(list(module.curve), {}) if trainer.is_global_zero else False
+        if trainer.world_size > 1:
+            stop = trainer.strategy.broadcast(stop, src=0)
+        if stop:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, module: Any) -> None:
+        epochs = None
+        if trainer.world_size > 1:  # evidence that every rank stopped after the same epoch
+            gathered = trainer.strategy.all_gather(torch.tensor(len(module.curve)))
+            epochs = [int(e) for e in gathered.flatten()]
+        if trainer.is_global_zero:
+            self.hooks.fit_end(self.seconds, epochs)
+
+    def on_exception(self, trainer: pl.Trainer, module: Any, exception: BaseException) -> None:
+        self.hooks.release()  # the gate is never left held by a fit that failed inside a batch
 
 
-def trial_failure(e: BaseException) -> str | None:
-    """The reason to record when training a trial raised ``e``, for failures that belong to that
-    trial alone (the worker goes on); None for anything else. In a spawned DDP fit the rank's
-    exception arrives as text."""
-    if isinstance(e, NonFiniteLoss):
-        return str(e)
-    if isinstance(e, torch.OutOfMemoryError):
-        return f"out of memory ({str(e).splitlines()[0]})"
-    if e.__class__.__name__ == "ProcessExitedException":  # a DDP rank killed (the host's OOM killer)
-        return f"a DDP rank died: {e}"
-    if e.__class__.__name__ == "ProcessRaisedException":  # torch.multiprocessing, from a DDP rank
-        lines = [ln for ln in str(e).splitlines() if ln.strip()]
-        for name, what in (("NonFiniteLoss", ""), ("OutOfMemoryError", "out of memory ")):
-            hits = [ln for ln in lines if name in ln]
-            if hits:
-                return f"{what}{hits[-1].split(':', 1)[-1].strip()} (in a DDP rank)"
-    return None
+def fit(
+    arch: Any,
+    seed: int,
+    dm: Any,
+    training: Mapping[str, Any],
+    num_classes: int,
+    in_chans: int,
+    epochs: int,
+    log_dir: Path,
+    hooks: FitHooks,
+) -> FitResult:
+    """Train ``arch`` from ``seed`` for ``epochs`` unless ``hooks`` stop it: the classifier's fit for a
+    search trial and its re-runs. A Ctrl-C (which Lightning turns into ``sys.exit(1)``) is raised as
+    KeyboardInterrupt."""
+    fitting = prepare_fit(
+        arch, seed, dm, training, num_classes, in_chans, epochs=epochs, callbacks=[_Hooked(hooks)], log_dir=log_dir
+    )
+    try:
+        fitting.run()
+    except SystemExit as e:
+        if e.code in (None, 0, 1, 130):
+            raise KeyboardInterrupt from None
+        raise
+    if fitting.trainer.interrupted:
+        raise KeyboardInterrupt
+    return FitResult(list(fitting.module.curve), fitting.module.model)

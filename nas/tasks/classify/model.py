@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
 
 import attention
 from nas.core.architecture import NONE, Architecture, ArchitectureError, StageChoice
 from nas.core.seeding import seeded as _seeded
+from nas.measure.cost import ModelCost, count_flops, count_params
 from nas.tasks.classify import backbone as bb
 
 
@@ -91,25 +89,37 @@ def build(
     return model
 
 
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path:
-    """``model``'s state dict as safetensors at ``path`` (written to a temporary file and renamed, so a
-    reader never sees half a file), with string ``metadata``."""
-    from safetensors.torch import save_file
+def architecture_problems(arch: Architecture, input_size: tuple[int, int] = (224, 224), in_chans: int = 3) -> list[str]:
+    """Why ``arch`` cannot be built (empty when it can): stage count, placements, channel rules."""
+    reason = bb.check_model_name(arch.backbone)
+    if reason:
+        return [reason]
+    infos = bb.describe(arch.backbone, input_size, in_chans)
+    if len(infos) != len(arch.stages):
+        return [
+            f"{arch.backbone} has {len(infos)} stages with blocks (feature_info indices "
+            f"{', '.join(str(i.index) for i in infos)}); the architecture lists {len(arch.stages)}"
+        ]
+    problems = []
+    for info, choice in zip(infos, arch.stages, strict=True):
+        if choice.mechanism == NONE:
+            continue
+        problem = bb.placement_problem(
+            choice.mechanism, choice.placement, info.index, info.placements, info.builtin, choice.replace_builtin
+        )
+        if problem:
+            problems.append(problem)
+            continue
+        spec = attention.MECHANISMS[choice.mechanism]
+        for ch in info.channels[choice.placement]:
+            problems += [f"stage {info.index}: {e}" for e in spec.problems(ch, **dict(choice.hparams))]
+    return problems
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    return path
 
-
-def build_in(space: Any, arch: Architecture, num_classes: int, init_seed: int | None = None) -> nn.Module:
-    """``arch`` as ``space`` builds it: a timm classifier (``build``) or, for a detection space, the
-    ultralytics detector with its attention rows (``nas.tasks.detect.model.build``). The one dispatch every
-    part that needs a space's model calls."""
-    if space.is_detection:
-        from nas.tasks.detect.model import build as build_detector
-
-        return build_detector(space.detector, space.positions, arch, num_classes, init_seed=init_seed)
-    return build(arch, num_classes, space.in_chans, init_seed=init_seed)
+def model_cost(arch: Architecture, num_classes: int, input_size: tuple[int, int], in_chans: int) -> ModelCost:
+    """Params and FLOPs of the assembled model, computed on the meta device (no memory, no compute)."""
+    problems = architecture_problems(arch, input_size, in_chans)
+    if problems:
+        raise ArchitectureError(f"{arch}: " + "; ".join(problems))
+    model = build(arch, num_classes, in_chans, device="meta").eval()
+    return ModelCost(count_params(model), count_flops(model, torch.empty(1, in_chans, *input_size, device="meta")))

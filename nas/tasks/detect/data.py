@@ -198,9 +198,9 @@ def user_dataset(path: Path) -> DetectionData:
     return DetectionData(path.resolve(), names, counts[0], counts[1])
 
 
-def dataset(cfg: Mapping[str, Any], root: Path) -> DetectionData:
-    """The dataset a detection space's ``data`` section names: the embedded set (written under
-    ``root/data`` once) or the user's YAML."""
-    if cfg["source"] == "ultralytics":
-        return user_dataset(Path(cfg["yaml"]))
-    return digits_boxes(root, cfg)
+def dataset(cfg: Any, root: Path) -> DetectionData:
+    """The dataset a detection space's ``data`` section (its typed value) names: the embedded set
+    (written under ``root/data`` once) or the user's YAML."""
+    if cfg.source == "ultralytics":
+        return user_dataset(Path(cfg.yaml))
+    return digits_boxes(root, cfg.as_dict())

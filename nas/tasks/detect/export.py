@@ -15,6 +15,8 @@ import yaml
 
 from nas.core.artifacts import CARD_FILE, WEIGHTS_FILE, ExportError, ModelCard, install_weights
 from nas.core.names import write_text_atomic
+from nas.core.task import ExportFacts, ExportOptions
+from nas.tasks.detect.fit import MAP50_CURVE
 from nas.tasks.detect.model import MODEL_YAML
 
 LOADER = "load.py"
@@ -71,69 +73,59 @@ def model_yaml_text(d: dict[str, Any]) -> str:
     return text
 
 
-def export_detector(
-    study: Any,
-    trial: Any,
-    space: Any,
-    out: Path,
-    *,
-    weights_src: Path | None,
-    judged: dict[str, Any],
-    tolerance: float = 1e-4,
+def export(
+    space: Any, arch: Any, nc: int, out: Path, facts: ExportFacts, opts: ExportOptions
 ) -> tuple[list[Path], dict[str, float]]:
     """Write the folder (see the module's text); returns its files and the checks made."""
-    from nas.study.record import TrialInfo
-    from nas.study.studies import num_classes_of
-    from nas.tasks.classify.model import build_in
     from nas.tasks.detect import ultra
+    from nas.tasks.detect.model import build
 
+    if opts.onnx or opts.torchscript:
+        raise ExportError(
+            "--onnx/--torchscript: a detector is exported as an ultralytics model YAML with its weights; "
+            "convert it with ultralytics itself: load().export(format='onnx') (see load.py)"
+        )
     ultra.load()
-    info = TrialInfo.of(trial)
-    arch = info.architecture
-    nc = num_classes_of(study, space)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / MODEL_YAML, out / LOADER, out / CARD_FILE, out / "metrics.json"]
     write_text_atomic(files[0], model_yaml_text(export_yaml(space, arch, nc)))
     write_text_atomic(files[1], LOAD_PY)
-    ModelCard(
-        arch,
-        nc,
-        3,
-        space.input_size,
-        dict(space.data),
-        {**dict(space.training), "seed": info.seed or 0, "epochs": len(info.curve) or space.training["epochs"]},
-        task="detect",
-    ).write(out)
-    map50 = trial.user_attrs.get("map50_curve") or []
+    training = {
+        **space.training.as_dict(),
+        "seed": facts.seed or 0,
+        "epochs": len(facts.curve) or space.training.epochs,
+    }
+    ModelCard(arch, nc, 3, space.input_size, space.data.as_dict(), training, task="detect").write(out)
+    map50 = facts.attrs.get(MAP50_CURVE) or []
     metrics = {
-        "study": study.study_name,
-        "trial": trial.number,
+        "study": facts.study,
+        "trial": facts.number,
         "architecture": str(arch),
         "detector": space.detector.source,
-        "mAP50-95": trial.values[0],
+        "mAP50-95": facts.values[0],
         "mAP50": map50[-1] if map50 else None,
-        "latency_ms": info.latency_ms,
-        "latency_ci_ms": list(info.latency_ci_ms) if info.latency_ci_ms else None,
-        "latency_target": info.latency_target,
-        "seed": info.seed,
-        "params": info.params,
-        "flops": info.flops,
-        "map50_95_curve": list(info.curve) or None,
+        "latency_ms": facts.latency_ms,
+        "latency_ci_ms": list(facts.latency_ci_ms) if facts.latency_ci_ms else None,
+        "latency_target": facts.latency_target,
+        "seed": facts.seed,
+        "params": facts.params,
+        "flops": facts.flops,
+        "map50_95_curve": list(facts.curve) or None,
         "map50_curve": list(map50) or None,
-        "weights": WEIGHTS_FILE if weights_src else None,
-        **judged,
+        "weights": WEIGHTS_FILE if opts.weights_src else None,
+        **facts.judged,
     }
     write_text_atomic(files[3], json.dumps(metrics, indent=1))
 
     from ultralytics import YOLO
 
-    reference = build_in(space, arch, nc).eval()
+    reference = build(space.detector, space.positions, arch, nc).eval()
     generated = YOLO(str(files[0]), task="detect").model.eval()
-    files += install_weights(weights_src, out, reference, generated)
+    files += install_weights(opts.weights_src, out, reference, generated)
     size = space.input_size[0]
     x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = float((generated(x)[0] - reference(x)[0]).abs().max())
-    if not diff <= tolerance:
+    if not diff <= opts.tolerance:
         raise ExportError(f"{out}: the model built from {MODEL_YAML} differs from the search's by {diff:.3g}")
     return files, {MODEL_YAML: diff}

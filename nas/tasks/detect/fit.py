@@ -2,7 +2,7 @@
 
 The trainer gets the seeded model we built (``get_model``), trains with the space's epochs, image size,
 batch, optimiser and schedule, validates after every epoch (mAP50-95 and mAP50 of the EMA weights, as
-ultralytics reports them) and calls ``on_epoch(curve)`` there: a True answer stops the fit (the
+ultralytics reports them) and calls ``hooks.epoch_end`` there: a True answer stops the fit (the
 search's pruning). It writes no checkpoints (the search keeps the final EMA weights itself) and skips
 ultralytics' final re-validation of best.pt (the search's objective is the last epoch, as for
 classification). Its console output goes to ``<log_dir>/ultralytics.log``; its results.csv to log_dir.
@@ -13,54 +13,44 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from nas.core.errors import NonFiniteLoss
+from nas.core.task import FitHooks, FitResult
 
 MAP = "metrics/mAP50-95(B)"
 MAP50 = "metrics/mAP50(B)"
+MAP50_CURVE = "map50_curve"  # a trial's mAP50 after each epoch, recorded beside its mAP50-95 curve
 OPTIMIZERS = {"sgd": "SGD", "adamw": "AdamW"}
 
 
-@dataclass
-class DetectionFit:
-    """The outcome of a fit: mAP50-95 and mAP50 after each epoch, the EMA model those were measured
-    with, and the seconds inside training and validation."""
-
-    curve: list[float] = field(default_factory=list)
-    map50: list[float] = field(default_factory=list)
-    model: nn.Module | None = None
-    seconds: float = 0.0
-
-
 def trainer_args(
-    data_yaml: Path, training: Mapping[str, Any], imgsz: int, epochs: int, seed: int, log_dir: Path, device: str
+    data_yaml: Path, training: Any, imgsz: int, epochs: int, seed: int, log_dir: Path, device: str
 ) -> dict[str, Any]:
     """ultralytics' arguments for a fit: the one place the space's training section becomes them."""
-    schedule = training["schedule"]
+    schedule = training.schedule
     return {
         "data": str(data_yaml),
         "epochs": epochs,
         "imgsz": imgsz,
-        "batch": training["batch_size"],
-        "optimizer": OPTIMIZERS[training["optimizer"]],
-        "lr0": training["lr"],
+        "batch": training.batch_size,
+        "optimizer": OPTIMIZERS[training.optimizer],
+        "lr0": training.lr,
         "lrf": 1.0 if schedule == "constant" else 0.01,
         "cos_lr": schedule == "cosine",
-        "momentum": training["momentum"],
-        "weight_decay": training["weight_decay"],
-        "warmup_epochs": training["warmup_epochs"],
-        "mosaic": training["mosaic"],
-        "close_mosaic": training["close_mosaic"],
+        "momentum": training.momentum,
+        "weight_decay": training.weight_decay,
+        "warmup_epochs": training.warmup_epochs,
+        "mosaic": training.mosaic,
+        "close_mosaic": training.close_mosaic,
         "seed": seed,
         "deterministic": True,
         "device": device,
-        "workers": training.get("num_workers", 0),
+        "workers": 0,  # the images are small; data.num_workers is not passed on (it never was)
         "amp": False,  # ultralytics' AMP check downloads a model; the space's precision is 32 for detection
         "project": str(log_dir.parent.resolve()),
         "name": log_dir.name,
@@ -81,22 +71,17 @@ def fit(
     epochs: int,
     seed: int,
     log_dir: Path,
-    *,
-    on_epoch: Callable[[list[float], list[float]], bool] | None = None,
-    on_step: Callable[[int, int, int, float], None] | None = None,
-    on_phase: Callable[[str], None] | None = None,
-    on_batch: tuple[Callable[[], None], Callable[[], None]] | None = None,
+    hooks: FitHooks,
     device: str = "cpu",
-) -> DetectionFit:
-    """Train ``model`` (a DetectionModel) for ``epochs`` unless ``on_epoch`` stops it; see the module's
-    text. ``on_step(epoch, step, steps, images_per_s)`` during training; ``on_batch``: called at the
-    start and end of every training batch (the latency gate)."""
+) -> FitResult:
+    """Train ``model`` (a DetectionModel) for ``epochs`` unless ``hooks.epoch_end`` stops it; see the
+    module's text. The gate hooks hold every training and validation batch."""
     from nas.tasks.detect import ultra
 
     ultra.load()
     from ultralytics.models.yolo.detect import DetectionTrainer
 
-    result = DetectionFit()
+    result = FitResult(extra={MAP50_CURVE: []})
     prebuilt = model
 
     class SearchTrainer(DetectionTrainer):
@@ -132,45 +117,40 @@ def fit(
         state.update(step=0, start=time.perf_counter(), images=0, last=0.0)
 
     def batch_start(t: Any) -> None:
-        if on_batch:
-            on_batch[0]()
+        hooks.batch_start()
         state["batch_t0"] = time.perf_counter()
 
     def batch_end(t: Any) -> None:
         now = time.perf_counter()
         result.seconds += now - state["batch_t0"]
-        if on_batch:
-            on_batch[1]()
+        hooks.batch_end()
         state["step"] += 1
         state["images"] += int(t.batch_size)
         steps = len(t.train_loader)
-        if on_step and (now - state["last"] >= 0.5 or state["step"] == steps):
+        if now - state["last"] >= 0.5 or state["step"] == steps:
             state["last"] = now
-            on_step(t.epoch + 1, state["step"], steps, state["images"] / max(now - state["start"], 1e-9))
+            hooks.step(t.epoch + 1, state["step"], steps, state["images"] / max(now - state["start"], 1e-9))
 
     def epoch_end(t: Any) -> None:  # after validation; once per epoch trained (final_eval is skipped)
         metrics = t.metrics or {}
         if MAP not in metrics:
             return
         result.curve.append(float(metrics[MAP]))
-        result.map50.append(float(metrics[MAP50]))
+        result.extra[MAP50_CURVE].append(float(metrics[MAP50]))
         result.model = t.ema.ema if t.ema else t.model
-        if on_epoch and on_epoch(list(result.curve), list(result.map50)):
+        if hooks.epoch_end(list(result.curve), {MAP50_CURVE: [round(v, 5) for v in result.extra[MAP50_CURVE]]}):
             t.stop = True
 
     def train_epoch_end(t: Any) -> None:
-        if on_phase:
-            on_phase("validating")
+        hooks.phase("validating")
 
     def val_start(v: Any) -> None:  # validation batches hold the gate too (the validator copies our callbacks)
-        if on_batch:
-            on_batch[0]()
+        hooks.batch_start()
         state["val_t0"] = time.perf_counter()
 
     def val_end(v: Any) -> None:
         result.seconds += time.perf_counter() - state["val_t0"]
-        if on_batch:
-            on_batch[1]()
+        hooks.batch_end()
 
     trainer.add_callback("on_val_batch_start", val_start)
     trainer.add_callback("on_val_batch_end", val_end)
@@ -179,8 +159,12 @@ def fit(
     trainer.add_callback("on_train_batch_end", batch_end)
     trainer.add_callback("on_train_epoch_end", train_epoch_end)
     trainer.add_callback("on_fit_epoch_end", epoch_end)
-    with ultra.logged_to(log_dir / "ultralytics.log"):
-        trainer.train()
+    try:
+        with ultra.logged_to(log_dir / "ultralytics.log"):
+            trainer.train()
+    finally:
+        hooks.release()  # the gate is never left held by a fit that failed inside a batch
     with contextlib.suppress(OSError):
         (log_dir / "weights").rmdir()  # made by ultralytics for checkpoints it does not write here
+    hooks.fit_end(result.seconds, None)
     return result

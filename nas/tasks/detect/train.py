@@ -6,19 +6,51 @@ the search's seeded build, so the curve is not the trial's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from nas.core.artifacts import ModelCard
 from nas.core.errors import BadOption, UserError
+from nas.core.task import TrainResult
 
 
 def train(
+    source: Path,
+    card: ModelCard,
+    raw_training: Mapping[str, Any],
+    data: str | None,
+    out: Path | None,
+    resume: bool,
+    force: bool,
+    report: Callable[[int, int, float], None],
+    announce: Callable[[str], None],
+) -> TrainResult:
+    """A detection export (a folder: model.yaml, weights, architecture.yaml) trained into ``out``
+    (default ``<export>/train``); ``data``: an ultralytics dataset YAML instead of the card's data."""
+    from nas.core.artifacts import CARD_FILE
+    from nas.core.names import check_out
+    from nas.tasks.detect.settings import parse_settings
+
+    if not source.is_dir():
+        raise BadOption(
+            "SOURCE", str(source), "a detection export is a folder (model.yaml, weights, architecture.yaml)"
+        )
+    raw = {"data": {"source": "ultralytics", "yaml": data} if data else dict(card.data), "training": raw_training}
+    data_cfg, training = parse_settings(str(source / CARD_FILE), raw)
+    out = out or source / "train"
+    check_out(out, inputs=[source], force=force, ours=lambda f: (f / "weights").is_dir())
+    curve, done, weights = _train(
+        card, source, training, data_cfg, out, resume=resume, report=report, announce=announce
+    )
+    return TrainResult(out, curve, done, weights, loads_with=f"after register(), YOLO({str(weights)!r}) loads it")
+
+
+def _train(
     card: ModelCard,
     folder: Path,
-    training: dict[str, Any],
-    data_cfg: dict[str, Any],
+    training: Any,
+    data_cfg: Any,
     out: Path,
     *,
     resume: bool,
@@ -38,7 +70,7 @@ def train(
     if not model_yaml.is_file():
         raise BadOption("SOURCE", str(folder), f"a detection export folder holds {MODEL_YAML}; it is missing")
     model = read_model_yaml(model_yaml)  # data, checked, before ultralytics parses it
-    epochs, seed = training["epochs"], training["seed"]
+    epochs, seed = training.epochs, training.seed
     last = out / "weights" / "last.pt"
     if last.exists() and not resume:
         raise BadOption("--restart", str(out), f"{last} exists; pass --resume to continue it, or choose another --out")

@@ -30,7 +30,7 @@ from nas.measure.cost import (
 )
 
 if TYPE_CHECKING:
-    from nas.search.pruning import Recorded
+    from nas.search import Recorded
 
 
 def _timm_sk(channels: int, device: torch.device) -> nn.Module:
@@ -154,7 +154,7 @@ def check_module_input(batch: int, channels: int, size: int, repeats: int) -> No
 
 
 def load_recorded(path: Path) -> list[Recorded]:
-    from nas.search.pruning import Recorded
+    from nas.search import Recorded
 
     try:
         data = json.loads(path.read_text())
@@ -185,8 +185,8 @@ def recorded_from_study(study: Any) -> tuple[list[Recorded], dict[str, Any]]:
     further seeds where the study holds them (``record_seeds``)."""
     from optuna.trial import TrialState
 
-    from nas.search.confirm import fresh_seeds, reruns
-    from nas.search.pruning import Recorded
+    from nas.search import Recorded
+    from nas.study.confirmation import fresh_seeds, reruns
     from nas.study.record import TrialInfo
 
     rows = []
@@ -250,19 +250,20 @@ def record_seeds(study: Any, seeds: int, root: Path, status: Callable[[str], Non
     resumes). Returns the runs trained."""
     from optuna.trial import TrialState
 
+    from nas import search
     from nas.report import fitter
-    from nas.search import confirm as cf
+    from nas.study import confirmation as cf
     from nas.study.record import TrialInfo
 
     complete = map(TrialInfo.of, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     archs = [info.arch for info in complete if not info.is_copy]
     jobs = [(a, s) for s in cf.fresh_seeds(study, seeds - 1) for a in archs]
-    return cf.run_reruns(study, jobs, fitter(study, status, root), "recording")
+    return search.run_reruns(study, jobs, fitter(study, status, root), "recording")
 
 
 def bench_pruning(rows: list[Recorded], eta: int) -> tuple[list[dict[str, Any]], tuple[float, float]]:
     from nas.core.pareto import hypervolume, pareto_front
-    from nas.search.pruning import confirmed_front, noise_from_records, replay_moasha, replay_none, replay_optuna_sh
+    from nas.search import confirmed_front, noise_from_records, replay_moasha, replay_none, replay_optuna_sh
 
     ref = (0.0, 1.1 * max(r.latency for r in rows))
     noise = noise_from_records(rows)
@@ -311,8 +312,7 @@ def bench_workers(
     import optuna
     from optuna.trial import TrialState
 
-    from nas.search.options import SearchOptions
-    from nas.search.workers import cpu_count
+    from nas.search import SearchOptions, cpu_count
     from nas.study.record import TrialInfo
 
     rows: list[dict[str, Any]] = []

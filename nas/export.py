@@ -36,7 +36,7 @@ def pick_best(
     In a confirmed study the front and the accuracies are the confirmed ones (means over the fresh
     seeds, the front recomputed on them), as ``nas report`` shows them: a single lucky run is not
     "the best"; the reason then carries the member's verdict against the baseline."""
-    from nas.report import analyse, verdict_text
+    from nas.study.analysis import analyse, verdict_text
     from nas.study.studies import front
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -159,7 +159,7 @@ def judged(study: optuna.Study, trial: optuna.trial.FrozenTrial, remeasure: bool
     """The figures ``nas report`` shows for the trial: latency re-measured beside the baseline (with
     ``remeasure``), the noise floor, and where confirmed its mean accuracy, paired difference to the
     baseline (95% intervals) and verdict."""
-    from nas.report import analyse, verdict_text
+    from nas.study.analysis import analyse, verdict_text
 
     a = analyse(study, measure_again=remeasure, include=[trial.number])
     m = next(m for m in a.members if m.number == trial.number)

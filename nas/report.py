@@ -1,214 +1,30 @@
-"""``nas report``: the Pareto front as a table, its hypervolume and a plot."""
+"""``nas report``: the front as ``nas.study.analysis`` judges it (after training the confirmation runs it
+is asked for), as a table, its hypervolume and a plot (PNG and a self-contained HTML page)."""
 
 from __future__ import annotations
 
 import html
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from nas.core.errors import BadOption, UserError
+from nas import search
+from nas.core.errors import UserError
 from nas.core.names import replacing, write_text_atomic
-from nas.core.pareto import hypervolume
 from nas.core.stats import BETTER, TIED, WORSE
-from nas.search import confirm as cf
-from nas.search.confirm import NOT_PAIRED, Member, Noise
+from nas.study import analysis
+from nas.study import confirmation as cf
+from nas.study.analysis import Analysis, points_text, shown_trials, summary, verdict_text
+from nas.study.confirmation import NOT_PAIRED, Member
 from nas.study.record import TrialInfo, study_attr
-from nas.study.studies import front, num_classes_of, space_of
+from nas.study.studies import num_classes_of, space_of
 
-baseline_trial = cf.baseline_trial
-
-
-def reference_point(study: optuna.Study) -> tuple[float, float]:
-    """(accuracy 0, 1.1 x the largest latency of a complete feasible trial)."""
-    lats = [t.values[1] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if not lats:
-        raise UserError(f"study {study.study_name!r} has no complete trial yet")
-    return 0.0, 1.1 * max(lats)
-
-
-def summary(study: optuna.Study) -> dict[str, Any]:
-    ref = reference_point(study)
-    pts = [(t.values[0], t.values[1]) for t in front(study)]
-    return {"reference": ref, "hypervolume": hypervolume(pts, ref), **timing_summary(study)}
-
-
-def timing_summary(study: optuna.Study) -> dict[str, Any]:
-    """Wall time from the first trial's start to the last one's end; epochs trained; and the per-trial
-    overhead: the share of trained trials' time spent outside training and validation batches (model
-    build, latency, Trainer setup, storage writes), pooled over trials."""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
-    if not trials:
-        return {"wall_s": 0.0, "epochs": 0, "overhead_pct": None}
-    wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-    trained = [(t, info) for t in trials if (info := TrialInfo.of(t)).seconds_train_val is not None]
-    total = sum((t.datetime_complete - t.datetime_start).total_seconds() for t, _ in trained)
-    inside = sum(info.seconds_train_val or 0.0 for _, info in trained)
-    epochs = sum(len(info.curve) for _, info in trained)
-    return {"wall_s": wall, "epochs": epochs, "overhead_pct": 100 * (1 - inside / total) if total else None}
-
-
-# ----------------------------------------------------------------------------------------------------
-# The front as the report shows it: every figure with its uncertainty
-# ----------------------------------------------------------------------------------------------------
-
-
-def _member(t: optuna.trial.FrozenTrial) -> Member:
-    info = TrialInfo.of(t)
-    lat = info.latency_ms if info.latency_ms is not None else float(t.values[1])
-    lo, hi = info.latency_ci_ms or (lat, lat)
-    return Member(
-        t.number,
-        info.arch or "?",
-        float(t.values[0]),
-        lat,
-        lo,
-        hi,
-        info.params or 0,
-        info.flops or 0,
-        info.baseline,
-        second=float(t.values[1]),
-    )
-
-
-def _latency_objective(study: optuna.Study) -> bool:
-    return list(study_attr(study, "objectives", list, ["accuracy", "latency"]))[1:] == ["latency"]
-
-
-def shown_trials(study: optuna.Study, include: Sequence[int] = ()) -> list[optuna.trial.FrozenTrial]:
-    """The front's trials, the baseline (every figure is read against it) and the complete trials
-    numbered in ``include``, each once."""
-    trials = list(front(study))
-    base = baseline_trial(study)
-    extra = ([base] if base is not None else []) + [get_complete(study, n) for n in include]
-    for t in extra:
-        if all(t.number != s.number for s in trials):
-            trials.append(t)
-    return trials
-
-
-def get_complete(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
-    trials = study.get_trials(deepcopy=False)
-    if not 0 <= number < len(trials):
-        raise BadOption("--include", number, f"a trial number of study {study.study_name!r} (0 to {len(trials) - 1})")
-    t = trials[number]
-    copy = TrialInfo.of(t).is_copy
-    if t.state != TrialState.COMPLETE or copy:
-        raise BadOption(
-            "--include",
-            number,
-            f"a complete trial (trial {number} is {t.state.name.lower()}"
-            + (", a copy of another" if copy else "")
-            + ")",
-        )
-    return t
-
-
-def remeasure(study: optuna.Study, members: Sequence[Member], space: Any) -> list[Member]:
-    """Every shown architecture and the baseline timed again now, all in one interleaved run against
-    the plain backbone, x the study's reference latency: figures that share the machine's state, and
-    each member's difference to the baseline from ratios taken in the same rounds."""
-    from nas.core.architecture import Architecture
-    from nas.core.stats import median_interval
-    from nas.measure.cost import LatencyTarget, PairedMeter
-    from nas.study.latency import reference_latency_ms
-
-    target = LatencyTarget.from_space(space.latency)
-    classes = num_classes_of(study, space)
-    reference = space.task.build(space, space.baseline(), classes, init_seed=0)
-    meter = PairedMeter(target, reference, space.in_chans)
-    ref_ms = reference_latency_ms(study, target, str(space.baseline()), lambda: meter.reference_ms)
-    objective = _latency_objective(study)
-    ratios = meter.ratios([space.task.build(space, Architecture.parse(m.arch), classes, init_seed=0) for m in members])
-    base_i = next((i for i, m in enumerate(members) if m.baseline), None)
-    out = []
-    for m, r in zip(members, ratios, strict=True):
-        lo, hi = r.interval
-        diff = None
-        if base_i is not None and not m.baseline:
-            d = [(x - y) * ref_ms for x, y in zip(r.samples, ratios[base_i].samples, strict=True)]
-            import statistics
-
-            dlo, dhi = median_interval(d)
-            diff = (statistics.median(d), dlo, dhi)
-        out.append(
-            replace(
-                m,
-                latency=r.median * ref_ms,
-                latency_low=lo * ref_ms,
-                latency_high=hi * ref_ms,
-                latency_diff=diff,
-                remeasured=True,
-                second=r.median * ref_ms if objective else m.second,
-            )
-        )
-    return out
-
-
-@dataclass(frozen=True)
-class Analysis:
-    members: list[Member]  # the front's members and the baseline, fastest first
-    noise: Noise | None
-    confirm: int  # seeds of the confirmation (0: not confirmed)
-    seeds: list[int]
-    metric: str = "accuracy"  # the quality objective's name (a detector's: mAP50-95)
-
-    @property
-    def baseline(self) -> Member | None:
-        return next((m for m in self.members if m.baseline), None)
-
-    @property
-    def confirmed(self) -> bool:
-        """Some member other than the baseline has a paired difference (the baseline's noise-floor
-        runs alone confirm nothing)."""
-        return any(m.difference is not None for m in self.members if not m.baseline)
-
-    @property
-    def used_seeds(self) -> int:
-        return max((m.difference.n for m in self.members if m.difference is not None), default=0)
-
-    def headline(self) -> str:
-        """The report's first line: the verdict, never stronger than the evidence."""
-        if self.baseline is None:
-            return "No baseline trial: the differences cannot be judged (a stage of the space has no 'none')."
-        others = [m for m in self.members if not m.baseline]
-        if not others:
-            return "The front holds the baseline alone: no attention placement found that is faster or more accurate."
-        if not self.confirmed:
-            noise = str(self.noise) if self.noise else "noise not measured"
-            return (
-                f"Not confirmed: every {self.metric} is one training run ({noise}); no member is called better than "
-                "the baseline before 'nas report --confirm 3' re-trains the front from fresh seeds."
-            )
-        better = [m for m in others if m.verdict == BETTER]
-        n, judged = self.used_seeds, sum(1 for m in others if m.difference is not None)
-        level = (
-            f"paired 95% intervals, Bonferroni-adjusted for {judged} comparisons"
-            if judged > 1
-            else "paired 95% interval"
-        )
-        pending = [m.number for m in others if m.difference is None]
-        tail = f" Not confirmed yet: trial(s) {', '.join(map(str, pending))}." if pending else ""
-        if not better:
-            return (
-                f"No front member is better than the baseline in {self.metric}: confirmed over {n} fresh seeds, no "
-                f"interval of the difference lies above 0 ({level}).{tail}"
-            )
-        names = ", ".join(f"trial {m.number} ({_points(m.difference)})" for m in better)
-        return f"Better than the baseline in {self.metric}, confirmed over {n} fresh seeds ({level}): {names}.{tail}"
-
-
-def _points(e: Any) -> str:
-    if e is None:
-        return "-"
-    if e.n < 2 or math.isnan(e.half_width):
-        return f"{100 * e.mean:+.1f} pts"
-    return f"{100 * e.mean:+.1f} ± {100 * e.half_width:.1f} pts"
+__all__ = ["analyse", "count", "figure", "fitter", "plot", "summary", "table_rows", "verdict_text", "write_html"]
 
 
 def analyse(
@@ -216,70 +32,28 @@ def analyse(
     *,
     confirm: int = 0,
     measure_again: bool = True,
-    fit: cf.Fit | None = None,
+    fit: search.Fit | None = None,
     status: Callable[[str], None] = lambda s: None,
     include: Sequence[int] = (),
 ) -> Analysis:
-    """The front and the baseline (and the trials in ``include``), re-measured (``measure_again``),
-    confirmed from ``confirm`` fresh seeds (training what is missing with ``fit``; runs already
-    stored are reused) and judged."""
-    space = space_of(study)
-    trials = shown_trials(study, include)
-    members = [_member(t) for t in trials]
-    noise = cf.noise_of(study)
-    k = confirm or _stored_confirm(study)
+    """``nas.study.analysis.analyse``, after training with ``fit`` the confirmation runs of the shown
+    members that are missing at ``confirm`` fresh seeds (runs already stored are reused)."""
     if confirm and fit is not None:
-        cf.run_reruns(study, cf.confirm_jobs(study, [m.arch for m in members], confirm), fit, "confirming the front")
-    base = next((m for m in members if m.baseline), None)
-    if base is not None:
-        members = [
-            m
-            if m.baseline
-            else replace(
-                m,
-                unconfirmed=cf.unconfirmed_difference(
-                    m.search_accuracy, base.search_accuracy, noise, cf.resolution(study)
-                ),
-            )
-            for m in members
-        ]
-    if measure_again and space is not None:
-        status("re-measuring latency of the front and the baseline, interleaved")
-        members = remeasure(study, members, space)
-    if k:
-        members = cf.judge(study, members, k)  # the front recomputed on mean accuracy and latency now
-    members.sort(key=lambda m: m.latency)
-    metric = (study.metric_names or ["accuracy"])[0]
-    return Analysis(members, noise, k, cf.fresh_seeds(study, k) if k else [], metric)
+        archs = [TrialInfo.of(t).arch for t in shown_trials(study, include)]
+        search.run_reruns(study, search.confirm_jobs(study, archs, confirm), fit, "confirming the front")
+    return analysis.analyse(study, confirm=confirm, measure_again=measure_again, status=status, include=include)
 
 
-def _stored_confirm(study: optuna.Study) -> int:
-    """The confirmation the search ran (its space's ``training.confirm``; 0: none)."""
-    space = space_of(study)
-    return space.training.confirm if space is not None else 0
-
-
-def fitter(study: optuna.Study, status: Callable[[str], None] = lambda s: None, root: Path = Path("runs")) -> cf.Fit:
+def fitter(
+    study: optuna.Study, status: Callable[[str], None] = lambda s: None, root: Path = Path("runs")
+) -> search.Fit:
     """Re-runs for ``nas report --confirm``: the study's space, data and seed, as its trials trained."""
     space = space_of(study)
     if space is None:
         raise UserError(f"study {study.study_name!r} does not record its search space; it cannot be re-trained")
     data = space.task.data(space, root, cf.study_seed(study))
     epochs = study_attr(study, "epochs", int, space.training.epochs)  # as the trials trained
-    return cf.make_fit(space, data, num_classes_of(study, space), epochs, root / study.study_name, status)
-
-
-def verdict_text(m: Member) -> str:
-    if m.baseline:
-        return "baseline"
-    if m.verdict:
-        return m.verdict
-    u = m.unconfirmed
-    if u is None:
-        return "not confirmed; noise not measured"
-    if u.low <= 0 <= u.high:
-        return "tie: within noise (not confirmed)"
-    return ("ahead" if u.low > 0 else "behind") + " beyond noise, not confirmed"
+    return search.make_fit(space, data, num_classes_of(study, space), epochs, root / study.study_name, status)
 
 
 def count(n: int) -> str:
@@ -325,7 +99,7 @@ def table_rows(a: Analysis, names: Sequence[str], short: bool = False) -> tuple[
                 else f"{m.accuracy.mean:.4f}\n(n=1)"
             )
         )
-        diff = "-" if m.baseline else _points(m.difference if m.difference is not None else m.unconfirmed)
+        diff = "-" if m.baseline else points_text(m.difference if m.difference is not None else m.unconfirmed)
         if not m.baseline and m.difference is None and m.unconfirmed is not None:
             diff += "\n(1 run)"
         lat = f"{m.latency:.3f}\n[{m.latency_low:.3f},\n{m.latency_high:.3f}]" + ("" if m.remeasured else "\nstored")

@@ -12,8 +12,8 @@ from attention import Attention, mechanism
 from nas import export, report
 from nas import train as nas_train
 from nas.core.stats import TIED, WORSE
-from nas.search import confirm as cf
-from nas.search.loop import Search
+from nas.search._loop import Search
+from nas.study import confirmation as cf
 from nas.tasks.spacefile import load_space
 
 from _helpers import run_nas, space_file

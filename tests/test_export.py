@@ -61,7 +61,7 @@ def test_export_best_follows_the_confirmed_front_not_the_luckiest_run(tmp_path):
     from optuna.trial import TrialState, create_trial
 
     from nas import export
-    from nas.search import confirm as cf
+    from nas.study import confirmation as cf
 
     from _helpers import space_file
 

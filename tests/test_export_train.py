@@ -20,7 +20,7 @@ from nas import export
 from nas import train as nas_train
 from nas.core.architecture import Architecture
 from nas.core.errors import UserError
-from nas.search.loop import Search
+from nas.search._loop import Search
 from nas.study.studies import front
 from nas.tasks.classify import export as classify_export
 from nas.tasks.classify.model import build

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from nas.core.errors import BadOption
-from nas.search.locks import LatencyGate, StudyLock
-from nas.search.workers import cpu_count, plan
+from nas.search._locks import LatencyGate, StudyLock
+from nas.search._workers import cpu_count, plan
 
 from _helpers import run_nas
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from nas.search.loop import MAX_FAILURES, Progress, Start, Stop, Wait, decide
+from nas.search._loop import MAX_FAILURES, Progress, Start, Stop, Wait, decide
 
 
 def progress(**kw) -> Progress:

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from nas.core.pareto import hypervolume, nondominated_ranks, pareto_front
-from nas.search.pruning import MOASHA, Recorded, replay_moasha, replay_none, rungs
+from nas.search._pruning import MOASHA, Recorded, replay_moasha, replay_none, rungs
 
 
 def test_rungs():
@@ -74,7 +74,7 @@ def test_replay_within_noise_stops_fewer_members_of_the_confirmed_front():
     """Ten architectures whose epoch-1 accuracies differ by less than the seed noise: the plain rung
     decision prunes by that noise, the noise-aware one keeps what it cannot tell apart, and the count
     of confirmed-front members stopped says so."""
-    from nas.search.pruning import confirmed_front, noise_from_records, replay_moasha
+    from nas.search._pruning import confirmed_front, noise_from_records, replay_moasha
 
     base = Recorded(
         0,
@@ -118,7 +118,7 @@ def test_tpe_samples_after_pruned_trials_that_carry_learning_curves():
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
 
-    from nas.search.samplers import _AccuracyView, make_sampler
+    from nas.search._samplers import _AccuracyView, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler("tpe", 0))

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from nas import export
-from nas.search.loop import Search
+from nas.search._loop import Search
 from nas.tasks.spacefile import load_space
 
 from _helpers import space_file

@@ -4,7 +4,7 @@ empty, never as a KeyError."""
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.core.architecture import Architecture
-from nas.search.pruning import rung_values
+from nas.search._pruning import rung_values
 from nas.study import record as r
 from nas.study.record import TrialInfo
 

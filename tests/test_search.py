@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search.loop import Reporter, Search
+from nas.search._loop import Reporter, Search
 from nas.study.studies import count_states, front
 from nas.tasks.spacefile import load_space
 
@@ -115,7 +115,7 @@ def test_copies_do_not_count_and_a_stuck_sampler_cannot_loop(tmp_path, monkeypat
     PRUNED copy (its twin's curve as intermediate values, not among optuna-dashboard's best trials),
     a sampler that only repeats itself gets an unseen architecture after MAX_COPIES copies, and a
     space smaller than --trials ends exhausted and says so."""
-    from nas.search import loop
+    from nas.search import _loop as loop
 
     monkeypatch.setattr(loop, "make_sampler", lambda name, seed: StuckSampler())
     seen = Recording()

@@ -24,7 +24,7 @@ from nas.core.stats import (
 )
 from nas.measure import cost
 from nas.measure.cost import Ratio, time_against_reference
-from nas.search.pruning import MOASHA, within_noise
+from nas.search._pruning import MOASHA, within_noise
 from nas.tasks.classify.model import build
 
 

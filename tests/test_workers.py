@@ -16,7 +16,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from nas.search.loop import Search
+from nas.search._loop import Search
 from nas.tasks.spacefile import load_space
 
 from _helpers import Polled, run_nas, space_file

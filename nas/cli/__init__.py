@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from nas.cli import bench, check, export, mechanisms, report, search, train, viz  # noqa: F401  (registers the commands)
 from nas.cli.base import app
 from nas.cli.console import err_console, shown
+from nas.core import signals as signals
 from nas.core.errors import exit_code_of
-from nas.search import signals
 
 app.command("viz")(viz.viz_cmd)
 

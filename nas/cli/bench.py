@@ -13,7 +13,7 @@ from nas.cli.base import bench_app
 from nas.cli.console import console, shown
 from nas.core.errors import MAX_THREADS, BadOption, check_range
 from nas.core.names import check_out
-from nas.search.options import MAX_TRIALS
+from nas.search import MAX_TRIALS
 
 if TYPE_CHECKING:
     import torch

@@ -14,8 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from nas.cli.console import console, plain, shown
-from nas.search.confirm import noise_of
-from nas.search.loop import Reporter
+from nas.search import Reporter
+from nas.study.confirmation import noise_of
 from nas.study.record import TrialInfo
 from nas.study.studies import count_states, front
 

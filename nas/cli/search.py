@@ -9,7 +9,7 @@ import typer
 
 from nas.cli.base import app
 from nas.cli.console import console, err_console, shown
-from nas.search.options import SAMPLERS, SearchOptions
+from nas.search import SAMPLERS, SearchOptions
 
 
 @app.command("search")
@@ -52,13 +52,11 @@ def search_cmd(
     import optuna
     import torch
 
-    from nas import report
     from nas.cli.display import LineReporter, LiveReporter, front_table
-    from nas.search.loop import Search, SearchResult, failing
-    from nas.search.samplers import make_sampler
-    from nas.search.trial import Reporter
+    from nas.search import Reporter, Search, SearchResult, create_or_resume, failing, make_sampler
+    from nas.study import analysis
     from nas.study.stores import ARTIFACTS_DIR, STORE_ATTR, dashboard_hint, study_store
-    from nas.study.studies import count_states, create_or_resume, default_storage, storage_of, stored_study_attrs
+    from nas.study.studies import count_states, default_storage, storage_of, stored_study_attrs
     from nas.tasks.spacefile import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -84,7 +82,7 @@ def search_cmd(
         ).run()
 
     if worker_index is not None:  # one of the processes of --workers: plain lines for the parent to show
-        from nas.search.workers import die_with_parent
+        from nas.search import die_with_parent
 
         die_with_parent()
         if threads:
@@ -93,7 +91,7 @@ def search_cmd(
         print(f"done: {result.stopped}", flush=True)
         return
 
-    from nas.search.workers import plan, run_workers
+    from nas.search import plan, run_workers
 
     p = plan(workers, threads, s.training.devices)
     console.print(f"study [bold]{shown(name)}[/bold] in {shown(url)}\ninspect it with:  optuna-dashboard {shown(url)}")
@@ -104,7 +102,7 @@ def search_cmd(
             result = search(0, reporter)
         st, c, stopped, wall = result.study, result.counts, result.stopped, result.wall_s
     else:
-        from nas.search.locks import StudyLock
+        from nas.search import StudyLock
 
         console.print(p.describe())
         start = time.monotonic()
@@ -133,7 +131,7 @@ def search_cmd(
     )
     console.print(front_table(st, title="Pareto front of the search's runs (one run each)"))
     # the verdict from what the search stored (the baseline's noise seeds, the confirmation runs)
-    console.print(f"[bold]{shown(report.analyse(st, measure_again=False).headline())}[/bold]", highlight=False)
+    console.print(f"[bold]{shown(analysis.analyse(st, measure_again=False).headline())}[/bold]", highlight=False)
     console.print(
         f"nas report --study {shown(name)}"
         + (f" --storage {shown(url)}" if storage else "")

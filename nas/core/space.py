@@ -159,3 +159,70 @@ class SearchSpace:
             if len(opt.placements) > 1:
                 params[f"{unit}.{choice.mechanism}.placement"] = choice.placement
         return params
+
+    # -- the space as data (what a study stores, so no command parses its YAML again) -----------------
+
+    def to_data(self) -> dict[str, Any]:
+        """The parsed space as JSON-able data; ``nas.tasks.space_from_data`` makes it a SearchSpace again."""
+        return {
+            "version": SPACE_DATA_VERSION,
+            "task": self.task.name,
+            "path": self.path,
+            "name": self.name,
+            "backbone": self.backbone,
+            "input_size": list(self.input_size),
+            "in_chans": self.in_chans,
+            "num_classes": self.num_classes,
+            "stages": [
+                {
+                    "index": st.index,
+                    "replace_builtin": st.replace_builtin,
+                    "options": [
+                        {
+                            "mechanism": o.mechanism,
+                            "hparams": [[name, list(values)] for name, values in o.hparams],
+                            "placements": list(o.placements),
+                        }
+                        for o in st.options
+                    ],
+                }
+                for st in self.stages
+            ],
+            "stage_indices": list(self.stage_indices),
+            "builtin_stages": list(self.builtin_stages),
+            "objectives": list(self.objectives),
+            "data": self.data.as_dict(),
+            "training": self.training.as_dict(),
+            "latency": self.latency.as_dict(),
+            "limits": self.limits.as_dict(),
+            **self.task.part_to_data(self),
+        }
+
+
+SPACE_DATA_VERSION = 1
+
+
+def fields_from_data(d: dict[str, Any]) -> dict[str, Any]:
+    """The task-independent SearchSpace fields of ``to_data``'s output (the task adds the rest)."""
+    return dict(
+        path=d["path"],
+        name=d["name"],
+        backbone=d["backbone"],
+        input_size=tuple(d["input_size"]),
+        in_chans=d["in_chans"],
+        num_classes=d["num_classes"],
+        stages=tuple(
+            StageSpace(
+                st["index"],
+                tuple(
+                    Option(o["mechanism"], tuple((n, tuple(v)) for n, v in o["hparams"]), tuple(o["placements"]))
+                    for o in st["options"]
+                ),
+                st["replace_builtin"],
+            )
+            for st in d["stages"]
+        ),
+        stage_indices=tuple(d["stage_indices"]),
+        builtin_stages=tuple(d["builtin_stages"]),
+        objectives=tuple(d["objectives"]),
+    )

@@ -10,15 +10,7 @@ from typing import Any
 
 import attention
 from nas.core.architecture import NONE
-from nas.core.config import (
-    LIMITS_SCHEMA,
-    Checker,
-    LatencySettings,
-    LimitSettings,
-    as_list,
-    parse_section,
-    yaml_float,
-)
+from nas.core.config import LIMITS_SCHEMA, Checker, LatencySettings, LimitSettings, as_list, parse_section, yaml_float
 from nas.core.space import Option, StageInfo
 
 OBJECTIVES = ("accuracy", "latency", "params", "flops")

@@ -154,6 +154,15 @@ class Task:
     def describe(self, space: SearchSpace) -> SpaceTable:
         raise NotImplementedError
 
+    def part_to_data(self, space: SearchSpace) -> dict[str, Any]:
+        """What ``SearchSpace.to_data`` adds for this task (a detector and its positions)."""
+        return {}
+
+    def fields_from_data(self, d: Mapping[str, Any]) -> dict[str, Any]:
+        """The SearchSpace fields this task owns, from ``SearchSpace.to_data``'s output: its typed sections
+        (and a detector and its positions)."""
+        raise NotImplementedError
+
     def build(self, space: SearchSpace, arch: Architecture, num_classes: int, init_seed: int | None = None) -> Any:
         """The model of ``arch`` as ``space`` builds it; with ``init_seed`` the weights are drawn from it
         (common random numbers: two architectures differ only where their choices differ)."""

@@ -1,34 +1,27 @@
-"""The study: the one place that knows Optuna's storage internals (``Study._storage``,
-``Trial._trial_id``), so the rest of the search reads and writes trials through the functions here.
-
-Opening a study for a search (``create_or_resume``) and for reading one (``open_existing``), its
-front, its counts, and the ways a trial ends: told, recorded as failed, failed for a dead worker.
+"""A study as the read side sees it: the one place that knows Optuna's storage internals
+(``Study._storage``, ``Trial._trial_id``), so the rest of the tool reads trials and attributes through
+the functions here; opening a study that exists (``open_existing``), the space it was run with
+(``stored_space``: its parsed space as recorded, read once per process), its front and its counts.
+The engine's writes (creating and resuming a study, how a trial ends) are the engine's (``nas.search``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import socket
-import tempfile
-import uuid
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.core.errors import BadOption, UserError
 from nas.core.names import folder_of
 from nas.core.pareto import pareto_front
-from nas.study.record import ARCH, BASELINE, STOP_REASON, StudyDataError, TrialInfo, study_attr
-from nas.study.storage import RetryingStorage, grace_s, open_storage
+from nas.study.record import StudyDataError, TrialInfo, study_attr
+from nas.study.storage import RetryingStorage, open_storage
 
 if TYPE_CHECKING:
-    from nas.core.space import SearchSpace
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +50,11 @@ def stored_study_attrs(study: optuna.Study) -> dict[str, Any]:
     return storage_of(study).get_study_user_attrs(study_id(study))
 
 
-def set_system_attr(study: optuna.Study, trial: optuna.Trial | FrozenTrial, key: str, value: Any) -> None:
-    storage_of(study).set_trial_system_attr(trial_id(trial), key, value)
-
-
 SEED_ATTR = "seed"  # study user attribute: the seed every trial trains from (common random numbers)
 NOISE_SEEDS_ATTR = "noise_seeds"
 UID_ATTR = "study_uid"  # tells apart studies of one name in different storages (their weights carry it)
+SPACE_DATA_ATTR = "space_data"  # the parsed space (SearchSpace.to_data), as every command reads it back
+CHANGES_ATTR = "space_changes"  # settings changed on resume: [{"key", "from", "to", "at"}, ...]
 
 
 def uid_of(study: optuna.Study) -> str | None:
@@ -72,82 +63,8 @@ def uid_of(study: optuna.Study) -> str | None:
     return uid if isinstance(uid, str) else None
 
 
-# this process, as user attribute ``worker`` of its trials and in the claims of re-runs
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
-METRIC_NAMES = {"accuracy": "accuracy", "latency": "latency_ms", "params": "params", "flops": "flops"}
-DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "params": "minimize", "flops": "minimize"}
-
-
 def default_storage(study: str, root: Path = Path("runs")) -> str:
     return f"sqlite:///{folder_of(root, study, '--study') / 'study.db'}"
-
-
-def create_or_resume(
-    space: SearchSpace,
-    study_name: str,
-    storage: str,
-    sampler: optuna.samplers.BaseSampler,
-    heartbeat_s: int | None = None,
-    seed: int = 0,
-) -> optuna.Study:
-    """Create or resume the study. A study made from a different space is refused. A new study
-    records ``seed``: every one of its trials trains from it (common random numbers)."""
-    if storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    directions = [DIRECTIONS[o] for o in space.objectives]
-    try:
-        study = optuna.create_study(
-            study_name=study_name,
-            storage=open_storage(storage, heartbeat_s),
-            sampler=sampler,
-            directions=directions,
-            load_if_exists=True,
-        )
-    except ValueError as e:  # directions differ from an existing study of that name
-        raise UserError(f"study {study_name!r} in {storage}: {e}") from None
-    except Exception as e:  # bad URL, unreachable database
-        raise UserError(f"cannot open storage {storage!r}: {e.__class__.__name__}: {e}") from None
-    fingerprint = space_fingerprint(space)
-    stored = study.user_attrs.get("space_fingerprint")
-    if stored is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([space.metric if o == "accuracy" else METRIC_NAMES[o] for o in space.objectives])
-        study.set_user_attr("space_fingerprint", fingerprint)
-        study.set_user_attr("space_path", space.path)
-        study.set_user_attr("space", Path(space.path).read_text() if Path(space.path).exists() else "")
-        study.set_user_attr("objectives", list(space.objectives))
-        study.set_user_attr(SEED_ATTR, seed)
-        study.set_user_attr(NOISE_SEEDS_ATTR, space.training.noise_seeds)
-        study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
-    elif stored != fingerprint:
-        raise UserError(
-            f"study {study_name!r} in {storage} was created from a different search space "
-            f"({study.user_attrs.get('space_path')}); resume it with that space or choose another --study"
-        )
-    return study
-
-
-def space_fingerprint(space: SearchSpace) -> str:
-    parts = [
-        space.backbone,
-        space.input_size,
-        space.in_chans,
-        space.num_classes,
-        sorted(space.data.as_dict().items()),
-        [
-            (s.index, s.replace_builtin, [(o.mechanism, o.hparams, o.placements) for o in s.options])
-            for s in space.stages
-        ],
-        # what the trials trained; how results are checked (noise_seeds, confirm) may change on resume
-        sorted((k, v) for k, v in space.training.as_dict().items() if k not in space.training.changeable_on_resume()),
-        space.objectives,
-        sorted(space.latency.as_dict().items()),
-        sorted(space.limits.as_dict().items()),
-        *space.task.fingerprint(space),  # a detector and where each position is (a classifier: nothing)
-    ]
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
 def count_states(study: optuna.Study) -> dict[str, int]:
@@ -183,78 +100,6 @@ def front(
     signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
     points = [(signs[0] * t.values[0], -signs[1] * t.values[1]) for t in trials]
     return sorted((trials[i] for i in pareto_front(points)), key=lambda t: t.values[1])
-
-
-def fail_stale(study: optuna.Study, heartbeat_s: int) -> None:
-    """Fail (and retry once) the running trials silent for 3 heartbeats: their worker died or hung,
-    on this machine or another. Call with the study's lock held."""
-    storage = storage_of(study)
-    for trial_id in storage.stale_trial_ids(study_id(study)):
-        fail_dead(
-            study, storage.get_trial(trial_id), f"no heartbeat for {grace_s(heartbeat_s)} s: its worker died or hung"
-        )
-
-
-def fail_dead(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
-    """A running trial whose worker is gone: failed with ``why``, and its architecture queued again
-    once (``storage.retry_once``). Call with the study's lock held."""
-    storage = storage_of(study)
-    try:
-        storage.set_trial_user_attr(trial_id(trial), STOP_REASON, f"failed: {why}")
-        storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return  # it finished, or someone else failed it, meanwhile
-    retry_once(study, storage.get_trial(trial_id(trial)))
-
-
-def finished(study: optuna.Study, trial: optuna.Trial) -> bool:
-    return stored_trial(study, trial).state.is_finished()
-
-
-def record_end(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-    """Record a trial that did not finish (FAIL, with the reason), unless another process already
-    failed it (no heartbeat seen): that must not mask what is being handled."""
-    try:
-        trial.set_user_attr(STOP_REASON, reason)
-        tell(study, trial, state=TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        log.warning("trial %d was already failed by another process", trial.number)
-
-
-def tell(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> None:
-    """``study.tell``, except that BruteForceSampler's request to stop once every combination was told
-    (``study.stop()`` from its after_trial hook, which outside ``optimize`` raises) is not an error:
-    the trial is recorded by then, and the loop sees the space exhausted."""
-    try:
-        study.tell(trial, *args, **kwargs)
-    except RuntimeError as e:
-        finished = study.get_trials(deepcopy=False)[trial.number].state != TrialState.RUNNING
-        if not (finished and "Study.stop" in str(e)):
-            raise
-
-
-def retry_once(study: optuna.Study, trial: FrozenTrial) -> None:
-    """What happens to a trial whose worker died (no heartbeat, or the parent saw the process end):
-    its architecture is queued again, once; a retry that dies too is not retried. The retry keeps
-    the architecture and the baseline mark, not the dead trial's partial results."""
-    keep = {k: v for k, v in trial.user_attrs.items() if k in (ARCH, BASELINE)}
-    RetryHeartbeatStaleTrialCallback(max_retry=1)(
-        study,
-        FrozenTrial(
-            number=trial.number,
-            state=trial.state,
-            value=None,
-            values=trial.values,
-            datetime_start=None,
-            datetime_complete=None,
-            params=trial.params,
-            distributions=trial.distributions,
-            user_attrs=keep,
-            system_attrs={k: v for k, v in trial.system_attrs.items() if k in ("failed_trial", "retry_history")},
-            intermediate_values={},
-            trial_id=trial_id(trial),
-        ),
-    )
 
 
 def load_from(study_name: str | None, storage: str) -> optuna.Study:
@@ -304,18 +149,56 @@ def runs_root(study: optuna.Study, storage: str | None) -> Path:
     return Path("runs")
 
 
-def space_of(study: optuna.Study) -> Any:
-    """The SearchSpace the study was run with (its YAML text is stored in the study), or None."""
-    from nas.tasks.spacefile import load_space
+_SPACES: dict[str, Any] = {}  # a study's uid -> its space, read once per process
+
+
+def _space_key(study: optuna.Study) -> str:
+    """The study's uid (unique per study, wherever it is stored); a study made before uids is read anew
+    for each study object."""
+    return uid_of(study) or f"object:{id(study)}"
+
+
+def forget_space(study: optuna.Study) -> None:
+    """The study's record of its space changed (a resume): read it again next time."""
+    _SPACES.pop(_space_key(study), None)
+
+
+def stored_space(study: optuna.Study) -> Any:
+    """The SearchSpace the study was run with, as it records it (None for a study that does not): its
+    parsed space when stored (no YAML read), else its YAML text parsed once per process, with the files
+    it names relative to where the space was."""
+    key = _space_key(study)
+    if key in _SPACES:
+        return _SPACES[key]
+    from nas.tasks import space_from_data
+
+    data = stored_study_attrs(study).get(SPACE_DATA_ATTR)
+    if isinstance(data, dict):
+        try:
+            space = space_from_data(data)
+        except (KeyError, TypeError, ValueError) as e:
+            raise StudyDataError(
+                f"study {study.study_name!r}: attribute {SPACE_DATA_ATTR!r} cannot be read as a search space "
+                f"({e.__class__.__name__}: {e}); the storage was changed by hand or by another tool"
+            ) from None
+    else:
+        space = _parsed_text(study)
+    _SPACES[key] = space
+    return space
+
+
+def _parsed_text(study: optuna.Study) -> Any:
+    """A study made before it stored its parsed space: its YAML text, parsed."""
+    from nas.tasks.spacefile import parse_space
 
     text = study_attr(study, "space", str, "")
     if not text:
         return None
-    base = Path(study_attr(study, "space_path", str, "") or ".").parent  # relative files of the space: from there
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "space.yaml"
-        path.write_text(text)
-        return load_space(path, base=base)
+    path = study_attr(study, "space_path", str, "") or "space.yaml"
+    return parse_space(text, path, Path(path).parent)  # relative files of the space: from there
+
+
+space_of = stored_space
 
 
 def num_classes_of(study: optuna.Study, space: Any) -> int:

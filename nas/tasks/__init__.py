@@ -5,6 +5,7 @@ study records. A third task is one more folder and one more line here."""
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from nas.core.errors import UserError
 from nas.core.task import Task
@@ -21,3 +22,11 @@ def task_named(name: str) -> Task:
 
 def all_tasks() -> list[Task]:
     return [task_named(n) for n in NAMES]
+
+
+def space_from_data(d: dict) -> Any:
+    """A SearchSpace from ``SearchSpace.to_data``'s output (a study's record of its parsed space)."""
+    from nas.core.space import SearchSpace, fields_from_data
+
+    task = task_named(d["task"])
+    return SearchSpace(task=task, **fields_from_data(d), **task.fields_from_data(d))

@@ -136,6 +136,17 @@ class Classify(Task):
             "",
         )
 
+    def fields_from_data(self, d: Mapping[str, Any]) -> dict[str, Any]:
+        from nas.core.config import LatencySettings, LimitSettings
+        from nas.tasks.classify.settings import TrainingSettings, data_class
+
+        return dict(
+            data=data_class(d["data"]["source"])(**d["data"]),
+            training=TrainingSettings(**d["training"]),
+            latency=LatencySettings(**d["latency"]),
+            limits=LimitSettings(**d["limits"]),
+        )
+
     def load_for_viz(self, card: Any, weights: Path) -> Any:
         from nas.core.artifacts import load_weights
         from nas.tasks.classify.model import build

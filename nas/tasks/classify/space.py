@@ -11,16 +11,8 @@ from typing import Any
 import attention
 from nas.core.config import Checker
 from nas.core.space import StageInfo, StageSpace
-from nas.core.spacecheck import (
-    input_size as parse_input_size,
-)
-from nas.core.spacecheck import (
-    parse_data,
-    parse_latency_limits,
-    parse_objectives,
-    parse_options,
-    parse_training,
-)
+from nas.core.spacecheck import input_size as parse_input_size
+from nas.core.spacecheck import parse_data, parse_latency_limits, parse_objectives, parse_options, parse_training
 from nas.tasks.classify import backbone as bb
 from nas.tasks.classify.settings import CHANNELS, DEFAULT_SOURCE, SOURCES, TrainingSettings, data_class
 

@@ -138,6 +138,26 @@ class Detect(Task):
             " (10 classes)",
         )
 
+    def part_to_data(self, space: Any) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"detector": asdict(space.detector), "positions": [asdict(p) for p in space.positions]}
+
+    def fields_from_data(self, d: Mapping[str, Any]) -> dict[str, Any]:
+        from nas.core.config import LimitSettings
+        from nas.tasks.detect.model import Detector, Position
+        from nas.tasks.detect.settings import TrainingSettings, data_class
+        from nas.tasks.detect.space import DetectorLatency
+
+        return dict(
+            data=data_class(d["data"]["source"])(**d["data"]),
+            training=TrainingSettings(**d["training"]),
+            latency=DetectorLatency(**d["latency"]),
+            limits=LimitSettings(**d["limits"]),
+            detector=Detector(**d["detector"]),
+            positions=tuple(Position(**p) for p in d["positions"]),
+        )
+
     def viz_refusal(self) -> str | None:
         return (
             "nas viz draws classifiers' attention maps and Grad-CAM; load a detector with the export's load.py "

@@ -6,17 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nas.core.config import (
-    CONFIRM,
-    DATA_COMMON,
-    LR_RULE,
-    NOISE_SEEDS,
-    SEED,
-    Data,
-    Setting,
-    Training,
-    section_class,
-)
+from nas.core.config import CONFIRM, DATA_COMMON, LR_RULE, NOISE_SEEDS, SEED, Data, Setting, Training, section_class
 
 TRAINING_SCHEMA = {
     "epochs": Setting(int, 4, bounds=(1, 10_000)),

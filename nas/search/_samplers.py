@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 
 from nas.core.errors import BadOption
-from nas.search.options import SAMPLERS
+from nas.search._options import SAMPLERS
 
 
 class _AccuracyView:

@@ -28,8 +28,8 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.core.errors import UserError, WorkerFailed
-from nas.search.locks import StudyLock
-from nas.search.options import check_workers
+from nas.search._locks import StudyLock
+from nas.search._options import check_workers
 from nas.study.record import TrialInfo
 
 RESTARTS = 3
@@ -153,7 +153,7 @@ def describe_exit(code: int) -> str:
 
 def fail_trials_of(study: optuna.Study, lock: StudyLock, ident: str, why: str) -> list[int]:
     """Fail (and queue again, once) the running trials of the worker process ``ident``."""
-    from nas.study.studies import fail_dead
+    from nas.search._study import fail_dead
 
     failed = []
     with lock.held():
@@ -178,7 +178,7 @@ def run_workers(
     so that does not wait until one of its own workers finishes a trial. Raises UserError when a
     worker stopped with an error; re-raises an interruption after stopping every worker. Returns why
     the workers stopped (what the last of them said)."""
-    from nas.study.studies import fail_stale
+    from nas.search._study import fail_stale
 
     workers = []
     for i in range(plan_.workers):

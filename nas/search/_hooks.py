@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from nas.core import signals as signals
 from nas.core.task import FitHooks
-from nas.search import signals
-from nas.search.locks import LatencyGate
-from nas.search.pruning import MOASHA, Entry, TrialRecord, rung_values
+from nas.search._locks import LatencyGate
+from nas.search._pruning import MOASHA, Entry, TrialRecord, rung_values
 from nas.study.record import CURVE, EPOCHS_PER_RANK, PRUNED_AT, SECONDS_TRAIN_VAL, rung_key
 
 

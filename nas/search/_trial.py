@@ -30,21 +30,22 @@ from nas.core.errors import trial_failure
 from nas.core.names import write_text_atomic
 from nas.core.task import TaskData
 from nas.measure.cost import LatencyTarget, PairedLatency, PairedMeter, Ratio
-from nas.search import confirm as cf
-from nas.search.hooks import Display, TrialHooks
-from nas.search.locks import LatencyGate
-from nas.search.pruning import TrialRecord
+from nas.search._hooks import Display, TrialHooks
+from nas.search._locks import LatencyGate
+from nas.search._pruning import TrialRecord
+from nas.search._study import set_system_attr, tell
+from nas.study import confirmation as cf
 from nas.study import record as r
 from nas.study.latency import reference_latency_ms
 from nas.study.record import TrialInfo, holds_architecture
 from nas.study.stores import StoreError
-from nas.study.studies import front, set_system_attr, storage_of, stored_trial, study_id, tell, trial_id, uid_of
+from nas.study.studies import front, storage_of, stored_trial, study_id, trial_id, uid_of
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from nas.core.space import SearchSpace
-    from nas.search.pruning import MOASHA
+    from nas.search._pruning import MOASHA
 
 
 class Reporter:
@@ -117,7 +118,7 @@ class Trials:
     epochs: int
     pruner: MOASHA | None
     gate: LatencyGate
-    lock: Any  # the study's lock (nas.search.locks.StudyLock)
+    lock: Any  # the study's lock (nas.search._locks.StudyLock)
     reporter: Reporter = field(default_factory=Reporter)
     store: Any = None  # the study's Optuna artifact store (nas.study.stores.open_store), where weights go
     store_location: str = ""  # where that is, for messages

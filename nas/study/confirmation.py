@@ -1,26 +1,19 @@
-"""Re-runs of architectures from further seeds, and what they say.
+"""What a study's re-runs say: the noise floor (the baseline trained from ``training.noise_seeds`` seeds,
+its seed-to-seed spread of the quality at every epoch, which pruning and the report use) and the
+confirmation of the front (its members and the baseline re-trained from K fresh seeds, the same for all:
+paired; each member's mean with its interval, its paired difference to the baseline with its interval,
+and a verdict that calls it better only when that interval excludes 0).
 
-- The noise floor: the baseline trained from ``training.noise_seeds`` seeds (the study's seed and the
-  next ones) gives the seed-to-seed spread of accuracy at every epoch, which pruning and the report use.
-- Confirmation: the front's members and the baseline re-trained from K fresh seeds, the same seeds for
-  all (paired). Accuracy becomes a mean with its interval, the difference to the baseline a paired mean
-  with its interval, and a member is better than the baseline only when that interval excludes 0.
-
-Every re-run is one study user attribute ``rerun:<seed>:<architecture>`` holding its validation
-curve (Optuna refuses writes to a finished trial, and one key per run means workers never overwrite
-each other's results). A claim ``claim:<seed>:<architecture>``, taken under the study lock, keeps two
-processes from training the same run.
+Every re-run is one study user attribute ``rerun:<seed>:<architecture>`` holding its curve; a failed one
+``rerun_failed:<seed>:<architecture>`` with its reason; a run being trained ``claim:<seed>:<architecture>``
+(the search's re-runs write them).
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -28,11 +21,9 @@ from optuna.trial import TrialState
 from nas.core.pareto import nondominated_ranks
 from nas.core.stats import Estimate, mean_interval, paired_difference, seed_sd, verdict
 from nas.study.record import TrialInfo, study_attr
-from nas.study.studies import NOISE_SEEDS_ATTR, SEED_ATTR, WORKER
+from nas.study.studies import NOISE_SEEDS_ATTR, SEED_ATTR
 
-log = logging.getLogger(__name__)
 RERUN, CLAIM, FAILED = "rerun:", "claim:", "rerun_failed:"
-CLAIM_EXPIRES_S = 12 * 3600  # a claim from another machine older than this counts as abandoned
 FRESH_OFFSET = 1  # confirmation seeds: seed + 1, seed + 2, ... (never the seed the search selected with)
 
 
@@ -119,83 +110,6 @@ def noise_of(study: optuna.Study) -> Noise | None:
     return Noise(tuple(seeds), tuple(seed_sd(curves)))
 
 
-def pending_noise_runs(study: optuna.Study) -> list[tuple[str, int]]:
-    base = baseline_trial(study)
-    if base is None:
-        return []
-    arch = TrialInfo.of(base).arch
-    done = reruns(study).get(arch, {})
-    return [(arch, s) for s in noise_seed_list(study)[1:] if s not in done]
-
-
-Fit = Callable[[str, int, str], list[float]]  # (architecture, seed, why) -> validation curve
-
-
-def run_reruns(
-    study: optuna.Study, jobs: Iterable[tuple[str, int]], fit: Fit, why: str, claim: Callable[[], Any] | None = None
-) -> int:
-    """Train every (architecture, seed) of ``jobs`` not stored and not claimed by a live process;
-    each result is stored as soon as it is there, so an interruption loses at most the run in
-    progress. ``claim``: a context manager (the study lock) inside which a run is claimed. Returns
-    the number of runs trained."""
-    import contextlib
-    import time
-
-    trained = 0
-    for arch, seed in jobs:
-        with claim() if claim else contextlib.nullcontext():
-            attrs = study.user_attrs
-            if (
-                key(seed, arch) in attrs
-                or key(seed, arch, FAILED) in attrs
-                or _claimed(attrs.get(key(seed, arch, CLAIM)))
-            ):
-                continue
-            study.set_user_attr(key(seed, arch, CLAIM), f"{WORKER}@{int(time.time())}")
-        try:
-            curve = fit(arch, seed, why)
-        except (KeyboardInterrupt, SystemExit):
-            study.set_user_attr(key(seed, arch, CLAIM), None)  # released: a later run takes it
-            raise
-        except Exception as e:  # this run's own failure (NaN loss, out of memory): recorded, the rest goes on
-            from nas.core.errors import trial_failure
-
-            reason = trial_failure(e) or f"{e.__class__.__name__}: {e}"
-            if e.__class__.__name__ == "Interrupted":  # signals.Interrupted (SIGTERM)
-                study.set_user_attr(key(seed, arch, CLAIM), None)
-                raise
-            log.warning("re-run of %s from seed %d failed: %s", arch, seed, reason)
-            study.set_user_attr(key(seed, arch, FAILED), reason[:1000])
-            study.set_user_attr(key(seed, arch, CLAIM), None)
-            continue
-        study.set_user_attr(key(seed, arch), [round(float(c), 6) for c in curve])
-        study.set_user_attr(key(seed, arch, CLAIM), None)  # done: the result stands for itself
-        trained += 1
-    return trained
-
-
-def _claimed(holder: Any) -> bool:
-    """A claim holds while its process may be alive: on this machine, while its pid runs; from
-    another machine, always (its result or its release will come)."""
-    import time
-
-    if not holder:
-        return False
-    who, _, since = str(holder).partition("@")
-    host, _, pid = who.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return not since.isdigit() or time.time() - int(since) < CLAIM_EXPIRES_S
-    if int(pid) == os.getpid():
-        return False  # this process's own claim, left by an interrupted earlier call
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # ----------------------------------------------------------------------------------------------------
 # Confirmation of the front
 # ----------------------------------------------------------------------------------------------------
@@ -238,14 +152,6 @@ def family_level(comparisons: int, level: float = 0.95) -> float:
     """Bonferroni: each of ``comparisons`` differences is judged at 1 - (1 - level) / comparisons, so the
     chance that any member tied with the baseline is called better or worse stays under 1 - level."""
     return 1 - (1 - level) / max(1, comparisons)
-
-
-def confirm_jobs(study: optuna.Study, archs: Sequence[str], k: int) -> list[tuple[str, int]]:
-    """The baseline first (its runs pair with every member), then the members, seed by seed."""
-    base = baseline_trial(study)
-    first = [TrialInfo.of(base).arch] if base else []
-    order = first + [a for a in archs if a not in first]
-    return [(a, s) for s in fresh_seeds(study, k) for a in order]
 
 
 def judge(study: optuna.Study, members: Sequence[Member], k: int) -> list[Member]:
@@ -308,36 +214,3 @@ def unconfirmed_difference(
     sd = math.sqrt(2) * max(noise.final, floor)
     half = t_quantile(0.975, len(noise.seeds) - 1) * sd
     return Estimate(d, d - half, d + half, len(noise.seeds), sd)
-
-
-def make_fit(
-    space: Any,
-    data: Any,
-    num_classes: int,
-    epochs: int,
-    run_dir: Any,
-    status: Callable[[str], None] = lambda s: None,
-    gate: Any = None,
-) -> Fit:
-    """The re-run trainer of a space: full ``epochs`` from the seed, no pruning, seeded exactly as the
-    search's trials (the task's fit); its logs under ``run_dir/reruns``. Re-runs train in this process
-    (a DDP fit's curve stays in its ranks)."""
-    import hashlib
-
-    from nas.core.architecture import Architecture
-    from nas.search.hooks import RerunHooks
-
-    task = space.task
-
-    def fit(arch: str, seed: int, why: str) -> list[float]:
-        status(f"{why}: {arch} from seed {seed}")
-        folder = run_dir / "reruns" / f"seed_{seed}_{hashlib.sha1(arch.encode()).hexdigest()[:10]}"
-        hooks = RerunHooks(gate, status, f"{why}: {arch} from seed {seed}", epochs, task.per_epoch)
-        result = task.fit(
-            space, Architecture.parse(arch), seed, data, epochs, folder, hooks, num_classes, single_process=True
-        )
-        if len(result.curve) < epochs:
-            raise RuntimeError(f"training stopped after {len(result.curve)} of {epochs} epochs")
-        return result.curve
-
-    return fit

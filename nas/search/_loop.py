@@ -3,7 +3,7 @@ space, trained with Lightning, pruned by multi-objective successive halving, wit
 
 ``decide`` is the scheduling rule (stop, wait, or start a trial) as a pure function of the study's
 progress; ``Search.next`` reads that progress under the study's lock and asks Optuna for the trial;
-``nas.search.trial.Trials`` runs it.
+``nas.search._trial.Trials`` runs it.
 """
 
 from __future__ import annotations
@@ -20,35 +20,25 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from nas.core import signals as signals
 from nas.core.architecture import Architecture, ArchitectureError
 from nas.core.errors import trial_failure
 from nas.core.names import folder_of
 from nas.core.space import SearchSpace
 from nas.measure.cost import latency_device_problem, long_lived_left_out, release_memory
-from nas.search import confirm as cf
-from nas.search import signals
-from nas.search.locks import LatencyGate, StudyLock
-from nas.search.options import HEARTBEAT_S, check_numbers
-from nas.search.pruning import MOASHA
-from nas.search.samplers import make_sampler
-from nas.search.trial import Reporter, Trials, record_copy, twin_of
+from nas.search import _reruns as rr
+from nas.search._locks import LatencyGate, StudyLock
+from nas.search._options import HEARTBEAT_S, check_numbers
+from nas.search._pruning import MOASHA
+from nas.search._samplers import make_sampler
+from nas.search._study import WORKER, create_or_resume, fail_dead, fail_stale, finished, record_end
+from nas.search._trial import Reporter, Trials, record_copy, twin_of
+from nas.study import confirmation as cf
 from nas.study import record as r
 from nas.study.record import TrialInfo, counts_as_evaluation, holds_architecture
 from nas.study.storage import Heartbeat
 from nas.study.stores import ARTIFACTS_DIR, folder_elsewhere, open_store, probe, study_store
-from nas.study.studies import (
-    WORKER,
-    count_states,
-    create_or_resume,
-    fail_dead,
-    fail_stale,
-    finished,
-    front,
-    record_end,
-    storage_of,
-    stored_trial,
-    trial_id,
-)
+from nas.study.studies import count_states, front, storage_of, stored_trial, trial_id
 
 log = logging.getLogger(__name__)
 MAX_FAILURES = 10  # a run stops once this many trials (or --trials, if more) have failed
@@ -395,8 +385,8 @@ class Search:
 
     # -- re-runs: the noise floor and the confirmation of the front ---------------------------------
 
-    def _fit(self) -> cf.Fit:
-        return cf.make_fit(
+    def _fit(self) -> rr.Fit:
+        return rr.make_fit(
             self.space,
             self.work.data,
             self.work.num_classes,
@@ -408,9 +398,9 @@ class Search:
 
     def _noise_floor(self) -> None:
         """Train the baseline from the further noise seeds once it is complete (once per study)."""
-        jobs = cf.pending_noise_runs(self.study)
+        jobs = rr.pending_noise_runs(self.study)
         if jobs:
-            cf.run_reruns(self.study, jobs, self._fit(), "noise floor", claim=self.lock.held)
+            rr.run_reruns(self.study, jobs, self._fit(), "noise floor", claim=self.lock.held)
             release_memory()
 
     def _confirm(self) -> None:
@@ -418,7 +408,7 @@ class Search:
         if k < 1 or self.worker_index != 0:
             return
         archs = [TrialInfo.of(t).arch for t in front(self.study)]
-        cf.run_reruns(
-            self.study, cf.confirm_jobs(self.study, archs, k), self._fit(), "confirming the front", claim=self.lock.held
+        rr.run_reruns(
+            self.study, rr.confirm_jobs(self.study, archs, k), self._fit(), "confirming the front", claim=self.lock.held
         )
         release_memory()

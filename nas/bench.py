@@ -8,6 +8,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -508,3 +509,201 @@ def bench_startup(times: int, progress: Callable[[str], None] = lambda s: None) 
         }
         for label, values in seconds.items()
     ]
+
+
+# -- what each bench prints -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tabled:
+    """A result as the command line prints it: a title, columns, rows of cells (markup escaped by the
+    printer, except cells given in ``styled``: (row, column) -> rich markup), and the columns aligned left."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    left: tuple[str, ...] = ()
+    styled: dict[tuple[int, int], str] = field(default_factory=dict)
+
+
+def pruning_rows(
+    curves: Path,
+    study: str | None,
+    storage: str | None,
+    export: Path | None,
+    seeds: int,
+    eta: int,
+    status: Callable[[str], None] = lambda s: None,
+) -> tuple[list[Recorded], str, list[str]]:
+    """The recorded curves ``nas bench pruning`` replays (a file, or a study re-trained to ``seeds``
+    paired seeds first), where they come from, and lines to print (what was written)."""
+    if eta < 2:
+        raise BadOption("--eta", eta, "an integer >= 2")
+    if not 1 <= seeds <= 20:
+        raise BadOption("--seeds", seeds, "an integer from 1 to 20")
+    said: list[str] = []
+    if study is None:
+        rows, source = load_recorded(curves), str(curves)
+    else:
+        from nas.study.studies import default_storage, load_from, runs_root
+
+        st = load_from(study, storage or default_storage(study))
+        if seeds > 1:
+            record_seeds(st, seeds, runs_root(st, storage), status)
+        rows, meta = recorded_from_study(st)
+        if export is not None:
+            export_recorded(rows, meta, export)
+            said.append(f"written: {export} ({len(rows)} trials)")
+        source = f"study {study}"
+    if len(rows) < 2:
+        raise BadOption("--study" if study else "--curves", study or str(curves), "at least 2 complete trials")
+    return rows, source, said
+
+
+def pruning_table(results: list[dict[str, Any]], ref: tuple[float, float], n: int, source: str) -> Tabled:
+    cols = ["method", "completed", "epochs", "epochs saved", "hypervolume", "of unpruned", "front size"]
+    cols.append("confirmed front stopped")
+    rows = [
+        [
+            r["method"],
+            str(r["completed"]),
+            str(r["epochs"]),
+            f"{r['epochs_saved_pct']:.1f}%",
+            f"{r['hypervolume']:.5f}",
+            f"{r['hypervolume_pct']:.1f}%",
+            str(r["front"]),
+            "-" if r["confirmed_stopped"] is None else f"{r['confirmed_stopped']} of {r['confirmed_front']}",
+        ]
+        for r in results
+    ]
+    title = (
+        f"Pruning replayed on {n} recorded trials ({source}); hypervolume reference "
+        f"(accuracy 0, latency {ref[1]:.4g} ms)"
+    )
+    return Tabled(title, cols, rows, left=("method",))
+
+
+def latency_tables(result: dict[str, Any], times: int) -> list[Tabled]:
+    cols = ["architecture", "absolute ms", "spread", "ratio", "spread", "paired ms"]
+    return [
+        Tabled(
+            f"{p['phase']}: order right in {p['order_right_absolute']}/{times} (absolute) and "
+            f"{p['order_right_ratio']}/{times} (paired ratio) re-measurements",
+            cols,
+            [
+                [
+                    r["architecture"],
+                    f"{r['absolute_ms']:.3f}",
+                    f"{r['absolute_iqr_pct']:.1f}%",
+                    f"{r['ratio']:.4f}",
+                    f"{r['ratio_iqr_pct']:.2f}%",
+                    f"{r['paired_ms']:.3f}",
+                ]
+                for r in p["rows"]
+            ],
+            left=tuple(cols),
+        )
+        for p in result["phases"]
+    ]
+
+
+def workers_table(rows: list[dict[str, Any]], trials: int, space: Path) -> Tabled:
+    cols = ["workers", "threads each", "wall s", "trials/min", "trained/min", "epochs/min", "epochs/min ratio"]
+    keys = ("trials_per_min", "trained_per_min", "epochs_per_min", "epochs_per_min_ratio")
+    cells = [
+        [str(r["workers"]), str(r["threads_per_worker"]), f"{r['wall_s']:.1f}", *(f"{r[k]:.2f}" for k in keys)]
+        for r in rows
+    ]
+    return Tabled(f"nas search throughput, {trials} trials, {space}", cols, cells, left=tuple(cols))
+
+
+def modules_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> Tabled:
+    b, c, h, w = meta["shape"]
+    cols = ["mechanism", "params", "GFLOPs", "fwd", "fwd+bwd", "timm fwd", "timm fwd+bwd", "ratio fwd", "ratio f+b"]
+
+    def cell(ms: float, spread: float) -> str:
+        return f"{ms:.2f} ±{spread:.0f}%"
+
+    cells, styled = [], {}
+    for i, r in enumerate(rows):
+        if "error" in r:
+            cells.append([r["mechanism"], r["error"], *[""] * 7])
+            continue
+        timm_cols = ["-"] * 4
+        if "timm_fwd_ms" in r:
+            timm_cols = [
+                cell(r["timm_fwd_ms"], r["timm_fwd_spread"]),
+                cell(r["timm_fb_ms"], r["timm_fb_spread"]),
+                f"{r['fwd_ratio']:.2f}",
+                f"{r['fb_ratio']:.2f}",
+            ]
+            colour = "green" if r["fb_ratio"] <= 1.05 else "red"
+            styled[(i, 8)] = f"[{colour}]{r['fb_ratio']:.2f}[/{colour}]"
+        cells.append(
+            [
+                r["mechanism"],
+                f"{r['params']:,}",
+                f"{r['flops'] / 1e9:.3f}",
+                cell(r["fwd_ms"], r["fwd_spread"]),
+                cell(r["fb_ms"], r["fb_spread"]),
+                *timm_cols,
+            ]
+        )
+    title = (
+        f"Attention modules at ({b}, {c}, {h}, {w}) on {meta['device']}, {meta['threads']} threads: median ms of "
+        f"{meta['repeats']} (± IQR/median); ratio = ours / timm"
+    )
+    return Tabled(title, cols, cells, left=("mechanism",), styled=styled)
+
+
+def startup_table(rows: list[dict[str, Any]], times: int) -> Tabled:
+    cells = [
+        [r["command"], f"{r['median_s']:.2f}", f"{r['spread_pct']:.0f}%", f"{r['minus_reference_s']:+.2f}"]
+        for r in rows
+    ]
+    title = f"Start-up to exit, median of {times} rounds (± IQR/median); reference: {rows[0]['command']}"
+    return Tabled(title, ["command", "median s", "spread", "minus reference s"], cells, left=("command",))
+
+
+def startup_meta(times: int) -> dict[str, Any]:
+    import sys
+
+    return {
+        "command": "nas bench startup",
+        "times": times,
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def modules_options(device: str, batch: int, channels: int, size: int, repeats: int, warmup: int,
+                    threads: int | None, only: str | None) -> tuple[torch.device, list[str] | None]:  # fmt: skip
+    """``nas bench modules``' options checked; the device and the mechanisms to time (None: all)."""
+    from nas.core.errors import MAX_THREADS
+    from nas.measure.cost import resolve_device
+
+    check_module_input(batch, channels, size, repeats)
+    if warmup < 0:
+        raise BadOption("--warmup", warmup, "an integer >= 0")
+    if threads is not None:
+        torch.set_num_threads(check_range("--threads", threads, 1, MAX_THREADS))
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    for n in names or []:
+        if n.lower() not in {a.lower() for a in attention.known_names()}:
+            raise BadOption("--only", n, f"comma-separated mechanism names: {', '.join(attention.MECHANISMS)}")
+    return resolve_device(device), names
+
+
+def latency_options(space: Path, arch: list[str] | None, times: int, load: int) -> tuple[Any, list[Any]]:
+    """``nas bench latency``'s options checked: the space, and its baseline first, then the architectures."""
+    from nas.core.architecture import Architecture
+    from nas.tasks.spacefile import load_space
+
+    if times < 2:
+        raise BadOption("--times", times, "an integer >= 2")
+    if not 0 <= load <= 64:
+        raise BadOption("--load", load, "an integer from 0 to 64 (busy processes)")
+    s = load_space(space)
+    archs = [Architecture.parse(a) for a in arch or []]
+    return s, [s.baseline()] + [a for a in archs if a != s.baseline()]

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 from nas.core.artifacts import WEIGHTS_FILE, ExportError, ModelCard, verify_weights, weights_path
-from nas.core.errors import UserError
+from nas.core.errors import BadOption, UserError
 from nas.core.task import ExportFacts, ExportOptions
 from nas.study import record as r
 from nas.study.record import TrialInfo
@@ -75,6 +75,61 @@ def pick_best(
         m = best[3]
         why += f": {m.shown_accuracy:.4f}; {'the baseline itself' if m.baseline else verdict_text(m)}"
     return best[0], why
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The trial ``nas export`` writes, why it was chosen, and its search run in words."""
+
+    study: optuna.Study
+    trial: optuna.trial.FrozenTrial
+    line: str
+    search_run: str
+    folder: Path  # where it goes
+
+
+def choose(
+    which: str,
+    study_name: str | None,
+    storage: str | None,
+    out: Path | None = None,
+    max_latency_ms: float | None = None,
+    min_accuracy: float | None = None,
+) -> Chosen:
+    """``best`` (``pick_best``) or a trial number of the study named on the command line, and the folder
+    it goes to (``out``, default runs/<study>/export/trial_<n>: the study's name checked before any work)."""
+    from nas.core.names import folder_of
+    from nas.study.studies import open_existing
+
+    st = open_existing(study_name, storage)
+    exports = None if out else folder_of(Path("runs"), st.study_name) / "export"
+    if which == "best":
+        trial, why = pick_best(st, max_latency_ms, min_accuracy)
+        line = f"trial {trial.number}: {TrialInfo.of(trial).arch}, {why}"
+    elif which.isdigit():
+        if max_latency_ms is not None or min_accuracy is not None:
+            raise BadOption("--max-latency-ms/--min-accuracy", "given", "only with 'nas export best'")
+        trial = get_trial(st, int(which))
+        line = f"trial {trial.number}: {TrialInfo.of(trial).arch}"
+    else:
+        raise BadOption("WHICH", which, "best or a trial number, e.g. nas export best or nas export 12")
+    info, names = TrialInfo.of(trial), st.metric_names or ["accuracy", "latency_ms"]
+    second = f"latency {trial.values[1]:.3f} ms" if names[1] == "latency_ms" else f"{names[1]} {trial.values[1]:,.0f}"
+    search_run = (
+        f"its search run: {names[0]} {trial.values[0]:.4f}, {second} ({info.latency_target or '?'}); "
+        "metrics.json has the confirmed figures where there are"
+    )
+    return Chosen(st, trial, line, search_run, out or exports / f"trial_{trial.number}")
+
+
+def export_chosen(chosen: Chosen, *, force: bool = False, **options: Any) -> Exported:
+    """``export_trial`` into the chosen folder, checked first: one that holds other files than an earlier
+    export of this trial needs ``force``."""
+    from nas.core.names import check_out
+
+    st, trial = chosen.study, chosen.trial
+    check_out(chosen.folder, force=force, ours=lambda f: is_export_of(f, st.study_name, trial.number))
+    return export_trial(st, trial, chosen.folder, **options)
 
 
 def get_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas import search
-from nas.core.errors import UserError
+from nas.core.errors import BadOption, UserError
 from nas.core.names import replacing, write_text_atomic
 from nas.core.stats import BETTER, TIED, WORSE
 from nas.study import analysis
@@ -24,7 +24,114 @@ from nas.study.confirmation import NOT_PAIRED, Member
 from nas.study.record import TrialInfo, study_attr
 from nas.study.studies import num_classes_of, space_of
 
-__all__ = ["analyse", "count", "figure", "fitter", "plot", "summary", "table_rows", "verdict_text", "write_html"]
+__all__ = [
+    "Report",
+    "analyse",
+    "closing_lines",
+    "count",
+    "figure",
+    "fitter",
+    "make",
+    "member_lines",
+    "plot",
+    "summary",
+    "table_rows",
+    "verdict_text",
+    "write_html",
+]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What ``nas report`` shows: the study, its analysis, the summary figures, the objectives' names and
+    the plot's two files."""
+
+    study: optuna.Study
+    analysis: Analysis
+    info: dict[str, Any]
+    names: list[str]
+    png: Path
+    html: Path
+
+
+def make(
+    study_name: str | None,
+    storage: str | None,
+    out: Path | None,
+    *,
+    remeasure: bool = True,
+    confirm: int = 0,
+    include: str | None = None,
+    force: bool = False,
+    status: Callable[[str], None] = lambda s: None,
+) -> Report:
+    """``nas report``: the options checked before any work, the confirmation runs asked for trained, the
+    front analysed and drawn (front.png, front.html in ``out``, default runs/<study>/report)."""
+    from nas.core.config import confirm_allowed
+    from nas.core.names import check_out, folder_of
+    from nas.study import studies
+
+    allowed = confirm_allowed(confirm)
+    if allowed:
+        raise BadOption("--confirm", confirm, allowed)
+    numbers = trial_numbers(include, "--include")
+    st = studies.open_existing(study_name, storage)
+    folder = out or folder_of(Path("runs"), st.study_name) / "report"  # checked before any work
+    check_out(folder, force=force, ours=lambda f: {p.name for p in f.iterdir()} <= {"front.png", "front.html"})
+    fit = fitter(st, status, studies.runs_root(st, storage)) if confirm else None
+    a = analyse(st, confirm=confirm, measure_again=remeasure, fit=fit, status=status, include=numbers)
+    info = summary(st)
+    names = st.metric_names or ["accuracy", "latency_ms"]
+    png = plot(st, a, folder / "front.png")
+    html = write_html(st, a, names, info["hypervolume"], info["reference"], folder / "front.html")
+    return Report(st, a, info, names, png, html)
+
+
+def trial_numbers(text: str | None, option: str) -> list[int]:
+    """``12,15`` as [12, 15]; a BadOption naming ``option`` otherwise."""
+    parts = [p.strip() for p in (text or "").split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise BadOption(option, text, "trial numbers separated by commas, e.g. 12,15")
+    return [int(p) for p in parts]
+
+
+def member_lines(a: Analysis) -> list[str]:
+    """One line per shown architecture, in full: its trial, verdict, size and the whole string."""
+    return [
+        f"trial {m.number}, {'baseline' if m.baseline else verdict_text(m)}, {count(m.params)} params, "
+        f"{m.flops / 1e6:.1f} MFLOPs: {m.arch}"
+        for m in a.members
+    ]
+
+
+def closing_lines(rep: Report) -> list[str]:
+    """What the latency figures mean, the hypervolume, and the search's cost."""
+    from nas.study.studies import count_states
+
+    st, info, names = rep.study, rep.info, rep.names
+    lines = []
+    ref_ms = study_attr(st, "latency_reference", dict, {}).get("ms")
+    if ref_ms:
+        lines.append(
+            f"latency = ratio to the plain backbone timed interleaved with it x its quiet latency "
+            f"{ref_ms:.3f} ms on this target; intervals: 95% of the median ratio"
+        )
+    lines.append(
+        f"hypervolume {info['hypervolume']:.5f} against the reference point "
+        f"({names[0]} {info['reference'][0]}, {names[1]} {info['reference'][1]:.4g}) "
+        f"= (0, 1.1 x the largest {names[1]} of a complete trial)"
+    )
+    counts = count_states(st)
+    evaluated = counts["complete"] + counts["pruned"] + counts["infeasible"]
+    if info["overhead_pct"] is not None:
+        copies = (
+            f" (and {counts['copies']} proposal(s) of evaluated ones, recorded as copies)" if counts["copies"] else ""
+        )
+        lines.append(
+            f"{evaluated} architectures evaluated{copies} in {info['wall_s']:.0f} s, {info['epochs']} epochs trained; "
+            f"overhead (time outside training and validation batches): {info['overhead_pct']:.1f}%"
+        )
+    return lines
 
 
 def analyse(

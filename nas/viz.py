@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,8 +58,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 import attention
-from nas.core.errors import UserError
-from nas.core.names import replacing
+from nas.core.errors import BadOption, UserError
+from nas.core.names import folder_of, replacing
 
 if TYPE_CHECKING:
     from nas.core.artifacts import ModelCard
@@ -636,3 +637,86 @@ def digits_test_split(card: ModelCard) -> DigitsSplit:
         )
     options = {k: data[k] for k in ("clutter", "noise", "seed", "test") if k in data}
     return digits_splits(canvas=h, train=0, val=0, **options)["test"]
+
+
+# -- what nas viz does, before it draws -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VizJob:
+    """What ``nas viz`` draws: the model and its card, the output folder (checked), the image files, and
+    the embedded digits test split for the pointing game (None without ``--eval``)."""
+
+    model: nn.Module
+    card: ModelCard
+    out: Path
+    files: list[Path]
+    split: DigitsSplit | None
+
+
+def prepare(
+    export_dir: Path | None,
+    study: str | None,
+    trial: int | None,
+    storage: str | None,
+    artifacts: str | None,
+    images: Sequence[Path],
+    digits: int,
+    out: Path | None,
+    evaluate: bool,
+    batch_size: int,
+    force: bool,
+) -> VizJob:
+    """The options of ``nas viz`` checked, the model loaded, the output folder checked before anything is
+    written, and the digits asked for written as PNGs into ``out/inputs``."""
+    from nas.core.errors import BadOption, check_range
+    from nas.core.names import check_out
+
+    if not images and not evaluate and not digits:
+        raise BadOption("nas viz", "", "give --images PATH (repeatable), --digits N and/or --eval")
+    check_range("--batch-size", batch_size, 1, 4096)
+    check_range("--digits", digits, 0, 10_000, "a number of images")
+    files = image_files(images)
+    model, card, default_out = _load(export_dir, study, trial, storage, artifacts)
+    out = check_out(out or default_out, inputs=[*images, *files], force=force, ours=_only_pngs)
+    split = digits_test_split(card) if evaluate or digits else None  # refuse a non-digits model first
+    if digits:
+        files += write_digits(split, digits, out / "inputs")
+    return VizJob(model, card, out, files, split if evaluate else None)
+
+
+def _load(
+    export_dir: Path | None, study: str | None, trial: int | None, storage: str | None, artifacts: str | None = None
+) -> tuple[torch.nn.Module, ModelCard, Path]:
+    """The model, its description and the default output folder of what the user named."""
+    if (export_dir is None) == (study is None):
+        raise BadOption("nas viz", str(export_dir or ""), "give exactly one of EXPORT_DIR or --study NAME --trial N")
+    if export_dir is not None:
+        if trial is not None or storage is not None or artifacts is not None:
+            raise BadOption(
+                "--trial/--storage/--artifacts",
+                trial if trial is not None else storage if storage is not None else artifacts,
+                "only with --study (an export folder holds one model)",
+            )
+        if not export_dir.is_dir():
+            raise BadOption("EXPORT_DIR", str(export_dir), "an existing export folder (written by nas export)")
+        from nas.export import load_export
+
+        model, card = load_export(export_dir)
+        return model, card, export_dir / "viz"
+    if trial is None:
+        raise BadOption("--trial", None, f"the number of a trial of study {study!r} (nas report lists them)")
+    from nas.export import load_trial
+
+    model, card = load_trial(study, storage, trial, artifacts=artifacts)  # storage None: runs/<study>/study.db
+    return model, card, folder_of(Path("runs"), study) / "viz" / f"trial-{trial}"
+
+
+def _only_pngs(folder: Path) -> bool:
+    """A folder of nas viz's own output (PNGs only): written again, as asked."""
+    return all(p.suffix.lower() == ".png" for p in folder.rglob("*") if p.is_file())
+
+
+def _only_pngs(folder: Path) -> bool:
+    """A folder of nas viz's own output (PNGs only): written again, as asked."""
+    return all(p.suffix.lower() == ".png" for p in folder.rglob("*") if p.is_file())

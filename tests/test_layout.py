@@ -121,3 +121,31 @@ def test_help_and_bad_options_load_nothing_heavy(argv):
     last = [ln for ln in done.stdout.splitlines() if ln.startswith("HEAVY")][-1]
     assert last.startswith("HEAVY []"), f"{argv}: {last}\n{done.stderr[-2000:]}"
     assert last.endswith(" 0") == (argv[-1] == "--help"), last
+
+
+def test_functions_are_short_enough_to_read_and_commands_only_parse_and_print():
+    """No function in nas/ over 80 lines; none in nas/cli/ (which parses arguments, calls one function
+    and prints its result) over 40."""
+    long = []
+    for path in sorted((ROOT / "nas").rglob("*.py")):
+        limit = 40 if "cli" in path.relative_to(ROOT).parts else 80
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines (at most {limit})")
+    assert long == []
+
+
+def test_no_module_outside_the_tasks_asks_which_task_it_is():
+    """Task-specific behaviour is a method of nas.core.task.Task: nothing outside nas/tasks/ compares a
+    task's name or looks for a detector."""
+    asking = []
+    for path in sorted((ROOT / "nas").rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[1] == "tasks":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if any(s in line for s in ("is_detection", '== "detect"', '== "classify"', ".detector is not None")):
+                asking.append(f"{rel}:{n}: {line.strip()}")
+    assert asking == []

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -11,137 +11,96 @@ from nas.cli.base import app
 from nas.cli.console import console, err_console, shown
 from nas.search import SAMPLERS, SearchOptions
 
+Opt = typer.Option
+SpaceFile = Annotated[Path, Opt("--space", help="Search-space YAML file")]
+Trials = Annotated[int, Opt(help="Finished trials to reach (those of an earlier run count)")]
+Timeout = Annotated[float | None, Opt(help="Stop starting trials after this many seconds")]
+Study = Annotated[str | None, Opt(help="Study name (default: the space's name)")]
+Storage = Annotated[
+    str | None,
+    Opt(
+        help="Optuna storage URL (default: sqlite:///runs/<study>/study.db; several machines: postgresql+psycopg2://user@host/db)"
+    ),
+]
+Seed = Annotated[int, Opt(help="Sampler and training seed")]
+Sampler = Annotated[str, Opt(help=" | ".join(SAMPLERS))]
+Prune = Annotated[bool, Opt("--prune/--no-prune", help="Multi-objective successive halving")]
+Eta = Annotated[int, Opt(help="Pruning: keep the best 1/eta at each rung (epochs 1, eta, eta^2, ...)")]
+Workers = Annotated[str, Opt(help="Worker processes on this machine: N, or auto (one per GPU, one on a CPU-only one)")]
+Threads = Annotated[int | None, Opt(help="CPU threads per worker (default: CPU cores / workers)")]
+Heartbeat = Annotated[
+    int, Opt(help="Seconds between a running trial's heartbeats; a trial silent for 3 is failed and retried once")
+]
+Artifacts = Annotated[
+    str | None,
+    Opt(
+        help="Where the front's weights go (Optuna artifact store): a folder (default runs/<study>/artifacts), "
+        "s3://BUCKET/PREFIX or gs://BUCKET/PREFIX; recorded on the study, so export finds it from anywhere"
+    ),
+]
+WorkerIndex = Annotated[int | None, Opt(hidden=True, help="Set by --workers for its worker processes")]
+
 
 @app.command("search")
 def search_cmd(
-    space: Path = typer.Option(..., "--space", help="Search-space YAML file"),
-    trials: int = typer.Option(50, help="Finished trials to reach (those of an earlier run count)"),
-    timeout: float | None = typer.Option(None, help="Stop starting trials after this many seconds"),
-    study: str | None = typer.Option(None, help="Study name (default: the space's name)"),
-    storage: str | None = typer.Option(
-        None,
-        help="Optuna storage URL (default: sqlite:///runs/<study>/study.db; "
-        "several machines: postgresql+psycopg2://user@host/db)",
-    ),
-    seed: int = typer.Option(0, help="Sampler and training seed"),
-    sampler: str = typer.Option("tpe", help=" | ".join(SAMPLERS)),
-    prune: bool = typer.Option(True, "--prune/--no-prune", help="Multi-objective successive halving"),
-    eta: int = typer.Option(3, help="Pruning: keep the best 1/eta at each rung (epochs 1, eta, eta^2, ...)"),
-    workers: str = typer.Option(
-        "1", help="Worker processes on this machine: N, or auto (one per visible GPU, one on a CPU-only machine)"
-    ),
-    threads: int | None = typer.Option(None, help="CPU threads per worker (default: CPU cores / workers)"),
-    heartbeat: int = typer.Option(
-        10,
-        help="Seconds between a running trial's heartbeats; a trial silent for 3 "
-        "is failed and its architecture retried once",
-    ),
-    artifacts: str | None = typer.Option(
-        None,
-        help="Where the front's weights go (Optuna artifact store): a folder (default runs/<study>/artifacts), "
-        "s3://BUCKET/PREFIX or gs://BUCKET/PREFIX; recorded on the study, so export finds it from anywhere",
-    ),
-    worker_index: int | None = typer.Option(None, hidden=True, help="Set by --workers for its worker processes"),
+    space: SpaceFile,
+    trials: Trials = 50,
+    timeout: Timeout = None,
+    study: Study = None,
+    storage: Storage = None,
+    seed: Seed = 0,
+    sampler: Sampler = "tpe",
+    prune: Prune = True,
+    eta: Eta = 3,
+    workers: Workers = "1",
+    threads: Threads = None,
+    heartbeat: Heartbeat = 10,
+    artifacts: Artifacts = None,
+    worker_index: WorkerIndex = None,
 ) -> None:
     """Search a space: each trial trains an architecture; the front of accuracy against latency is kept."""
     opts = SearchOptions(
         space, trials, timeout, study, storage, seed, sampler, prune, eta, workers, threads, heartbeat, artifacts
     )
-    import time
+    from nas import search
+    from nas.cli.display import LineReporter, LiveReporter
 
-    import optuna
-    import torch
-
-    from nas.cli.display import LineReporter, LiveReporter, front_table
-    from nas.search import Reporter, Search, SearchResult, create_or_resume, failing, make_sampler
-    from nas.study import analysis
-    from nas.study.stores import ARTIFACTS_DIR, STORE_ATTR, dashboard_hint, study_store
-    from nas.study.studies import count_states, default_storage, storage_of, stored_study_attrs
-    from nas.tasks.spacefile import load_space
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    s = load_space(space)
-    name = study or s.name
-    url = storage or default_storage(name)
-
-    def search(index: int, reporter: Reporter) -> SearchResult:
-        return Search(
-            s,
-            name,
-            url,
-            trials,
-            timeout,
-            seed,
-            sampler,
-            prune,
-            eta,
-            reporter=reporter,
-            worker_index=index,
-            heartbeat_s=heartbeat,
-            artifacts=artifacts,
-        ).run()
-
+    job = search.prepare(opts)
     if worker_index is not None:  # one of the processes of --workers: plain lines for the parent to show
-        from nas.search import die_with_parent
-
-        die_with_parent()
-        if threads:
-            torch.set_num_threads(threads)
-        result = search(worker_index, LineReporter())
-        print(f"done: {result.stopped}", flush=True)
+        print(f"done: {search.run_worker(job, worker_index, LineReporter()).stopped}", flush=True)
         return
+    url = shown(job.url)
+    console.print(f"study [bold]{shown(job.name)}[/bold] in {url}\ninspect it with:  optuna-dashboard {url}")
+    if job.plan.workers > 1:
+        console.print(job.plan.describe())
+    with LiveReporter() as reporter:
+        done = search.run(job, reporter)
+    _summary(job, done, storage)
+    if done.failing:  # every trial failed: a script calling nas search must see it
+        err_console.print(f"[bold red]error:[/bold red] the search stopped: {shown(done.stopped)}", highlight=False)
+        raise typer.Exit(1)
 
-    from nas.search import plan, run_workers
 
-    p = plan(workers, threads, s.training.devices)
-    console.print(f"study [bold]{shown(name)}[/bold] in {shown(url)}\ninspect it with:  optuna-dashboard {shown(url)}")
-    if p.workers == 1:
-        if threads:
-            torch.set_num_threads(threads)
-        with LiveReporter() as reporter:
-            result = search(0, reporter)
-        st, c, stopped, wall = result.study, result.counts, result.stopped, result.wall_s
-    else:
-        from nas.search import StudyLock
+def _summary(job: Any, done: Any, storage: str | None) -> None:
+    """The counts, the front of the search's runs, the verdict so far and where to look next."""
+    from nas.cli.display import front_table
+    from nas.study import analysis
+    from nas.study.stores import STORE_ATTR, dashboard_hint
+    from nas.study.studies import stored_study_attrs
 
-        console.print(p.describe())
-        start = time.monotonic()
-        st = create_or_resume(s, name, url, make_sampler(sampler, seed), heartbeat, seed)
-        with StudyLock(url, name, storage_of(st).engine).held():  # recorded once, before any worker starts
-            study_store(st, artifacts, Path("runs") / name / ARTIFACTS_DIR)
-        args = replace(opts, study=name, storage=url).to_argv()
-        with LiveReporter() as reporter:
-            reporter.search_start(st, trials)
-            stopped = run_workers(
-                p,
-                args,
-                st,
-                StudyLock(url, name, storage_of(st).engine),
-                heartbeat,
-                on_line=reporter.print,
-                on_poll=reporter.poll,
-            )
-        c, wall = count_states(st), time.monotonic() - start
+    c, st = done.counts, done.study
+    copies = (
+        f"; {c['copies']} proposal(s) of architectures already evaluated, recorded as copies" if c["copies"] else ""
+    )
     console.print(
-        f"{stopped}: complete {c['complete']}, pruned {c['pruned']}, infeasible {c['infeasible']}, "
-        f"failed {c['failed']} in {wall:.0f} s"
-        + (
-            f"; {c['copies']} proposal(s) of architectures already evaluated, recorded as copies" if c["copies"] else ""
-        ),
+        f"{done.stopped}: complete {c['complete']}, pruned {c['pruned']}, infeasible {c['infeasible']}, "
+        f"failed {c['failed']} in {done.wall_s:.0f} s{copies}"
     )
     console.print(front_table(st, title="Pareto front of the search's runs (one run each)"))
     # the verdict from what the search stored (the baseline's noise seeds, the confirmation runs)
     console.print(f"[bold]{shown(analysis.analyse(st, measure_again=False).headline())}[/bold]", highlight=False)
-    console.print(
-        f"nas report --study {shown(name)}"
-        + (f" --storage {shown(url)}" if storage else "")
-        + "  (the front and the baseline re-measured, with intervals)",
-        highlight=False,
-    )
+    again = f"nas report --study {shown(job.name)}" + (f" --storage {shown(job.url)}" if storage else "")
+    console.print(f"{again}  (the front and the baseline re-measured, with intervals)", highlight=False)
     location = stored_study_attrs(st).get(STORE_ATTR)
-    console.print(
-        shown(dashboard_hint(url, location)) if location else f"optuna-dashboard {shown(url)}", highlight=False
-    )
-    if failing(stopped):  # every trial failed: a script calling nas search must see it
-        err_console.print(f"[bold red]error:[/bold red] the search stopped: {shown(stopped)}", highlight=False)
-        raise typer.Exit(1)
+    hint = shown(dashboard_hint(job.url, location)) if location else f"optuna-dashboard {shown(job.url)}"
+    console.print(hint, highlight=False)

@@ -93,16 +93,20 @@ class Setting:
             return f"a number from {low:,} to {high:,}" + (f"; {self.rule_text}" if self.rule_text else "")
         return _describe_type(self.kind) + (f"; {self.rule_text}" if self.rule_text else "")
 
-    def problem(self, value: Any, shown: Any = None) -> str | None:
-        """Why ``value`` (already of the right type; ``shown`` as the user wrote it) is not allowed, or None."""
-        shown = value if shown is None else shown
+    def violation(self, value: Any) -> str | None:
+        """What is allowed, when ``value`` (already of the right type) is not; None when it is."""
         if isinstance(value, (int, float)) and not isinstance(value, bool) and self.bounds is not None:
             low, high = self.bounds
             if not low <= value <= high:
-                return f"{shown!r} is not allowed; expected a number from {low:,} to {high:,}"
+                return f"a number from {low:,} to {high:,}"
         if self.rule is not None and value is not None and not self.rule(value):
-            return f"{shown!r} is not allowed; expected {self.rule_text}"
+            return self.rule_text
         return None
+
+    def problem(self, value: Any, shown: Any = None) -> str | None:
+        """Why ``value`` (already of the right type; ``shown`` as the user wrote it) is not allowed, or None."""
+        allowed = self.violation(value)
+        return None if allowed is None else f"{value if shown is None else shown!r} is not allowed; expected {allowed}"
 
 
 def yaml_float(v: Any) -> Any:
@@ -223,11 +227,12 @@ CONFIRM = Setting(int, 0, bounds=(0, MAX_CONFIRM), rule=lambda v: v != 1, rule_t
 LR_RULE = dict(bounds=(0.0, 10.0), rule=lambda v: v > 0, rule_text="a learning rate > 0")
 
 
-def confirm_problem(value: int) -> str | None:
-    """Why a confirmation count (``training.confirm``, ``nas report --confirm``) is not allowed, or None."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"{value!r} is not allowed; expected {CONFIRM_RULE}"
-    return CONFIRM.problem(value)
+def confirm_allowed(value: int) -> str | None:
+    """What a confirmation count (``training.confirm``, ``nas report --confirm``) may be, when ``value``
+    is not allowed; None when it is."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return CONFIRM_RULE
+    return CONFIRM.violation(value)
 
 
 class Training(Section):

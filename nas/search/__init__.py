@@ -13,6 +13,10 @@ import importlib
 from typing import Any
 
 _PUBLIC = {
+    # nas search as the command line runs it
+    "prepare": "_command",
+    "run": "_command",
+    "run_worker": "_command",
     # the loop
     "Search": "_loop",
     "SearchResult": "_loop",

@@ -180,29 +180,7 @@ def run_workers(
     the workers stopped (what the last of them said)."""
     from nas.search._study import fail_stale
 
-    workers = []
-    for i in range(plan_.workers):
-        env = dict(
-            os.environ,
-            PYTHONUNBUFFERED="1",
-            OMP_NUM_THREADS=str(plan_.threads),
-            MKL_NUM_THREADS=str(plan_.threads),
-            **{PARENT_ENV: str(os.getpid())},
-        )
-        if plan_.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = plan_.gpus[i]
-        argv = [
-            sys.executable,
-            "-m",
-            "nas",
-            "search",
-            *child_args,
-            "--threads",
-            str(plan_.threads),
-            "--worker-index",
-            str(i),
-        ]
-        workers.append(Worker(i, argv, env, on_line))
+    workers = _workers(plan_, child_args, on_line)
     for w in workers:
         w.start()
     try:
@@ -219,33 +197,59 @@ def run_workers(
             for w in list(running):
                 assert w.proc is not None
                 code = w.proc.poll()
-                if code is None:
-                    continue
-                running.remove(w)
-                if w.pump is not None:
-                    w.pump.join(timeout=5)  # its last lines (the reason it stopped) are read
-                if code == 0:
-                    reasons += [line[len("done: ") :] for line in w.tail[-1:] if line.startswith("done: ")]
-                    continue
-                if code == 2:  # the worker's own message says what was wrong with the input
-                    raise UserError(f"worker {w.index} stopped: " + " | ".join(w.tail[-3:]))
-                if code < 0 or code in (128 + signal.SIGKILL, 128 + signal.SIGTERM):  # killed from outside
-                    why = f"worker process {w.proc.pid} {describe_exit(code)}"
-                    failed = fail_trials_of(study, lock, w.ident, why)
-                    on_line(f"[w{w.index}] {why}; failed and queued again: trial(s) {failed or 'none running'}")
-                    if w.restarts < RESTARTS:
-                        w.restarts += 1
-                        w.start()
-                        running.append(w)
-                        on_line(f"[w{w.index}] restarted ({w.restarts} of {RESTARTS})")
-                    else:
-                        reasons.append(f"worker {w.index} died {RESTARTS + 1} times and was not restarted")
-                    continue
-                raise WorkerFailed(f"worker {w.index} failed ({describe_exit(code)}): " + " | ".join(w.tail[-5:]))
+                if code is not None:
+                    running.remove(w)
+                    running += _ended(w, code, study, lock, on_line, reasons)
     except BaseException:
         stop_all(workers, study, lock, on_line)
         raise
     return reasons[-1] if reasons else "no worker reported"
+
+
+def _workers(plan_: Plan, child_args: Sequence[str], on_line: Callable[[str], None]) -> list[Worker]:
+    """The worker processes of ``plan_``: ``nas search`` with ``child_args``, its threads and (on a GPU
+    machine) its GPU, and the parent's pid to die with."""
+    workers = []
+    for i in range(plan_.workers):
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            OMP_NUM_THREADS=str(plan_.threads),
+            MKL_NUM_THREADS=str(plan_.threads),
+            **{PARENT_ENV: str(os.getpid())},
+        )
+        if plan_.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = plan_.gpus[i]
+        argv = [sys.executable, "-m", "nas", "search", *child_args, "--threads", str(plan_.threads)]
+        workers.append(Worker(i, [*argv, "--worker-index", str(i)], env, on_line))
+    return workers
+
+
+def _ended(
+    w: Worker, code: int, study: optuna.Study, lock: StudyLock, on_line: Callable[[str], None], reasons: list[str]
+) -> list[Worker]:
+    """A worker's process ended with ``code``: its reason noted (exit 0); its input error raised (exit 2);
+    killed from outside: its trials failed and queued again, and it restarted (returned) up to RESTARTS
+    times; anything else raised as WorkerFailed."""
+    if w.pump is not None:
+        w.pump.join(timeout=5)  # its last lines (the reason it stopped) are read
+    if code == 0:
+        reasons += [line[len("done: ") :] for line in w.tail[-1:] if line.startswith("done: ")]
+        return []
+    if code == 2:  # the worker's own message says what was wrong with the input
+        raise UserError(f"worker {w.index} stopped: " + " | ".join(w.tail[-3:]))
+    if code < 0 or code in (128 + signal.SIGKILL, 128 + signal.SIGTERM):  # killed from outside
+        why = f"worker process {w.proc.pid} {describe_exit(code)}"
+        failed = fail_trials_of(study, lock, w.ident, why)
+        on_line(f"[w{w.index}] {why}; failed and queued again: trial(s) {failed or 'none running'}")
+        if w.restarts < RESTARTS:
+            w.restarts += 1
+            w.start()
+            on_line(f"[w{w.index}] restarted ({w.restarts} of {RESTARTS})")
+            return [w]
+        reasons.append(f"worker {w.index} died {RESTARTS + 1} times and was not restarted")
+        return []
+    raise WorkerFailed(f"worker {w.index} failed ({describe_exit(code)}): " + " | ".join(w.tail[-5:]))
 
 
 def stop_all(workers: Sequence[Worker], study: optuna.Study, lock: StudyLock, on_line: Callable[[str], None]) -> None:

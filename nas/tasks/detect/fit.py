@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,7 @@ def trainer_args(
 def fit(
     model: nn.Module,
     data_yaml: Path,
-    training: Mapping[str, Any],
+    training: Any,
     imgsz: int,
     epochs: int,
     seed: int,
@@ -79,10 +78,30 @@ def fit(
     from nas.tasks.detect import ultra
 
     ultra.load()
-    from ultralytics.models.yolo.detect import DetectionTrainer
+    import yaml
 
-    result = FitResult(extra={MAP50_CURVE: []})
-    prebuilt = model
+    log_dir.mkdir(parents=True, exist_ok=True)
+    model_yaml = log_dir / "model.yaml"  # what was trained, as ultralytics reads it (attention rows included)
+    model_yaml.write_text(yaml.safe_dump(model.yaml, sort_keys=False))
+    args = {**trainer_args(data_yaml, training, imgsz, epochs, seed, log_dir, device), "model": str(model_yaml)}
+    trainer = _trainer_class(model)(overrides=args)
+    hooked = _Hooked(hooks)
+    hooked.attach(trainer)
+    try:
+        with ultra.logged_to(log_dir / "ultralytics.log"):
+            trainer.train()
+    finally:
+        hooks.release()  # the gate is never left held by a fit that failed inside a batch
+    with contextlib.suppress(OSError):
+        (log_dir / "weights").rmdir()  # made by ultralytics for checkpoints it does not write here
+    hooks.fit_end(hooked.result.seconds, None)
+    return hooked.result
+
+
+def _trainer_class(prebuilt: nn.Module) -> type:
+    """ultralytics' DetectionTrainer training ``prebuilt`` (our seeded build), writing no checkpoints,
+    without its final re-validation of best.pt, and failing on a non-finite loss."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
 
     class SearchTrainer(DetectionTrainer):
         def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> nn.Module:
@@ -104,67 +123,63 @@ def fit(
                 raise NonFiniteLoss(f"{what} at epoch {epoch + 1}")
             return False
 
-    import yaml
+    return SearchTrainer
 
-    log_dir.mkdir(parents=True, exist_ok=True)
-    model_yaml = log_dir / "model.yaml"  # what was trained, as ultralytics reads it (attention rows included)
-    model_yaml.write_text(yaml.safe_dump(model.yaml, sort_keys=False))
-    args = {**trainer_args(data_yaml, training, imgsz, epochs, seed, log_dir, device), "model": str(model_yaml)}
-    trainer = SearchTrainer(overrides=args)
-    state = {"step": 0, "start": 0.0, "images": 0, "last": 0.0, "batch_t0": 0.0, "val_t0": 0.0}
 
-    def epoch_start(t: Any) -> None:
-        state.update(step=0, start=time.perf_counter(), images=0, last=0.0)
+class _Hooked:
+    """A fit's ``FitHooks`` on ultralytics' callbacks: the gate around every training and validation batch
+    (the validator copies the trainer's callbacks) and the seconds inside them, steps for a display, and
+    after each epoch's validation the curve so far (a True answer stops the trainer)."""
 
-    def batch_start(t: Any) -> None:
-        hooks.batch_start()
-        state["batch_t0"] = time.perf_counter()
+    def __init__(self, hooks: FitHooks):
+        self.hooks, self.result = hooks, FitResult(extra={MAP50_CURVE: []})
+        self.step = self.images = 0
+        self.start = self.last = self.batch_t0 = self.val_t0 = 0.0
 
-    def batch_end(t: Any) -> None:
+    def attach(self, trainer: Any) -> None:
+        for event, fn in (
+            ("on_val_batch_start", self.val_start),
+            ("on_val_batch_end", self.val_end),
+            ("on_train_epoch_start", self.epoch_start),
+            ("on_train_batch_start", self.batch_start),
+            ("on_train_batch_end", self.batch_end),
+            ("on_train_epoch_end", lambda t: self.hooks.phase("validating")),
+            ("on_fit_epoch_end", self.epoch_end),
+        ):
+            trainer.add_callback(event, fn)
+
+    def epoch_start(self, t: Any) -> None:
+        self.step, self.start, self.images, self.last = 0, time.perf_counter(), 0, 0.0
+
+    def batch_start(self, t: Any) -> None:
+        self.hooks.batch_start()
+        self.batch_t0 = time.perf_counter()
+
+    def batch_end(self, t: Any) -> None:
         now = time.perf_counter()
-        result.seconds += now - state["batch_t0"]
-        hooks.batch_end()
-        state["step"] += 1
-        state["images"] += int(t.batch_size)
+        self.result.seconds += now - self.batch_t0
+        self.hooks.batch_end()
+        self.step += 1
+        self.images += int(t.batch_size)
         steps = len(t.train_loader)
-        if now - state["last"] >= 0.5 or state["step"] == steps:
-            state["last"] = now
-            hooks.step(t.epoch + 1, state["step"], steps, state["images"] / max(now - state["start"], 1e-9))
+        if now - self.last >= 0.5 or self.step == steps:
+            self.last = now
+            self.hooks.step(t.epoch + 1, self.step, steps, self.images / max(now - self.start, 1e-9))
 
-    def epoch_end(t: Any) -> None:  # after validation; once per epoch trained (final_eval is skipped)
-        metrics = t.metrics or {}
+    def epoch_end(self, t: Any) -> None:  # after validation; once per epoch trained (final_eval is skipped)
+        metrics, r = t.metrics or {}, self.result
         if MAP not in metrics:
             return
-        result.curve.append(float(metrics[MAP]))
-        result.extra[MAP50_CURVE].append(float(metrics[MAP50]))
-        result.model = t.ema.ema if t.ema else t.model
-        if hooks.epoch_end(list(result.curve), {MAP50_CURVE: [round(v, 5) for v in result.extra[MAP50_CURVE]]}):
+        r.curve.append(float(metrics[MAP]))
+        r.extra[MAP50_CURVE].append(float(metrics[MAP50]))
+        r.model = t.ema.ema if t.ema else t.model
+        if self.hooks.epoch_end(list(r.curve), {MAP50_CURVE: [round(v, 5) for v in r.extra[MAP50_CURVE]]}):
             t.stop = True
 
-    def train_epoch_end(t: Any) -> None:
-        hooks.phase("validating")
+    def val_start(self, v: Any) -> None:
+        self.hooks.batch_start()
+        self.val_t0 = time.perf_counter()
 
-    def val_start(v: Any) -> None:  # validation batches hold the gate too (the validator copies our callbacks)
-        hooks.batch_start()
-        state["val_t0"] = time.perf_counter()
-
-    def val_end(v: Any) -> None:
-        result.seconds += time.perf_counter() - state["val_t0"]
-        hooks.batch_end()
-
-    trainer.add_callback("on_val_batch_start", val_start)
-    trainer.add_callback("on_val_batch_end", val_end)
-    trainer.add_callback("on_train_epoch_start", epoch_start)
-    trainer.add_callback("on_train_batch_start", batch_start)
-    trainer.add_callback("on_train_batch_end", batch_end)
-    trainer.add_callback("on_train_epoch_end", train_epoch_end)
-    trainer.add_callback("on_fit_epoch_end", epoch_end)
-    try:
-        with ultra.logged_to(log_dir / "ultralytics.log"):
-            trainer.train()
-    finally:
-        hooks.release()  # the gate is never left held by a fit that failed inside a batch
-    with contextlib.suppress(OSError):
-        (log_dir / "weights").rmdir()  # made by ultralytics for checkpoints it does not write here
-    hooks.fit_end(result.seconds, None)
-    return result
+    def val_end(self, v: Any) -> None:
+        self.result.seconds += time.perf_counter() - self.val_t0
+        self.hooks.batch_end()

@@ -1,0 +1,108 @@
+"""A study records the space it was run with once, as parsed data: commands read it without parsing the
+YAML again, from any folder; settings a resume may change (``noise_seeds``, ``confirm``) are recorded on
+the study when they change, and the noise floor and the report follow them."""
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.search._samplers import make_sampler
+from nas.search._study import create_or_resume, space_fingerprint
+from nas.study import analysis
+from nas.study.confirmation import noise_seed_list
+from nas.study.studies import CHANGES_ATTR, stored_space
+from nas.tasks import space_from_data, spacefile
+from nas.tasks.spacefile import load_space
+
+from _helpers import run_nas, space_file
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _study(space, url):
+    return create_or_resume(space, space.name, url, make_sampler("random", 0), None, 0)
+
+
+def _baseline_done(study, space):
+    """A complete baseline trial, as the search records one (no training: its figures are made up)."""
+    trial = study.ask()
+    trial.set_user_attr("arch", str(space.baseline()))
+    trial.set_user_attr("baseline", True)
+    trial.set_user_attr("val_acc_curve", [0.5, 0.6, 0.7])
+    study.tell(trial, [0.7, 1.0])
+
+
+@pytest.mark.parametrize(
+    "path", ["spaces/small.yaml", "spaces/resnet.yaml", "spaces/mobilenetv3.yaml", "spaces/yolo.yaml"]
+)
+def test_a_parsed_space_round_trips_through_the_study_as_data(path):
+    s = load_space(Path(__file__).resolve().parents[1] / path)
+    again = space_from_data(json.loads(json.dumps(s.to_data())))
+    assert again == s and space_fingerprint(again) == space_fingerprint(s)
+    assert again.training.as_dict() == s.training.as_dict() and again.task is s.task
+
+
+def test_resuming_with_more_noise_seeds_and_a_confirmation_is_recorded_and_followed(tmp_path, caplog):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first = load_space(space_file(tmp_path, training={"noise_seeds": 2, "confirm": 0}))
+    study = _study(first, url)
+    _baseline_done(study, first)
+    assert noise_seed_list(study) == [0, 1]
+    assert analysis.analyse(study, measure_again=False).confirm == 0
+
+    later = load_space(space_file(tmp_path, training={"noise_seeds": 4, "confirm": 3}))
+    assert space_fingerprint(later) == space_fingerprint(first), "what the trials trained is the same"
+    with caplog.at_level("WARNING"):
+        study = _study(later, url)
+    assert "training.noise_seeds: 2 -> 4" in caplog.text and "training.confirm: 0 -> 3" in caplog.text
+    changes = study.user_attrs[CHANGES_ATTR]
+    assert [(c["key"], c["from"], c["to"]) for c in changes] == [
+        ("training.noise_seeds", 2, 4),
+        ("training.confirm", 0, 3),
+    ]
+    reopened = optuna.load_study(study_name=first.name, storage=url)  # another command, another process
+    assert noise_seed_list(reopened) == [0, 1, 2, 3], "the noise floor trains the new seeds"
+    assert stored_space(reopened).training.confirm == 3
+    assert analysis.analyse(reopened, measure_again=False).confirm == 3, "the report judges with the new K"
+
+    other = load_space(space_file(tmp_path, training={"noise_seeds": 4, "confirm": 3, "epochs": 5}))
+    with pytest.raises(Exception, match="was created from a different search space"):
+        _study(other, url)
+
+
+def test_commands_parse_a_space_once_and_read_the_study_s_record_from_anywhere(tmp_path, monkeypatch):
+    parses = []
+    real = spacefile._parse
+    monkeypatch.setattr(spacefile, "_parse", lambda *a, **k: parses.append(a[2]) or real(*a, **k))
+    space_file(tmp_path, training={"noise_seeds": 2, "epochs": 1, "confirm": 0})
+    r = run_nas("search", "--space", "tiny.yaml", "--trials", 2, "--sampler", "random", cwd=tmp_path)
+    assert r.returncode == 0, r
+    assert len(parses) == 1, parses
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    url = f"sqlite:///{tmp_path / 'runs' / 'tiny' / 'study.db'}"
+    for command in (("report", "--no-remeasure"), ("export", "best", "--no-weights", "--out", elsewhere / "x")):
+        parses.clear()
+        r = run_nas(*command, "--study", "tiny", "--storage", url, cwd=elsewhere)
+        assert r.returncode == 0, r
+        assert parses == [], (command, parses)
+    study = optuna.load_study(study_name="tiny", storage=url)
+    assert study.user_attrs["space_path"] == str((tmp_path / "tiny.yaml").resolve()), "stored resolved"
+    assert study.user_attrs["space_data"]["path"] == str((tmp_path / "tiny.yaml").resolve())
+    assert [t.state for t in study.get_trials()][:1] == [TrialState.COMPLETE]
+
+
+def test_a_study_made_before_it_recorded_its_parsed_space_is_read_from_its_yaml_once(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    space = load_space(space_file(tmp_path))
+    study = _study(space, url)
+    study.set_user_attr("space_data", None)  # as studies made before it was recorded
+    parses = []
+    real = spacefile._parse
+    monkeypatch.setattr(spacefile, "_parse", lambda *a, **k: parses.append(a[2]) or real(*a, **k))
+    reopened = optuna.load_study(study_name=space.name, storage=url)
+    assert stored_space(reopened) == stored_space(reopened)
+    assert stored_space(reopened).stages == space.stages and len(parses) == 1

@@ -19,6 +19,7 @@ from torch import nn
 
 from nas.core.artifacts import WEIGHTS_FILE, ExportError, ModelCard, verify_weights, weights_path
 from nas.core.errors import BadOption, UserError
+from nas.core.names import staged
 from nas.core.task import ExportFacts, ExportOptions
 from nas.study import record as r
 from nas.study.record import TrialInfo
@@ -126,9 +127,13 @@ def export_chosen(chosen: Chosen, *, force: bool = False, **options: Any) -> Exp
     """``export_trial`` into the chosen folder, checked first: one that holds other files than an earlier
     export of this trial needs ``force``."""
     from nas.core.names import check_out
+    from nas.study.stores import STORE_ATTR
+    from nas.study.studies import stored_study_attrs
 
     st, trial = chosen.study, chosen.trial
-    check_out(chosen.folder, force=force, ours=lambda f: is_export_of(f, st.study_name, trial.number))
+    store = stored_study_attrs(st).get(STORE_ATTR)
+    inputs = [Path(store)] if isinstance(store, str) and "://" not in store else []  # the study's weights
+    check_out(chosen.folder, inputs=inputs, force=force, ours=lambda f: is_export_of(f, st.study_name, trial.number))
     return export_trial(st, trial, chosen.folder, **options)
 
 
@@ -293,11 +298,21 @@ def export_trial(
         trial.user_attrs,
         judged(study, trial, remeasure, root),
     )
-    with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch, staged(out) as stage:
         weights_src = _weights_of(study, trial, root, artifacts, Path(scratch)) if weights else None
         options = ExportOptions(weights_src, onnx, torchscript, name, tolerance)
-        files, checks = space.task.export(space, info.architecture, num_classes_of(study, space), out, facts, options)
-    return Exported(out, trial.number, files, checks)
+        try:  # written and checked in the staging folder; installed into ``out`` only then
+            files, checks = space.task.export(
+                space, info.architecture, num_classes_of(study, space), stage, facts, options
+            )
+        except UserError as e:  # named by what the user knows, not by scratch files that will be gone
+            message = str(e).replace(str(stage), str(out))
+            if weights_src is not None and info.weights_artifact:
+                message = message.replace(
+                    str(weights_src), f"the weights of trial {trial.number} ({info.weights_artifact})"
+                )
+            raise ExportError(message) from None
+    return Exported(out, trial.number, [out / f.relative_to(stage) for f in files], checks)
 
 
 # -- loading --------------------------------------------------------------------------------------

@@ -96,11 +96,17 @@ def trial_numbers(text: str | None, option: str) -> list[int]:
 
 
 def member_lines(a: Analysis) -> list[str]:
-    """One line per shown architecture, in full: its trial, verdict, size and the whole string."""
-    return [
+    """One line per shown architecture, in full: its trial, verdict, size and the whole string; then each
+    of their re-runs that failed, with why (the next nas report --confirm or resumed search tries again)."""
+    lines = [
         f"trial {m.number}, {'baseline' if m.baseline else verdict_text(m)}, {count(m.params)} params, "
         f"{m.flops / 1e6:.1f} MFLOPs: {m.arch}"
         for m in a.members
+    ]
+    return lines + [
+        f"trial {number}: its re-run from seed {seed} failed ({why}); not counted, and tried again by the next "
+        "nas report --confirm or resumed search"
+        for number, _, seed, why in a.failed
     ]
 
 
@@ -159,7 +165,8 @@ def fitter(
     if space is None:
         raise UserError(f"study {study.study_name!r} does not record its search space; it cannot be re-trained")
     data = space.task.data(space, root, cf.study_seed(study))
-    epochs = study_attr(study, "epochs", int, space.training.epochs)  # as the trials trained
+    bounds = space.training.schema["epochs"].bounds
+    epochs = study_attr(study, "epochs", int, space.training.epochs, bounds)  # as the trials trained
     return search.make_fit(space, data, num_classes_of(study, space), epochs, root / study.study_name, status)
 
 
@@ -296,6 +303,11 @@ COLOURS = {"front": "#1f77b4", "off": "#7f7f7f", "baseline": "#d62728"}
 LABELS = {"front": "front", "off": "shown, off the confirmed front", "baseline": "baseline (no attention)"}
 
 
+def _mpl(text: str) -> str:
+    """Text as matplotlib draws it literally (``$`` would start its math mode)."""
+    return text.replace("$", r"\$")
+
+
 def _xlabel(d: PlotData) -> str:
     return f"{d.names[1]} (re-measured, 95% interval)" if d.remeasured else d.names[1]
 
@@ -318,7 +330,7 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
             s=10,
             c="#dddddd",
             zorder=1,
-            label=f"pruned ({d.names[0]} at its last rung)",
+            label=_mpl(f"pruned ({d.names[0]} at its last rung)"),
         )
     if d.complete:
         ax.scatter(
@@ -359,8 +371,8 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
                 label=LABELS[group],
                 mfc="none" if group == "off" else COLOURS[group],
             )
-    ax.set_xlabel(_xlabel(d))
-    ax.set_ylabel(d.names[0])
+    ax.set_xlabel(_mpl(_xlabel(d)))
+    ax.set_ylabel(_mpl(d.names[0]))
     ax.set_title(
         f"{study.study_name}: {len(d.complete) + len(d.points)} complete, {len(d.pruned)} pruned trials; "
         f"front {d.what}",
@@ -420,7 +432,7 @@ def figure(study: optuna.Study, a: Analysis) -> Any:
     names = d.names
     fig = go.Figure()
     for label, group, colour, size in (
-        (f"pruned ({d.names[0]} at its last rung)", d.pruned, "#cccccc", 6),
+        (f"pruned ({html.escape(d.names[0])} at its last rung)", d.pruned, "#cccccc", 6),
         ("complete trials (stored, one run)", d.complete, "#888888", 8),
     ):
         ys = [i.curve[-1] if i.curve else i.values[0] for i in group]
@@ -477,8 +489,8 @@ def figure(study: optuna.Study, a: Analysis) -> Any:
             )
         )
     fig.update_layout(
-        xaxis_title=_xlabel(d),
-        yaxis_title=names[0],
+        xaxis_title=html.escape(_xlabel(d)),  # a study's metric names are its text: Plotly renders some HTML
+        yaxis_title=html.escape(names[0]),
         hovermode="closest",
         template="plotly_white",
         height=560,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nas.core.artifacts import ModelCard
 from nas.core.errors import BadOption
-from nas.core.task import TrainResult
+from nas.core.task import TrainRequest, TrainResult
 from nas.tasks import task_named
 
 
@@ -46,16 +46,5 @@ def train(
             if not value > 0:
                 raise BadOption(option, value, "a positive number")
             raw_training[key] = value
-    task = task_named(card.task)
-    return task.train(
-        source,
-        card,
-        raw_training,
-        data=data,
-        out=out,
-        resume=resume,
-        force=force,
-        report=report,
-        announce=announce,
-        progress=progress,
-    )
+    request = TrainRequest(source, card, raw_training, data, out, resume, force, report, announce, progress)
+    return task_named(card.task).train(request)

@@ -32,9 +32,11 @@ def rank(module: str) -> int:
 
 
 def task_of(module: str) -> str | None:
-    """The task folder a module belongs to (nas.tasks.<task>...), None outside them."""
+    """The task folder a module belongs to (nas.tasks.<task>...), None outside them (nas.tasks' own
+    modules, which may import the tasks: the registry, the space file's shell)."""
     parts = module.split(".")
-    return parts[2] if len(parts) > 2 and parts[1] == "tasks" and parts[2] not in ("spacefile",) else None
+    in_task = len(parts) > 2 and parts[1] == "tasks" and (ROOT / "nas" / "tasks" / parts[2]).is_dir()
+    return parts[2] if in_task else None
 
 
 def module_name(path: Path) -> str:

@@ -3,6 +3,7 @@
 layers, and a broken one is named, not a traceback. Each test runs the command a user would."""
 
 import importlib.util
+import os
 import textwrap
 from pathlib import Path
 
@@ -161,3 +162,85 @@ def test_a_crafted_or_truncated_checkpoint_is_refused_when_nas_train_resumes_a_d
     assert r.returncode == 2 and "Traceback" not in r.stderr, r
     assert f"{last} cannot be read as an ultralytics checkpoint (empty, truncated or not a torch checkpoint" in r.stderr
     assert "delete it to train anew into this --out, or choose another --out" in r.stderr
+
+
+# -- a user's dataset YAML: read as data, bounded, its images and labels checked before anything trains --
+
+
+def _dataset(root: Path, labels: dict[str, str], names=("cat", "dog"), images: int = 2) -> Path:
+    """An ultralytics dataset under ``root``: ``images`` real PNGs per split, label files as given."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(images):
+            Image.new("RGB", (32, 32)).save(root / "images" / split / f"{i}.png")
+            (root / "labels" / split / f"{i}.txt").write_text(labels.get(f"{split}/{i}", "0 0.5 0.5 0.2 0.2\n"))
+    path = root / "data.yaml"
+    path.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames: {list(names)}\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "label, words",
+    [
+        ("-1 0.5 0.5 0.2 0.2", "class -1 is not one of 0 to 1 (2 names)"),
+        ("5 0.5 0.5 0.2 0.2", "class 5 is not one of 0 to 1 (2 names)"),
+        ("0 nan 0.5 0.2 0.2", "coordinates must be finite and in [0, 1]"),
+        ("0 inf 0.5 0.2 0.2", "coordinates must be finite and in [0, 1]"),
+        ("0 1.5 0.5 0.2 0.2", "coordinates must be finite and in [0, 1]"),
+        ("0 0.5 0.5", "2 coordinates; expected x y w h"),
+        ("cat 0.5 0.5 0.2 0.2", "'cat 0.5 0.5 0.2 0.2' is not numbers"),
+    ],
+)
+def test_a_dataset_s_invalid_labels_are_named_with_file_and_line_by_check_and_search(label, words, tmp_path):
+    from nas.tasks.detect import data
+
+    data._CHECKED.clear()
+    path = _dataset(tmp_path / "ds", {"train/1": f"0 0.5 0.5 0.1 0.1\n{label}\n"})
+    (tmp_path / "det.yaml").write_text(SPACE.format(detector="yolov8n.yaml").replace(
+        "data: {source: digits_boxes, train: 16, val: 8, max_objects: 1, clutter: 0, noise: 0.0}",
+        f"data: {{source: ultralytics, yaml: {path}}}",
+    ))  # fmt: skip
+    for command in (("check", "--space", "det.yaml"), ("search", "--space", "det.yaml", "--trials", 1)):
+        r = run_nas(*command, cwd=tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r
+        assert f"{tmp_path / 'ds' / 'labels' / 'train' / '1.txt'}:2: {words}" in r.stderr, r
+    assert not (tmp_path / "runs").exists(), "nothing trained"
+
+
+def test_a_dataset_whose_images_or_splits_cannot_be_trained_on_is_refused_with_what_is_wrong(tmp_path):
+    from nas.tasks.detect.data import DetectionDataError, user_dataset
+
+    path = _dataset(tmp_path / "bad", {})
+    for p in (tmp_path / "bad" / "images" / "val").iterdir():
+        p.write_bytes(b"not a picture")
+    with pytest.raises(DetectionDataError, match=r"(?s)val: 2 problem\(s\).*1.png: cannot be read as an image"):
+        user_dataset(path)
+    empty = _dataset(tmp_path / "empty", {}, images=0)
+    with pytest.raises(DetectionDataError, match="train: no images"):
+        user_dataset(empty)
+    one_name = _dataset(tmp_path / "names", {"train/0": "7 0.5 0.5 0.2 0.2\n"}, names=("digit",))
+    with pytest.raises(DetectionDataError, match=r"0.txt:1: class 7 is not one of 0 to 0 \(1 names\)"):
+        user_dataset(one_name)
+
+
+def test_a_dataset_split_that_is_not_a_folder_of_images_is_refused_at_once(tmp_path, monkeypatch):
+    """``/dev/zero`` and a FIFO are neither read nor waited on; a split pointing at a huge tree (``path: /``)
+    stops at a bound instead of walking or caching all of it."""
+    from nas.tasks.detect import data
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for split in ("/dev/zero", str(fifo)):
+        (tmp_path / "d.yaml").write_text(f"path: {tmp_path}\ntrain: {split}\nval: {split}\nnames: [a]\n")
+        with pytest.raises(data.DetectionDataError, match="is neither a folder of images nor a list of them"):
+            data.user_dataset(tmp_path / "d.yaml")
+    monkeypatch.setattr(data, "MAX_FILES", 50)
+    tree = tmp_path / "tree"
+    for i in range(60):
+        (tree / str(i)).mkdir(parents=True)
+    (tmp_path / "t.yaml").write_text(f"path: {tmp_path}\ntrain: tree\nval: tree\nnames: [a]\n")
+    with pytest.raises(data.DetectionDataError, match="holds more than 50 entries"):
+        data.user_dataset(tmp_path / "t.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import warnings
 from collections.abc import Sequence
 
 from nas.cli import bench, check, export, mechanisms, report, search, train, viz  # noqa: F401  (registers the commands)
@@ -59,6 +60,9 @@ def run(argv: Sequence[str]) -> int:
 
 def main() -> None:
     signals.install()
+    # Optuna's notes that an API it calls is experimental (set_metric_names, artifacts) are for this
+    # tool's authors, not its users (matched by text: Optuna is not imported this early)
+    warnings.filterwarnings("ignore", message=r".* is experimental \(supported from")
     code = run(sys.argv[1:])
     # The process ends here. What is alive now is left to the operating system instead of to the
     # interpreter's last garbage collections, which scan the half million objects torch, timm and

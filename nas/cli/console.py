@@ -9,8 +9,9 @@ from rich.markup import escape
 
 # Tables are wide; when output goes to a file or pipe rich would assume 80 columns and fold them.
 _WIDTH = None if shutil.get_terminal_size((0, 0)).columns else 140
-console = Console(width=_WIDTH)
-err_console = Console(stderr=True, width=_WIDTH)
+# emoji=False: rich would turn ":x:" in a study's text (a re-run's attribute name) into an emoji
+console = Console(width=_WIDTH, emoji=False)
+err_console = Console(stderr=True, width=_WIDTH, emoji=False)
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline
 

@@ -159,10 +159,18 @@ def load_weights(model: Any, path: Path) -> Any:
         state = load_file(str(path))
     except Exception as e:  # not safetensors, truncated (safetensors raises its own error types)
         raise ExportError(f"{path} cannot be read as safetensors weights ({e.__class__.__name__}: {e})") from None
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())), None)
+    if bad is not None:
+        raise ExportError(
+            f"{path}: tensor {bad!r} holds NaN or infinite values; these are not a trained model's weights "
+            "(a training run that diverged, or a damaged file)"
+        )
     try:
         model.load_state_dict(state)
-    except (RuntimeError, OSError) as e:
-        raise ExportError(f"{path}: cannot load into {type(model).__name__}: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, OSError) as e:  # missing or unexpected keys, other shapes: each is named
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        shown = " ".join(lines[:6]) + (f" ... ({len(lines) - 6} more lines)" if len(lines) > 6 else "")
+        raise ExportError(f"{path}: cannot load into {type(model).__name__}: {shown[:1500]}") from None
     return model
 
 
@@ -189,7 +197,7 @@ def install_weights(src: Path | None, out: Path, reference: Any, exported: Any) 
         return []
     import shutil
 
+    load_weights(reference, src)  # checked before anything is copied
     shutil.copyfile(src, out / WEIGHTS_FILE)
-    load_weights(reference, src)
     load_weights(exported, out / WEIGHTS_FILE)
     return [out / WEIGHTS_FILE]

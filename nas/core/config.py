@@ -85,6 +85,7 @@ class Setting:
     rule: Callable[[Any], bool] | None = None
     rule_text: str = ""
     on_resume: bool = False
+    path: bool = False  # a file or folder: a study records it made absolute (read from any folder later)
 
     def describe(self) -> str:
         """What is allowed, as messages say it."""
@@ -168,6 +169,17 @@ class Section:
 
     def changeable_on_resume(self) -> tuple[str, ...]:
         return tuple(k for k, s in self.schema.items() if s.on_resume)
+
+    def with_absolute_paths(self, base: Any) -> Any:
+        """These settings with every path (``Setting.path``) made absolute, relative ones against ``base``."""
+        from pathlib import Path
+
+        changes = {
+            k: str((Path(base) / v).resolve())
+            for k, s in self.schema.items()
+            if s.path and isinstance(v := getattr(self, k), str) and not Path(v).is_absolute()
+        }
+        return self.replace(**changes) if changes else self
 
 
 def section_class(name: str, schema: Mapping[str, Setting], base: type, module: str) -> type:
@@ -273,14 +285,13 @@ class Latency(Section):
     repeats: int
 
 
-_AT_LEAST_1 = dict(rule=lambda v: v >= 1, rule_text="an integer >= 1")
 LATENCY_SCHEMA = {
     "device": Setting(str, "cpu", rule=lambda v: _device_ok(v), rule_text="cpu, cuda or cuda:N"),
-    "batch_size": Setting(int, 1, **_AT_LEAST_1),
-    "input_size": Setting(int, 224, **_AT_LEAST_1),
-    "threads": Setting(int, 1, **_AT_LEAST_1),
-    "warmup": Setting(int, 5),
-    "repeats": Setting(int, 30, **_AT_LEAST_1),
+    "batch_size": Setting(int, 1, bounds=(1, 65_536)),
+    "input_size": Setting(int, 224, bounds=(1, 8_192)),
+    "threads": Setting(int, 1, bounds=(1, 1_024)),
+    "warmup": Setting(int, 5, bounds=(0, 10_000)),
+    "repeats": Setting(int, 30, bounds=(1, 100_000)),
 }
 
 

@@ -37,6 +37,15 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite: the trial fails, the search goes on."""
 
 
+def reason_text(text: str, limit: int = 1000) -> str:
+    """``text`` as a stop reason is stored: terminal colour codes (ultralytics colours its errors) and
+    other control characters left out, at most ``limit`` characters."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", text)
+    return "".join(c for c in text if c == "\n" or c >= " ")[:limit]
+
+
 def trial_failure(e: BaseException) -> str | None:
     """The reason to record when training a trial raised ``e``, for failures that belong to that
     trial alone (the worker goes on); None for anything else. In a spawned DDP fit the rank's

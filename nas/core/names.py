@@ -84,3 +84,28 @@ def write_text_atomic(path: Path, text: str) -> Path:
     with replacing(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+@contextmanager
+def staged(folder: Path) -> Iterator[Path]:
+    """A fresh folder inside ``folder`` to write a whole output into (an export: several files checked
+    together); when the block ends without error its files replace those of the same names in
+    ``folder``, each by a rename; on an error it is removed and ``folder``'s files are as they were.
+    Yields the staging folder."""
+    import shutil
+    import uuid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        for p in sorted(tmp.rglob("*")):
+            target = folder / p.relative_to(tmp)
+            if p.is_dir():
+                target.mkdir(exist_ok=True)
+            else:
+                p.replace(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -168,3 +168,38 @@ def _values(
                             hline,
                         )
     return (h.name, tuple(good))
+
+
+def parse_card_settings(
+    file: str, raw: Mapping, data_classes: Mapping[str, type], default: str, training_cls: type
+) -> tuple[Any, Any]:
+    """The ``data`` and ``training`` sections of ``raw`` (an export's card, with a command's overrides) as
+    a task's typed values; a SpaceError naming ``file`` lists every problem."""
+    c = Checker(file)
+    data = parse_data(c, raw, data_classes, default, {})
+    training = parse_training(c, raw, training_cls)
+    c.raise_if_any()
+    return data, training
+
+
+def sections_from_data(
+    d: Mapping[str, Any], data_classes: Mapping[str, type], training_cls: type, latency_cls: type, where: str
+) -> dict[str, Any]:
+    """The typed sections of a space recorded as data (``SearchSpace.to_data``), checked as a space file's
+    are (kinds, bounds, rules: a record edited by hand sizes nothing); a SpaceError names ``where``."""
+    c = Checker(where)
+    source = d["data"].get("source") if isinstance(d.get("data"), Mapping) else None
+    if source not in data_classes:
+        c.add("data.source", f"{source!r} is not allowed; one of {', '.join(data_classes)}")
+        c.raise_if_any()
+
+    def given(key: str) -> Any:  # a setting recorded as None is one the space left out
+        section = d.get(key)
+        return {k: v for k, v in section.items() if v is not None} if isinstance(section, Mapping) else section
+
+    out = {}
+    for key, cls in (("data", data_classes[source]), ("training", training_cls), ("latency", latency_cls)):
+        out[key] = cls(**parse_section(c, given(key), cls.schema, key))
+    out["limits"] = LimitSettings(**parse_section(c, given("limits"), LIMITS_SCHEMA, "limits"))
+    c.raise_if_any()
+    return out

@@ -112,6 +112,24 @@ class SpaceTable:
     classes_note: str
 
 
+@dataclass(frozen=True)
+class TrainRequest:
+    """``nas train`` as a task receives it: the export (``source``: a folder or an architecture.yaml) and
+    its card, the card's training section with the command's overrides, the command's other options,
+    and where to say what happens (``report``: epoch, epochs, the epoch's figure; ``announce``: text)."""
+
+    source: Path
+    card: ModelCard
+    training: Mapping[str, Any]
+    data: str | None = None
+    out: Path | None = None
+    resume: bool = True
+    force: bool = False
+    report: Callable[[int, int, float], None] = lambda e, n, value: None
+    announce: Callable[[str], None] = lambda text: None
+    progress: bool = False
+
+
 @dataclass
 class TrainResult:
     out: Path
@@ -208,22 +226,8 @@ class Task:
         """Write the export folder of a trial; returns its files and the checks made (largest differences)."""
         raise NotImplementedError
 
-    def train(
-        self,
-        source: Path,
-        card: ModelCard,
-        training: Mapping[str, Any],
-        *,
-        data: str | None,
-        out: Path | None,
-        resume: bool,
-        force: bool,
-        report: Callable[[int, int, float], None],
-        announce: Callable[[str], None],
-        progress: bool,
-    ) -> TrainResult:
-        """``nas train`` of an export (``card``: its architecture.yaml; ``training`` with the command's
-        overrides applied)."""
+    def train(self, req: TrainRequest) -> TrainResult:
+        """``nas train`` of an export."""
         raise NotImplementedError
 
     def viz_refusal(self) -> str | None:

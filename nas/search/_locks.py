@@ -3,7 +3,8 @@
 ``StudyLock``: held while a worker decides whether another trial is needed and asks for it, so that
 N workers end with exactly the number of trials asked for and never pop the same waiting trial.
 SQLite studies (one machine) use a file lock beside the database; PostgreSQL studies (several
-machines) use a session advisory lock, which the server releases if the worker's connection dies.
+machines) a row with a lease (``_LeaseLock``): it is on disk, so a server restart inside the section
+releases nothing, and a holder that died releases it when its lease runs out.
 
 ``LatencyGate``: latency is measured while no other worker on this machine trains. Training workers
 hold a shared lock during every training and validation batch; a measurement takes the exclusive
@@ -83,58 +84,120 @@ class StudyLock:
             finally:
                 self.file.unlock()
         elif self.kind == "postgresql":
-            from sqlalchemy import text
-            from sqlalchemy.exc import DBAPIError
-
-            from nas.study.storage import retry
-
-            def connect() -> Any:
-                conn = self.engine.connect()
-                try:  # a dead machine's session (and its lock) is dropped in about 20 s, not hours
-                    for setting in ("tcp_keepalives_idle", "tcp_keepalives_interval"):
-                        conn.execute(text(f"SET {setting} = 5"))
-                    conn.execute(text("SET tcp_keepalives_count = 3"))
-                    conn.commit()
-                except BaseException:
-                    conn.close()
-                    raise
-                return conn
-
-            conn: Any = None
-
-            def try_lock() -> bool:
-                nonlocal conn
-                if conn is None:
-                    conn = connect()
-                try:
-                    got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key}).scalar())
-                    conn.commit()
-                    return got
-                except DBAPIError:  # a broken connection: the next attempt opens a new one
-                    conn.invalidate()
-                    conn = None
-                    raise
-
-            locked = False
+            lease = _LeaseLock(self.engine, self.key)
+            lease.acquire()
             try:
-                # polled, not blocking in the driver, so Ctrl-C stays responsive; the database briefly
-                # unreachable: waited for like every storage call
-                while not retry(try_lock, "study lock"):
-                    time.sleep(LOCK_POLL_S)
-                locked = True
                 yield
             finally:
-                if conn is not None:
-                    try:
-                        if locked:
-                            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-                            conn.commit()
-                        conn.close()
-                    except DBAPIError:  # the connection died, and the server dropped its lock with it
-                        log.warning("the study lock's connection was lost; the server released the lock")
-                        conn.invalidate()
+                lease.release()
         else:
             yield
+
+
+LOCK_TABLE = "nas_study_locks"
+
+
+def lease_s() -> float:
+    """How long a study lock lasts without renewal: longer than the storage's retry budget (a holder
+    riding out a database outage keeps it), short enough that a dead holder's lock frees itself."""
+    from nas.study.storage import retry_budget_s
+
+    return retry_budget_s() + 30.0
+
+
+class _LeaseLock:
+    """One study's lock on PostgreSQL: a row of ``nas_study_locks`` (key, holder, expiry) taken with an
+    atomic insert-or-update that succeeds only where the row is free or its lease ran out, renewed by a
+    thread every few seconds while held, and freed by its holder. Being a row on disk, it survives a
+    server restart inside the section (a session's advisory lock would be released with the session and
+    let another worker in); a holder that died frees it when its lease runs out. Every statement is
+    retried like the storage's calls. A holder that could not renew before its lease ran out says so."""
+
+    _created: set[str] = set()  # databases where the table is known to exist (per process)
+
+    def __init__(self, engine: Any, key: int):
+        import socket
+        import threading
+        import uuid
+
+        self.engine, self.key = engine, key
+        self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = lease_s()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = False
+
+    def _run(self, sql: str, what: str, **params: Any) -> Any:
+        from sqlalchemy import text
+
+        from nas.study.storage import retry
+
+        def go() -> Any:
+            with self.engine.begin() as conn:
+                url = str(self.engine.url)
+                if url not in _LeaseLock._created:
+                    conn.execute(
+                        text(
+                            f"CREATE TABLE IF NOT EXISTS {LOCK_TABLE} "
+                            "(key BIGINT PRIMARY KEY, holder TEXT, expires TIMESTAMPTZ)"
+                        )
+                    )
+                    _LeaseLock._created.add(url)
+                result = conn.execute(text(sql), {"k": self.key, "me": self.me, "s": self.lease, **params})
+                return result.fetchall() if result.returns_rows else []
+
+        return retry(go, what, transient=_transient_or_race)
+
+    def acquire(self) -> None:
+        take = (
+            f"INSERT INTO {LOCK_TABLE} (key, holder, expires) VALUES (:k, :me, now() + :s * interval '1 second') "
+            f"ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, expires = EXCLUDED.expires "
+            f"WHERE {LOCK_TABLE}.holder IS NULL OR {LOCK_TABLE}.expires < now() RETURNING holder"
+        )
+        while not self._run(take, "study lock"):  # polled, so Ctrl-C stays responsive
+            time.sleep(LOCK_POLL_S)
+        import threading
+
+        self._thread = threading.Thread(target=self._renew, name="study-lock-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        renew = (
+            f"UPDATE {LOCK_TABLE} SET expires = now() + :s * interval '1 second' "
+            "WHERE key = :k AND holder = :me RETURNING holder"
+        )
+        while not self._stop.wait(RENEW_S):
+            try:
+                held = self._run(renew, "study lock lease")
+            except Exception as e:  # the database down past the retries: the lease may run out
+                log.warning("could not renew the study lock's lease: %s", e)
+                continue
+            if not held:
+                self.lost = True
+                log.error(
+                    "the study lock's lease ran out while this worker held it (the database was unreachable for "
+                    "over %.0f s); another worker may have entered its section",
+                    self.lease,
+                )
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._run(f"UPDATE {LOCK_TABLE} SET holder = NULL WHERE key = :k AND holder = :me", "study lock release")
+
+
+RENEW_S = 5.0  # a held lock's lease is renewed this often
+
+
+def _transient_or_race(e: BaseException) -> bool:
+    """Transient as for every storage call; also two processes creating the lock table at once."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    from nas.study.storage import _transient
+
+    return _transient(e) or isinstance(e, (IntegrityError, ProgrammingError))
 
 
 class LatencyGate:

@@ -37,7 +37,7 @@ from nas.study import confirmation as cf
 from nas.study import record as r
 from nas.study.record import TrialInfo, counts_as_evaluation, holds_architecture
 from nas.study.storage import Heartbeat
-from nas.study.stores import ARTIFACTS_DIR, folder_elsewhere, open_store, probe, study_store
+from nas.study.stores import ARTIFACTS_DIR, folder_elsewhere, leftovers, open_store, study_store
 from nas.study.studies import count_states, front, storage_of, stored_trial, trial_id
 
 log = logging.getLogger(__name__)
@@ -194,8 +194,8 @@ class Search:
         elsewhere = folder_elsewhere(study, self.store_location)
         if elsewhere:
             log.warning(elsewhere)
-        store = open_store(self.store_location, create=True)
-        probe(store, self.store_location)
+        store = open_store(self.store_location)  # written to and recorded by study_store
+        self._clean_leftovers()
         train_seed = cf.study_seed(study)  # every trial of the study trains from the study's seed
         if train_seed != self.seed:
             log.warning(
@@ -234,6 +234,19 @@ class Search:
         with long_lived_left_out():
             stopped = self._trials()
         return SearchResult(study, count_states(study), time.monotonic() - self._start, stopped)
+
+    def _clean_leftovers(self) -> None:
+        """What an upload killed on this machine left (a partial file in a folder store, a scratch folder
+        under runs/<study>): removed, each named in the log."""
+        import shutil
+
+        folders = [self.run_dir] + ([Path(self.store_location)] if "://" not in self.store_location else [])
+        for p in leftovers(folders):
+            log.warning("removing %s, left by an upload that was killed", p)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
     def _trials(self) -> str:
         """Trials until the search stops, then the noise floor and the confirmation; the stop reason."""

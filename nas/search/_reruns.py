@@ -43,8 +43,9 @@ def run_reruns(
 ) -> int:
     """Train every (architecture, seed) of ``jobs`` not stored and not claimed by a live process;
     each result is stored as soon as it is there, so an interruption loses at most the run in
-    progress. ``claim``: a context manager (the study lock) inside which a run is claimed. Returns
-    the number of runs trained."""
+    progress. A run that failed is recorded with its reason and tried again by the next process that
+    asks for it (a resumed search, ``nas report --confirm``), not by the one it failed in. ``claim``: a
+    context manager (the study lock) inside which a run is claimed. Returns the number of runs trained."""
     import contextlib
     import time
 
@@ -52,9 +53,10 @@ def run_reruns(
     for arch, seed in jobs:
         with claim() if claim else contextlib.nullcontext():
             attrs = study.user_attrs
+            failed = attrs.get(key(seed, arch, FAILED))
             if (
                 key(seed, arch) in attrs
-                or key(seed, arch, FAILED) in attrs
+                or (isinstance(failed, dict) and failed.get("by") == WORKER)  # failed here: not again
                 or _claimed(attrs.get(key(seed, arch, CLAIM)))
             ):
                 continue
@@ -65,18 +67,20 @@ def run_reruns(
             study.set_user_attr(key(seed, arch, CLAIM), None)  # released: a later run takes it
             raise
         except Exception as e:  # this run's own failure (NaN loss, out of memory): recorded, the rest goes on
-            from nas.core.errors import trial_failure
+            from nas.core.errors import reason_text, trial_failure
 
-            reason = trial_failure(e) or f"{e.__class__.__name__}: {e}"
+            reason = reason_text(trial_failure(e) or f"{e.__class__.__name__}: {e}")
             if e.__class__.__name__ == "Interrupted":  # signals.Interrupted (SIGTERM)
                 study.set_user_attr(key(seed, arch, CLAIM), None)
                 raise
             log.warning("re-run of %s from seed %d failed: %s", arch, seed, reason)
-            study.set_user_attr(key(seed, arch, FAILED), reason[:1000])
+            study.set_user_attr(key(seed, arch, FAILED), {"reason": reason[:1000], "by": WORKER})
             study.set_user_attr(key(seed, arch, CLAIM), None)
             continue
         study.set_user_attr(key(seed, arch), [round(float(c), 6) for c in curve])
         study.set_user_attr(key(seed, arch, CLAIM), None)  # done: the result stands for itself
+        if study.user_attrs.get(key(seed, arch, FAILED)):
+            study.set_user_attr(key(seed, arch, FAILED), None)  # an earlier failure, now trained
         trained += 1
     return trained
 

@@ -17,7 +17,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.core.errors import UserError
+from nas.core.errors import UserError, reason_text
 from nas.study.record import ARCH, BASELINE, STOP_REASON, study_attr
 from nas.study.storage import grace_s, open_storage
 from nas.study.studies import (
@@ -26,7 +26,6 @@ from nas.study.studies import (
     SEED_ATTR,
     SPACE_DATA_ATTR,
     UID_ATTR,
-    forget_space,
     storage_of,
     stored_space,
     stored_trial,
@@ -105,6 +104,7 @@ def _space_data(space: SearchSpace) -> dict[str, Any]:
     reads the same files."""
     d = space.to_data()
     d["path"] = str(Path(space.path).resolve())
+    d["data"] = space.data.with_absolute_paths(Path.cwd()).as_dict()  # as the search read them, from here
     return d
 
 
@@ -134,7 +134,6 @@ def record_resume_changes(study: optuna.Study, space: SearchSpace) -> list[str]:
     study.set_user_attr(CHANGES_ATTR, history)
     if any(k == "noise_seeds" for k, _, _ in changed):
         study.set_user_attr(NOISE_SEEDS_ATTR, space.training.noise_seeds)
-    forget_space(study)
     lines = [f"training.{k}: {old} -> {new}" for k, old, new in changed]
     log.warning("study %s resumed with %s (recorded on the study)", study.study_name, "; ".join(lines))
     return lines
@@ -176,7 +175,7 @@ def fail_dead(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) ->
     once (``storage.retry_once``). Call with the study's lock held."""
     storage = storage_of(study)
     try:
-        storage.set_trial_user_attr(trial_id(trial), STOP_REASON, f"failed: {why}")
+        storage.set_trial_user_attr(trial_id(trial), STOP_REASON, reason_text(f"failed: {why}"))
         storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return  # it finished, or someone else failed it, meanwhile
@@ -191,7 +190,7 @@ def record_end(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
     """Record a trial that did not finish (FAIL, with the reason), unless another process already
     failed it (no heartbeat seen): that must not mask what is being handled."""
     try:
-        trial.set_user_attr(STOP_REASON, reason)
+        trial.set_user_attr(STOP_REASON, reason_text(reason))
         tell(study, trial, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         log.warning("trial %d was already failed by another process", trial.number)

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from nas.core.architecture import Architecture
 from nas.core.artifacts import WEIGHTS_DIR, save_weights, weights_path
-from nas.core.errors import trial_failure
+from nas.core.errors import reason_text, trial_failure
 from nas.core.names import write_text_atomic
 from nas.core.task import TaskData
 from nas.measure.cost import LatencyTarget, PairedLatency, PairedMeter, Ratio
@@ -38,7 +38,7 @@ from nas.study import confirmation as cf
 from nas.study import record as r
 from nas.study.latency import reference_latency_ms
 from nas.study.record import TrialInfo, holds_architecture
-from nas.study.stores import StoreError
+from nas.study.stores import StoreError, upload_prefix
 from nas.study.studies import front, storage_of, stored_trial, study_id, trial_id, uid_of
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class Trials:
         to the trial alone (out of memory, NaN) is recorded as FAIL; anything else is raised."""
         self.reporter.trial_start(trial.number, arch)
         outcome = self._outcome(trial, arch)
-        trial.set_user_attr(r.STOP_REASON, outcome.stop_reason)
+        trial.set_user_attr(r.STOP_REASON, reason_text(outcome.stop_reason))
         if outcome.state == TrialState.COMPLETE:
             tell(self.study, trial, list(outcome.values or ()))
             self._drop_stale_weights()
@@ -278,7 +278,7 @@ class Trials:
 
         meta = {"arch": str(arch), "trial": str(trial.number), "study": self.study_name}
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".upload-", dir=self.run_dir) as tmp:  # the name is the file's
+        with tempfile.TemporaryDirectory(prefix=upload_prefix(), dir=self.run_dir) as tmp:  # the name is the file's
             path = save_weights(
                 model, Path(tmp) / f"trial_{trial.number}.safetensors", {**meta, "study_uid": uid_of(self.study) or ""}
             )

@@ -158,6 +158,7 @@ class Analysis:
     confirm: int  # seeds of the confirmation (0: not confirmed)
     seeds: list[int]
     metric: str = "accuracy"  # the quality objective's name (a detector's: mAP50-95)
+    failed: tuple[tuple[int, str, int, str], ...] = ()  # (trial, architecture, seed, why) of failed re-runs
 
     @property
     def baseline(self) -> Member | None:
@@ -248,7 +249,9 @@ def analyse(
         members = cf.judge(study, members, k)  # the front recomputed on mean accuracy and latency now
     members.sort(key=lambda m: m.latency)
     metric = (study.metric_names or ["accuracy"])[0]
-    return Analysis(members, noise, k, cf.fresh_seeds(study, k) if k else [], metric)
+    failed = cf.failed_reruns(study)
+    lost = tuple((m.number, m.arch, seed, why) for m in members for seed, why in sorted(failed.get(m.arch, {}).items()))
+    return Analysis(members, noise, k, cf.fresh_seeds(study, k) if k else [], metric, lost)
 
 
 def _stored_confirm(study: optuna.Study) -> int:

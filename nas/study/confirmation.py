@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
+from nas.core.config import NOISE_SEEDS, SEED
 from nas.core.pareto import nondominated_ranks
 from nas.core.stats import Estimate, mean_interval, paired_difference, seed_sd, verdict
-from nas.study.record import TrialInfo, study_attr
+from nas.study.record import StudyDataError, TrialInfo, study_attr
 from nas.study.studies import NOISE_SEEDS_ATTR, SEED_ATTR
 
 RERUN, CLAIM, FAILED = "rerun:", "claim:", "rerun_failed:"
@@ -32,7 +33,7 @@ def key(seed: int, arch: str, prefix: str = RERUN) -> str:
 
 
 def study_seed(study: optuna.Study) -> int:
-    return study_attr(study, SEED_ATTR, int, 0)
+    return study_attr(study, SEED_ATTR, int, 0, SEED.bounds)
 
 
 def fresh_seeds(study: optuna.Study, k: int) -> list[int]:
@@ -45,19 +46,47 @@ def fresh_seeds(study: optuna.Study, k: int) -> list[int]:
 def noise_seed_list(study: optuna.Study, r: int | None = None) -> list[int]:
     """The baseline's seeds for the noise floor: the study's seed (the baseline trial itself) and the
     next r - 1. They coincide with the first confirmation seeds, so the baseline is trained once."""
-    r = study_attr(study, NOISE_SEEDS_ATTR, int, 1) if r is None else r
+    r = study_attr(study, NOISE_SEEDS_ATTR, int, 1, NOISE_SEEDS.bounds) if r is None else r
     base = study_seed(study)
     return [base + i for i in range(r)]
 
 
 def reruns(study: optuna.Study) -> dict[str, dict[int, list[float]]]:
-    """architecture -> seed -> validation curve, for every stored re-run."""
+    """architecture -> seed -> validation curve, for every stored re-run; a StudyDataError names an
+    attribute that is not one (edited by hand or by another tool)."""
     out: dict[str, dict[int, list[float]]] = {}
     for k, v in study.user_attrs.items():
         if k.startswith(RERUN):
-            seed, arch = k[len(RERUN) :].split(":", 1)
-            out.setdefault(arch, {})[int(seed)] = [float(x) for x in v]
+            seed, arch = _seed_arch(study, k, RERUN)
+            curve = v if isinstance(v, list) else None
+            if not curve or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in curve):
+                raise StudyDataError(
+                    f"study {study.study_name!r}: attribute {k!r} is {str(v)[:80]!r}; expected a list of accuracies "
+                    "(the storage was changed by hand or by another tool)"
+                )
+            out.setdefault(arch, {})[seed] = [float(x) for x in curve]
     return out
+
+
+def failed_reruns(study: optuna.Study) -> dict[str, dict[int, str]]:
+    """architecture -> seed -> why its re-run failed, for failures not trained since (they are tried
+    again by the next process that asks for the run)."""
+    out: dict[str, dict[int, str]] = {}
+    for k, v in study.user_attrs.items():
+        if k.startswith(FAILED) and v:
+            seed, arch = _seed_arch(study, k, FAILED)
+            out.setdefault(arch, {})[seed] = str(v.get("reason") if isinstance(v, dict) else v)
+    return out
+
+
+def _seed_arch(study: optuna.Study, k: str, prefix: str) -> tuple[int, str]:
+    seed, _, arch = k[len(prefix) :].partition(":")
+    if not seed.isdigit() or not arch:
+        raise StudyDataError(
+            f"study {study.study_name!r}: attribute {k!r} is not {prefix}<seed>:<architecture> "
+            "(the storage was changed by hand or by another tool)"
+        )
+    return int(seed), arch
 
 
 def baseline_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

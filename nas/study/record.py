@@ -96,14 +96,18 @@ def _number(where: str, key: str, value: Any, kind: type = float) -> Any:
 KINDS: dict[type, str] = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
 
 
-def study_attr(study: Any, key: str, kind: type, default: Any = None) -> Any:
+def study_attr(study: Any, key: str, kind: type, default: Any = None, bounds: tuple[float, float] | None = None) -> Any:
     """The study's user attribute ``key`` as ``kind`` (int, float, str, list or dict), ``default`` when
-    absent or None; a value of another type is a StudyDataError naming the study and the key."""
+    absent or None; a value of another type, or a number outside ``bounds``, is a StudyDataError naming
+    the study, the key and what is allowed (checked before anything is sized by it)."""
     value = study.user_attrs.get(key)
     if value is None:
         return default
     if kind in (int, float):
-        return _number(f"study {study.study_name!r}", key, value, kind)
+        number = _number(f"study {study.study_name!r}", key, value, kind)
+        if bounds is not None and not bounds[0] <= number <= bounds[1]:
+            raise _bad(f"study {study.study_name!r}", key, value, f"a number from {bounds[0]:,} to {bounds[1]:,}")
+        return number
     if not isinstance(value, kind):
         raise _bad(f"study {study.study_name!r}", key, value, KINDS[kind])
     return value

@@ -63,8 +63,9 @@ class _Prefixed:
 
 
 def open_store(location: str, create: bool = False) -> Any:
-    """The Optuna artifact store at ``location`` (as ``store_location`` wrote it); with ``create`` (a
-    search that writes to it) a folder is made."""
+    """The Optuna artifact store at ``location`` (as ``store_location`` wrote it); with ``create`` (a new
+    study's store) a folder is made. A folder store writes each file under a temporary name and renames
+    it when whole, so a process killed in an upload leaves no partial artifact under the real name."""
     import optuna.artifacts as oa
 
     scheme, sep, rest = location.partition("://")
@@ -74,7 +75,12 @@ def open_store(location: str, create: bool = False) -> Any:
                 Path(location).mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreError(f"--artifacts: cannot make the folder {location} ({e})") from None
-        return oa.FileSystemArtifactStore(location)
+        elif not Path(location).is_dir():
+            raise StoreError(
+                f"the artifact store {location} is gone (a deleted folder, or a share not mounted here); its "
+                "weights are not recreated empty: restore or mount it, or give its new place with --artifacts"
+            )
+        return _AtomicFolder(location)
     bucket, _, prefix = rest.partition("/")
     try:
         store = oa.Boto3ArtifactStore(bucket) if scheme == "s3" else oa.GCSArtifactStore(bucket)
@@ -85,10 +91,76 @@ def open_store(location: str, create: bool = False) -> Any:
     return _Prefixed(store, prefix) if prefix else store
 
 
+PARTIAL = ".partial-"  # a file being written into a folder store: <id>.partial-<host>-<pid>-<random>
+
+
+def _AtomicFolder(location: str) -> Any:  # noqa: N802 (a class made on first use: optuna is imported late)
+    import optuna.artifacts as oa
+
+    class AtomicFolder(oa.FileSystemArtifactStore):
+        def write(self, artifact_id: str, content_body: Any) -> None:
+            import os
+            import shutil
+
+            final = Path(self._base_path) / artifact_id
+            tmp = final.with_name(f"{final.name}{PARTIAL}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            try:
+                with open(tmp, "wb") as f:
+                    shutil.copyfileobj(content_body, f)
+                os.replace(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    return AtomicFolder(location)
+
+
+def leftovers(folders: list[Path]) -> list[Path]:
+    """Files and folders an upload killed on this machine left behind: ``<id>.partial-<host>-<pid>-...``
+    in a folder store and ``.upload-<host>-<pid>-...`` scratch folders, whose process is gone (another
+    live process's are its own)."""
+
+    host = socket.gethostname()
+    found = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            mark = PARTIAL if PARTIAL in p.name else (UPLOAD if p.name.startswith(UPLOAD) else None)
+            if mark is None:
+                continue
+            owner = p.name.split(mark, 1)[1]
+            who, _, pid = owner.rpartition("-")[0].rpartition("-")
+            if who == host and pid.isdigit() and not _alive(int(pid)):
+                found.append(p)
+    return found
+
+
+UPLOAD = ".upload-"  # the scratch folder a trial's weights are saved in before the upload
+
+
+def upload_prefix() -> str:
+    import os
+
+    return f"{UPLOAD}{socket.gethostname()}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def study_store(study: Any, given: str | None, default_dir: Path) -> str:
-    """The store of ``study``: the one it records; a new study (or one made before the store) records
-    ``given``, else ``default_dir``. A different ``given`` for a study that has one is refused (its
-    weights would be split between two stores)."""
+    """The store of ``study``: the one it records (which must still be there); a new study (or one made
+    before the store) records ``given``, else ``default_dir``, once a small file was written to it and
+    removed (an unwritable store is named now and never recorded). A different ``given`` for a study that
+    has one is refused (its weights would be split between two stores)."""
     stored = study.user_attrs.get(STORE_ATTR)
     wanted = None if given is None else store_location(given, default_dir)
     if isinstance(stored, str) and stored:
@@ -97,8 +169,10 @@ def study_store(study: Any, given: str | None, default_dir: Path) -> str:
                 f"--artifacts: study {study.study_name!r} keeps its artifacts in {stored}, not {wanted}; "
                 "leave --artifacts out to use that store, or choose another --study"
             )
+        probe(open_store(stored), stored)
         return stored
     location = wanted or store_location(None, default_dir)
+    probe(open_store(location, create=True), location)
     study.set_user_attr(STORE_ATTR, location)
     if "://" not in location:
         study.set_user_attr(HOST_ATTR, socket.gethostname())

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.core.config import SpaceError
 from nas.core.errors import BadOption, UserError
 from nas.core.names import folder_of
 from nas.core.pareto import pareto_front
@@ -149,42 +150,30 @@ def runs_root(study: optuna.Study, storage: str | None) -> Path:
     return Path("runs")
 
 
-_SPACES: dict[str, Any] = {}  # a study's uid -> its space, read once per process
-
-
-def _space_key(study: optuna.Study) -> str:
-    """The study's uid (unique per study, wherever it is stored); a study made before uids is read anew
-    for each study object."""
-    return uid_of(study) or f"object:{id(study)}"
-
-
-def forget_space(study: optuna.Study) -> None:
-    """The study's record of its space changed (a resume): read it again next time."""
-    _SPACES.pop(_space_key(study), None)
-
-
 def stored_space(study: optuna.Study) -> Any:
     """The SearchSpace the study was run with, as it records it (None for a study that does not): its
-    parsed space when stored (no YAML read), else its YAML text parsed once per process, with the files
-    it names relative to where the space was."""
-    key = _space_key(study)
-    if key in _SPACES:
-        return _SPACES[key]
+    parsed space when stored (rebuilt from that data and checked, no YAML read), else its YAML text,
+    parsed once per process, with the files it names relative to where the space was."""
     from nas.tasks import space_from_data
 
     data = stored_study_attrs(study).get(SPACE_DATA_ATTR)
-    if isinstance(data, dict):
-        try:
-            space = space_from_data(data)
-        except (KeyError, TypeError, ValueError) as e:
-            raise StudyDataError(
-                f"study {study.study_name!r}: attribute {SPACE_DATA_ATTR!r} cannot be read as a search space "
-                f"({e.__class__.__name__}: {e}); the storage was changed by hand or by another tool"
-            ) from None
-    else:
-        space = _parsed_text(study)
-    _SPACES[key] = space
-    return space
+    if not isinstance(data, dict):
+        return _parsed_text(study)
+    try:
+        return space_from_data(data)
+    except SpaceError as e:  # a value out of its kind or bounds
+        raise StudyDataError(
+            f"study {study.study_name!r}: its record of its search space ({SPACE_DATA_ATTR!r}) was changed "
+            f"by hand or by another tool: {e}"
+        ) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise StudyDataError(
+            f"study {study.study_name!r}: attribute {SPACE_DATA_ATTR!r} cannot be read as a search space "
+            f"({e.__class__.__name__}: {e}); the storage was changed by hand or by another tool"
+        ) from None
+
+
+_PARSED: dict[tuple[str, str], Any] = {}  # (space path, its text) -> the space: parsed once per process
 
 
 def _parsed_text(study: optuna.Study) -> Any:
@@ -195,7 +184,9 @@ def _parsed_text(study: optuna.Study) -> Any:
     if not text:
         return None
     path = study_attr(study, "space_path", str, "") or "space.yaml"
-    return parse_space(text, path, Path(path).parent)  # relative files of the space: from there
+    if (path, text) not in _PARSED:
+        _PARSED[(path, text)] = parse_space(text, path, Path(path).parent)  # its files: from where it was
+    return _PARSED[(path, text)]
 
 
 space_of = stored_space
@@ -203,7 +194,8 @@ space_of = stored_space
 
 def num_classes_of(study: optuna.Study, space: Any) -> int:
     """Classes of the study's models: as the search found them in the data, else the space's, else 10."""
-    n = study_attr(study, "num_classes", int) or (space.num_classes if space else None) or 10
-    if n < 1:
-        raise StudyDataError(f"study {study.study_name!r}: attribute 'num_classes' is {n}; expected at least 1")
-    return n
+    n = study_attr(study, "num_classes", int, None, (1, MAX_CLASSES))
+    return n or (space.num_classes if space else None) or 10
+
+
+MAX_CLASSES = 100_000  # a model's classes (its head's width)

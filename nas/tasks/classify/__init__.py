@@ -3,14 +3,15 @@ ImageFolder or CIFAR data, a Lightning fit, ``model.py`` exports and ``nas train
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nas.core.task import ExportFacts, ExportOptions, FitHooks, FitResult, SpaceTable, Task, TaskData, TrainResult
+from nas.core.task import FitHooks, FitResult, SpaceTable, TaskData
+from nas.tasks._folder import FolderTask
 
 
-class Classify(Task):
+class Classify(FolderTask):
     name = "classify"
     metric = "accuracy"
     unit = "stage"
@@ -21,28 +22,6 @@ class Classify(Task):
         "belongs to a classification space; a detection space names 'detector' and 'positions' "
         "(classes come from the data)"
     )
-
-    @property
-    def space_keys(self) -> tuple[str, ...]:
-        from nas.tasks.classify.space import OWN_KEYS
-
-        return OWN_KEYS
-
-    @property
-    def data_sources(self) -> tuple[str, ...]:
-        from nas.tasks.classify.settings import SOURCES
-
-        return tuple(SOURCES)
-
-    def parse_space(self, c: Any, doc: Mapping, base: Path, elsewhere: Mapping[str, str]) -> dict[str, Any]:
-        from nas.tasks.classify.space import parse
-
-        return parse(c, doc, base, elsewhere)
-
-    def settings(self, file: str, raw: Mapping[str, Any]) -> tuple[Any, Any]:
-        from nas.tasks.classify.settings import parse_settings
-
-        return parse_settings(file, raw)
 
     def build(self, space: Any, arch: Any, num_classes: int, init_seed: int | None = None) -> Any:
         from nas.tasks.classify.model import build
@@ -84,31 +63,6 @@ class Classify(Task):
         training = space.training.replace(devices=1) if single_process else space.training
         return fit(arch, seed, data.handle, training, num_classes, space.in_chans, epochs, log_dir, hooks)
 
-    def export(
-        self, space: Any, arch: Any, num_classes: int, out: Path, facts: ExportFacts, opts: ExportOptions
-    ) -> tuple[list[Path], dict[str, float]]:
-        from nas.tasks.classify.export import export
-
-        return export(space, arch, num_classes, out, facts, opts)
-
-    def train(
-        self,
-        source: Path,
-        card: Any,
-        training: Mapping[str, Any],
-        *,
-        data: str | None,
-        out: Path | None,
-        resume: bool,
-        force: bool,
-        report: Callable[[int, int, float], None],
-        announce: Callable[[str], None],
-        progress: bool,
-    ) -> TrainResult:
-        from nas.tasks.classify.train import train
-
-        return train(source, card, training, data, out, resume, force, report, announce, progress)
-
     def describe(self, space: Any) -> SpaceTable:
         from nas.tasks.classify import backbone as bb
 
@@ -137,15 +91,11 @@ class Classify(Task):
         )
 
     def fields_from_data(self, d: Mapping[str, Any]) -> dict[str, Any]:
-        from nas.core.config import LatencySettings, LimitSettings
-        from nas.tasks.classify.settings import TrainingSettings, data_class
+        from nas.core.config import LatencySettings
+        from nas.core.spacecheck import sections_from_data
+        from nas.tasks.classify.settings import DATA_CLASSES, TrainingSettings
 
-        return dict(
-            data=data_class(d["data"]["source"])(**d["data"]),
-            training=TrainingSettings(**d["training"]),
-            latency=LatencySettings(**d["latency"]),
-            limits=LimitSettings(**d["limits"]),
-        )
+        return sections_from_data(d, DATA_CLASSES, TrainingSettings, LatencySettings, "the study's record of its space")
 
     def load_for_viz(self, card: Any, weights: Path) -> Any:
         from nas.core.artifacts import load_weights

@@ -44,12 +44,12 @@ DIGITS = {  # the embedded task (nas.tasks.classify.data): its one home of defau
 SOURCES = {
     "digits": DIGITS,
     "imagefolder": {
-        "root": Setting(str, None),
+        "root": Setting(str, None, path=True),
         "val_split": Setting(float, 0.2, rule=lambda v: 0 < v < 1, rule_text="a number in (0, 1)"),
         "on_error": Setting(("raise", "skip"), "raise"),
     },
-    "cifar10": {"root": Setting(str, "data"), "download": Setting(bool, True)},
-    "cifar100": {"root": Setting(str, "data"), "download": Setting(bool, True)},
+    "cifar10": {"root": Setting(str, "data", path=True), "download": Setting(bool, True)},
+    "cifar100": {"root": Setting(str, "data", path=True), "download": Setting(bool, True)},
 }
 DEFAULT_SOURCE = "digits"
 CHANNELS = {"digits": 1, "cifar10": 3, "cifar100": 3, "imagefolder": 3}  # images as the data modules give them
@@ -70,17 +70,17 @@ DigitsData = _data("DigitsData", "digits")
 ImagefolderData = _data("ImagefolderData", "imagefolder")
 Cifar10Data = _data("Cifar10Data", "cifar10")
 Cifar100Data = _data("Cifar100Data", "cifar100")
-_DATA = {"digits": DigitsData, "imagefolder": ImagefolderData, "cifar10": Cifar10Data, "cifar100": Cifar100Data}
+DATA_CLASSES = _DATA = {
+    "digits": DigitsData,
+    "imagefolder": ImagefolderData,
+    "cifar10": Cifar10Data,
+    "cifar100": Cifar100Data,
+}
 
 
 def parse_settings(file: str, raw: Mapping[str, Any]) -> tuple[Any, Any]:
     """The ``data`` and ``training`` sections of ``raw`` (an export's card, with a command's overrides)
     as typed values; a SpaceError naming ``file`` lists every problem."""
-    from nas.core.config import Checker
-    from nas.core.spacecheck import parse_data, parse_training
+    from nas.core.spacecheck import parse_card_settings
 
-    c = Checker(file)
-    data = parse_data(c, raw, _DATA, DEFAULT_SOURCE, {})
-    training = parse_training(c, raw, TrainingSettings)
-    c.raise_if_any()
-    return data, training
+    return parse_card_settings(file, raw, _DATA, DEFAULT_SOURCE, TrainingSettings)

@@ -17,6 +17,7 @@ from nas.tasks.classify import backbone as bb
 from nas.tasks.classify.settings import CHANNELS, DEFAULT_SOURCE, SOURCES, TrainingSettings, data_class
 
 OWN_KEYS = ("backbone", "stages", "num_classes")  # keys only a classification space has
+MAX_CLASSES = 100_000
 
 
 def parse(c: Checker, doc: Mapping, base: Path, elsewhere: Mapping[str, str]) -> dict[str, Any]:
@@ -29,10 +30,10 @@ def parse(c: Checker, doc: Mapping, base: Path, elsewhere: Mapping[str, str]) ->
     num_classes = doc.get("num_classes", "auto")
     if num_classes == "auto":
         num_classes = None
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 2 <= num_classes <= MAX_CLASSES:
         c.add(
             "num_classes",
-            f"{num_classes!r} is not allowed; expected an integer >= 2 or 'auto'",
+            f"{num_classes!r} is not allowed; expected an integer from 2 to {MAX_CLASSES:,} or 'auto'",
             c.line(doc, "num_classes"),
         )
         num_classes = None

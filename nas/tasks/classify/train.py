@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 from nas.core.artifacts import WEIGHTS_FILE, ModelCard, save_weights
 from nas.core.errors import BadOption, UserError
 from nas.core.names import check_out, write_text_atomic
-from nas.core.task import TrainResult
+from nas.core.task import TrainRequest, TrainResult
 from nas.tasks.classify import data as data_mod
 from nas.tasks.classify.fit import prepare_fit, tensorboard_available
 from nas.tasks.classify.settings import parse_settings
@@ -90,32 +90,22 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-def train(
-    source: Path,
-    card: ModelCard,
-    raw_training: Mapping[str, Any],
-    data: str | None,
-    out: Path | None,
-    resume: bool,
-    force: bool,
-    report: Callable[[int, int, float], None],
-    announce: Callable[[str], None],
-    progress: bool,
-) -> TrainResult:
-    """Train ``card``'s architecture (``source``: its export folder or architecture.yaml) with the card's
-    data and training sections (``raw_training``: with the command's overrides) for their epochs, into
-    ``out`` (default ``<export>/train``): checkpoints in ``out/checkpoints``, resumed when there.
-    What it will do is told to ``announce`` before the first step; ``progress`` shows Lightning's bar."""
-    raw = {"data": data_option(data) if data else (dict(card.data) or {"source": "digits"}), "training": raw_training}
+def train(req: TrainRequest) -> TrainResult:
+    """Train the card's architecture with its data and training sections (with the command's overrides)
+    for their epochs, into ``out`` (default ``<export>/train``): checkpoints in ``out/checkpoints``,
+    resumed when there. What it will do is told before the first step; ``progress`` shows Lightning's
+    bar per epoch."""
+    source, card, data, out = req.source, req.card, req.data, req.out
+    raw = {"data": data_option(data) if data else (dict(card.data) or {"source": "digits"}), "training": req.training}
     data_cfg, training = parse_settings(str(source), raw)
     if data_cfg.source == "digits" and data_cfg.canvas != card.input_size[0]:
         data_cfg = data_cfg.replace(canvas=card.input_size[0])
     folder = source if source.is_dir() else source.parent
     out = out or (folder / "train" if source.is_dir() else Path("runs") / "train" / source.stem)
     inputs = [source] + ([Path(data)] if data and Path(data).is_dir() else [])
-    check_out(out, inputs=inputs, force=force, ours=lambda f: (f / CHECKPOINTS).is_dir())  # ours: resumed
+    check_out(out, inputs=inputs, force=req.force, ours=lambda f: (f / CHECKPOINTS).is_dir())  # ours: resumed
     last = out / CHECKPOINTS / "last.ckpt"
-    if last.exists() and not resume:
+    if last.exists() and not req.resume:
         raise BadOption("--restart", str(out), f"{last} exists; pass --resume to continue it, or choose another --out")
     dm = data_mod.datamodule(data_cfg, card.input_size, training.batch_size, training.seed)
     dm.setup("fit")
@@ -126,15 +116,15 @@ def train(
         training,
         dm.num_classes,
         dm.in_chans,
-        callbacks=_callbacks(out / CHECKPOINTS, last, report, progress),
+        callbacks=_callbacks(out / CHECKPOINTS, last, req.report, req.progress),
         log_dir=out / "logs",
-        progress=progress,
+        progress=req.progress,
     )
-    announce(_plan(card, data_cfg, training, dm, len(dm.train_dataloader()), out))
+    req.announce(_plan(card, data_cfg, training, dm, len(dm.train_dataloader()), out))
     done = _resumed_epochs(last, training.epochs)
     earlier: list[dict[str, str]] = []
     if done:
-        announce(f"resuming after epoch {done} of {training.epochs} from {last}")
+        req.announce(f"resuming after epoch {done} of {training.epochs} from {last}")
         earlier = _log_rows(out / "logs" / LOG_FILE, before_epoch=done)  # Lightning's CSV logger starts anew
     _fit(fitting, last, earlier, out / "logs" / LOG_FILE)
     module = fitting.module

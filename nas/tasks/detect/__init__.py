@@ -9,14 +9,15 @@ used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nas.core.task import ExportFacts, ExportOptions, FitHooks, FitResult, SpaceTable, Task, TaskData, TrainResult
+from nas.core.task import FitHooks, FitResult, SpaceTable, TaskData
+from nas.tasks._folder import FolderTask
 
 
-class Detect(Task):
+class Detect(FolderTask):
     name = "detect"
     metric = "mAP50-95"
     unit = "position"
@@ -24,28 +25,6 @@ class Detect(Task):
     selector = "detector"
     data_kind = "detection"
     foreign_key_note = "belongs to a detection space; give 'detector' (an ultralytics model YAML) too"
-
-    @property
-    def space_keys(self) -> tuple[str, ...]:
-        from nas.tasks.detect.space import OWN_KEYS
-
-        return OWN_KEYS
-
-    @property
-    def data_sources(self) -> tuple[str, ...]:
-        from nas.tasks.detect.settings import SOURCES
-
-        return tuple(SOURCES)
-
-    def parse_space(self, c: Any, doc: Mapping, base: Path, elsewhere: Mapping[str, str]) -> dict[str, Any]:
-        from nas.tasks.detect.space import parse
-
-        return parse(c, doc, base, elsewhere)
-
-    def settings(self, file: str, raw: Mapping[str, Any]) -> tuple[Any, Any]:
-        from nas.tasks.detect.settings import parse_settings
-
-        return parse_settings(file, raw)
 
     def build(self, space: Any, arch: Any, num_classes: int, init_seed: int | None = None) -> Any:
         from nas.tasks.detect.model import build
@@ -89,31 +68,6 @@ class Detect(Task):
     def fingerprint(self, space: Any) -> list[Any]:
         return [(space.detector.yaml_text, [(p.at, p.after) for p in space.positions])]
 
-    def export(
-        self, space: Any, arch: Any, num_classes: int, out: Path, facts: ExportFacts, opts: ExportOptions
-    ) -> tuple[list[Path], dict[str, float]]:
-        from nas.tasks.detect.export import export
-
-        return export(space, arch, num_classes, out, facts, opts)
-
-    def train(
-        self,
-        source: Path,
-        card: Any,
-        training: Mapping[str, Any],
-        *,
-        data: str | None,
-        out: Path | None,
-        resume: bool,
-        force: bool,
-        report: Callable[[int, int, float], None],
-        announce: Callable[[str], None],
-        progress: bool,
-    ) -> TrainResult:
-        from nas.tasks.detect.train import train
-
-        return train(source, card, training, data, out, resume, force, report, announce)
-
     def describe(self, space: Any) -> SpaceTable:
         rows = []
         for p, st in zip(space.positions, space.stages, strict=True):
@@ -144,16 +98,13 @@ class Detect(Task):
         return {"detector": asdict(space.detector), "positions": [asdict(p) for p in space.positions]}
 
     def fields_from_data(self, d: Mapping[str, Any]) -> dict[str, Any]:
-        from nas.core.config import LimitSettings
+        from nas.core.spacecheck import sections_from_data
         from nas.tasks.detect.model import Detector, Position
-        from nas.tasks.detect.settings import TrainingSettings, data_class
+        from nas.tasks.detect.settings import DATA_CLASSES, TrainingSettings
         from nas.tasks.detect.space import DetectorLatency
 
         return dict(
-            data=data_class(d["data"]["source"])(**d["data"]),
-            training=TrainingSettings(**d["training"]),
-            latency=DetectorLatency(**d["latency"]),
-            limits=LimitSettings(**d["limits"]),
+            **sections_from_data(d, DATA_CLASSES, TrainingSettings, DetectorLatency, "the study's record of its space"),
             detector=Detector(**d["detector"]),
             positions=tuple(Position(**p) for p in d["positions"]),
         )

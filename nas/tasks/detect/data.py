@@ -164,12 +164,39 @@ def digits_boxes(root: Path, options: Mapping[str, Any]) -> DetectionData:
     return data
 
 
+MAX_FILES = 1_000_000  # entries a split may hold (a split pointing at "/" is refused, not walked)
+MAX_LABEL_BYTES = 1_000_000  # one image's label file
+MAX_LIST_BYTES = 100_000_000  # a split given as a text file of image paths
+MAX_CLASSES = 100_000
+IMAGE_SUFFIXES = {  # what ultralytics reads as images
+    ".avif", ".bmp", ".dng", ".heic", ".heif", ".jp2", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp",
+}  # fmt: skip
+SHOWN = 20  # problems listed in one message
+
+
 def user_dataset(path: Path) -> DetectionData:
-    """A user's ultralytics dataset YAML: checked enough to name what is wrong before training."""
+    """A user's ultralytics dataset YAML, read as data and checked before anything trains: ``names``,
+    ``train`` and ``val`` (folders of images, or text files listing them, under an absolute ``path``), no
+    ``download`` script; every image's header and every label file read (rows ``class x y w h`` or a
+    polygon, classes below the number of names, coordinates in [0, 1]); splits bounded in size and
+    never empty. A DetectionDataError names each problem with its file (and line). Checked once per
+    process for a file that did not change."""
+    key = (str(path.resolve()) if path.exists() else str(path), path.stat().st_mtime_ns if path.is_file() else 0)
+    if key not in _CHECKED:
+        _CHECKED[key] = _check_dataset(path)
+    return _CHECKED[key]
+
+
+_CHECKED: dict[tuple[str, int], DetectionData] = {}
+
+
+def _check_dataset(path: Path) -> DetectionData:
     from nas.core.yamlio import load
 
     if not path.is_file():
-        raise DetectionDataError(f"data.yaml: {path} does not exist; give an ultralytics dataset YAML")
+        raise DetectionDataError(
+            f"data.yaml: {path} does not exist (or is not a file); give an ultralytics dataset YAML"
+        )
     d, _ = load(path)
     if not isinstance(d, Mapping):
         raise DetectionDataError(f"{path}: expected a mapping with train, val and names")
@@ -183,19 +210,114 @@ def user_dataset(path: Path) -> DetectionData:
             f"{path}: has 'download'; nothing is downloaded here: remove it and give the data's path"
         )
     names = d["names"]
-    names = tuple(str(v) for v in (names.values() if isinstance(names, Mapping) else names))
-    if len(names) < 1:
-        raise DetectionDataError(f"{path}: 'names' is empty")
+    names = tuple(str(v) for v in (names.values() if isinstance(names, Mapping) else names)) if names else ()
+    if not 1 <= len(names) <= MAX_CLASSES:
+        raise DetectionDataError(f"{path}: 'names' has {len(names)} classes; expected 1 to {MAX_CLASSES:,}")
     base = Path(str(d.get("path") or path.parent))
     if d.get("path") and not base.is_absolute():  # ultralytics would look for it under its own datasets folder
         raise DetectionDataError(f"{path}: path {d['path']!r} is relative; give the dataset's absolute path")
-    counts = []
-    for split in ("train", "val"):
-        where = base / str(d[split])
-        if not where.exists():
-            raise DetectionDataError(f"{path}: {split}: {where} does not exist")
-        counts.append(sum(1 for _ in where.rglob("*.*")) if where.is_dir() else len(where.read_text().split()))
+    counts = [len(_split_images(path, split, base / str(d[split]), len(names))) for split in ("train", "val")]
     return DetectionData(path.resolve(), names, counts[0], counts[1])
+
+
+def _split_images(path: Path, split: str, where: Path, nc: int) -> list[Path]:
+    """The images of a split, each readable and with a valid label file (or none: a background image)."""
+    if where.is_dir():
+        images = _walk(path, split, where)
+    elif where.is_file():
+        if where.stat().st_size > MAX_LIST_BYTES:
+            raise DetectionDataError(
+                f"{path}: {split}: {where} is over {MAX_LIST_BYTES:,} bytes; expected a list of images"
+            )
+        images = [Path(x) if Path(x).is_absolute() else where.parent / x for x in where.read_text().split()]
+        gone = [p for p in images if not p.is_file()]
+        if gone:
+            raise DetectionDataError(
+                f"{path}: {split}: {where} lists {len(gone)} image(s) that are not files, e.g. {gone[0]}"
+            )
+    elif where.exists():
+        raise DetectionDataError(f"{path}: {split}: {where} is neither a folder of images nor a list of them")
+    else:
+        raise DetectionDataError(f"{path}: {split}: {where} does not exist")
+    if not images:
+        raise DetectionDataError(f"{path}: {split}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {where}")
+    problems = _unreadable(images) + _label_problems(images, nc)
+    if problems:
+        more = f"\n  ... and {len(problems) - SHOWN:,} more" if len(problems) > SHOWN else ""
+        raise DetectionDataError(
+            f"{path}: {split}: {len(problems):,} problem(s) in its images and labels (ultralytics would skip them "
+            f"or stop with a traceback):\n  " + "\n  ".join(problems[:SHOWN]) + more
+        )
+    return images
+
+
+def _walk(path: Path, split: str, where: Path) -> list[Path]:
+    """The image files under ``where``: at most MAX_FILES entries looked at, only regular files and folders."""
+    images, seen, stack = [], 0, [where]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for e in entries:
+                seen += 1
+                if seen > MAX_FILES:
+                    raise DetectionDataError(
+                        f"{path}: {split}: {where} holds more than {MAX_FILES:,} entries; give the folder of this "
+                        "split's images"
+                    )
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+                elif e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES:
+                    images.append(Path(e.path))
+    return sorted(images)
+
+
+def _unreadable(images: list[Path]) -> list[str]:
+    from PIL import Image
+
+    out = []
+    for p in images:
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+            if w < 1 or h < 1:
+                out.append(f"{p}: an image of {w}x{h} pixels")
+        except Exception as e:  # not an image, truncated header, a format PIL does not read
+            out.append(f"{p}: cannot be read as an image ({e.__class__.__name__})")
+    return out
+
+
+def _label_problems(images: list[Path], nc: int) -> list[str]:
+    """Each label file's rows checked as ultralytics reads them: ``images/`` -> ``labels/``, ``.txt``."""
+    import math
+
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    out = []
+    for img in images:
+        label = Path(sb.join(str(img).rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt")
+        if not label.exists():
+            continue  # an image without objects
+        if not label.is_file() or label.stat().st_size > MAX_LABEL_BYTES:
+            out.append(f"{label}: not a label file of at most {MAX_LABEL_BYTES:,} bytes")
+            continue
+        for n, line in enumerate(label.read_text(errors="replace").splitlines(), 1):
+            row = line.split()
+            if not row:
+                continue
+            try:
+                values = [float(v) for v in row]
+            except ValueError:
+                out.append(f"{label}:{n}: {line.strip()[:60]!r} is not numbers")
+                continue
+            cls, coords = values[0], values[1:]
+            if not (cls.is_integer() and 0 <= cls < nc):
+                out.append(f"{label}:{n}: class {row[0]} is not one of 0 to {nc - 1} ({nc} names)")
+            elif not (len(coords) == 4 or (len(coords) >= 6 and len(coords) % 2 == 0)):
+                out.append(f"{label}:{n}: {len(coords)} coordinates; expected x y w h, or a polygon's x y pairs")
+            elif not all(math.isfinite(v) and 0 <= v <= 1 for v in coords):
+                out.append(
+                    f"{label}:{n}: coordinates must be finite and in [0, 1] (normalised); got {line.strip()[:60]}"
+                )
+    return out
 
 
 def dataset(cfg: Any, root: Path) -> DetectionData:

@@ -49,7 +49,7 @@ SOURCES = {
         "noise": Setting(float, 0.1, bounds=(0.0, 10.0)),
         "seed": SEED,
     },
-    "ultralytics": {"yaml": Setting(str, None)},
+    "ultralytics": {"yaml": Setting(str, None, path=True)},
 }
 DEFAULT_SOURCE = "digits_boxes"
 
@@ -66,17 +66,12 @@ def data_class(source: str) -> type:
 
 DigitsBoxesData = _data("DigitsBoxesData", "digits_boxes")
 UltralyticsData = _data("UltralyticsData", "ultralytics")
-_DATA = {"digits_boxes": DigitsBoxesData, "ultralytics": UltralyticsData}
+DATA_CLASSES = _DATA = {"digits_boxes": DigitsBoxesData, "ultralytics": UltralyticsData}
 
 
 def parse_settings(file: str, raw: Mapping[str, Any]) -> tuple[Any, Any]:
     """The ``data`` and ``training`` sections of ``raw`` (an export's card, with a command's overrides)
     as typed values; a SpaceError naming ``file`` lists every problem."""
-    from nas.core.config import Checker
-    from nas.core.spacecheck import parse_data, parse_training
+    from nas.core.spacecheck import parse_card_settings
 
-    c = Checker(file)
-    data = parse_data(c, raw, _DATA, DEFAULT_SOURCE, {})
-    training = parse_training(c, raw, TrainingSettings)
-    c.raise_if_any()
-    return data, training
+    return parse_card_settings(file, raw, _DATA, DEFAULT_SOURCE, TrainingSettings)

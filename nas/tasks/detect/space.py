@@ -91,6 +91,12 @@ def _data(c: Checker, doc: Mapping, size: int, base: Path, elsewhere: Mapping[st
         else:
             given = Path(data.yaml)
             data = data.replace(yaml=str(given if given.is_absolute() else (base / given).resolve()))
+            from nas.tasks.detect.data import DetectionDataError, user_dataset
+
+            try:  # the rules the search meets when it loads the data, checked here (nas check too)
+                user_dataset(Path(data.yaml))
+            except DetectionDataError as e:
+                c.add("data.yaml", str(e), c.line(raw, "yaml"))
     return data
 
 

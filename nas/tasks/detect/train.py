@@ -6,28 +6,19 @@ the search's seeded build, so the curve is not the trial's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nas.core.artifacts import ModelCard
 from nas.core.errors import BadOption, UserError
-from nas.core.task import TrainResult
+from nas.core.task import TrainRequest, TrainResult
 
 
-def train(
-    source: Path,
-    card: ModelCard,
-    raw_training: Mapping[str, Any],
-    data: str | None,
-    out: Path | None,
-    resume: bool,
-    force: bool,
-    report: Callable[[int, int, float], None],
-    announce: Callable[[str], None],
-) -> TrainResult:
+def train(req: TrainRequest) -> TrainResult:
     """A detection export (a folder: model.yaml, weights, architecture.yaml) trained into ``out``
     (default ``<export>/train``); ``data``: an ultralytics dataset YAML instead of the card's data."""
+    source, card, data, out = req.source, req.card, req.data, req.out
     from nas.core.artifacts import CARD_FILE
     from nas.core.names import check_out
     from nas.tasks.detect.settings import parse_settings
@@ -36,12 +27,12 @@ def train(
         raise BadOption(
             "SOURCE", str(source), "a detection export is a folder (model.yaml, weights, architecture.yaml)"
         )
-    raw = {"data": {"source": "ultralytics", "yaml": data} if data else dict(card.data), "training": raw_training}
+    raw = {"data": {"source": "ultralytics", "yaml": data} if data else dict(card.data), "training": req.training}
     data_cfg, training = parse_settings(str(source / CARD_FILE), raw)
     out = out or source / "train"
-    check_out(out, inputs=[source], force=force, ours=lambda f: (f / "weights").is_dir())
+    check_out(out, inputs=[source], force=req.force, ours=lambda f: (f / "weights").is_dir())
     curve, done, weights = _train(
-        card, source, training, data_cfg, out, resume=resume, report=report, announce=announce
+        card, source, training, data_cfg, out, resume=req.resume, report=req.report, announce=req.announce
     )
     return TrainResult(out, curve, done, weights, loads_with=f"after register(), YOLO({str(weights)!r}) loads it")
 

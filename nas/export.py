@@ -298,21 +298,24 @@ def export_trial(
         trial.user_attrs,
         judged(study, trial, remeasure, root),
     )
-    with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch, staged(out) as stage:
-        weights_src = _weights_of(study, trial, root, artifacts, Path(scratch)) if weights else None
+    with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch:
+        weights_src = _weights_of(study, trial, root, artifacts, Path(scratch)) if weights else None  # checked first
         options = ExportOptions(weights_src, onnx, torchscript, name, tolerance)
-        try:  # written and checked in the staging folder; installed into ``out`` only then
-            files, checks = space.task.export(
-                space, info.architecture, num_classes_of(study, space), stage, facts, options
-            )
+        return _install(space, info, num_classes_of(study, space), out, facts, options)
+
+
+def _install(space: Any, info: TrialInfo, nc: int, out: Path, facts: ExportFacts, options: ExportOptions) -> Exported:
+    """The task's export written and checked in a staging folder, then installed into ``out`` whole."""
+    with staged(out) as stage:
+        try:
+            files, checks = space.task.export(space, info.architecture, nc, stage, facts, options)
         except UserError as e:  # named by what the user knows, not by scratch files that will be gone
             message = str(e).replace(str(stage), str(out))
-            if weights_src is not None and info.weights_artifact:
-                message = message.replace(
-                    str(weights_src), f"the weights of trial {trial.number} ({info.weights_artifact})"
-                )
+            if options.weights_src is not None and info.weights_artifact:
+                weights = f"the weights of trial {info.number} ({info.weights_artifact})"
+                message = message.replace(str(options.weights_src), weights)
             raise ExportError(message) from None
-    return Exported(out, trial.number, [out / f.relative_to(stage) for f in files], checks)
+    return Exported(out, info.number, [out / f.relative_to(stage) for f in files], checks)
 
 
 # -- loading --------------------------------------------------------------------------------------

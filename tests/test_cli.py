@@ -1,6 +1,7 @@
 """The command line as a user meets it: exit codes, messages, files written."""
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -138,10 +139,27 @@ def test_bench_latency_compares_both_methods_idle_and_loaded(tmp_path):
     assert "target cpu/b1/32px/t1" in r.stdout and "idle: order right in" in r.stdout and "load 1: order" in r.stdout
     result = json.loads((tmp_path / "latency.json").read_text())
     assert [p["phase"] for p in result["phases"]] == ["idle", "load 1"]
+    assert result["times"] == 2 and result["expected_order"] == ["resnet10t|none|none|none|none", simam]
     for p in result["phases"]:
         rows = {row["architecture"]: row for row in p["rows"]}
-        assert set(rows) == {"resnet10t|none|none|none|none", simam}
-        assert all(len(row["ratio_all"]) == 2 and len(row["absolute_all"]) == 2 for row in rows.values())
+        assert list(rows) == result["expected_order"]
+        for row in rows.values():
+            # each figure is what its re-measurements give: medians, IQR / median, the paired ms the ratio
+            # times the reference's quiet latency
+            assert len(row["ratio_all"]) == 2 and len(row["absolute_all"]) == 2, row
+            assert row["ratio"] == pytest.approx(statistics.median(row["ratio_all"]), rel=1e-12)
+            assert row["absolute_ms"] == pytest.approx(statistics.median(row["absolute_all"]), rel=1e-12)
+            assert row["paired_ms"] == pytest.approx(row["ratio"] * result["reference_ms"], rel=1e-12)
+            for key, values in (("ratio_iqr_pct", row["ratio_all"]), ("absolute_iqr_pct", row["absolute_all"])):
+                q = statistics.quantiles(values, n=4, method="inclusive")
+                assert row[key] == pytest.approx(100 * (q[2] - q[0]) / statistics.median(values), rel=1e-9, abs=1e-12)
+        # the order counts: in how many re-measurements each method put the baseline first (a tie keeps
+        # the order given)
+        for method, key in (("absolute", "absolute_all"), ("ratio", "ratio_all")):
+            right = sum(rows[result["expected_order"][0]][key][i] <= rows[simam][key][i] for i in range(2))
+            assert p[f"order_right_{method}"] == right, (method, p)
+        line = f"{p['phase']}: order right in {p['order_right_absolute']}/2 (absolute) and {p['order_right_ratio']}/2"
+        assert line in r.stdout, r.stdout
         # the plain backbone against the reference (a second instance of the same model): about 1. Two
         # instances of one model differ by up to about 7% per call on this machine (memory placement),
         # and --times 2 under load leaves that unaveraged
@@ -169,10 +187,32 @@ def test_bench_pruning_replays_recorded_curves(tmp_path):
 def test_bench_startup_times_each_command_beside_importing_torch(tmp_path):
     r = run_nas("bench", "startup", "--times", "1", "--out", tmp_path)
     assert r.returncode == 0, r
-    rows = {row["command"]: row for row in json.loads((tmp_path / "startup.json").read_text())["rows"]}
-    assert list(rows)[0] == "python -c 'import torch, timm'" and rows["nas --help"]["median_s"] > 0
-    assert rows["python -c 'import torch, timm'"]["minus_reference_s"] == 0
-    assert "nas search --help" in r.stdout and "minus reference" in r.stdout
+    rows = json.loads((tmp_path / "startup.json").read_text())["rows"]
+    # the commands README.md names, the reference (importing torch and timm) first
+    assert [row["command"] for row in rows] == [
+        "python -c 'import torch, timm'",
+        "nas --help",
+        "nas search --help",
+        "nas search --sampler bogus (exit 2)",
+        "nas mechanisms",
+    ]
+    reference = rows[0]
+    for row in rows:
+        # one round: the median is that round's time, and the difference to the reference is taken
+        # within the round (both rounded to milliseconds)
+        assert len(row["all_s"]) == 1 and row["median_s"] == row["all_s"][0] > 0, row
+        assert row["minus_reference_s"] == pytest.approx(row["median_s"] - reference["median_s"], abs=0.0015), row
+        assert row["spread_pct"] == 0, row
+        # the table prints every command with its difference to the reference, signed
+        table = [[x.strip() for x in ln.split("│")] for ln in r.stdout.splitlines()]
+        cells = next(c for c in table if c[1:2] == [row["command"]])
+        assert cells[1:-1] == [
+            row["command"],
+            f"{row['median_s']:.2f}",
+            "0%",
+            f"{row['minus_reference_s']:+.2f}",
+        ], cells
+    assert "minus reference" in r.stdout
     assert run_nas("bench", "startup", "--times", "0").returncode == 2
 
 

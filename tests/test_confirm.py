@@ -178,3 +178,50 @@ def test_nas_train_of_an_export_reproduces_the_trials_curve_exactly(searched, tm
     export.export_trial(study, trial, tmp_path / "exp", weights=False, root=root)
     result = nas_train.train(tmp_path / "exp")
     assert result.curve == trial.user_attrs["val_acc_curve"]
+
+
+def test_report_confirm_trains_the_missing_runs_and_times_each_member_beside_the_baseline(searched, tmp_path):
+    """``nas report --confirm 3`` from the command line (in process: the test mechanisms are registered
+    here only), with latency re-measured (no --no-remeasure). The search confirmed at seeds 6 and 7: the
+    shown members' runs at seed 8 (and any they lack at 6 and 7) are trained and stored, the stored ones
+    reused; the first line is the verdict over the three seeds. The Δ latency column gives each member's
+    paired difference to the baseline, timed now in the same rounds, with its interval."""
+    import re
+
+    from nas.study.analysis import shown_trials
+
+    study, root, storage = searched
+    same = _trial(study, "resnet10t|none|none|none|nudge")
+    shown = {t.user_attrs["arch"] for t in shown_trials(study, [same.number])}
+    before = {k: v for k, v in study.user_attrs.items() if k.startswith("rerun:")}
+    out = tmp_path / "rep"
+    args = ("report", "--study", "trust", "--storage", storage, "--confirm", 3, "--include", same.number)
+    r = run_nas(*args, "--out", out, cwd=root)
+    assert r.returncode == 0, r
+    attrs = optuna.load_study(study_name="trust", storage=storage).user_attrs
+    after = {k: v for k, v in attrs.items() if k.startswith("rerun:")}
+    assert {k: after[k] for k in before} == before, "stored runs are reused, not trained again"
+    assert {f"rerun:{s}:{arch}" for arch in shown for s in (6, 7, 8)} <= set(after), sorted(after)
+    assert set(after) - set(before) <= {f"rerun:{s}:{arch}" for arch in shown for s in (6, 7, 8)}
+    assert all(len(after[f"rerun:8:{arch}"]) == 2 for arch in shown), "each run trained the search's 2 epochs"
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(
+        "No front member is better than the baseline in accuracy: confirmed over 3 fresh seeds, no interval"
+    ), lines[0]
+
+    # latency timed now: no cell says "stored"; each member's difference to the baseline has its interval
+    others = len(shown) - 1
+    assert "stored" not in r.stdout and len(re.findall(r"\[[+-]\d+\.\d{3},", r.stdout)) == others, r.stdout
+    page = (out / "front.html").read_text()
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(<td>.*?)</tr>", page)]
+    assert len(rows) == len(shown)
+    for row in rows:
+        number, lat, dlat = int(row[0]), row[5], row[6]
+        assert "stored" not in lat and re.fullmatch(r"\d+\.\d{3}<br>\[\d+\.\d{3},<br>\d+\.\d{3}\]", lat), row
+        if row[-1] == cf.baseline_trial(study).user_attrs["arch"]:
+            assert dlat == "-", row
+            continue
+        match = re.fullmatch(r"([+-]\d+\.\d{3})<br>\[([+-]\d+\.\d{3}),<br>([+-]\d+\.\d{3})\]", dlat)
+        assert match, (number, dlat)
+        low, median, high = float(match[2]), float(match[1]), float(match[3])
+        assert low <= median <= high, (number, dlat)

@@ -20,6 +20,7 @@ from nas import export
 from nas import train as nas_train
 from nas.core.architecture import Architecture
 from nas.core.errors import UserError
+from nas.measure.cost import LatencyTarget
 from nas.search._loop import Search
 from nas.study.studies import front
 from nas.tasks.classify import export as classify_export
@@ -44,9 +45,38 @@ def searched(tmp_path_factory):
             4: {"none": None, "se": {"reduction": 16}, "sa": {"groups": 8}},
         },
     )
+    space = load_space(path)
+    # every architecture's latency ratio to the plain backbone given in the study's latency cache (what a
+    # search measured before, it takes from there): fixed figures, a cost per attention module, so the
+    # front does not depend on this machine's timing. The baseline is the fastest, and on this tiny data
+    # no trial ends its 2 epochs more accurate than the baseline (they all predict one class): the others
+    # leave the front, and their weights go.
+    cost = {"se": 0.1, "sa": 0.2, "cbam": 0.3}
+    target = LatencyTarget.from_space(space.latency).key()
+    ratios = {
+        str(a): 1 + sum(cost.get(part.split("(")[0], 0) for part in str(a).split("|")[1:])
+        for a in space.architectures()
+    }
+    (root / "exp").mkdir()
+    (root / "exp" / "latency.json").write_text(
+        json.dumps({f"{arch}@{target}": {"ratios": [ratio] * 80} for arch, ratio in ratios.items()})
+    )
     storage = f"sqlite:///{root / 'exp' / 'study.db'}"
-    result = Search(load_space(path), "exp", storage, 4, sampler="random", prune=False, root=root).run()
+    result = Search(space, "exp", storage, 4, sampler="random", prune=False, root=root).run()
     return result.study, root
+
+
+def off_front(study):
+    """The complete trials trained by the search (no copies, not the baseline) that are not on the front."""
+    members = {m.number for m in front(study)}
+    return [
+        t
+        for t in study.get_trials()
+        if t.state.name == "COMPLETE"
+        and t.number not in members
+        and "duplicate_of" not in t.user_attrs
+        and not t.user_attrs.get("baseline")
+    ]
 
 
 def stored(study, trial) -> Path:
@@ -69,13 +99,15 @@ def test_only_the_fronts_and_the_baselines_weights_are_kept_in_the_studys_artifa
         # Optuna's own listing (what optuna-dashboard shows) names the file after the trial
         metas = optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
         assert [m.filename for m in metas] == [f"trial_{t.number}.safetensors"]
+    # the complete trials that left the front (each dominated by a member: as accurate or more, and
+    # faster) lost their weights, and the study says which
     system = study._storage.get_study_system_attrs(study._study_id)
-    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        if t.number not in kept and "weights_artifact" in t.user_attrs:
-            assert (
-                not stored(study, t).exists()
-                and system[f"weights_removed:{t.number}"] == t.user_attrs["weights_artifact"]
-            )
+    dropped = off_front(study)
+    assert dropped, [(t.number, t.values) for t in study.get_trials()]
+    for t in dropped:
+        assert any(m.values[0] >= t.values[0] and m.values[1] < t.values[1] for m in front(study)), t.number
+        assert not stored(study, t).exists(), t.number
+        assert system[f"weights_removed:{t.number}"] == t.user_attrs["weights_artifact"]
 
 
 def test_export_best_reloads_in_a_fresh_interpreter_with_equal_outputs(searched, tmp_path):
@@ -143,19 +175,45 @@ def test_export_budgets_and_clear_failures(searched, tmp_path):
         export.pick_best(study, max_latency_ms=0.001)
     with pytest.raises(UserError, match="does not exist"):
         export.get_trial(study, 999)
-    dropped = [
-        t
-        for t in study.get_trials()
-        if t.state.name == "COMPLETE"
-        and t.number not in {m.number for m in members}
-        and "duplicate_of" not in t.user_attrs
-        and not t.user_attrs.get("baseline")
-    ]
+    dropped = off_front(study)
+    assert dropped, "the fixture leaves a complete trial off the front"
     for t in dropped:  # off the front: weights gone, and the message says why and what to do
         with pytest.raises(UserError, match="removed when the trial left the front"):
             export.export_trial(study, t, tmp_path / "x", root=root)
-        export.export_trial(study, t, tmp_path / "defonly", weights=False, root=root)
-        assert (tmp_path / "defonly" / "model.py").exists()
+    # what it says to do: the definition alone exports
+    export.export_trial(study, dropped[0], tmp_path / "defonly", weights=False, root=root)
+    assert (tmp_path / "defonly" / "model.py").exists() and not (tmp_path / "defonly" / "weights.safetensors").exists()
+
+
+def test_export_fails_when_the_exported_model_differs_from_the_searchs_beyond_the_tolerance(
+    searched, tmp_path, monkeypatch
+):
+    """The exported model.py is run against the model the search built, with the trial's weights: a
+    model.py whose outputs are 1e-3 off fails the export (tolerance 1e-4: exit 2) with what differs and
+    by how much; export_trial given a wider tolerance accepts it and reports the difference."""
+    study, root = searched
+    member = front(study)[0]
+    real = classify_export.import_model_py
+
+    def off_by_a_thousandth(path):
+        module = real(path)
+        build_model = module.build_model
+
+        def build(*args, **kwargs):
+            net = build_model(*args, **kwargs)
+            net.register_forward_hook(lambda m, inputs, out: out + 1e-3)
+            return net
+
+        module.build_model = build
+        return module
+
+    monkeypatch.setattr(classify_export, "import_model_py", off_by_a_thousandth)
+    storage = f"sqlite:///{root / 'exp' / 'study.db'}"
+    r = run_nas("export", member.number, "--study", "exp", "--storage", storage, "--out", tmp_path / "x", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r
+    assert "the exported model.py differs from PyTorch by 0.001 (tolerance 0.0001)" in " ".join(r.stderr.split()), r
+    result = export.export_trial(study, member, tmp_path / "y", root=root, tolerance=1e-2)
+    assert result.checks["model.py"] == pytest.approx(1e-3, rel=1e-2)
 
 
 def test_weights_of_another_study_or_any_other_file_are_refused_before_anything_is_written(searched, tmp_path):
@@ -216,7 +274,7 @@ def test_export_and_viz_from_another_directory_fetch_the_weights_from_the_store(
         "elsewhere",
         cwd=tmp_path,
     )
-    assert r.returncode == 2 and "are not in the artifact store" in r.stderr and not (tmp_path / "f").exists(), r
+    assert r.returncode == 2 and "is not there" in r.stderr and not (tmp_path / "f").exists(), r
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 new ones out (writer preference); the study lock excludes other workers on SQLite and PostgreSQL;
 --workers and --threads are planned or refused with a clear error."""
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,29 @@ def started(fn):
     return done
 
 
+def wait_until(condition, what, timeout=30.0):
+    """Polls ``condition`` until it holds; fails naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
+
+
+def waiting_on(folder: Path) -> int:
+    """How many lock requests wait for a lock file in ``folder``: Linux's lock table (/proc/locks) lists
+    each blocked flock request, marked "->", with the device and inode of its file. A thread blocked in
+    the lock shows here, which no timing can tell."""
+    table = Path("/proc/locks")
+    if not table.exists():
+        pytest.skip("needs Linux's lock table (/proc/locks) to see a request waiting for a lock")
+    files = {
+        f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for st in (p.stat() for p in folder.glob("*.lock"))
+    }
+    return sum(1 for line in table.read_text().splitlines() if "->" in line.split() and line.split()[-3] in files)
+
+
 def test_a_measurement_waits_for_the_running_batch_and_keeps_new_batches_out(tmp_path):
     trainer, measurer, other = LatencyGate(tmp_path), LatencyGate(tmp_path), LatencyGate(tmp_path)
     trainer.batch_start()  # a batch is running
@@ -35,52 +59,74 @@ def test_a_measurement_waits_for_the_running_batch_and_keeps_new_batches_out(tmp
     def measure():
         with measurer.measuring():
             measuring.set()
-            release.wait(5)
+            release.wait(30)
 
     started(measure)
-    time.sleep(0.3)
-    assert not measuring.is_set()  # waits for the running batch
+    wait_until(lambda: waiting_on(tmp_path) == 1, "the measurement to wait for the running batch")
+    assert not measuring.is_set()
     new_batch = started(other.batch_start)
-    time.sleep(0.3)
+    wait_until(lambda: waiting_on(tmp_path) == 2, "a new batch to wait: a measurement is announced")
     assert not new_batch.is_set()  # announced measurement: no new batch, even while one is running
     trainer.batch_end()
-    assert measuring.wait(5)
-    time.sleep(0.3)
-    assert not new_batch.is_set()  # still measuring
+    assert measuring.wait(10)
+    assert waiting_on(tmp_path) == 1 and not new_batch.is_set()  # still measuring: the new batch waits on
     release.set()
-    assert new_batch.wait(5)
+    assert new_batch.wait(10)
+    assert waiting_on(tmp_path) == 0
     other.batch_end()
 
 
-def hold_then_report(lock, hold_s, log, name):
-    with lock.held():
-        log.append((name, "in", time.monotonic()))
-        time.sleep(hold_s)
-        log.append((name, "out", time.monotonic()))
-
-
-def assert_exclusive(make_lock):
+def assert_exclusive(a, b, b_waits):
+    """``a`` held; ``b`` asked for from another thread gets the lock only after ``a`` is released.
+    ``b_waits()``: whether ``b`` has been refused, so ``a`` is released only once ``b`` has tried."""
     log = []
-    a, b = make_lock(), make_lock()
-    t = threading.Thread(target=hold_then_report, args=(a, 0.5, log, "a"))
-    t.start()
-    time.sleep(0.1)
-    hold_then_report(b, 0.0, log, "b")
-    t.join()
-    assert [e[:2] for e in log] == [("a", "in"), ("a", "out"), ("b", "in"), ("b", "out")]
+    a_in, a_may_leave = threading.Event(), threading.Event()
+
+    def hold_a():
+        with a.held():
+            log.append(("a", "in"))
+            a_in.set()
+            a_may_leave.wait(30)
+            log.append(("a", "out"))
+
+    def take_b():
+        with b.held():
+            log.append(("b", "in"))
+        log.append(("b", "out"))
+
+    threads = [threading.Thread(target=hold_a, daemon=True), threading.Thread(target=take_b, daemon=True)]
+    threads[0].start()
+    assert a_in.wait(30)
+    threads[1].start()
+    wait_until(b_waits, "the second worker to wait for the lock")
+    assert log == [("a", "in")]
+    a_may_leave.set()
+    for t in threads:
+        t.join(30)
+    assert log == [("a", "in"), ("a", "out"), ("b", "in"), ("b", "out")]
 
 
 def test_the_study_lock_excludes_other_workers_on_sqlite(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    assert_exclusive(lambda: StudyLock(url, "s"))
+    assert_exclusive(StudyLock(url, "s"), StudyLock(url, "s"), lambda: waiting_on(tmp_path) == 1)
     assert (tmp_path / "study.db.lock").exists()
 
 
 def test_the_study_lock_excludes_other_workers_on_postgresql(fresh_postgres_db):
-    from sqlalchemy import create_engine
+    import collections
 
-    engine = create_engine(fresh_postgres_db)
-    assert_exclusive(lambda: StudyLock(fresh_postgres_db, "s", engine))
+    from sqlalchemy import create_engine, event
+
+    engine, engine_b = create_engine(fresh_postgres_db), create_engine(fresh_postgres_db)
+    sent = collections.Counter()  # the second worker's statements: the lock is polled, so one sent twice
+    # is an attempt made again after a refusal
+
+    @event.listens_for(engine_b, "before_cursor_execute")
+    def count(conn, cursor, statement, *args):
+        sent[statement] += 1
+
+    a, b = StudyLock(fresh_postgres_db, "s", engine), StudyLock(fresh_postgres_db, "s", engine_b)
+    assert_exclusive(a, b, lambda: max(sent.values(), default=0) >= 2)
     other_study = StudyLock(fresh_postgres_db, "other", engine)
     with StudyLock(fresh_postgres_db, "s", engine).held():  # a different study is not blocked
         done = started(lambda: other_study.held().__enter__())

@@ -111,9 +111,12 @@ def test_replay_within_noise_stops_fewer_members_of_the_confirmed_front():
 
 def test_tpe_samples_after_pruned_trials_that_carry_learning_curves():
     """Every epoch's accuracy goes to the storage as an intermediate value (the dashboard's curves).
-    Optuna's TPE ranks pruned trials by that value in the study's single direction, which a
-    multi-objective study refuses to give: the search's own sampler must go on sampling, and rank
-    pruned trials by accuracy (higher is better)."""
+    Optuna's TPE ranks pruned trials by their last intermediate value in the study's single direction,
+    which a multi-objective study refuses to give: plain TPE stops at the first such trial. The search's
+    own sampler goes on sampling, and ranks pruned trials by their last accuracy, higher is better: after
+    pruned trials only, where one arm's curves end highest (and start lowest), it proposes that arm."""
+    import collections
+
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
@@ -121,31 +124,37 @@ def test_tpe_samples_after_pruned_trials_that_carry_learning_curves():
     from nas.search._samplers import _AccuracyView, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler("tpe", 0))
-    dist = {"stage4.mechanism": CategoricalDistribution(["none", "se", "eca"])}
-    for i in range(12):
-        name = ["none", "se", "eca"][i % 3]
-        if i % 2:
+    arms = ["none", "se", "eca"]
+
+    def proposals(best: str, sampler) -> collections.Counter:
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        dist = {"stage4.mechanism": CategoricalDistribution(arms)}
+        for i in range(21):  # 7 pruned trials per arm: the best arm's curve starts lowest and ends highest
+            name = arms[i % 3]
+            curve = {1: 0.1, 2: 0.9} if name == best else {1: 0.5, 2: 0.3}
             study.add_trial(
                 create_trial(
                     state=TrialState.PRUNED,
                     params={"stage4.mechanism": name},
                     distributions=dist,
-                    intermediate_values={1: 0.4 + i / 100},
+                    intermediate_values={k: v + i / 1000 for k, v in curve.items()},
                 )
             )
-        else:
-            study.add_trial(
-                create_trial(
-                    values=[0.8 + i / 100, 5.0 - i / 10], params={"stage4.mechanism": name}, distributions=dist
-                )
-            )
-    seen = set()
-    for _ in range(5):
-        trial = study.ask()
-        seen.add(trial.suggest_categorical("stage4.mechanism", ["none", "se", "eca"]))
-        study.tell(trial, state=TrialState.PRUNED)
-    assert seen <= {"none", "se", "eca"}
+        seen = collections.Counter()
+        for _ in range(20):
+            trial = study.ask()
+            seen[trial.suggest_categorical("stage4.mechanism", arms)] += 1
+            study.tell(trial, state=TrialState.FAIL)  # the observations stay the 21 pruned trials
+        return seen
+
+    with pytest.raises(RuntimeError, match="multi-objective"):
+        proposals("se", optuna.samplers.TPESampler(seed=0))
+    for best in arms:  # each arm in turn: the proposals follow the curves' last values, not an arm's place
+        seen = proposals(best, make_sampler("tpe", 0))
+        # at random an arm gets about 7 of 20; ranked by the first value, or lower-is-better, the others win
+        assert seen[best] >= 16, (best, seen)
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
     view = _AccuracyView(study)
     assert view.direction == optuna.study.StudyDirection.MAXIMIZE
-    assert view.directions == study.directions and len(view.trials) == len(study.trials)
+    assert view.directions == study.directions and view.trials == study.trials

@@ -51,7 +51,11 @@ def sqlite_url(tmp_path):
 
 
 def study_of(url):
-    return optuna.load_study(study_name="multi", storage=url)
+    return study_of_named("multi", url)
+
+
+def study_of_named(name, url):
+    return optuna.load_study(study_name=name, storage=url)
 
 
 def wait_for(predicate, timeout, what):
@@ -348,13 +352,32 @@ def test_ddp_trials_on_two_cpu_processes_stop_together_and_are_recorded_once(tmp
 def test_bench_workers_reports_throughput_per_worker_count(tmp_path):
     import json
 
+    from nas.search import cpu_count
+
     write_space(tmp_path)
     args = ("bench", "workers", "--space", "multi.yaml", "--trials", 2, "--workers", "1,2", "--out", "bench")
     r = run_nas(*args, cwd=tmp_path)
     assert r.returncode == 0, r
     rows = json.loads((tmp_path / "bench" / "workers.json").read_text())["rows"]
-    assert [(row["workers"], row["trials"]) for row in rows] == [(1, 2), (2, 2)]
-    assert rows[0]["epochs_per_min_ratio"] == 1.0 and rows[1]["epochs_per_min_ratio"] > 0
+    # the threads per worker default to the cores shared out; a fresh study each with exactly the trials
+    # asked for, every one trained (seeds 0 and 1 draw no copy of the baseline) for the space's one
+    # epoch (no pruning): the same work at every worker count
+    assert [(row["workers"], row["threads_per_worker"]) for row in rows] == [
+        (1, max(1, cpu_count() // 1)),
+        (2, max(1, cpu_count() // 2)),
+    ]
+    assert [(row["trials"], row["trained"], row["epochs"]) for row in rows] == [(2, 2, 2), (2, 2, 2)], rows
+    for row in rows:
+        name = f"bench-workers-{row['workers']}x{row['threads_per_worker']}"
+        assert_final_state(study_of_named(name, f"sqlite:///{tmp_path / 'bench' / name / 'study.db'}"), 2)
+        # the rates are the counts over the wall time (rounded to 0.1 s in the row, the rates to 0.01), and
+        # the ratio is each row's epochs per minute over the first row's
+        wall = row["wall_s"]
+        for count, rate in (("trials", "trials_per_min"), ("trained", "trained_per_min"), ("epochs", "epochs_per_min")):
+            expected = 60 * row[count] / wall
+            assert abs(row[rate] - expected) <= expected * 0.06 / wall + 0.005, (rate, row)
+        assert row["epochs_per_min_ratio"] == round(row["epochs_per_min"] / rows[0]["epochs_per_min"], 3), row
+    assert rows[0]["epochs_per_min_ratio"] == 1.0
     assert "epochs/min ratio" in r.stdout
     bad = run_nas("bench", "workers", "--space", "multi.yaml", "--workers", "1,x", cwd=tmp_path)
     assert bad.returncode == 2 and "'1,x'" in bad.stderr

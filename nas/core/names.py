@@ -96,9 +96,11 @@ def staged(folder: Path) -> Iterator[Path]:
     import uuid
 
     folder = Path(folder)
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".staging-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    done = False
     try:
         yield tmp
         for p in sorted(tmp.rglob("*")):
@@ -107,5 +109,8 @@ def staged(folder: Path) -> Iterator[Path]:
                 target.mkdir(exist_ok=True)
             else:
                 p.replace(target)
+        done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made and not done and not any(folder.iterdir()):
+            folder.rmdir()  # a folder this call made for an output that failed: not left behind

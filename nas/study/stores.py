@@ -77,8 +77,8 @@ def open_store(location: str, create: bool = False) -> Any:
                 raise StoreError(f"--artifacts: cannot make the folder {location} ({e})") from None
         elif not Path(location).is_dir():
             raise StoreError(
-                f"the artifact store {location} is gone (a deleted folder, or a share not mounted here); its "
-                "weights are not recreated empty: restore or mount it, or give its new place with --artifacts"
+                f"the artifact store {location} is not there (a deleted folder, or a share not mounted here); it is "
+                "not recreated empty: restore or mount it, or give its new place with --artifacts"
             )
         return _AtomicFolder(location)
     bucket, _, prefix = rest.partition("/")

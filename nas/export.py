@@ -46,7 +46,7 @@ def pick_best(
         members = [(trials[m.number], m.shown_accuracy, m.latency, m) for m in a.members if m.on_front]
         kind = f"confirmed front member(s) (mean accuracy over {len(a.seeds)} fresh seeds)"
     else:
-        members = [(t, t.values[0], t.values[1], None) for t in front(study)]
+        members = [(t, t.values[0], _latency_of(t), None) for t in front(study)]  # latency, whatever objective 2 is
         kind = "front member(s)"
     if not members:
         raise ExportError(f"study {study.study_name!r} has no complete feasible trial yet; nothing to export")
@@ -76,6 +76,11 @@ def pick_best(
         m = best[3]
         why += f": {m.shown_accuracy:.4f}; {'the baseline itself' if m.baseline else verdict_text(m)}"
     return best[0], why
+
+
+def _latency_of(trial: optuna.trial.FrozenTrial) -> float:
+    latency = TrialInfo.of(trial).latency_ms
+    return float("inf") if latency is None else latency
 
 
 @dataclass(frozen=True)

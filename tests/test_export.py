@@ -94,3 +94,30 @@ def test_export_best_follows_the_confirmed_front_not_the_luckiest_run(tmp_path):
     # single runs: only trial 1 (0.95) reaches 0.935; confirmed: trial 2 (0.9375) does and trial 1 (0.9025) not
     fastest, why = export.pick_best(st, min_accuracy=0.935)
     assert fastest.number == 2 and "with accuracy >= 0.935: 0.9375" in why, why
+
+
+def test_export_budget_is_read_against_latency_when_the_second_objective_is_params():
+    """With ``objectives: [accuracy, params]`` the front's second value is a parameter count; a latency
+    budget is still a latency budget (the trial's measured latency), and the message says milliseconds."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from nas import export
+
+    st = optuna.create_study(directions=["maximize", "minimize"], study_name="p")
+    st.set_metric_names(["accuracy", "params"])
+    for acc, params, ms in ((0.90, 5_000_000, 2.0), (0.95, 5_200_000, 3.0)):
+        st.add_trial(
+            create_trial(
+                state=TrialState.COMPLETE,
+                values=[acc, params],
+                params={"x": "a"},
+                distributions={"x": CategoricalDistribution(["a"])},
+                user_attrs={"arch": f"resnet10t|none|none|none|se(r={int(ms)})", "latency_ms": ms},
+            )
+        )
+    trial, why = export.pick_best(st, max_latency_ms=2.5)
+    assert trial.number == 0 and "latency <= 2.5 ms" in why, why
+    with pytest.raises(export.ExportError, match=r"trial 1: accuracy 0\.9500, 3\.000 ms"):
+        export.pick_best(st, max_latency_ms=1.0)

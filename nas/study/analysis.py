@@ -188,7 +188,7 @@ class Analysis:
                 "the baseline before 'nas report --confirm 3' re-trains the front from fresh seeds."
             )
         better = [m for m in others if m.verdict == BETTER]
-        n, judged = self.used_seeds, sum(1 for m in others if m.difference is not None)
+        n, judged = self.used_seeds, len(others)  # the family judge() adjusted for: every member shown
         level = (
             f"paired 95% intervals, Bonferroni-adjusted for {judged} comparisons"
             if judged > 1

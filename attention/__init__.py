@@ -42,6 +42,7 @@ from ._registry import (
 from .cbam import CBAM, GAM
 from .coord import CoordAtt
 from .criss_cross import CrissCrossAttention
+from .gated import Gated
 from .nam import NAM
 from .s2 import S2Attention
 from .shuffle import ShuffleAttention
@@ -53,6 +54,7 @@ __all__ = [
     "MECHANISMS",
     "PLACEMENTS",
     "Attention",
+    "Gated",
     "HParam",
     "HyperparameterError",
     "MechanismSpec",

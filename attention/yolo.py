@@ -225,7 +225,30 @@ def model_yaml_problems(d: Any) -> list[tuple[tuple[Any, ...], str]]:
                 problems.append(((*where, 1), f"repeats {n!r:.40} is not an integer from 1 to {MAX_REPEATS}"))
             if not isinstance(m, str) or _layer_class(m, tasks) is None:
                 problems.append(((*where, 2), f"{m!r:.80} is not a model layer; {LAYER_RULE}"))
+            elif m == GATED and (not row[3] or row[3][0] not in ALIASES):
+                problems.append(((*where, 3), f"a Gated row names its mechanism first: one of {', '.join(ALIASES)}"))
     return problems
+
+
+GATED = "Gated"  # a row ``[-1, 1, Gated, [CBAM, 16, 7]]``: the mechanism put in identity-started
+
+
+def _gated_row() -> type:
+    """What a ``Gated`` row names: ``Row(ch, f, name, *hparams)`` builds ``attention.Gated`` around the alias
+    ``name`` at the width of layer ``f`` (its output is layer f's at first; the gate learns how much of
+    the mechanism to take)."""
+    import torch.nn as nn
+
+    from .gated import Gated
+
+    def __new__(cls: type, ch: Any = None, f: Any = -1, name: Any = None, *hparams: Any) -> Any:
+        if name not in ALIASES:
+            raise HyperparameterError(GATED, "mechanism", name, f"one of {', '.join(ALIASES)}")
+        if not isinstance(ch, list) or not isinstance(f, int) or isinstance(f, bool):
+            raise HyperparameterError(GATED, "from", f, "one input layer ([-1, 1, Gated, [Name, hyperparameters]])")
+        return Gated(ALIASES[name](ch[f], None, *hparams))
+
+    return type(GATED, (nn.Module,), {"__new__": __new__, "__module__": f"{__name__}.rows"})
 
 
 def register() -> list[str]:
@@ -251,7 +274,7 @@ def register() -> list[str]:
                 d["activation"] = activation_code(d["activation"])
             for section in ("backbone", "head"):
                 for k, row in enumerate(d.get(section) or []):
-                    if isinstance(row, list) and len(row) == 4 and row[2] in ALIASES:
+                    if isinstance(row, list) and len(row) == 4 and (row[2] in ALIASES or row[2] == GATED):
                         if not isinstance(row[0], int) or isinstance(row[0], bool):
                             raise HyperparameterError(
                                 row[2], f"{section}[{k}] from", row[0], "one input layer (an integer such as -1)"
@@ -264,7 +287,10 @@ def register() -> list[str]:
         tasks.parse_model = parse_model
     for name, alias in ALIASES.items():
         setattr(tasks, name, _row_class(alias))
-    torch.serialization.add_safe_globals(list(ALIASES.values()))
+    tasks.Gated = _gated_row()
+    from .gated import Gated
+
+    torch.serialization.add_safe_globals([*ALIASES.values(), Gated])
     return sorted(ALIASES)
 
 

@@ -535,10 +535,22 @@ def pruning_rows(
     eta: int,
     status: Callable[[str], None] = lambda s: None,
 ) -> tuple[list[Recorded], str, list[str]]:
-    """The recorded curves ``nas bench pruning`` replays (a file, or a study re-trained to ``seeds``
-    paired seeds first), where they come from, and lines to print (what was written)."""
+    """The recorded curves ``nas bench pruning`` replays (``recording``)."""
     if eta < 2:
         raise BadOption("--eta", eta, "an integer >= 2")
+    return recording(curves, study, storage, export, seeds, status)
+
+
+def recording(
+    curves: Path,
+    study: str | None,
+    storage: str | None,
+    export: Path | None,
+    seeds: int,
+    status: Callable[[str], None] = lambda s: None,
+) -> tuple[list[Recorded], str, list[str]]:
+    """Recorded curves (a file, or a study run with --no-prune, re-trained to ``seeds`` paired seeds
+    first), where they come from, and lines to print (what was written)."""
     if not 1 <= seeds <= 20:
         raise BadOption("--seeds", seeds, "an integer from 1 to 20")
     said: list[str] = []
@@ -707,3 +719,42 @@ def latency_options(space: Path, arch: list[str] | None, times: int, load: int) 
     s = load_space(space)
     archs = [Architecture.parse(a) for a in arch or []]
     return s, [s.baseline()] + [a for a in archs if a != s.baseline()]
+
+
+def variance_of(rows: list[Recorded]) -> Any:
+    """The variance table (``nas.core.stats.variance_table``) of a recording with paired seeds: each
+    architecture's final figure at the search's seed and at every recorded further seed."""
+    from nas.core.stats import variance_table
+
+    counts = {len(r.seed_curves) for r in rows}
+    if len(counts) != 1 or counts == {0}:
+        raise BadOption(
+            "--curves",
+            "a recording",
+            f"every architecture at the same seeds, 2 or more (seeds recorded: {sorted(c + 1 for c in counts)}); "
+            "record with nas bench variance --study NAME --seeds 3",
+        )
+    base = [i for i, r in enumerate(rows) if r.baseline]
+    if not base:
+        raise BadOption("--curves", "a recording", "the baseline among its trials (a space whose stages allow none)")
+    return variance_table([[r.curve[-1], *(c[-1] for c in r.seed_curves)] for r in rows], base[0])
+
+
+def variance_table_rows(tables: list[tuple[str, Any]]) -> Tabled:
+    """One row per recording: the figures of ``variance_of``, in points."""
+    cols = ["recording", "archs x seeds", "baseline", "seed sd", "paired diff sd", "F (arch)", "p", "means spread"]
+    rows = [
+        [
+            source,
+            f"{v.architectures} x {v.seeds}",
+            f"{100 * v.baseline_mean:.2f}",
+            f"{100 * v.seed_sd:.2f}",
+            f"{100 * v.paired_sd:.2f}",
+            f"{v.f:.2f} ({v.dof[0]}, {v.dof[1]})",
+            f"{v.p:.2g}",
+            f"{100 * v.spread:.2f}",
+        ]
+        for source, v in tables
+    ]
+    title = "variance of recordings (points; paired: the same seeds for every architecture; F: seeds as blocks)"
+    return Tabled(title, cols, rows, left=("recording",))

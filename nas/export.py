@@ -305,15 +305,44 @@ def export_trial(
     )
     with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch:
         weights_src = _weights_of(study, trial, root, artifacts, Path(scratch)) if weights else None  # checked first
+        start = _start_of(study, space, Path(scratch), artifacts) if weights else None
         options = ExportOptions(weights_src, onnx, torchscript, name, tolerance)
-        return _install(space, info, num_classes_of(study, space), out, facts, options)
+        exported = _install(space, info, num_classes_of(study, space), out, facts, options, start)
+    if space.training.warm and start is None:  # the definition alone: the card still says where it started
+        _record_start(out, _start_record(study), None)
+    return exported
 
 
-def _install(space: Any, info: TrialInfo, nc: int, out: Path, facts: ExportFacts, options: ExportOptions) -> Exported:
-    """The task's export written and checked in a staging folder, then installed into ``out`` whole."""
+def _start_record(study: optuna.Study) -> dict[str, Any]:
+    from nas.study.start import recorded
+
+    record = recorded(study)
+    if record is None:
+        raise ExportError(f"study {study.study_name!r} starts its trials from a trained network but records none")
+    return record.to_dict()
+
+
+def _start_of(study: optuna.Study, space: Any, scratch: Path, artifacts: str | None) -> Any:
+    """A warm-started study's starting weights with its record (None for a study that trains from scratch)."""
+    from nas.study.start import study_start
+
+    state = study_start(study, space.training.warm, scratch, artifacts)
+    return None if state is None else (state, _start_record(study))
+
+
+def _install(
+    space: Any, info: TrialInfo, nc: int, out: Path, facts: ExportFacts, options: ExportOptions, start: Any = None
+) -> Exported:
+    """The task's export written and checked in a staging folder, then installed into ``out`` whole; with
+    ``start`` (a warm-started trial's starting weights and their record) also the trial's network at its
+    first step (``start.safetensors``, what ``nas train --from-start`` trains from) and the record."""
     with staged(out) as stage:
         try:
             files, checks = space.task.export(space, info.architecture, nc, stage, facts, options)
+            if start is not None:
+                state, record = start
+                model = space.task.build(space, info.architecture, nc, init_seed=info.seed, start=state)
+                files.append(_record_start(stage, record, model, info))
         except UserError as e:  # named by what the user knows, not by scratch files that will be gone
             message = str(e).replace(str(stage), str(out))
             if options.weights_src is not None and info.weights_artifact:
@@ -321,6 +350,27 @@ def _install(space: Any, info: TrialInfo, nc: int, out: Path, facts: ExportFacts
                 message = message.replace(str(options.weights_src), weights)
             raise ExportError(message) from None
     return Exported(out, info.number, [out / f.relative_to(stage) for f in files], checks)
+
+
+def _record_start(folder: Path, record: dict[str, Any], model: Any, info: TrialInfo | None = None) -> Path:
+    """The start of a warm-started trial in its export folder: ``model`` (the trial's network at step 0) as
+    start.safetensors, and the study's start record (artifact, digest, source; with the file's digest) in
+    architecture.yaml and metrics.json."""
+    from dataclasses import replace
+
+    from nas.core.artifacts import START_FILE, save_weights, sha256_of
+    from nas.core.names import write_text_atomic
+
+    path = folder / START_FILE
+    if model is not None and info is not None:
+        meta = {"arch": info.arch, "trial": str(info.number), "role": "the trial's network at its first step"}
+        save_weights(model, path, meta)
+        record = {**record, "file_sha256": sha256_of(path)}
+    replace(ModelCard.read(folder), start=record).write(folder)
+    metrics_file = folder / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    write_text_atomic(metrics_file, json.dumps({**metrics, "start": record}, indent=1))
+    return path
 
 
 # -- loading --------------------------------------------------------------------------------------

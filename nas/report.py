@@ -160,14 +160,19 @@ def analyse(
 def fitter(
     study: optuna.Study, status: Callable[[str], None] = lambda s: None, root: Path = Path("runs")
 ) -> search.Fit:
-    """Re-runs for ``nas report --confirm``: the study's space, data and seed, as its trials trained."""
+    """Re-runs for ``nas report --confirm``: the study's space, data, seed and starting network, as its
+    trials trained."""
     space = space_of(study)
     if space is None:
         raise UserError(f"study {study.study_name!r} does not record its search space; it cannot be re-trained")
     data = space.task.data(space, root, cf.study_seed(study))
     bounds = space.training.schema["epochs"].bounds
     epochs = study_attr(study, "epochs", int, space.training.epochs, bounds)  # as the trials trained
-    return search.make_fit(space, data, num_classes_of(study, space), epochs, root / study.study_name, status)
+    from nas.study.start import study_start
+
+    run_dir = root / study.study_name
+    start = study_start(study, space.training.warm, run_dir)
+    return search.make_fit(space, data, num_classes_of(study, space), epochs, run_dir, status, start=start)
 
 
 def count(n: int) -> str:

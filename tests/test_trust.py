@@ -110,6 +110,44 @@ class BusyMachine:
         self.now += self._factor() * 1.2e-3
 
 
+def test_variance_table_against_least_squares_and_its_own_definitions():
+    """The architecture F of the two-way table equals the nested least-squares test (seeds only vs seeds
+    + architectures, dummy-coded); the sds are their definitions; an effect planted on one architecture
+    far above the noise gives p < 0.01, none gives a large p on average."""
+    import numpy as np
+    from scipy.stats import f as f_dist
+
+    from nas.core.stats import variance_table
+
+    rng = np.random.default_rng(0)
+    a, s = 7, 4
+    x = 0.9 + rng.normal(0, 0.01, (a, s)) + rng.normal(0, 0.02, (1, s))  # seed effects shared by every row
+    v = variance_table(x.tolist(), baseline=0)
+
+    def rss(design):
+        beta, *_ = np.linalg.lstsq(design, x.ravel(), rcond=None)
+        return float(((x.ravel() - design @ beta) ** 2).sum())
+
+    seeds = np.kron(np.ones((a, 1)), np.eye(s))
+    archs = np.kron(np.eye(a), np.ones((s, 1)))[:, 1:]
+    small, full = rss(seeds), rss(np.hstack([seeds, archs]))
+    f = ((small - full) / (a - 1)) / (full / ((a - 1) * (s - 1)))
+    assert v.f == pytest.approx(f, rel=1e-9) and v.dof == (a - 1, (a - 1) * (s - 1))
+    assert v.p == pytest.approx(f_dist.sf(f, a - 1, (a - 1) * (s - 1)), rel=1e-9)
+    assert v.seed_sd == pytest.approx(math.sqrt(np.mean(x.var(axis=1, ddof=1))), rel=1e-9)
+    d = x[1:] - x[0]
+    assert v.paired_sd == pytest.approx(math.sqrt(np.mean(d.var(axis=1, ddof=1))), rel=1e-9)
+    assert v.spread == pytest.approx(x.mean(axis=1).max() - x.mean(axis=1).min())
+    assert v.baseline_mean == pytest.approx(x[0].mean())
+    planted = x.copy()
+    planted[3] += 0.05
+    assert variance_table(planted.tolist(), 0).p < 0.01
+    nulls = [variance_table((0.9 + rng.normal(0, 0.01, (a, s))).tolist(), 0).p for _ in range(200)]
+    assert 0.4 < statistics.fmean(nulls) < 0.6  # p is uniform under no effect
+    with pytest.raises(ValueError, match="paired"):
+        variance_table([[0.9, 0.91], [0.9]], 0)
+
+
 def test_paired_ratio_is_unmoved_by_a_busy_machine_where_absolute_times_are(monkeypatch):
     sim = BusyMachine()
     monkeypatch.setattr(cost, "time", sim)

@@ -102,6 +102,36 @@ def bench_pruning_cmd(
         )
 
 
+@bench_app.command("variance")
+def bench_variance_cmd(
+    curves: Annotated[
+        list[Path] | None, Opt(help="Recorded curves (JSON) with paired seeds; repeat to compare recordings")
+    ] = None,
+    study: Annotated[str | None, Opt(help="Read the curves from this study (run with --no-prune) instead")] = None,
+    storage: Annotated[str | None, Opt(help="Storage of --study (default: sqlite:///runs/<study>/study.db)")] = None,
+    export: Annotated[Path | None, Opt(help="With --study: write its curves to this JSON file")] = None,
+    seeds: Annotated[int, Opt(help="With --study: first re-train every trial so each has this many paired seeds")] = 3,
+) -> None:
+    """Is there anything to find? For recordings of every architecture at the same seeds: the seed sd,
+    the sd of the paired difference to the baseline, the architecture effect (two-way F, seeds as blocks,
+    and its p) and the spread of the architectures' means."""
+    from nas import bench
+
+    tables = []
+    with console.status("reading") as status:
+        for path in curves or ([] if study else [Path("spaces/recorded/small-noprune.json")]):
+            rows, source, _ = bench.recording(path, None, None, None, 1)
+            tables.append((source, bench.variance_of(rows)))
+        if study:
+            rows, source, said = bench.recording(
+                Path("-"), study, storage, export, seeds, lambda t: status.update(shown(t))
+            )
+            for line in said:
+                console.print(shown(line))
+            tables.append((source, bench.variance_of(rows)))
+    _print(bench.variance_table_rows(tables))
+
+
 @bench_app.command("latency")
 def bench_latency_cmd(
     space: Annotated[Path, Opt("--space", help="Search-space YAML file (its latency target is used)")],

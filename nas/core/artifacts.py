@@ -7,8 +7,9 @@ at ``runs/<study>/weights/trial_<n>.safetensors``; those are still read."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ from nas.core.names import write_text_atomic
 WEIGHTS_DIR = "weights"
 WEIGHTS_FILE = "weights.safetensors"  # in an export folder and in nas train's output folder
 CARD_FILE = "architecture.yaml"
+
+
+START_FILE = "start.safetensors"  # a warm start's weights (in the store, downloaded; in an export folder)
+MAX_CURVE = 10_000  # entries of a recorded warm-up curve
 
 
 def weights_path(run_dir: Path, number: int) -> Path:
@@ -61,6 +66,67 @@ def verify_weights(path: Path, expected: Mapping[str, str | None]) -> Path:
     return path
 
 
+class StartError(UserError):
+    """A study's starting network is missing, damaged or does not belong to it."""
+
+
+@dataclass(frozen=True)
+class StartRecord:
+    """What a study started its trials from: ``init`` (baseline or pretrained), the artifact holding the
+    weights and their SHA-256, where they came from (``source``), and for a warm-up its epochs, curve
+    (the baseline's validation figure per epoch) and seconds."""
+
+    init: str
+    artifact: str
+    sha256: str
+    source: str
+    epochs: int = 0
+    curve: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the conversion of given weights did
+    file_sha256: str = ""  # in an export's card: the SHA-256 of its start.safetensors (the trial at step 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_value(cls, value: Any, where: str) -> StartRecord:
+        """The record as a study or a card stores it; a StartError naming ``where`` when it is not one."""
+        ok = (
+            isinstance(value, Mapping)
+            and value.get("init") in ("baseline", "pretrained")
+            and all(isinstance(value.get(k), str) and value.get(k) for k in ("artifact", "sha256", "source"))
+            and len(str(value.get("sha256"))) == 64
+            and isinstance(value.get("epochs", 0), int)
+            and isinstance(value.get("curve", []), list)
+            and len(value.get("curve", [])) <= MAX_CURVE
+            and all(isinstance(v, (int, float)) for v in value.get("curve", []))
+            and isinstance(value.get("seconds", 0.0), (int, float))
+            and isinstance(value.get("notes", []), list)
+        )
+        if not ok:
+            raise StartError(f"{where}: the start record is not one this tool wrote: {str(value)[:300]}")
+        return cls(
+            value["init"],
+            value["artifact"],
+            value["sha256"],
+            value["source"],
+            int(value.get("epochs", 0)),
+            [float(v) for v in value.get("curve", [])],
+            float(value.get("seconds", 0.0)),
+            [str(n)[:500] for n in value.get("notes", [])][:20],
+            str(value.get("file_sha256", ""))[:64],
+        )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """What a trained model is: its architecture, classes, input, and the data and training it came
@@ -74,6 +140,7 @@ class ModelCard:
     training: Mapping[str, Any] = field(default_factory=dict)
     timm_name: str | None = None
     task: str = "classify"  # or "detect": model.yaml beside it is an ultralytics detector
+    start: Mapping[str, Any] | None = None  # a warm-started trial's starting network (nas.study.start.StartRecord)
 
     def to_yaml(self) -> str:
         card: dict[str, Any] = {
@@ -88,6 +155,8 @@ class ModelCard:
         if self.task != "classify":
             card["task"] = self.task
         card.update({"data": dict(self.data), "training": dict(self.training)})
+        if self.start is not None:
+            card["start"] = dict(self.start)
         return yaml.safe_dump(card, sort_keys=False)
 
     @classmethod
@@ -121,6 +190,12 @@ class ModelCard:
         task = data.get("task", "classify")
         if task not in ("classify", "detect"):
             raise ExportError(f"{file}: task is {task!r}; expected classify or detect")
+        start = data.get("start")
+        if start is not None:
+            try:
+                start = StartRecord.from_value(start, file).to_dict()
+            except StartError as e:
+                raise ExportError(f"{file}: start: {e}") from None
         return cls(
             arch,
             numbers["num_classes"],
@@ -130,6 +205,7 @@ class ModelCard:
             dict(data.get("training") or {}),
             name if isinstance(name, str) else None,
             task,
+            start,
         )
 
     def write(self, folder: Path) -> Path:
@@ -174,13 +250,35 @@ def load_weights(model: Any, path: Path) -> Any:
     return model
 
 
+def state_mismatch(own: Mapping[str, Any], given: Mapping[str, Any]) -> str | None:
+    """How the state dict ``given`` does not fit a model whose state dict is ``own`` (None when it fits
+    exactly): the counts of missing, unexpected and reshaped tensors and the first of them, named."""
+    missing = [k for k in own if k not in given]
+    unexpected = [k for k in given if k not in own]
+    shapes = [k for k in own if k in given and tuple(own[k].shape) != tuple(given[k].shape)]
+    if not (missing or unexpected or shapes):
+        return None
+    if shapes:
+        first = f"{shapes[0]!r} is {tuple(given[shapes[0]].shape)} there, {tuple(own[shapes[0]].shape)} here"
+    elif missing:
+        first = f"{missing[0]!r} is missing"
+    else:
+        first = f"{unexpected[0]!r} has no place here"
+    return f"{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} of another shape; first: {first}"
+
+
 def save_weights(model: Any, path: Path, metadata: dict[str, str]) -> Path:
     """``model``'s state dict as safetensors at ``path`` (written to a temporary file and renamed, so a
     reader never sees half a file), with string ``metadata``."""
+    return save_state(model.state_dict(), path, metadata)
+
+
+def save_state(state: Mapping[str, Any], path: Path, metadata: dict[str, str]) -> Path:
+    """A state dict as safetensors at ``path`` (see ``save_weights``)."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(path)

@@ -86,6 +86,7 @@ class Setting:
     rule_text: str = ""
     on_resume: bool = False
     path: bool = False  # a file or folder: a study records it made absolute (read from any folder later)
+    added: bool = False  # came after studies were fingerprinted: left out of a fingerprint at its default
 
     def describe(self) -> str:
         """What is allowed, as messages say it."""
@@ -170,6 +171,16 @@ class Section:
     def changeable_on_resume(self) -> tuple[str, ...]:
         return tuple(k for k, s in self.schema.items() if s.on_resume)
 
+    def fingerprinted(self) -> list[tuple[str, Any]]:
+        """The (key, value) pairs that say what a study's trials trained: not those a resume may change,
+        nor settings added since studies were fingerprinted while at their default (so a study made
+        before them resumes)."""
+        return sorted(
+            (k, v)
+            for k, v in self.as_dict().items()
+            if not self.schema[k].on_resume and not (self.schema[k].added and v == self.schema[k].default)
+        )
+
     def with_absolute_paths(self, base: Any) -> Any:
         """These settings with every path (``Setting.path``) made absolute, relative ones against ``base``."""
         from pathlib import Path
@@ -209,6 +220,8 @@ def parse_section(
         if k not in schema:
             c.add(where, f"unknown key; allowed: {', '.join(schema)}", c.line(raw, k))
             continue
+        if v is None and schema[k].default is None:  # written empty (as a card writes one not given)
+            continue
         ok, value = typed(v, schema[k].kind)
         if not ok:
             c.add(where, f"{v!r} is not allowed; expected {_describe_type(schema[k].kind)}", c.line(raw, k))
@@ -238,6 +251,17 @@ NOISE_SEEDS = Setting(int, 3, bounds=(1, 100), on_resume=True)  # the baseline f
 CONFIRM = Setting(int, 0, bounds=(0, MAX_CONFIRM), rule=lambda v: v != 1, rule_text=CONFIRM_RULE, on_resume=True)
 LR_RULE = dict(bounds=(0.0, 10.0), rule=lambda v: v > 0, rule_text="a learning rate > 0")
 
+# where a trial's network starts (every task): from scratch; from the space's baseline trained once for
+# ``init_epochs`` (the study's warm-up, kept in its artifact store); or from given weights (``checkpoint``,
+# a local file, or ``pretrained: true``: the backbone's published weights, which needs the network)
+START = {
+    "init": Setting(("scratch", "baseline", "pretrained"), "scratch", added=True),
+    "init_epochs": Setting(int, 0, bounds=(0, 10_000), added=True),
+    "insert": Setting(("identity", "official"), "identity", added=True),  # attention put in a trained network
+    "checkpoint": Setting(str, None, path=True, added=True),
+    "pretrained": Setting(bool, False, added=True),
+}
+
 
 def confirm_allowed(value: int) -> str | None:
     """What a confirmation count (``training.confirm``, ``nas report --confirm``) may be, when ``value``
@@ -262,6 +286,21 @@ class Training(Section):
     seed: int
     noise_seeds: int
     confirm: int
+    init: str
+    init_epochs: int
+    insert: str
+    checkpoint: str | None
+    pretrained: bool
+
+    @property
+    def warm(self) -> bool:
+        """Trials start from a trained network (``init`` other than scratch)."""
+        return self.init != "scratch"
+
+    @property
+    def gated(self) -> bool:
+        """Attention is put in so that the starting network computes what it did (``insert: identity``)."""
+        return self.warm and self.insert == "identity"
 
 
 class Data(Section):

@@ -17,9 +17,30 @@ OBJECTIVES = ("accuracy", "latency", "params", "flops")
 
 
 def parse_training(c: Checker, doc: Mapping, cls: type) -> Any:
-    """The ``training`` section as ``cls`` (a task's training settings)."""
+    """The ``training`` section as ``cls`` (a task's training settings), with the rules between its
+    start settings: ``init: baseline`` trains the baseline ``init_epochs`` first; ``init: pretrained``
+    takes a ``checkpoint`` file or the published weights (``pretrained: true``), one of them."""
     raw = doc.get("training")
-    return cls(**parse_section(c, raw, cls.schema, "training", c.line(doc, "training")))
+    training = cls(**parse_section(c, raw, cls.schema, "training", c.line(doc, "training")))
+    raw = raw if isinstance(raw, Mapping) else {}
+    if training.init == "baseline" and training.init_epochs < 1:
+        c.add(
+            "training.init_epochs",
+            f"{training.init_epochs!r} is not allowed with init: baseline; expected the epochs the baseline is "
+            "trained before the trials start from it (an integer >= 1)",
+            c.line(raw, "init_epochs") or c.line(raw, "init"),
+        )
+    given = [k for k in ("checkpoint", "pretrained") if raw.get(k) not in (None, False)]
+    if training.init == "pretrained" and len(given) != 1:
+        c.add(
+            "training.init",
+            "pretrained needs one of checkpoint: <a weights file> or pretrained: true (the backbone's published "
+            f"weights, downloaded); given: {', '.join(given) or 'neither'}",
+            c.line(raw, "init"),
+        )
+    if training.init != "pretrained" and given:
+        c.add(f"training.{given[0]}", f"only with init: pretrained (init is {training.init})", c.line(raw, given[0]))
+    return training
 
 
 def parse_data(

@@ -110,3 +110,46 @@ def seed_sd(curves: Sequence[Sequence[float]]) -> list[float]:
         at = [c[e] for c in curves if len(c) > e]
         out.append(statistics.stdev(at) if len(at) > 1 else math.nan)
     return out
+
+
+@dataclass(frozen=True)
+class VarianceTable:
+    """How much of a recording's spread is the architectures' and how much the seeds': every architecture
+    trained from the same seeds (paired), one final figure per (architecture, seed). ``seed_sd``: the sd
+    over seeds within an architecture, pooled; ``paired_sd``: the sd over seeds of an architecture's
+    difference to the baseline at the same seed, pooled over the architectures; ``f`` and ``p``: the
+    architecture effect in a two-way analysis of variance without replication (seeds as blocks, degrees of
+    freedom ``dof``); ``spread``: the largest minus the smallest architecture mean; ``baseline_mean``."""
+
+    architectures: int
+    seeds: int
+    baseline_mean: float
+    seed_sd: float
+    paired_sd: float
+    f: float
+    p: float
+    dof: tuple[int, int]
+    spread: float
+
+
+def variance_table(table: Sequence[Sequence[float]], baseline: int) -> VarianceTable:
+    """``table[i][j]``: architecture i's figure at seed j (the same seeds for every row); ``baseline``: the
+    row of the plain network. Needs 2 architectures and 2 seeds at least."""
+    from scipy.stats import f as f_dist
+
+    a, s = len(table), len(table[0]) if table else 0
+    if a < 2 or s < 2 or any(len(row) != s for row in table):
+        raise ValueError(f"a variance table needs >= 2 architectures x >= 2 seeds, all paired (got {a} x {s})")
+    x = [[float(v) for v in row] for row in table]
+    grand = statistics.fmean(v for row in x for v in row)
+    rows = [statistics.fmean(row) for row in x]
+    cols = [statistics.fmean(x[i][j] for i in range(a)) for j in range(s)]
+    ss_arch = s * sum((r - grand) ** 2 for r in rows)
+    ss_err = sum((x[i][j] - rows[i] - cols[j] + grand) ** 2 for i in range(a) for j in range(s))
+    dof = (a - 1, (a - 1) * (s - 1))
+    f = (ss_arch / dof[0]) / (ss_err / dof[1]) if ss_err > 0 else math.inf
+    p = float(f_dist.sf(f, *dof)) if math.isfinite(f) else 0.0
+    within = sum((x[i][j] - rows[i]) ** 2 for i in range(a) for j in range(s)) / (a * (s - 1))
+    diffs = [[x[i][j] - x[baseline][j] for j in range(s)] for i in range(a) if i != baseline]
+    paired = sum((d - statistics.fmean(row)) ** 2 for row in diffs for d in row) / ((a - 1) * (s - 1))
+    return VarianceTable(a, s, rows[baseline], math.sqrt(within), math.sqrt(paired), f, p, dof, max(rows) - min(rows))

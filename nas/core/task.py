@@ -116,7 +116,8 @@ class SpaceTable:
 class TrainRequest:
     """``nas train`` as a task receives it: the export (``source``: a folder or an architecture.yaml) and
     its card, the card's training section with the command's overrides, the command's other options,
-    and where to say what happens (``report``: epoch, epochs, the epoch's figure; ``announce``: text)."""
+    where to say what happens (``report``: epoch, epochs, the epoch's figure; ``announce``: text), and
+    the weights to start from (``initial``; None: drawn from the seed)."""
 
     source: Path
     card: ModelCard
@@ -128,6 +129,7 @@ class TrainRequest:
     report: Callable[[int, int, float], None] = lambda e, n, value: None
     announce: Callable[[str], None] = lambda text: None
     progress: bool = False
+    initial: Path | None = None  # weights of the whole architecture to start from (a warm-started trial's)
 
 
 @dataclass
@@ -181,9 +183,18 @@ class Task:
         (and a detector and its positions)."""
         raise NotImplementedError
 
-    def build(self, space: SearchSpace, arch: Architecture, num_classes: int, init_seed: int | None = None) -> Any:
+    def build(
+        self,
+        space: SearchSpace,
+        arch: Architecture,
+        num_classes: int,
+        init_seed: int | None = None,
+        start: Mapping[str, Any] | None = None,
+    ) -> Any:
         """The model of ``arch`` as ``space`` builds it; with ``init_seed`` the weights are drawn from it
-        (common random numbers: two architectures differ only where their choices differ)."""
+        (common random numbers: two architectures differ only where their choices differ). ``start``: the
+        plain network's trained weights (a warm start), its attention put in as the space's
+        ``training.insert`` says (``identity``: computing exactly ``start``'s function at first)."""
         raise NotImplementedError
 
     def cost(self, space: SearchSpace, arch: Architecture, num_classes: int) -> Any:
@@ -204,10 +215,19 @@ class Task:
         hooks: FitHooks,
         num_classes: int,
         single_process: bool = False,
+        start: Mapping[str, Any] | None = None,
     ) -> FitResult:
         """Train ``arch`` from ``seed`` (weights, data order, training stream) for ``epochs`` unless a hook
-        stops it. ``single_process``: in this process even where the space trains on several devices (a
+        stops it; from ``start`` (the plain network's trained weights) where given. ``single_process``: in
+        this process even where the space trains on several devices (a
         re-run needs its curve here)."""
+        raise NotImplementedError
+
+    def given_start(self, space: SearchSpace, num_classes: int, seed: int) -> tuple[dict[str, Any], str, list[str]]:
+        """``init: pretrained``: the plain network's state dict from the space's ``checkpoint`` file (or the
+        backbone's published weights), fitted tensor by tensor (``nas.core.checkpoints.fit_state``; what the
+        file lacks, such as a head for other classes, drawn from ``seed``); with what it came from and notes
+        on what was adapted."""
         raise NotImplementedError
 
     def fingerprint(self, space: SearchSpace) -> list[Any]:

@@ -33,6 +33,7 @@ from nas.search._pruning import MOASHA
 from nas.search._samplers import make_sampler
 from nas.search._study import WORKER, create_or_resume, fail_dead, fail_stale, finished, record_end
 from nas.search._trial import Reporter, Trials, record_copy, twin_of
+from nas.search._warmup import starting_weights
 from nas.study import confirmation as cf
 from nas.study import record as r
 from nas.study.record import TrialInfo, counts_as_evaluation, holds_architecture
@@ -213,6 +214,19 @@ class Search:
         if "val_size" not in study.user_attrs and data.val_size:
             study.set_user_attr("val_size", data.val_size)
         self.study, self.lock = study, lock
+        start = starting_weights(
+            self.space,
+            study,
+            data,
+            num_classes,
+            train_seed,
+            store,
+            self.store_location,
+            lock,
+            self.run_dir,
+            self.gate,
+            self.reporter.status,
+        )
         self.work = Trials(
             self.space,
             study,
@@ -229,6 +243,7 @@ class Search:
             self.reporter,
             store,
             self.store_location,
+            start,
         )
         self.reporter.search_start(study, self.trials)
         with long_lived_left_out():
@@ -407,6 +422,7 @@ class Search:
             self.run_dir,
             self.reporter.status,
             self.gate,
+            self.work.start,
         )
 
     def _noise_floor(self) -> None:

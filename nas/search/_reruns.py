@@ -123,10 +123,11 @@ def make_fit(
     run_dir: Any,
     status: Callable[[str], None] = lambda s: None,
     gate: Any = None,
+    start: Any = None,
 ) -> Fit:
     """The re-run trainer of a space: full ``epochs`` from the seed, no pruning, seeded exactly as the
-    search's trials (the task's fit); its logs under ``run_dir/reruns``. Re-runs train in this process
-    (a DDP fit's curve stays in its ranks)."""
+    search's trials (the task's fit) and from their starting network (``start``, a warm start); its logs
+    under ``run_dir/reruns``. Re-runs train in this process (a DDP fit's curve stays in its ranks)."""
     import hashlib
 
     from nas.core.architecture import Architecture
@@ -139,7 +140,16 @@ def make_fit(
         folder = run_dir / "reruns" / f"seed_{seed}_{hashlib.sha1(arch.encode()).hexdigest()[:10]}"
         hooks = RerunHooks(gate, status, f"{why}: {arch} from seed {seed}", epochs, task.per_epoch)
         result = task.fit(
-            space, Architecture.parse(arch), seed, data, epochs, folder, hooks, num_classes, single_process=True
+            space,
+            Architecture.parse(arch),
+            seed,
+            data,
+            epochs,
+            folder,
+            hooks,
+            num_classes,
+            single_process=True,
+            start=start,
         )
         if len(result.curve) < epochs:
             raise RuntimeError(f"training stopped after {len(result.curve)} of {epochs} epochs")

@@ -151,7 +151,7 @@ def space_fingerprint(space: SearchSpace) -> str:
             for s in space.stages
         ],
         # what the trials trained; how results are checked (noise_seeds, confirm) may change on resume
-        sorted((k, v) for k, v in space.training.as_dict().items() if k not in space.training.changeable_on_resume()),
+        space.training.fingerprinted(),
         space.objectives,
         sorted(space.latency.as_dict().items()),
         sorted(space.limits.as_dict().items()),

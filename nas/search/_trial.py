@@ -16,6 +16,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,7 @@ class Trials:
     reporter: Reporter = field(default_factory=Reporter)
     store: Any = None  # the study's Optuna artifact store (nas.study.stores.open_store), where weights go
     store_location: str = ""  # where that is, for messages
+    start: Mapping[str, Any] | None = None  # the study's starting network (a warm start), else None
 
     def __post_init__(self) -> None:
         self.target = LatencyTarget.from_space(self.space.latency)
@@ -173,6 +175,7 @@ class Trials:
                 self.run_dir / "trials" / str(trial.number),
                 self._hooks(trial, (latency, lat_lo, lat_hi)),
                 self.num_classes,
+                start=self.start,
             )
         except Exception as e:
             reason = trial_failure(e)

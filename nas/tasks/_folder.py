@@ -1,6 +1,6 @@
 """What every task folder provides under the same module names, so a task class says only what differs:
 ``space.py`` (``OWN_KEYS``, ``parse``), ``settings.py`` (``SOURCES``, ``parse_settings``), ``export.py``
-(``export``) and ``train.py`` (``train``). Each is imported on first use."""
+(``export``), ``train.py`` (``train``) and ``start.py`` (``given_start``). Each is imported on first use."""
 
 from __future__ import annotations
 
@@ -39,3 +39,6 @@ class FolderTask(Task):
 
     def train(self, req: TrainRequest) -> TrainResult:
         return self._module("train").train(req)
+
+    def given_start(self, space: Any, num_classes: int, seed: int) -> tuple[dict[str, Any], str, list[str]]:
+        return self._module("start").given_start(space, num_classes, seed)

@@ -23,10 +23,12 @@ class Classify(FolderTask):
         "(classes come from the data)"
     )
 
-    def build(self, space: Any, arch: Any, num_classes: int, init_seed: int | None = None) -> Any:
+    def build(
+        self, space: Any, arch: Any, num_classes: int, init_seed: int | None = None, start: Mapping | None = None
+    ) -> Any:
         from nas.tasks.classify.model import build
 
-        return build(arch, num_classes, space.in_chans, init_seed=init_seed)
+        return build(arch, num_classes, space.in_chans, init_seed=init_seed, start=start, gated=space.training.gated)
 
     def cost(self, space: Any, arch: Any, num_classes: int) -> Any:
         from nas.tasks.classify.model import model_cost
@@ -57,11 +59,12 @@ class Classify(FolderTask):
         hooks: FitHooks,
         num_classes: int,
         single_process: bool = False,
+        start: Mapping | None = None,
     ) -> FitResult:
         from nas.tasks.classify.fit import fit
 
         training = space.training.replace(devices=1) if single_process else space.training
-        return fit(arch, seed, data.handle, training, num_classes, space.in_chans, epochs, log_dir, hooks)
+        return fit(arch, seed, data.handle, training, num_classes, space.in_chans, epochs, log_dir, hooks, start)
 
     def describe(self, space: Any) -> SpaceTable:
         from nas.tasks.classify import backbone as bb

@@ -40,12 +40,15 @@ class BackboneError(UserError):
 
 @dataclass
 class Slot:
-    """One place in one block: channel count there, and how to put a module in."""
+    """One place in one block: channel count there, how to put a module in, and what that module takes
+    the place of (``replaced()``: the layers whose function it replaces, None where it is added after a
+    layer; an identity-started insertion keeps their function)."""
 
     channels: int
     install: Callable[[nn.Module], None]
     stride: int = 1
     builtin: nn.Module | None = None  # attention the backbone already has in this slot
+    replaced: Callable[[], nn.Module | None] = lambda: None
 
 
 def _wrap(owner: nn.Module, attr: str) -> Callable[[nn.Module], None]:
@@ -61,6 +64,11 @@ def _set(owner: nn.Module, attr: str) -> Callable[[nn.Module], None]:
     return lambda m: setattr(owner, attr, m)
 
 
+def _current(owner: nn.Module, attr: str) -> Callable[[], nn.Module | None]:
+    """What ``_set(owner, attr)`` replaces: the module there, unless it is an identity or absent."""
+    return lambda: _present(getattr(owner, attr, None))
+
+
 def _present(m: nn.Module | None) -> nn.Module | None:
     return None if m is None or isinstance(m, nn.Identity) else m
 
@@ -69,7 +77,7 @@ def _resnet_slots(b: nn.Module) -> dict[str, Slot]:
     bottleneck = isinstance(b, resnet.Bottleneck)
     last = b.conv3 if bottleneck else b.conv2
     slots = {
-        "residual": Slot(last.out_channels, _set(b, "se"), builtin=_present(b.se)),
+        "residual": Slot(last.out_channels, _set(b, "se"), builtin=_present(b.se), replaced=_current(b, "se")),
         "post_conv3x3": Slot(b.conv2.out_channels, _wrap(b, "conv2")),
         "post_conv3x3_act": Slot(
             b.conv2.out_channels if bottleneck else b.conv1.out_channels, _wrap(b, "act2" if bottleneck else "act1")
@@ -83,7 +91,10 @@ def _resnet_slots(b: nn.Module) -> dict[str, Slot]:
             if bottleneck:  # the selective kernel brings its own BN + ReLU per branch
                 b.bn2, b.act2 = nn.Identity(), nn.Identity()
 
-        slots["replace_conv3x3"] = Slot(conv.out_channels, replace, stride=conv.stride[0])
+        def replaced() -> nn.Module:
+            return nn.Sequential(b.conv2, b.bn2, b.act2) if bottleneck else b.conv2
+
+        slots["replace_conv3x3"] = Slot(conv.out_channels, replace, stride=conv.stride[0], replaced=replaced)
     return slots
 
 
@@ -93,7 +104,9 @@ def _effnet_slots(b: nn.Module) -> dict[str, Slot]:
     return {
         "residual": Slot(last_conv.out_channels, _wrap(b, last_bn)),
         "post_conv3x3": Slot(b.conv_dw.out_channels, _wrap(b, "conv_dw")),
-        "post_conv3x3_act": Slot(b.conv_dw.out_channels, _set(b, "se"), builtin=_present(b.se)),
+        "post_conv3x3_act": Slot(
+            b.conv_dw.out_channels, _set(b, "se"), builtin=_present(b.se), replaced=_current(b, "se")
+        ),
     }
 
 
@@ -102,10 +115,12 @@ def _regnet_slots(b: nn.Module) -> dict[str, Slot]:
     slots = {
         "residual": Slot(b.conv3.conv.out_channels, _wrap(b, "conv3")),
         "post_conv3x3": Slot(conv.out_channels, _wrap(b.conv2, "conv")),
-        "post_conv3x3_act": Slot(conv.out_channels, _set(b, "se"), builtin=_present(b.se)),
+        "post_conv3x3_act": Slot(conv.out_channels, _set(b, "se"), builtin=_present(b.se), replaced=_current(b, "se")),
     }
     if conv.in_channels == conv.out_channels and conv.kernel_size == (3, 3) and conv.dilation == (1, 1):
-        slots["replace_conv3x3"] = Slot(conv.out_channels, _set(b, "conv2"), stride=conv.stride[0])
+        slots["replace_conv3x3"] = Slot(
+            conv.out_channels, _set(b, "conv2"), stride=conv.stride[0], replaced=_current(b, "conv2")
+        )
     return slots
 
 

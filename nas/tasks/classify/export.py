@@ -48,9 +48,13 @@ class Edit:
     channels: int = 0
     hparams: tuple[tuple[str, Any], ...] = ()
     stride: int = 1
+    gated: bool = False  # inside attention.Gated (identity-started), around what it replaced:
+    old: tuple[str, ...] = ()  # the plain backbone's modules (paths) the gate keeps; () the identity
 
 
 def _describe(module: nn.Module) -> dict[str, Any]:
+    if isinstance(module, attention.Gated):
+        return {**_describe(module.new), "gated": True}
     if not isinstance(module, attention.Attention):
         raise ExportError(f"cannot express {type(module).__name__} in model.py (not an attention mechanism)")
     return {
@@ -67,8 +71,9 @@ def edits(plain: nn.Module, built: nn.Module, path: str = "") -> list[Edit]:
     for attr, new in built.named_children():
         old = plain._modules.get(attr)
         where = f"{path}.{attr}" if path else attr
-        if old is None or isinstance(new, attention.Attention):
-            out.append(Edit("set", path, attr, **_describe(new)))
+        if old is None or isinstance(new, (attention.Attention, attention.Gated)):
+            kept = _kept(plain, built, attr, new, path) if isinstance(new, attention.Gated) else ()
+            out.append(Edit("set", path, attr, **_describe(new), old=kept))
         elif isinstance(new, nn.Identity) and not isinstance(old, nn.Identity):
             out.append(Edit("identity", path, attr))
         elif (
@@ -83,6 +88,25 @@ def edits(plain: nn.Module, built: nn.Module, path: str = "") -> list[Edit]:
         else:
             out += edits(old, new, where)
     return out
+
+
+def _kept(plain: nn.Module, built: nn.Module, attr: str, gated: Any, path: str) -> tuple[str, ...]:
+    """The paths of the plain backbone's modules a gate keeps as its ``old``: none (the identity), the
+    module it took the place of, or that one and the siblings after it that became identities (a
+    bottleneck's 3x3 convolution with its BN and activation)."""
+    if isinstance(gated.old, nn.Identity):
+        return ()
+    parts = list(gated.old) if type(gated.old) is nn.Sequential else [gated.old]
+    names = [attr] + [
+        a
+        for a in list(plain._modules)[list(plain._modules).index(attr) + 1 :]
+        if isinstance(built._modules.get(a), nn.Identity) and not isinstance(plain._modules[a], nn.Identity)
+    ]
+    if len(names) < len(parts) or any(
+        type(m) is not type(plain._modules[a]) for m, a in zip(parts, names, strict=False)
+    ):
+        raise ExportError(f"cannot express the gate at {path}.{attr} in model.py: it keeps modules not found there")
+    return tuple(f"{path}.{a}" if path else a for a in names[: len(parts)])
 
 
 def _literal(value: Any, what: str) -> str:
@@ -114,8 +138,13 @@ def _constructor(e: Edit) -> str:
         )
     args = [_literal(e.channels, "channels")] + [f"{k}={_literal(v, k)}" for k, v in hp.items()]
     if e.stride != 1:  # only the selective kernel replaces a (strided) convolution
-        return f"attention.MECHANISMS[{e.mechanism!r}].cls({', '.join(args)}, stride={_literal(e.stride, 'stride')})"
-    return f"attention.create({e.mechanism!r}, {', '.join(args)})"
+        made = f"attention.MECHANISMS[{e.mechanism!r}].cls({', '.join(args)}, stride={_literal(e.stride, 'stride')})"
+    else:
+        made = f"attention.create({e.mechanism!r}, {', '.join(args)})"
+    if e.gated:
+        kept = "(" + "".join(f"{_path(p)}, " for p in e.old) + ")"  # checked paths, as a tuple
+        return f"attention.Gated({made}, _kept(model, {kept}))"
+    return made
 
 
 def _line(e: Edit) -> str:
@@ -130,7 +159,7 @@ def timm_name(study_name: str, number: int) -> str:
     return f"nas_{re.sub(r'[^a-z0-9]+', '_', study_name.lower()).strip('_') or 'study'}_t{number}"
 
 
-def render_model_py(arch: Architecture, num_classes: int, in_chans: int, name: str) -> str:
+def render_model_py(arch: Architecture, num_classes: int, in_chans: int, name: str, gated: bool = False) -> str:
     """The source of model.py for ``arch`` (checked: see the module docstring)."""
     text = str(arch)
     if not _ARCH_CHARS.match(text) or bb.check_model_name(arch.backbone) or not _SAFE_STR.match(arch.backbone):
@@ -139,7 +168,7 @@ def render_model_py(arch: Architecture, num_classes: int, in_chans: int, name: s
         raise ExportError(f"refusing to register timm model name {name!r}; use letters, digits and underscores")
     plain = bb.create(arch.backbone, num_classes=num_classes, in_chans=in_chans, device="meta")
     lines, stage = [], None
-    for e in edits(plain, build(arch, num_classes, in_chans, device="meta")):
+    for e in edits(plain, build(arch, num_classes, in_chans, device="meta", gated=gated)):
         code = _line(e)  # checks every value first
         top = (e.path or e.attr).split(".")[0]
         if top != stage:
@@ -177,6 +206,12 @@ def _after(model, path, attr, module):
     setattr(owner, attr, nn.Sequential(getattr(owner, attr), module))
 
 
+def _kept(model, paths):
+    """What an identity-started mechanism keeps beside it: the modules it takes the place of (None: none)."""
+    modules = [model.get_submodule(p) for p in paths]
+    return None if not modules else modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+
 def build_model(num_classes=NUM_CLASSES, weights=None, in_chans=IN_CHANS, **timm_kwargs):
     """The architecture, randomly initialised; ``weights``: True for the trained weights next to this
     file, or a path to a .safetensors file with the same keys (needs the same num_classes)."""
@@ -212,7 +247,7 @@ def export(
     weights; ONNX and TorchScript on request) and check model.py (and those) against the model the
     search built, on a random input."""
     name = opts.name or timm_name(facts.study, facts.number)
-    source = render_model_py(arch, num_classes, space.in_chans, name)
+    source = render_model_py(arch, num_classes, space.in_chans, name, gated=space.training.gated)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "model.py", out / CARD_FILE, out / "metrics.json"]
     write_text_atomic(files[0], source)
@@ -242,7 +277,7 @@ def export(
         **facts.judged,
     }
     write_text_atomic(files[2], json.dumps(metrics, indent=1))
-    reference = build(arch, num_classes, space.in_chans).eval()
+    reference = build(arch, num_classes, space.in_chans, gated=space.training.gated).eval()
     generated = import_model_py(files[0]).build_model().eval()
     files += install_weights(opts.weights_src, out, reference, generated)
     x = torch.randn(2, space.in_chans, *space.input_size, generator=torch.Generator().manual_seed(0))

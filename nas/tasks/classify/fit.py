@@ -168,7 +168,13 @@ def seed_everything(seed: int) -> None:
 
 
 def seeded_classifier(
-    arch: Any, seed: int, dm: Any, training: Mapping[str, Any], num_classes: int, in_chans: int
+    arch: Any,
+    seed: int,
+    dm: Any,
+    training: Any,
+    num_classes: int,
+    in_chans: int,
+    start: Mapping[str, Any] | None = None,
 ) -> Classifier:
     """The LightningModule of ``arch`` with every source of randomness fixed by ``seed`` alone: the
     backbone's initial weights (identical for every architecture), each attention module's own
@@ -178,7 +184,7 @@ def seeded_classifier(
     from nas.tasks.classify.model import build
 
     dm.shuffle_seed = seed
-    model = build(arch, num_classes, in_chans, init_seed=seed)
+    model = build(arch, num_classes, in_chans, init_seed=seed, start=start, gated=training.gated)
     if training.channels_last:
         model = model.to(memory_format=torch.channels_last)
     seed_everything(seed)  # after the build: what the attention modules drew does not shift training
@@ -217,10 +223,11 @@ def prepare_fit(
     callbacks: Sequence[pl.Callback] = (),
     log_dir: Path | None = None,
     progress: bool = False,
+    start: Mapping[str, Any] | None = None,
 ) -> Fitting:
     """Build -> seeded Classifier -> Trainer for ``arch``: the one place where a search trial, its re-runs
     (``fit_curve``) and ``nas train`` set up a fit. ``progress``: Lightning's own bar (``nas train``)."""
-    module = seeded_classifier(arch, seed, dm, training, num_classes, in_chans)
+    module = seeded_classifier(arch, seed, dm, training, num_classes, in_chans, start)
     trainer = make_trainer(training, epochs=epochs, callbacks=list(callbacks), log_dir=log_dir, progress=progress)
     return Fitting(module, trainer, dm)
 
@@ -310,13 +317,15 @@ def fit(
     epochs: int,
     log_dir: Path,
     hooks: FitHooks,
+    start: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Train ``arch`` from ``seed`` for ``epochs`` unless ``hooks`` stop it: the classifier's fit for a
     search trial and its re-runs. A Ctrl-C (which Lightning turns into ``sys.exit(1)``) is raised as
     KeyboardInterrupt."""
     fitting = prepare_fit(
-        arch, seed, dm, training, num_classes, in_chans, epochs=epochs, callbacks=[_Hooked(hooks)], log_dir=log_dir
-    )
+        arch, seed, dm, training, num_classes, in_chans, epochs=epochs, callbacks=[_Hooked(hooks)], log_dir=log_dir,
+        start=start,
+    )  # fmt: skip
     try:
         fitting.run()
     except SystemExit as e:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -20,10 +22,12 @@ def _make(choice: StageChoice, channels: int, stride: int = 1) -> nn.Module:
     return spec.cls(channels, **hp)
 
 
-def _remove_builtin(stage: bb.Stage) -> None:
+def _remove_builtin(stage: bb.Stage, keep: str | None = None) -> None:
+    """Built-in attention out of the stage (an identity in its place), but at placement ``keep``, where the
+    new mechanism takes it over (an identity-started insertion keeps its function)."""
     for slots in stage.slots():
-        for slot in slots.values():
-            if slot.builtin is not None:
+        for place, slot in slots.items():
+            if slot.builtin is not None and place != keep:
                 slot.install(nn.Identity())
 
 
@@ -33,6 +37,8 @@ def build(
     in_chans: int = 3,
     device: str | torch.device | None = None,
     init_seed: int | None = None,
+    start: Mapping[str, torch.Tensor] | None = None,
+    gated: bool = False,
 ) -> nn.Module:
     """Build ``arch``: timm creates the backbone (random init, never downloads); then for every stage
     the chosen mechanism goes into every block at its placement, or once after the stage for
@@ -42,13 +48,19 @@ def build(
     ``init_seed``: the backbone's weights are drawn from this seed, so they are identical for every
     architecture of a backbone, and each attention module from a generator of its own (seeded by
     ``init_seed`` and its place), so a module starts the same whatever the other stages hold and two
-    architectures differ only where their choices differ (common random numbers)."""
+    architectures differ only where their choices differ (common random numbers).
+
+    ``start``: the plain backbone's trained weights (its state dict), loaded before any attention goes
+    in; ``gated``: each mechanism put in as ``attention.Gated`` around what it replaces (nothing, or the
+    layer it takes the place of), so the network computes exactly ``start``'s function at first."""
     if device is not None and torch.device(device).type == "meta":  # shapes, params and FLOPs only
         with torch.device("meta"):
-            return build(arch, num_classes, in_chans)
+            return build(arch, num_classes, in_chans, gated=gated)
     if init_seed is not None:
         torch.manual_seed(init_seed)
     model = bb.create(arch.backbone, num_classes=num_classes, in_chans=in_chans)
+    if start is not None:
+        load_start(model, start, str(arch))
     found = bb.stages(model)
     if len(found) != len(arch.stages):
         raise ArchitectureError(
@@ -56,37 +68,53 @@ def build(
             f"{', '.join(str(s.index) for s in found)}) but the architecture lists {len(arch.stages)}"
         )
     for stage, choice in zip(found, arch.stages, strict=True):
-        if choice.replace_builtin:
-            _remove_builtin(stage)
-        if choice.mechanism == NONE:
-            continue
-        placements = stage.placements
-        problem = bb.placement_problem(
-            choice.mechanism,
-            choice.placement,
-            stage.index,
-            placements,
-            {p: stage.builtin(p) for p in placements},
-            choice.replace_builtin,
-        )
-        if problem:
-            raise ArchitectureError(f"{arch}: {problem}")
         try:
-            if choice.placement == "stage_output":
-                with _seeded(init_seed, stage.index, -1):
-                    stage.install_after(model, _make(choice, stage.channels))
-                continue
-            for k, slots in enumerate(stage.slots()):  # every block has the slot (placement_problem)
-                slot = slots[choice.placement]
-                with _seeded(init_seed, stage.index, k):
-                    slot.install(_make(choice, slot.channels, slot.stride))
-        except attention.HyperparameterError as e:
-            raise ArchitectureError(f"{arch}: stage {stage.index}: {e}") from None
-        except ArchitectureError as e:
+            _install(model, stage, choice, init_seed, gated)
+        except (attention.HyperparameterError, ArchitectureError) as e:
             raise ArchitectureError(f"{arch}: stage {stage.index}: {e}") from None
     if device is not None:
         model = model.to(device)
     return model
+
+
+def _install(model: nn.Module, stage: bb.Stage, choice: StageChoice, init_seed: int | None, gated: bool) -> None:
+    """The stage's mechanism into every block at its placement (or once after the stage)."""
+    if choice.replace_builtin:
+        _remove_builtin(stage, keep=choice.placement if gated and choice.mechanism != NONE else None)
+    if choice.mechanism == NONE:
+        return
+    placements = stage.placements
+    problem = bb.placement_problem(
+        choice.mechanism,
+        choice.placement,
+        stage.index,
+        placements,
+        {p: stage.builtin(p) for p in placements},
+        choice.replace_builtin,
+    )
+    if problem:
+        raise ArchitectureError(problem)
+    if choice.placement == "stage_output":
+        with _seeded(init_seed, stage.index, -1):
+            new = _make(choice, stage.channels)
+        stage.install_after(model, attention.Gated(new) if gated else new)
+        return
+    for k, slots in enumerate(stage.slots()):  # every block has the slot (placement_problem)
+        slot = slots[choice.placement]
+        with _seeded(init_seed, stage.index, k):
+            new = _make(choice, slot.channels, slot.stride)
+        slot.install(attention.Gated(new, slot.replaced()) if gated else new)
+
+
+def load_start(model: nn.Module, start: Mapping[str, torch.Tensor], what: str) -> None:
+    """``start`` (a plain backbone's state dict) into ``model``; an ArchitectureError naming the first key
+    or shape that does not fit."""
+    from nas.core.artifacts import state_mismatch
+
+    problem = state_mismatch(model.state_dict(), start)
+    if problem:
+        raise ArchitectureError(f"{what}: the starting weights do not fit the plain backbone ({problem})")
+    model.load_state_dict(start)
 
 
 def architecture_problems(arch: Architecture, input_size: tuple[int, int] = (224, 224), in_chans: int = 3) -> list[str]:

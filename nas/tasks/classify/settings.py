@@ -6,7 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nas.core.config import CONFIRM, DATA_COMMON, LR_RULE, NOISE_SEEDS, SEED, Data, Setting, Training, section_class
+from nas.core.config import (
+    CONFIRM,
+    DATA_COMMON,
+    LR_RULE,
+    NOISE_SEEDS,
+    SEED,
+    START,
+    Data,
+    Setting,
+    Training,
+    section_class,
+)
 
 TRAINING_SCHEMA = {
     "epochs": Setting(int, 6, bounds=(1, 10_000)),
@@ -22,6 +33,7 @@ TRAINING_SCHEMA = {
     "seed": SEED,
     "noise_seeds": NOISE_SEEDS,
     "confirm": CONFIRM,
+    **START,
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from nas.core.artifacts import WEIGHTS_FILE, ModelCard, save_weights
+from nas.core.artifacts import WEIGHTS_FILE, ModelCard, load_weights, save_weights
 from nas.core.errors import BadOption, UserError
 from nas.core.names import check_out, write_text_atomic
 from nas.core.task import TrainRequest, TrainResult
@@ -122,6 +122,9 @@ def train(req: TrainRequest) -> TrainResult:
     )
     req.announce(_plan(card, data_cfg, training, dm, len(dm.train_dataloader()), out))
     done = _resumed_epochs(last, training.epochs)
+    if req.initial is not None and not done:  # a warm-started trial: on from its weights (or its first step)
+        load_weights(fitting.module.model, req.initial)
+        req.announce(f"starting from {req.initial}")
     earlier: list[dict[str, str]] = []
     if done:
         req.announce(f"resuming after epoch {done} of {training.epochs} from {last}")
@@ -130,7 +133,13 @@ def train(req: TrainRequest) -> TrainResult:
     module = fitting.module
     weights = save_weights(module.model, out / WEIGHTS_FILE, {"arch": str(card.architecture)})
     ModelCard(
-        card.architecture, dm.num_classes, dm.in_chans, card.input_size, data_cfg.as_dict(), training.as_dict()
+        card.architecture,
+        dm.num_classes,
+        dm.in_chans,
+        card.input_size,
+        data_cfg.as_dict(),
+        training.as_dict(),
+        start=card.start,
     ).write(out)
     _write_metrics(out, card, module.curve)
     loads_with = f"load with build_model(weights={str(weights)!r}) from model.py"

@@ -26,10 +26,13 @@ class Detect(FolderTask):
     data_kind = "detection"
     foreign_key_note = "belongs to a detection space; give 'detector' (an ultralytics model YAML) too"
 
-    def build(self, space: Any, arch: Any, num_classes: int, init_seed: int | None = None) -> Any:
+    def build(
+        self, space: Any, arch: Any, num_classes: int, init_seed: int | None = None, start: Mapping | None = None
+    ) -> Any:
         from nas.tasks.detect.model import build
 
-        return build(space.detector, space.positions, arch, num_classes, init_seed=init_seed)
+        gated = space.training.gated
+        return build(space.detector, space.positions, arch, num_classes, init_seed=init_seed, start=start, gated=gated)
 
     def cost(self, space: Any, arch: Any, num_classes: int) -> Any:
         """Built on the CPU (ultralytics runs a forward pass while building); FLOPs at the space's image size."""
@@ -59,10 +62,11 @@ class Detect(FolderTask):
         hooks: FitHooks,
         num_classes: int,
         single_process: bool = False,
+        start: Mapping | None = None,
     ) -> FitResult:
         from nas.tasks.detect.fit import fit
 
-        model = self.build(space, arch, num_classes, init_seed=seed)
+        model = self.build(space, arch, num_classes, init_seed=seed, start=start)
         return fit(model, data.handle.yaml, space.training, space.input_size[0], epochs, seed, log_dir, hooks)
 
     def fingerprint(self, space: Any) -> list[Any]:

@@ -55,7 +55,7 @@ def export_yaml(space: Any, arch: Any, num_classes: int) -> dict[str, Any]:
     one (ultralytics reads a scale from a file's name; with one scale listed it needs none)."""
     from nas.tasks.detect.model import model_dict
 
-    d = model_dict(space.detector, space.positions, arch, num_classes)
+    d = model_dict(space.detector, space.positions, arch, num_classes, gated=space.training.gated)
     scales = d.get("scales") or {}
     if scales and d.get("scale") in scales:
         d["scales"] = {d["scale"]: scales[d["scale"]]}
@@ -119,7 +119,7 @@ def export(
 
     from ultralytics import YOLO
 
-    reference = build(space.detector, space.positions, arch, nc).eval()
+    reference = build(space.detector, space.positions, arch, nc, gated=space.training.gated).eval()
     generated = YOLO(str(files[0]), task="detect").model.eval()
     files += install_weights(opts.weights_src, out, reference, generated)
     size = space.input_size[0]

@@ -242,10 +242,12 @@ def row_args(choice: StageChoice, channels: int) -> list[Any]:
     return [hp[h.name] for h in spec.hparams if h.name in hp]
 
 
-def model_dict(detector: Detector, positions: Sequence[Position], arch: Architecture, nc: int) -> dict[str, Any]:
+def model_dict(
+    detector: Detector, positions: Sequence[Position], arch: Architecture, nc: int, gated: bool = False
+) -> dict[str, Any]:
     """The detector's model YAML dictionary with an attention row after each position whose choice is
-    not ``none``; ``nc`` classes. Absolute ``from`` indices are renumbered so that every layer reading a
-    layer that gained attention reads the attention row."""
+    not ``none`` (``gated``: a ``Gated`` row, identity-started); ``nc`` classes. Absolute ``from``
+    indices are renumbered so that every layer reading a layer that gained attention reads the row."""
     if len(arch.stages) != len(positions):
         raise DetectorError(
             f"{arch}: {len(arch.stages)} choices for {len(positions)} positions of the space ({detector.name})"
@@ -254,7 +256,11 @@ def model_dict(detector: Detector, positions: Sequence[Position], arch: Architec
     nb = len(d["backbone"])
     rows = d["backbone"] + d["head"]
     inserted = {
-        p.after: [-1, 1, alias_name(c.mechanism), row_args(c, p.channels)]
+        p.after: (
+            [-1, 1, "Gated", [alias_name(c.mechanism), *row_args(c, p.channels)]]
+            if gated
+            else [-1, 1, alias_name(c.mechanism), row_args(c, p.channels)]
+        )
         for p, c in zip(positions, arch.stages, strict=True)
         if c.mechanism != NONE
     }
@@ -285,11 +291,15 @@ def build(
     arch: Architecture,
     nc: int,
     init_seed: int | None = None,
+    start: Mapping[str, torch.Tensor] | None = None,
+    gated: bool = False,
 ) -> nn.Module:
     """The ultralytics DetectionModel of ``arch``. With ``init_seed`` the detector's own layers start from
     the weights the plain detector gets from that seed (identical for every architecture) and each
     attention row from a generator of its own (the seed and its position), so two architectures differ
-    only where their choices differ, as for classification (``nas.tasks.classify.model.build``)."""
+    only where their choices differ, as for classification (``nas.tasks.classify.model.build``).
+    ``start``: the plain detector's trained weights, loaded into its layers before they are copied into
+    the architecture's; ``gated``: attention rows identity-started (``attention.Gated``)."""
     from nas.tasks.detect import ultra
 
     ultra.load()
@@ -300,10 +310,12 @@ def build(
     if init_seed is not None:
         torch.manual_seed(init_seed)
     plain = DetectionModel(copy.deepcopy({**detector.dict, "nc": nc}), ch=3, nc=nc, verbose=False)
+    if start is not None:
+        load_start(plain, start, str(arch))
     if arch.is_baseline:
         return plain
     try:
-        model = DetectionModel(model_dict(detector, positions, arch, nc), ch=3, nc=nc, verbose=False)
+        model = DetectionModel(model_dict(detector, positions, arch, nc, gated), ch=3, nc=nc, verbose=False)
     except attention.HyperparameterError as e:
         raise DetectorError(f"{arch}: {e}") from None
     chosen = {p.after: (p, c) for p, c in zip(positions, arch.stages, strict=True) if c.mechanism != NONE}
@@ -315,11 +327,28 @@ def build(
             p, c = chosen[j]
             row = model.model[j + k]
             with seeded(init_seed, p.index, -1):
-                fresh = type(row)(p.channels, None, *row_args(c, p.channels))
-            row.load_state_dict(fresh.state_dict())
+                alias = type(row.new if gated else row)
+                fresh = alias(p.channels, None, *row_args(c, p.channels))
+            row.load_state_dict((attention.Gated(fresh) if gated else fresh).state_dict())
     return model
 
 
 def attention_rows(model: nn.Module) -> list[tuple[int, str]]:
-    """(layer index, class name) of each attention row in a built detector."""
-    return [(i, type(m).__name__) for i, m in enumerate(model.model) if type(m).__module__ == "attention.yolo"]
+    """(layer index, class name) of each attention row in a built detector (a gated row: its mechanism's)."""
+    rows = []
+    for i, m in enumerate(model.model):
+        inner = m.new if isinstance(m, attention.Gated) else m
+        if type(inner).__module__ == "attention.yolo":
+            rows.append((i, type(inner).__name__))
+    return rows
+
+
+def load_start(model: nn.Module, start: Mapping[str, torch.Tensor], what: str) -> None:
+    """``start`` (a plain detector's state dict) into ``model``; a DetectorError naming the first key or
+    shape that does not fit."""
+    from nas.core.artifacts import state_mismatch
+
+    problem = state_mismatch(model.state_dict(), start)
+    if problem:
+        raise DetectorError(f"{what}: the starting weights do not fit the plain detector ({problem})")
+    model.load_state_dict(start)

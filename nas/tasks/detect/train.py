@@ -32,7 +32,15 @@ def train(req: TrainRequest) -> TrainResult:
     out = out or source / "train"
     check_out(out, inputs=[source], force=req.force, ours=lambda f: (f / "weights").is_dir())
     curve, done, weights = _train(
-        card, source, training, data_cfg, out, resume=req.resume, report=req.report, announce=req.announce
+        card,
+        source,
+        training,
+        data_cfg,
+        out,
+        resume=req.resume,
+        report=req.report,
+        announce=req.announce,
+        initial=req.initial,
     )
     return TrainResult(out, curve, done, weights, loads_with=f"after register(), YOLO({str(weights)!r}) loads it")
 
@@ -47,6 +55,7 @@ def _train(
     resume: bool,
     report: Callable[[int, int, float], None],
     announce: Callable[[str], None],
+    initial: Path | None = None,
 ) -> tuple[list[float], int, Path]:
     """The curve of this run (mAP50-95 per epoch), the epochs done before it (a resume) and best.pt."""
     from nas.tasks.detect import ultra
@@ -55,8 +64,6 @@ def _train(
     from nas.tasks.detect.model import MODEL_YAML, read_model_yaml
 
     ultra.load()
-    from ultralytics.models.yolo.detect import DetectionTrainer
-
     model_yaml = folder / MODEL_YAML
     if not model_yaml.is_file():
         raise BadOption("SOURCE", str(folder), f"a detection export folder holds {MODEL_YAML}; it is missing")
@@ -81,7 +88,9 @@ def _train(
     )
     if done:
         announce(f"resuming after epoch {done} of {epochs} from {last}")
-    trainer = DetectionTrainer(overrides=args)
+    trainer = _trainer(initial if not done else None)(overrides=args)
+    if initial is not None and not done:
+        announce(f"starting from {initial}")
     curve: list[float] = []
 
     def epoch_end(t: Any) -> None:  # not ultralytics' final re-validation of best.pt (its epoch is t.epochs)
@@ -93,6 +102,23 @@ def _train(
     with ultra.logged_to(out / "ultralytics.log"):
         trainer.train()
     return curve, done, out / "weights" / "best.pt"
+
+
+def _trainer(initial: Path | None) -> type:
+    """ultralytics' DetectionTrainer; with ``initial``, the model it builds from the export's model.yaml
+    takes those weights (the whole architecture's, checked) before the first step."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    if initial is None:
+        return DetectionTrainer
+
+    class FromWeights(DetectionTrainer):
+        def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
+            from nas.core.artifacts import load_weights
+
+            return load_weights(super().get_model(cfg, weights, verbose), initial)
+
+    return FromWeights
 
 
 def _check_resumable(last: Path, model: dict[str, Any], model_yaml: Path, epochs: int) -> int:

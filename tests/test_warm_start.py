@@ -146,7 +146,7 @@ def test_two_workers_train_the_warm_up_once_and_every_run_starts_from_it(warm_st
     folder, study = warm_study
     record = recorded(study)
     assert record.init == "baseline" and record.epochs == 3 and len(record.curve) == 3
-    assert record.source == "resnet10t|none|none|none|none trained 3 epochs from seed 0"
+    assert record.source == "resnet10t|none|none|none|none trained 3 epochs from seed 0 (peak learning rate 0.003)"
     # one start in the store: the second worker waited for the first one's and fetched it
     starts = _starts_in(folder / "runs" / "warm" / "artifacts")
     assert [f.name for f in starts] == [record.artifact]

@@ -257,6 +257,7 @@ LR_RULE = dict(bounds=(0.0, 10.0), rule=lambda v: v > 0, rule_text="a learning r
 START = {
     "init": Setting(("scratch", "baseline", "pretrained"), "scratch", added=True),
     "init_epochs": Setting(int, 0, bounds=(0, 10_000), added=True),
+    "init_lr": Setting(float, None, **LR_RULE, added=True),  # the warm-up's peak learning rate (default: lr)
     "insert": Setting(("identity", "official"), "identity", added=True),  # attention put in a trained network
     "checkpoint": Setting(str, None, path=True, added=True),
     "pretrained": Setting(bool, False, added=True),
@@ -288,6 +289,7 @@ class Training(Section):
     confirm: int
     init: str
     init_epochs: int
+    init_lr: float | None
     insert: str
     checkpoint: str | None
     pretrained: bool

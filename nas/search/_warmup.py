@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +57,14 @@ def _warm_up(
     """The space's baseline trained ``init_epochs`` from ``seed``: its weights, and their record."""
     from nas.search._hooks import RerunHooks
 
-    task, arch, epochs = space.task, space.baseline(), space.training.init_epochs
+    task, arch, training = space.task, space.baseline(), space.training
+    epochs, lr = training.init_epochs, training.init_lr or training.lr
     what = f"warm-up: {arch} from seed {seed}"
     status(what)
     hooks = RerunHooks(gate, status, what, epochs, task.per_epoch)
-    result = task.fit(space, arch, seed, data, epochs, log_dir, hooks, num_classes, single_process=True)
+    warm = replace(space, training=training.replace(lr=lr))  # the trials fine-tune at training.lr
+    result = task.fit(warm, arch, seed, data, epochs, log_dir, hooks, num_classes, single_process=True)
     if len(result.curve) < epochs or result.model is None:
         raise RuntimeError(f"the warm-up stopped after {len(result.curve)} of {epochs} epochs")
-    source = f"{arch} trained {epochs} epochs from seed {seed}"
+    source = f"{arch} trained {epochs} epochs from seed {seed} (peak learning rate {lr:g})"
     return result.model.state_dict(), st.StartRecord("baseline", "", "", source, epochs, list(result.curve))

@@ -217,8 +217,20 @@ def recorded_from_study(study: Any) -> tuple[list[Recorded], dict[str, Any]]:
         raise BadOption(
             "--study", study.study_name, f"a study run with --no-prune (curves have lengths {sorted(lengths)})"
         )
-    meta = {"study": study.study_name, "space": study.user_attrs.get("space_path"), "trials": len(rows)}
+    meta = {"study": study.study_name, "space": _shareable(study.user_attrs.get("space_path")), "trials": len(rows)}
     return rows, meta
+
+
+def _shareable(path: str | None) -> str | None:
+    """A recorded space's path as a recording written for others names it: relative to the current
+    folder where it lies inside it, else its file name alone (no machine's folders in a shared file)."""
+    if not path:
+        return path
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve())) if p.is_absolute() else path
+    except ValueError:
+        return p.name
 
 
 def export_recorded(rows: list[Recorded], meta: dict[str, Any], path: Path) -> None:

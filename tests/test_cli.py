@@ -303,3 +303,12 @@ def test_the_command_line_leaves_what_is_alive_at_its_end_to_the_operating_syste
             signal.signal(s, handler)
     assert ended.value.code == 0 and frozen > 0
     assert "Attention mechanisms" in capsys.readouterr().out  # the table's title (its rows fold at 80 columns)
+
+
+def test_a_recording_names_its_space_without_this_machine_s_folders(tmp_path, monkeypatch):
+    from nas.bench import _shareable
+
+    monkeypatch.chdir(tmp_path)
+    assert _shareable(str(tmp_path / "spaces" / "small.yaml")) == "spaces/small.yaml"  # inside: relative
+    assert _shareable("/elsewhere/on/this/machine/small.yaml") == "small.yaml"  # outside: the name alone
+    assert _shareable("spaces/small.yaml") == "spaces/small.yaml" and _shareable(None) is None

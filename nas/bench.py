@@ -308,6 +308,65 @@ def bench_pruning(rows: list[Recorded], eta: int) -> tuple[list[dict[str, Any]],
     return out, ref
 
 
+@dataclass(frozen=True)
+class SearchRun:
+    """One ``nas search`` run of a benchmark: its wall time, the trials it trained, whether it ran out
+    of time (killed at the limit), and the thread counts its trials recorded."""
+
+    wall_s: float
+    timed_out: bool
+    trials: int = 0
+    trained: int = 0
+    epochs: int = 0
+    threads: tuple[int, ...] = ()
+
+
+def search_run(
+    space: Path,
+    trials: int,
+    name: str,
+    out_dir: Path,
+    extra: list[str],
+    env: dict[str, str] | None = None,
+    limit_s: float | None = None,
+    seed: int = 0,
+) -> SearchRun:
+    """The real ``nas search`` in a subprocess on a fresh study ``name`` under ``out_dir`` (random
+    sampler from ``seed``, no pruning, so every trained trial does the same epochs), with ``extra``
+    arguments and environment; killed after ``limit_s``. Wall time includes starting the process."""
+    import shutil
+    import subprocess
+    import sys
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.search import SearchOptions
+    from nas.study.record import TrialInfo
+
+    folder = (out_dir / name).resolve()  # the search runs there: its runs/ and study are the bench's
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    url = f"sqlite:///{folder / 'study.db'}"
+    where = Path(space).resolve()
+    opts = SearchOptions(where, trials, study=name, storage=url, sampler="random", prune=False, seed=seed)
+    cmd = [sys.executable, "-m", "nas", "search", *opts.to_argv(), *extra]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=limit_s, cwd=folder)
+    except subprocess.TimeoutExpired:
+        return SearchRun(time.perf_counter() - started, True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:] or done.stdout[-2000:]}")
+    study = optuna.load_study(study_name=name, storage=url)
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    trained = [info for info in map(TrialInfo.of, finished) if not info.is_copy and not info.infeasible]
+    threads = tuple(sorted({n for info in trained if (n := info.threads) is not None}))
+    return SearchRun(wall, False, len(finished), len(trained), sum(len(info.curve) for info in trained), threads)
+
+
 def bench_workers(
     space: Path,
     trials: int,
@@ -316,60 +375,146 @@ def bench_workers(
     out_dir: Path,
     on_row: Callable[[dict[str, Any]], None] = lambda r: None,
 ) -> list[dict[str, Any]]:
-    """Trials per minute of ``nas search --workers N`` for each N, each in a fresh study (random
-    sampler, seed 0, no pruning, so every trained trial does the same epochs). Each run is the real
-    command in a subprocess; its wall time includes starting the workers."""
-    import subprocess
-    import sys
-
-    import optuna
-    from optuna.trial import TrialState
-
-    from nas.search import SearchOptions, cpu_count
-    from nas.study.record import TrialInfo
+    """Trials per minute of ``nas search --workers N`` for each N, each in a fresh study
+    (``search_run``); its wall time includes starting the workers."""
+    from nas.search import cpu_count
 
     rows: list[dict[str, Any]] = []
     for n in workers:
         per = threads or max(1, cpu_count() // n)
-        name = f"bench-workers-{n}x{per}"
-        folder = out_dir / name
-        if folder.exists():
-            import shutil
-
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        url = f"sqlite:///{folder / 'study.db'}"
-        opts = SearchOptions(Path(space), trials, study=name, storage=url, sampler="random", prune=False)
-        cmd = [sys.executable, "-m", "nas", "search", *opts.to_argv(), "--workers", str(n), "--threads", str(per)]
-        started = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - started
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:] or done.stdout[-2000:]}"
-            )
-        study = optuna.load_study(study_name=name, storage=url)
-        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        trained = [info for info in map(TrialInfo.of, finished) if not info.is_copy and not info.infeasible]
-        epochs = sum(len(info.curve) for info in trained)
+        extra = ["--workers", str(n), "--threads", str(per)]
+        run = search_run(space, trials, f"bench-workers-{n}x{per}", out_dir, extra)
+        wall = run.wall_s
         row = {
             "workers": n,
             "threads_per_worker": per,
             "wall_s": round(wall, 1),
-            "trials": len(finished),
-            "trained": len(trained),
-            "epochs": epochs,
-            "trials_per_min": round(60 * len(finished) / wall, 2),
-            "trained_per_min": round(60 * len(trained) / wall, 2),
-            "epochs_per_min": round(60 * epochs / wall, 2),
+            "trials": run.trials,
+            "trained": run.trained,
+            "epochs": run.epochs,
+            "trials_per_min": round(60 * run.trials / wall, 2),
+            "trained_per_min": round(60 * run.trained / wall, 2),
+            "epochs_per_min": round(60 * run.epochs / wall, 2),
         }
-        if rows:
-            row["epochs_per_min_ratio"] = round(row["epochs_per_min"] / rows[0]["epochs_per_min"], 3)
-        else:
-            row["epochs_per_min_ratio"] = 1.0
+        row["epochs_per_min_ratio"] = round(row["epochs_per_min"] / rows[0]["epochs_per_min"], 3) if rows else 1.0
         rows.append(row)
         on_row(row)
     return rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# nas bench contention: a search beside other work, per thread policy
+# ----------------------------------------------------------------------------------------------------
+
+CONTENTION_POLICIES = {
+    "auto": "the default: up to the share of the cores, fewer while other work keeps them busy",
+    "all": "--threads <cores>: every core, whatever else runs (the default before the policy)",
+    "one": "--threads 1",
+    "passive": "--threads <cores> with OMP_WAIT_POLICY=PASSIVE (waiting threads sleep instead of spinning)",
+}
+
+
+def contention_options(policies: str, busy: str, workers: int, repeats: int, limit: int) -> tuple[list, list]:
+    """``nas bench contention``'s options checked: the policies and busy counts as lists."""
+    check_range("--workers", workers, 1, 256)
+    check_range("--repeats", repeats, 1, 100)
+    check_range("--limit", limit, 1, 86_400, "seconds, an integer")
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    if not names or any(p not in CONTENTION_POLICIES for p in names):
+        raise BadOption("--policies", policies, f"names from {', '.join(CONTENTION_POLICIES)}, comma-separated")
+    counts = [c.strip() for c in busy.split(",") if c.strip()]
+    if not counts or not all(c.isdigit() and int(c) <= 64 for c in counts):
+        raise BadOption("--busy", busy, "counts from 0 to 64 separated by commas, e.g. 0,1,2")
+    return names, [int(c) for c in counts]
+
+
+def contention_run(
+    space: Path, trials: int, policy: str, busy: int, workers: int, out_dir: Path, limit_s: float, repeat: int
+) -> dict[str, Any]:
+    """One search beside ``busy`` busy processes (``start_load``) under ``policy``."""
+    import os
+
+    from nas.search import cpu_count
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    per = max(1, cpu_count() // workers)
+    extra = {"auto": [], "all": ["--threads", str(per)], "one": ["--threads", "1"]}.get(policy, ["--threads", str(per)])
+    if policy == "passive":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if workers > 1:
+        extra += ["--workers", str(workers)]
+    procs = start_load(busy) if busy else []
+    try:
+        name = f"bench-contention-{policy}-w{workers}-busy{busy}-{repeat}"
+        run = search_run(space, trials, name, out_dir, extra, env, limit_s, seed=3)
+    finally:
+        stop_load(procs)
+    return {
+        "policy": policy,
+        "workers": workers,
+        "busy": busy,
+        "repeat": repeat,
+        "wall_s": round(run.wall_s, 1),
+        "timed_out": run.timed_out,
+        "threads": list(run.threads),
+        "epochs": run.epochs,
+    }
+
+
+def bench_contention(
+    space: Path,
+    trials: int,
+    policies: list[str],
+    busy: list[int],
+    workers: int,
+    repeats: int,
+    limit_s: float,
+    out_dir: Path,
+    on_row: Callable[[dict[str, Any]], None] = lambda r: None,
+) -> list[dict[str, Any]]:
+    """Wall time of the same search (fresh study each, random sampler from seed 3, no pruning) beside
+    0, 1, ... busy single-threaded processes, for each thread policy, ``repeats`` times, in rounds (every
+    cell once, then again) so that a drift of the machine spreads over all cells."""
+    rows = []
+    for repeat in range(repeats):
+        for policy in policies:
+            for n in busy:
+                row = contention_run(space, trials, policy, n, workers, out_dir, limit_s, repeat)
+                rows.append(row)
+                on_row(row)
+    return rows
+
+
+def contention_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (policy, busy): the median wall time over repeats, its range, and its ratio to the idle
+    median of the same policy and of ``auto`` (the reference); a cell with a run that timed out shows
+    its wall time as a lower bound."""
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["policy"], r["busy"]), []).append(r)
+
+    def median(key: tuple[str, int]) -> float | None:
+        return statistics.median(r["wall_s"] for r in cells[key]) if key in cells else None
+
+    out = []
+    for (policy, n), runs in cells.items():
+        walls = [r["wall_s"] for r in runs]
+        m, own_idle, ref_idle = statistics.median(walls), median((policy, 0)), median(("auto", 0))
+        out.append(
+            {
+                "policy": policy,
+                "busy": n,
+                "runs": len(runs),
+                "wall_s": m,
+                "min_s": min(walls),
+                "max_s": max(walls),
+                "timed_out": any(r["timed_out"] for r in runs),
+                "vs_own_idle": round(m / own_idle, 2) if own_idle else None,
+                "vs_auto_idle": round(m / ref_idle, 2) if ref_idle else None,
+                "threads": sorted({t for r in runs for t in r["threads"]}),
+            }
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -639,6 +784,27 @@ def workers_table(rows: list[dict[str, Any]], trials: int, space: Path) -> Table
         for r in rows
     ]
     return Tabled(f"nas search throughput, {trials} trials, {space}", cols, cells, left=tuple(cols))
+
+
+def contention_table(summary: list[dict[str, Any]], trials: int, space: Path, workers: int) -> Tabled:
+    cols = ["policy", "busy processes", "runs", "wall s (median)", "range", "x own idle", "x auto idle", "threads"]
+    cells = []
+    for r in summary:
+        bound = ">" if r["timed_out"] else ""  # killed at the limit: at least this long
+        cells.append(
+            [
+                r["policy"],
+                str(r["busy"]),
+                str(r["runs"]),
+                f"{bound}{r['wall_s']:.0f}",
+                f"{r['min_s']:.0f}-{bound}{r['max_s']:.0f}",
+                f"{bound}{r['vs_own_idle']:.2f}" if r["vs_own_idle"] else "-",
+                f"{bound}{r['vs_auto_idle']:.2f}" if r["vs_auto_idle"] else "-",
+                ",".join(map(str, r["threads"])) or "-",
+            ]
+        )
+    who = f", --workers {workers}" if workers > 1 else ""
+    return Tabled(f"nas search beside busy processes, {trials} trials{who}, {space}", cols, cells, left=(cols[0],))
 
 
 def modules_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> Tabled:

@@ -137,6 +137,8 @@ def closing_lines(rep: Report) -> list[str]:
             f"{evaluated} architectures evaluated{copies} in {info['wall_s']:.0f} s, {info['epochs']} epochs trained; "
             f"overhead (time outside training and validation batches): {info['overhead_pct']:.1f}%"
         )
+    if info["slow"]:
+        lines.append(analysis.slow_line(info["slow"]))
     return lines
 
 

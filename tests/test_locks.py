@@ -133,7 +133,8 @@ def test_the_study_lock_excludes_other_workers_on_postgresql(fresh_postgres_db):
         assert done.wait(5)
 
 
-def test_workers_and_threads_are_planned_or_refused():
+def test_workers_and_threads_are_planned_or_refused(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # set by conftest: it would fix the threads
     p = plan("2", None)
     assert (p.workers, p.threads, p.gpus) == (2, max(1, cpu_count() // 2), ())
     assert plan("auto", 3).workers == 1 and plan("auto", 3).threads == 3  # CPU-only: one worker

@@ -191,6 +191,34 @@ def bench_workers_cmd(
     _written(*bench.write_results(rows, meta, out, "workers"))
 
 
+@bench_app.command("contention")
+def bench_contention_cmd(
+    space: SpaceFile,
+    trials: Annotated[int, Opt(help="Finished trials per run")] = 2,
+    policies: Annotated[str, Opt(help="Thread policies, comma-separated: auto, all, one, passive")] = "auto,all",
+    busy: Annotated[str, Opt(help="Busy processes beside the search, comma-separated; 0 is idle")] = "0,1,2",
+    workers: Annotated[int, Opt(help="Worker processes of each search")] = 1,
+    repeats: Annotated[int, Opt(help="Runs of every cell, in rounds")] = 2,
+    limit: Annotated[int, Opt(help="Seconds before a run is stopped and shown as at least that long")] = 600,
+    out: BenchOut = RUNS_BENCH,
+) -> None:
+    """A search beside other work: wall time of the same search idle and beside 1, 2, ... busy
+    single-threaded processes, for each thread policy, with its ratio to the idle run."""
+    check_out(out, force=True)
+    from nas import bench
+    from nas.tasks.spacefile import load_space
+
+    check_range("--trials", trials, 1, MAX_TRIALS)
+    names, counts = bench.contention_options(policies, busy, workers, repeats, limit)
+    load_space(space)  # a bad space is reported here, not from inside a run
+    say = lambda r: console.print(f"{r['policy']}, {r['busy']} busy: {r['wall_s']} s")  # noqa: E731
+    rows = bench.bench_contention(space, trials, names, counts, workers, repeats, limit, out, say)
+    summary = bench.contention_summary(rows)
+    _print(bench.contention_table(summary, trials, space, workers))
+    meta = {"space": str(space), "trials": trials, "workers": workers, "summary": summary}
+    _written(*bench.write_results(rows, {**meta, **bench.environment(torch_device())}, out, "contention"))
+
+
 @bench_app.command("modules")
 def bench_modules_cmd(
     device: Annotated[str, Opt(help="cpu, cuda or cuda:N")] = "cpu",

@@ -27,7 +27,9 @@ Sampler = Annotated[str, Opt(help=" | ".join(SAMPLERS))]
 Prune = Annotated[bool, Opt("--prune/--no-prune", help="Multi-objective successive halving")]
 Eta = Annotated[int, Opt(help="Pruning: keep the best 1/eta at each rung (epochs 1, eta, eta^2, ...)")]
 Workers = Annotated[str, Opt(help="Worker processes on this machine: N, or auto (one per GPU, one on a CPU-only one)")]
-Threads = Annotated[int | None, Opt(help="CPU threads per worker (default: CPU cores / workers)")]
+Threads = Annotated[
+    int | None, Opt(help="CPU threads per worker (default: up to cores / workers, fewer while other work uses cores)")
+]
 Heartbeat = Annotated[
     int, Opt(help="Seconds between a running trial's heartbeats; a trial silent for 3 is failed and retried once")
 ]

@@ -14,7 +14,7 @@ import optuna
 from nas.search._loop import Search, SearchResult, failing
 from nas.search._options import SearchOptions
 from nas.search._trial import Reporter
-from nas.search._workers import Plan, die_with_parent, plan, run_workers
+from nas.search._workers import Plan, die_with_parent, plan, run_workers, workers_here
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,9 @@ def prepare(opts: SearchOptions) -> Job:
 
 
 def _search(job: Job, index: int, reporter: Reporter) -> SearchResult:
-    o = job.opts
-    if o.threads:
-        import torch
+    from nas.measure.cpus import ThreadPolicy
 
-        torch.set_num_threads(o.threads)
+    o = job.opts
     return Search(
         job.space,
         job.name,
@@ -75,6 +73,7 @@ def _search(job: Job, index: int, reporter: Reporter) -> SearchResult:
         worker_index=index,
         heartbeat_s=o.heartbeat,
         artifacts=o.artifacts,
+        threads=ThreadPolicy(workers_here(), o.threads),
     ).run()
 
 

@@ -26,6 +26,7 @@ from nas.core.errors import trial_failure
 from nas.core.names import folder_of
 from nas.core.space import SearchSpace
 from nas.measure.cost import latency_device_problem, long_lived_left_out, release_memory
+from nas.measure.cpus import ThreadPolicy
 from nas.search import _reruns as rr
 from nas.search._locks import LatencyGate, StudyLock
 from nas.search._options import HEARTBEAT_S, check_numbers
@@ -36,6 +37,7 @@ from nas.search._trial import Reporter, Trials, record_copy, twin_of
 from nas.search._warmup import starting_weights
 from nas.study import confirmation as cf
 from nas.study import record as r
+from nas.study.analysis import slow_line, slow_trials
 from nas.study.record import TrialInfo, counts_as_evaluation, holds_architecture
 from nas.study.storage import Heartbeat
 from nas.study.stores import ARTIFACTS_DIR, folder_elsewhere, leftovers, open_store, study_store
@@ -164,6 +166,7 @@ class Search:
     worker_index: int = 0  # sampler seed = seed + worker_index: workers must not propose in lockstep
     heartbeat_s: int = HEARTBEAT_S
     artifacts: str | None = None  # --artifacts: the store for a new study (default runs/<study>/artifacts)
+    threads: ThreadPolicy | None = None  # torch's threads, set before every trial and re-run (None: left)
 
     def __post_init__(self) -> None:
         check_numbers(
@@ -214,6 +217,7 @@ class Search:
         if "val_size" not in study.user_attrs and data.val_size:
             study.set_user_attr("val_size", data.val_size)
         self.study, self.lock = study, lock
+        self._take_threads()  # the first look at the machine, before the warm-up and the first trial
         start = starting_weights(
             self.space,
             study,
@@ -378,6 +382,7 @@ class Search:
         try:
             signals.resume()  # a signal that came meanwhile is raised here, and the trial recorded
             heartbeat.start()
+            self._take_threads(trial)
             self.work.run(trial, arch)
         except (KeyboardInterrupt, SystemExit, signals.Interrupted) as e:  # Lightning: Ctrl-C -> SystemExit
             heartbeat.stop()
@@ -407,9 +412,30 @@ class Search:
         finally:
             heartbeat.stop()
         release_memory()  # the trial's Trainer, model and optimiser sit in reference cycles
-        self.reporter.trial_end(study.get_trials(deepcopy=False)[trial.number])
+        trials = study.get_trials(deepcopy=False)
+        self.reporter.trial_end(trials[trial.number])
+        self._say_if_slow(trials, trial.number)
         if trial.user_attrs.get(r.BASELINE) or self.worker_index == 0:
             self._noise_floor()
+
+    def _take_threads(self, trial: optuna.Trial | None = None) -> None:
+        """torch's threads for what trains next (``nas.measure.cpus``): said when they change, recorded
+        on ``trial``."""
+        if self.threads is None:
+            return
+        before = self.threads.current()
+        now = self.threads.before_trial()
+        if now != before:
+            log.warning("training with %d thread(s), was %d: %s", now, before, self.threads.cores.describe())
+        if trial is not None:
+            trial.set_user_attr(r.THREADS, now)
+
+    def _say_if_slow(self, trials: list[optuna.trial.FrozenTrial], number: int) -> None:
+        """A warning when trial ``number`` trained slower than the study's others (``slow_trials``)."""
+        finished_ = [TrialInfo.of(t) for t in trials if t.state.is_finished()]
+        slow = [s for s in slow_trials(finished_) if s.number == number]
+        if slow:
+            log.warning("%s", slow_line(slow))
 
     # -- re-runs: the noise floor and the confirmation of the front ---------------------------------
 
@@ -429,6 +455,7 @@ class Search:
         """Train the baseline from the further noise seeds once it is complete (once per study)."""
         jobs = rr.pending_noise_runs(self.study)
         if jobs:
+            self._take_threads()
             rr.run_reruns(self.study, jobs, self._fit(), "noise floor", claim=self.lock.held)
             release_memory()
 
@@ -437,6 +464,7 @@ class Search:
         if k < 1 or self.worker_index != 0:
             return
         archs = [TrialInfo.of(t).arch for t in front(self.study)]
+        self._take_threads()
         rr.run_reruns(
             self.study, rr.confirm_jobs(self.study, archs, k), self._fit(), "confirming the front", claim=self.lock.held
         )

@@ -59,20 +59,27 @@ def visible_gpus() -> list[str]:
 @dataclass(frozen=True)
 class Plan:
     workers: int
-    threads: int
+    threads: int  # each worker's share of the cores, or --threads
     gpus: tuple[str, ...]  # one per worker (round robin), empty on a CPU-only machine
+    fixed: bool = False  # --threads given: no measurement (nas.measure.cpus)
 
     def describe(self) -> str:
         where = f", GPU {', '.join(self.gpus)}" if self.gpus else ""
-        return f"{self.workers} worker(s), {self.threads} thread(s) each{where}"
+        each = f"{self.threads} thread(s) each" if self.fixed else f"up to {self.threads} thread(s) each"
+        return f"{self.workers} worker(s), {each}{where}"
 
 
 def plan(workers: str, threads: int | None, devices_per_trial: int = 1) -> Plan:
-    """``--workers`` (N or auto) and ``--threads`` -> how many processes, threads and GPUs."""
+    """``--workers`` (N or auto) and ``--threads`` -> how many processes, threads and GPUs. Threads are
+    fixed by ``--threads`` (per worker) or ``OMP_NUM_THREADS`` (shared among the workers), else each
+    worker takes up to its share of the cores, fewer while other work keeps them busy."""
+    from nas.measure.cpus import environment_threads
+
     gpus = visible_gpus()
     count = check_workers(workers, threads)
     n = count if count is not None else (max(1, len(gpus) // devices_per_trial) if gpus else 1)
-    per_worker = threads or max(1, cpu_count() // n)
+    given = environment_threads()
+    per_worker = threads or max(1, (given or cpu_count()) // n)
     if gpus and devices_per_trial > 1:  # a DDP trial needs its GPUs together
         groups = [
             ",".join(gpus[i : i + devices_per_trial])
@@ -81,10 +88,17 @@ def plan(workers: str, threads: int | None, devices_per_trial: int = 1) -> Plan:
         assigned = tuple(groups[i % len(groups)] for i in range(n)) if groups else ()
     else:
         assigned = tuple(gpus[i % len(gpus)] for i in range(n)) if gpus else ()
-    return Plan(n, per_worker, assigned)
+    return Plan(n, per_worker, assigned, fixed=threads is not None or given is not None)
 
 
 PARENT_ENV = "NAS_WORKERS_PARENT"
+SHARE_ENV = "NAS_WORKERS_HERE"  # how many workers of the search share this machine's cores
+
+
+def workers_here() -> int:
+    """In a worker of ``--workers``: the number of workers on this machine (1 elsewhere)."""
+    value = os.environ.get(SHARE_ENV, "1")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 def die_with_parent() -> None:
@@ -211,16 +225,17 @@ def _workers(plan_: Plan, child_args: Sequence[str], on_line: Callable[[str], No
     machine) its GPU, and the parent's pid to die with."""
     workers = []
     for i in range(plan_.workers):
+        fixed = {"OMP_NUM_THREADS": str(plan_.threads), "MKL_NUM_THREADS": str(plan_.threads)}
         env = dict(
             os.environ,
             PYTHONUNBUFFERED="1",
-            OMP_NUM_THREADS=str(plan_.threads),
-            MKL_NUM_THREADS=str(plan_.threads),
-            **{PARENT_ENV: str(os.getpid())},
+            **(fixed if plan_.fixed else {}),  # else each worker measures (nas.measure.cpus)
+            **{PARENT_ENV: str(os.getpid()), SHARE_ENV: str(plan_.workers)},
         )
         if plan_.gpus:
             env["CUDA_VISIBLE_DEVICES"] = plan_.gpus[i]
-        argv = [sys.executable, "-m", "nas", "search", *child_args, "--threads", str(plan_.threads)]
+        threads = ["--threads", str(plan_.threads)] if plan_.fixed else []  # else: measured in the worker
+        argv = [sys.executable, "-m", "nas", "search", *child_args, *threads]
         workers.append(Worker(i, [*argv, "--worker-index", str(i)], env, on_line))
     return workers
 

@@ -39,19 +39,71 @@ def summary(study: optuna.Study) -> dict[str, Any]:
     return {"reference": ref, "hypervolume": hypervolume(pts, ref), **timing_summary(study)}
 
 
+SLOW_AT = 1.25  # a trial this much slower per epoch than the study's median, at least, is flagged
+SLOW_MIN_TRIALS = 5  # trials with timings needed before any is flagged
+
+
+@dataclass(frozen=True)
+class Slow:
+    """A trial that trained slower than its study's others: ``times`` its seconds per epoch (at cost,
+    ``TrialInfo.seconds_per_epoch_at_cost``) over their median; the threads it had."""
+
+    number: int
+    times: float
+    threads: int | None
+
+
+def slow_trials(infos: Sequence[TrialInfo]) -> list[Slow]:
+    """The trials that trained slower than the study's trials by more than their spread: seconds per
+    epoch at cost above the median by a factor of at least ``SLOW_AT`` and of 1 + 3 robust sds (1.4826
+    x the median absolute deviation, relative to the median). Contention, not architecture: the cost of
+    an architecture is divided out. Nothing is flagged before ``SLOW_MIN_TRIALS`` trials have timings."""
+    timed = [(i, x) for i in infos if (x := i.seconds_per_epoch_at_cost) is not None]
+    if len(timed) < SLOW_MIN_TRIALS:
+        return []
+    xs = sorted(x for _, x in timed)
+    median = _median(xs)
+    spread = 1.4826 * _median(sorted(abs(x - median) for x in xs)) / median
+    bar = max(SLOW_AT, 1 + 3 * spread)
+    return [Slow(i.number, x / median, i.threads) for i, x in timed if x > bar * median]
+
+
+def slow_line(slow: Sequence[Slow]) -> str:
+    """The trials that trained slower than the study's others (``slow_trials``), in one line."""
+    shown = ", ".join(
+        f"{s.number} ({s.times:.1f}x" + (f", {s.threads} thread(s))" if s.threads else ")") for s in slow[:10]
+    )
+    more = f" and {len(slow) - 10} more" if len(slow) > 10 else ""
+    return (
+        f"{len(slow)} trial(s) trained slower per epoch than the study's median, the cost of their architecture "
+        f"divided out: {shown}{more}. Was the machine busy with other work? (nas search takes fewer threads when "
+        "it sees other work; --threads fixes them)"
+    )
+
+
+def _median(sorted_xs: Sequence[float]) -> float:
+    n = len(sorted_xs)
+    return sorted_xs[n // 2] if n % 2 else (sorted_xs[n // 2 - 1] + sorted_xs[n // 2]) / 2
+
+
 def timing_summary(study: optuna.Study) -> dict[str, Any]:
     """Wall time from the first trial's start to the last one's end; epochs trained; and the per-trial
     overhead: the share of trained trials' time spent outside training and validation batches (model
     build, latency, Trainer setup, storage writes), pooled over trials."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
     if not trials:
-        return {"wall_s": 0.0, "epochs": 0, "overhead_pct": None}
+        return {"wall_s": 0.0, "epochs": 0, "overhead_pct": None, "slow": []}
     wall = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
     trained = [(t, info) for t in trials if (info := TrialInfo.of(t)).seconds_train_val is not None]
     total = sum((t.datetime_complete - t.datetime_start).total_seconds() for t, _ in trained)
     inside = sum(info.seconds_train_val or 0.0 for _, info in trained)
     epochs = sum(len(info.curve) for _, info in trained)
-    return {"wall_s": wall, "epochs": epochs, "overhead_pct": 100 * (1 - inside / total) if total else None}
+    return {
+        "wall_s": wall,
+        "epochs": epochs,
+        "overhead_pct": 100 * (1 - inside / total) if total else None,
+        "slow": slow_trials([info for _, info in trained]),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------

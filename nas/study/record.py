@@ -44,6 +44,7 @@ WEIGHTS_ARTIFACT = "weights_artifact"  # the artifact id of the trial's weights 
 SECONDS_TRIAL = "seconds_trial"  # latency measurement and training, wall clock
 SECONDS_TRAIN_VAL = "seconds_train_val"  # inside the training and validation loops only
 EPOCHS_PER_RANK = "epochs_per_rank"  # DDP: epochs each rank trained
+THREADS = "threads"  # the CPU threads the trial trained with (nas.measure.cpus)
 
 
 def weights_removed_key(number: int) -> str:
@@ -203,6 +204,24 @@ class TrialInfo:
     @property
     def seconds_train_val(self) -> float | None:
         return self._num(SECONDS_TRAIN_VAL)
+
+    @property
+    def threads(self) -> int | None:
+        return self._num(THREADS, int)
+
+    @property
+    def latency_ratio(self) -> float | None:
+        return self._num(LATENCY_RATIO)
+
+    @property
+    def seconds_per_epoch_at_cost(self) -> float | None:
+        """Seconds inside training and validation per epoch, divided by the latency ratio to the plain
+        network (an architecture's training costs roughly what its inference does): comparable across
+        the trials of a study on one machine. None where not recorded."""
+        seconds, ratio, epochs = self.seconds_train_val, self.latency_ratio, len(self.curve)
+        if seconds is None or not ratio or ratio <= 0 or epochs == 0:
+            return None
+        return seconds / epochs / ratio
 
     # -- cost -------------------------------------------------------------------------------------------
     @property

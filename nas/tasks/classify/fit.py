@@ -27,6 +27,7 @@ class Classifier(pl.LightningModule):
     def __init__(self, model: nn.Module, num_classes: int, training: Mapping[str, Any]):
         super().__init__()
         self.model, self.cfg = model, training
+        self.threads = torch.get_num_threads()  # the process's share (nas.measure.cpus): DDP ranks split it
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.curve: list[float] = []
 
@@ -35,13 +36,11 @@ class Classifier(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         """In every process of the fit, spawned DDP ranks included: quiet logs and, for CPU ranks,
-        their share of this process's cores (each would otherwise take them all)."""
+        their share of the threads the starting process had (each would otherwise take every core)."""
         quiet_lightning()
         world = self.trainer.world_size
         if world > 1 and self.trainer.strategy.root_device.type == "cpu":
-            import os
-
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world))
+            torch.set_num_threads(max(1, self.threads // world))
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x

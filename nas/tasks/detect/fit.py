@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from nas.core.errors import NonFiniteLoss
@@ -84,7 +85,9 @@ def fit(
     model_yaml = log_dir / "model.yaml"  # what was trained, as ultralytics reads it (attention rows included)
     model_yaml.write_text(yaml.safe_dump(model.yaml, sort_keys=False))
     args = {**trainer_args(data_yaml, training, imgsz, epochs, seed, log_dir, device), "model": str(model_yaml)}
+    threads = torch.get_num_threads()  # the search's count (nas.measure.cpus)
     trainer = _trainer_class(model)(overrides=args)
+    torch.set_num_threads(threads)  # ultralytics' select_device set it to its own (cores - 1)
     hooked = _Hooked(hooks)
     hooked.attach(trainer)
     try:

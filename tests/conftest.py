@@ -24,6 +24,7 @@ LONG_FIRST = (
     "test_confirm.py",
     "test_search.py",
     "test_export_train.py",
+    "test_warm_start.py",
     "test_viz.py",
     "test_cli.py",
     "test_export.py",

@@ -21,6 +21,11 @@ class CheckpointFileError(UserError):
     """Given weights that cannot be read, or do not fit the space's network."""
 
 
+def weights_file(path: Path) -> Path:
+    """The file a ``checkpoint:`` names: the file itself, or a nas export folder's weights."""
+    return path / WEIGHTS_FILE if path.is_dir() else path
+
+
 def read_state_file(path: Path) -> dict[str, Any]:
     """The tensors of the weights file (or export folder) ``path`` as a flat state dict."""
     import torch
@@ -32,7 +37,7 @@ def read_state_file(path: Path) -> dict[str, Any]:
                 f"checkpoint: {path} is a folder but not a nas export with weights ({CARD_FILE} and "
                 f"{WEIGHTS_FILE}); give a weights file or an export folder"
             )
-        path = path / WEIGHTS_FILE
+    path = weights_file(path)
     if not path.is_file():
         raise CheckpointFileError(f"checkpoint: {path} is not there; give a weights file or a nas export folder")
     try:

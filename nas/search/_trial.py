@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from nas.study import confirmation as cf
 from nas.study import record as r
 from nas.study.latency import reference_latency_ms
 from nas.study.record import TrialInfo, holds_architecture
-from nas.study.stores import StoreError, upload_prefix
+from nas.study.stores import staged, upload
 from nas.study.studies import front, storage_of, stored_trial, study_id, trial_id, uid_of
 
 log = logging.getLogger(__name__)
@@ -277,21 +276,13 @@ class Trials:
         study's artifact store, before the trial is marked complete so a complete trial never lacks
         them; returns the artifact id. The metadata names the study, its uid, the trial and the
         architecture, checked before the weights are ever used."""
-        from optuna.artifacts import upload_artifact
-
         meta = {"arch": str(arch), "trial": str(trial.number), "study": self.study_name}
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=upload_prefix(), dir=self.run_dir) as tmp:  # the name is the file's
+        with staged(self.run_dir) as tmp:  # the file's name is the artifact's
             path = save_weights(
-                model, Path(tmp) / f"trial_{trial.number}.safetensors", {**meta, "study_uid": uid_of(self.study) or ""}
+                model, tmp / f"trial_{trial.number}.safetensors", {**meta, "study_uid": uid_of(self.study) or ""}
             )
-            try:
-                return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
-            except Exception as e:  # a store that cannot be written: the worker stops, the trial recorded
-                raise StoreError(
-                    f"could not upload the weights of trial {trial.number} to the artifact store "
-                    f"{self.store_location}: {e.__class__.__name__}: {e}"
-                ) from None
+            # a store that cannot be written: the worker stops, the trial recorded
+            return upload(self.store, self.store_location, trial, path, f"the weights of trial {trial.number}")
 
     def _drop_stale_weights(self) -> None:
         """Keep the weights of the current front (and the baseline) only, so the store's size stays

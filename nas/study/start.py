@@ -41,24 +41,13 @@ def save(
 ) -> StartRecord:
     """Upload ``state`` (the plain network's state dict) to the study's artifact ``store`` and record it
     on the study (``record`` with the artifact id and digest filled in). Called under the study's lock."""
-    import tempfile
-
-    from optuna.artifacts import upload_artifact
-
     from nas.core.artifacts import save_state
-    from nas.study.stores import StoreError, upload_prefix
+    from nas.study.stores import staged, upload
 
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=upload_prefix(), dir=scratch) as tmp:
-        path = save_state(state, Path(tmp) / START_FILE, _metadata(study))
+    with staged(scratch) as tmp:
+        path = save_state(state, tmp / START_FILE, _metadata(study))
         digest = sha256_of(path)
-        try:
-            artifact = upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
-        except Exception as e:
-            raise StoreError(
-                f"study {study.study_name!r}: could not upload its starting network to the artifact store "
-                f"{location}: {e.__class__.__name__}: {e}"
-            ) from None
+        artifact = upload(store, location, study, path, f"the starting network of study {study.study_name!r}")
     done = StartRecord(**{**record.to_dict(), "artifact": artifact, "sha256": digest})
     study.set_user_attr(START_ATTR, done.to_dict())
     return done
@@ -67,18 +56,15 @@ def save(
 def fetch(study: Any, location: str, scratch: Path, record: StartRecord | None = None) -> dict[str, Any]:
     """The study's starting weights, downloaded from the artifact store at ``location`` into ``scratch``
     and checked (digest, study, finite values); a StartError naming the study and the store otherwise."""
-    import tempfile
-
-    from nas.study.stores import upload_prefix
+    from nas.study.stores import staged
 
     record = record or recorded(study)
     name = study.study_name
     if record is None:
         raise StartError(f"study {name!r} trains from a starting network but records none (no {START_ATTR!r})")
     where = f"artifact {record.artifact} in the artifact store {location}"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=upload_prefix(), dir=scratch) as tmp:  # one per reader: workers share
-        return _fetched(study, location, record, Path(tmp) / START_FILE, where)
+    with staged(scratch) as tmp:  # one per reader: workers share the scratch folder
+        return _fetched(study, location, record, tmp / START_FILE, where)
 
 
 def _fetched(study: Any, location: str, record: StartRecord, path: Path, where: str) -> dict[str, Any]:

@@ -6,8 +6,10 @@ loads."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,30 @@ def upload_prefix() -> str:
     import os
 
     return f"{UPLOAD}{socket.gethostname()}-{os.getpid()}-"
+
+
+@contextlib.contextmanager
+def staged(scratch: Path) -> Iterator[Path]:
+    """A fresh folder under ``scratch`` for a file on its way to or from the store, removed afterwards;
+    named (``upload_prefix``) so that what a killed process left is found by ``leftovers``."""
+    import tempfile
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=upload_prefix(), dir=scratch) as tmp:
+        yield Path(tmp)
+
+
+def upload(store: Any, location: str, target: Any, path: Path, what: str) -> str:
+    """Upload ``path`` to ``store`` (at ``location``) for ``target`` (a study or a trial); its artifact
+    id. A store that cannot be written is a StoreError naming ``what`` and where."""
+    from optuna.artifacts import upload_artifact
+
+    try:
+        return upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=target)
+    except Exception as e:
+        raise StoreError(
+            f"could not upload {what} to the artifact store {location}: {e.__class__.__name__}: {e}"
+        ) from None
 
 
 def _alive(pid: int) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from nas.core.checkpoints import CheckpointFileError, fit_state, read_state_file
+from nas.core.checkpoints import CheckpointFileError, fit_state, read_state_file, weights_file
 from nas.tasks.classify import backbone as bb
 
 
@@ -43,8 +43,7 @@ def given_start(space: Any, num_classes: int, seed: int) -> tuple[dict[str, Any]
     else:
         path = Path(training.checkpoint)
         given = read_state_file(path)
-        file = path / "weights.safetensors" if path.is_dir() else path
-        source = f"{path} (SHA-256 {sha256_of(file)})"
+        source = f"{path} (SHA-256 {sha256_of(weights_file(path))})"
     state, notes = fit_state(
         plain.state_dict(),
         given,

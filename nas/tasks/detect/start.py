@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nas.core.checkpoints import CheckpointFileError, fit_state, read_state_file
+from nas.core.checkpoints import CheckpointFileError, fit_state, read_state_file, weights_file
 
 
 def read_weights(path: Path) -> tuple[dict[str, Any], str]:
@@ -51,5 +51,4 @@ def given_start(space: Any, num_classes: int, seed: int) -> tuple[dict[str, Any]
         f"the plain detector {space.detector.name} ({num_classes} classes)",
         fresh=lambda key: key.startswith(head),
     )
-    file = path / "weights.safetensors" if path.is_dir() else path
-    return state, f"{path} ({kind}, SHA-256 {sha256_of(file)})", notes
+    return state, f"{path} ({kind}, SHA-256 {sha256_of(weights_file(path))})", notes

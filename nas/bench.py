@@ -438,11 +438,12 @@ def contention_run(
 
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     per = max(1, cpu_count() // workers)
-    extra = {"auto": [], "all": ["--threads", str(per)], "one": ["--threads", "1"]}.get(policy, ["--threads", str(per)])
+    every_core = ["--threads", str(per)]
+    extra = {"auto": [], "all": every_core, "one": ["--threads", "1"], "passive": every_core}[policy]
     if policy == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     if workers > 1:
-        extra += ["--workers", str(workers)]
+        extra = [*extra, "--workers", str(workers)]
     procs = start_load(busy) if busy else []
     try:
         name = f"bench-contention-{policy}-w{workers}-busy{busy}-{repeat}"

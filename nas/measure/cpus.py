@@ -125,10 +125,15 @@ def busy_between(a: Sample, b: Sample, cpus: int) -> float | None:
     return max(0.0, all_busy - own)
 
 
+def positive_env(name: str) -> int | None:
+    """The environment variable ``name`` when it is a positive whole number, else None."""
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def environment_threads() -> int | None:
     """``OMP_NUM_THREADS`` when it is a positive whole number, else None."""
-    value = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    return positive_env("OMP_NUM_THREADS")
 
 
 class ThreadPolicy:

@@ -97,8 +97,9 @@ SHARE_ENV = "NAS_WORKERS_HERE"  # how many workers of the search share this mach
 
 def workers_here() -> int:
     """In a worker of ``--workers``: the number of workers on this machine (1 elsewhere)."""
-    value = os.environ.get(SHARE_ENV, "1")
-    return int(value) if value.isdigit() and int(value) > 0 else 1
+    from nas.measure.cpus import positive_env
+
+    return positive_env(SHARE_ENV) or 1
 
 
 def die_with_parent() -> None:

@@ -7,6 +7,7 @@ differences and verdicts), the noise floor, the headline verdict, the hypervolum
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -61,9 +62,8 @@ def slow_trials(infos: Sequence[TrialInfo]) -> list[Slow]:
     timed = [(i, x) for i in infos if (x := i.seconds_per_epoch_at_cost) is not None]
     if len(timed) < SLOW_MIN_TRIALS:
         return []
-    xs = sorted(x for _, x in timed)
-    median = _median(xs)
-    spread = 1.4826 * _median(sorted(abs(x - median) for x in xs)) / median
+    median = statistics.median(x for _, x in timed)
+    spread = 1.4826 * statistics.median(abs(x - median) for _, x in timed) / median
     bar = max(SLOW_AT, 1 + 3 * spread)
     return [Slow(i.number, x / median, i.threads) for i, x in timed if x > bar * median]
 
@@ -79,11 +79,6 @@ def slow_line(slow: Sequence[Slow]) -> str:
         f"divided out: {shown}{more}. Was the machine busy with other work? (nas search takes fewer threads when "
         "it sees other work; --threads fixes them)"
     )
-
-
-def _median(sorted_xs: Sequence[float]) -> float:
-    n = len(sorted_xs)
-    return sorted_xs[n // 2] if n % 2 else (sorted_xs[n // 2 - 1] + sorted_xs[n // 2]) / 2
 
 
 def timing_summary(study: optuna.Study) -> dict[str, Any]:

@@ -274,21 +274,31 @@ def record_seeds(study: Any, seeds: int, root: Path, status: Callable[[str], Non
     return search.run_reruns(study, jobs, fitter(study, status, root), "recording")
 
 
-def bench_pruning(rows: list[Recorded], eta: int) -> tuple[list[dict[str, Any]], tuple[float, float]]:
+def bench_pruning(
+    rows: list[Recorded], eta: int, planted: int = 100
+) -> tuple[list[dict[str, Any]], tuple[float, float]]:
+    """Every pruning method on the recorded curves (epochs, hypervolume, the confirmed front stopped)
+    and, where the recording has paired seeds, on ``planted`` simulated studies with its noise and planted
+    winners (``nas.decisions``): how often each method stopped the +1, +2 and +3 paired-sd winners."""
+    from nas import decisions
     from nas.core.pareto import hypervolume, pareto_front
     from nas.search import confirmed_front, noise_from_records, replay_moasha, replay_none, replay_optuna_sh
 
     ref = (0.0, 1.1 * max(r.latency for r in rows))
     noise = noise_from_records(rows)
-    results = (
-        [replay_none(rows), replay_moasha(rows, eta)]
-        + ([replay_moasha(rows, eta, noise)] if noise else [])
-        + [replay_optuna_sh(rows, eta)]
-    )
-    confirmed = confirmed_front(rows) if any(r.seed_curves for r in rows) else set()
+    methods = [
+        lambda rs, nz: replay_none(rs),
+        lambda rs, nz: replay_moasha(rs, eta),
+        *([lambda rs, nz: replay_moasha(rs, eta, nz)] if noise else []),
+        lambda rs, nz: replay_optuna_sh(rs, eta),
+    ]
+    results = [m(rows, noise) for m in methods]
+    seeded = any(r.seed_curves for r in rows)
+    stops = decisions.planted_stops(rows, methods, planted) if seeded and planted else [None] * len(methods)
+    confirmed = confirmed_front(rows) if seeded else set()
     full_epochs, full_hv = results[0].epochs, None
     out = []
-    for res in results:
+    for res, stopped in zip(results, stops, strict=True):
         pts = res.points()
         hv = hypervolume(pts, ref)
         full_hv = hv if full_hv is None else full_hv
@@ -303,6 +313,8 @@ def bench_pruning(rows: list[Recorded], eta: int) -> tuple[list[dict[str, Any]],
                 "front": len(pareto_front(pts)),
                 "confirmed_front": len(confirmed),
                 "confirmed_stopped": len(confirmed - {r.arch for r in res.completed}) if confirmed else None,
+                "planted_stopped": None if stopped is None else {f"{e:+g}": v for e, v in stopped.items()},
+                "planted_worlds": planted if stopped is not None else 0,
             }
         )
     return out, ref
@@ -733,6 +745,7 @@ def recording(
 def pruning_table(results: list[dict[str, Any]], ref: tuple[float, float], n: int, source: str) -> Tabled:
     cols = ["method", "completed", "epochs", "epochs saved", "hypervolume", "of unpruned", "front size"]
     cols.append("confirmed front stopped")
+    cols.append("planted +1/+2/+3 sd stopped")
     rows = [
         [
             r["method"],
@@ -743,12 +756,21 @@ def pruning_table(results: list[dict[str, Any]], ref: tuple[float, float], n: in
             f"{r['hypervolume_pct']:.1f}%",
             str(r["front"]),
             "-" if r["confirmed_stopped"] is None else f"{r['confirmed_stopped']} of {r['confirmed_front']}",
+            "-"
+            if r["planted_stopped"] is None
+            else " / ".join(f"{100 * v:.0f}%" for v in r["planted_stopped"].values()),
         ]
         for r in results
     ]
     title = (
         f"Pruning replayed on {n} recorded trials ({source}); hypervolume reference "
         f"(accuracy 0, latency {ref[1]:.4g} ms)"
+        + (
+            f"; planted: {results[0]['planted_worlds']} studies simulated with the recording's noise, winners at "
+            "+1, +2, +3 paired sd (nas bench decisions)"
+            if results and results[0]["planted_worlds"]
+            else ""
+        )
     )
     return Tabled(title, cols, rows, left=("method",))
 

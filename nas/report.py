@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from nas import search
 from nas.core.errors import BadOption, UserError
 from nas.core.names import replacing, write_text_atomic
-from nas.core.stats import BETTER, TIED, WORSE
+from nas.core.stats import BETTER, EQUIVALENT, INCONCLUSIVE, WORSE
 from nas.study import analysis
 from nas.study import confirmation as cf
 from nas.study.analysis import Analysis, points_text, shown_trials, summary, verdict_text
@@ -76,6 +76,9 @@ def make(
         raise BadOption("--confirm", confirm, allowed)
     numbers = trial_numbers(include, "--include")
     st = studies.open_existing(study_name, storage)
+    space = space_of(st)
+    if confirm:
+        cf.race_of(st, space.training if space is not None else None, confirm)  # a ceiling off its batch: refused now
     folder = out or folder_of(Path("runs"), st.study_name) / "report"  # checked before any work
     check_out(folder, force=force, ours=lambda f: {p.name for p in f.iterdir()} <= {"front.png", "front.html"})
     fit = fitter(st, status, studies.runs_root(st, storage)) if confirm else None
@@ -151,11 +154,15 @@ def analyse(
     status: Callable[[str], None] = lambda s: None,
     include: Sequence[int] = (),
 ) -> Analysis:
-    """``nas.study.analysis.analyse``, after training with ``fit`` the confirmation runs of the shown
-    members that are missing at ``confirm`` fresh seeds (runs already stored are reused)."""
+    """``nas.study.analysis.analyse``, after training with ``fit`` the confirmation race of the shown
+    members up to ``confirm`` fresh seeds (runs already stored are reused; an earlier race goes on from
+    where it stood, its looks counted)."""
     if confirm and fit is not None:
-        archs = [TrialInfo.of(t).arch for t in shown_trials(study, include)]
-        search.run_reruns(study, search.confirm_jobs(study, archs, confirm), fit, "confirming the front")
+        space = space_of(study)
+        race = cf.race_of(study, space.training if space is not None else None, confirm)
+        if race is not None:
+            archs = [TrialInfo.of(t).arch for t in shown_trials(study, include)]
+            search.run_race(study, archs, race, fit)
     return analysis.analyse(study, confirm=confirm, measure_again=measure_again, status=status, include=include)
 
 
@@ -183,8 +190,9 @@ def count(n: int) -> str:
 
 _SHORT_VERDICT = {
     BETTER: "better",
-    TIED: "tied",
     WORSE: "worse",
+    EQUIVALENT: "equivalent",
+    INCONCLUSIVE: "inconclusive",
     NOT_PAIRED: "not paired",
     "tie: within noise (not confirmed)": "tie? (1 run)",
     "ahead beyond noise, not confirmed": "ahead? (1 run)",
@@ -223,6 +231,8 @@ def table_rows(a: Analysis, names: Sequence[str], short: bool = False) -> tuple[
         diff = "-" if m.baseline else points_text(m.difference if m.difference is not None else m.unconfirmed)
         if not m.baseline and m.difference is None and m.unconfirmed is not None:
             diff += "\n(1 run)"
+        elif not m.baseline and m.difference is not None and not math.isnan(m.p_positive):
+            diff += f"\nP(>0) {m.p_positive:.2f}"
         lat = f"{m.latency:.3f}\n[{m.latency_low:.3f},\n{m.latency_high:.3f}]" + ("" if m.remeasured else "\nstored")
         dl = (
             "-"

@@ -66,7 +66,7 @@ def test_resuming_with_more_noise_seeds_and_a_confirmation_is_recorded_and_follo
     reopened = optuna.load_study(study_name=first.name, storage=url)  # another command, another process
     assert noise_seed_list(reopened) == [0, 1, 2, 3], "the noise floor trains the new seeds"
     assert stored_space(reopened).training.confirm == 3
-    assert analysis.analyse(reopened, measure_again=False).confirm == 3, "the report judges with the new K"
+    assert analysis.analyse(reopened, measure_again=False).confirm == 6, "the report races the new K, up to 2K"
 
     other = load_space(space_file(tmp_path, training={"noise_seeds": 4, "confirm": 3, "epochs": 5}))
     with pytest.raises(Exception, match="was created from a different search space"):

@@ -13,14 +13,15 @@ import torch
 from nas.core.architecture import Architecture
 from nas.core.stats import (
     BETTER,
-    TIED,
+    EQUIVALENT,
+    INCONCLUSIVE,
     WORSE,
+    label,
     mean_interval,
     median_interval,
     paired_difference,
     seed_sd,
     t_quantile,
-    verdict,
 )
 from nas.measure import cost
 from nas.measure.cost import Ratio, time_against_reference
@@ -66,11 +67,13 @@ def test_mean_and_paired_intervals_against_the_t_formula():
     ys = [0.90, 0.93, 0.92, 0.89]  # every pair 0.01 apart: the shared noise cancels
     d = paired_difference(xs, ys, sd_floor=0.002)
     assert d.mean == pytest.approx(0.01) and d.sd == pytest.approx(0.002), "the floor replaces a chance sd of 0"
-    assert verdict(d) == BETTER and verdict(paired_difference(ys, xs, sd_floor=0.002)) == WORSE
+    assert label(d) == BETTER and label(paired_difference(ys, xs, sd_floor=0.002)) == WORSE
     unpaired = mean_interval(xs).half_width + mean_interval(ys).half_width
     assert d.half_width < unpaired / 5, "pairing is what makes a small difference visible"
-    assert verdict(paired_difference([0.9, 0.95], [0.92, 0.91])) == TIED
-    assert verdict(mean_interval([0.1])) == TIED, "one run never decides"
+    assert label(paired_difference([0.9, 0.95], [0.92, 0.91])) == INCONCLUSIVE, "+-27 points: not a tie"
+    assert label(mean_interval([0.1])) == INCONCLUSIVE, "one run never decides"
+    near = paired_difference([0.9001, 0.9002, 0.9, 0.9001], [0.9, 0.9, 0.9001, 0.9])
+    assert label(near) == EQUIVALENT and label(near, delta=near.high) == INCONCLUSIVE, "inside +-delta, whole"
     with pytest.raises(ValueError):
         paired_difference([1.0], [1.0, 2.0])
 

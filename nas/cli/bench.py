@@ -102,6 +102,44 @@ def bench_pruning_cmd(
         )
 
 
+@bench_app.command("decisions")
+def bench_decisions_cmd(
+    curves: Annotated[Path, Opt(help="Recorded curves (JSON) with paired seeds")] = Path(
+        "spaces/recorded/small-noprune.json"
+    ),
+    replays: Annotated[int, Opt(help="Replays per world")] = 200,
+    worlds: Annotated[str, Opt(help="Comma-separated: recording, null, planted")] = "recording,null,planted",
+    confirm: Annotated[int, Opt(help="Seeds of the first batch (today's rule: all of them)")] = 3,
+    prune: Annotated[bool, Opt("--prune/--no-prune", help="Replay the pruner (eta 3) before the front")] = True,
+    equivalence: Annotated[float, Opt(help="Equivalence margin in points")] = 0.5,
+    out: BenchOut = RUNS_BENCH,
+) -> None:
+    """How often the search's answer is right: the whole decision pipeline (trial order, noise floor,
+    pruning, front, confirmation, labels, the exported best) replayed on the recording and on studies
+    simulated with its noise, with planted effects; today's rule (Bonferroni, K seeds) beside the race
+    (pooled noise, Dunnett, looks spending alpha by halves). No training."""
+    from nas import bench, decisions
+
+    rows = bench.load_recorded(curves)
+    kinds = [k.strip() for k in worlds.split(",") if k.strip()]
+    check_out(out, force=True)  # a folder of bench results: never a file, added to as it is
+    if not 0.0 <= equivalence <= 100.0:
+        raise BadOption("--equivalence", equivalence, "a margin in points from 0 to 100")
+    with console.status("replaying") as status:
+        results, facts = decisions.bench_decisions(
+            rows,
+            replays,
+            kinds=kinds,
+            confirm=confirm,
+            eta=3 if prune else 0,
+            delta=equivalence / 100,
+            status=lambda t: status.update(shown(t)),
+        )
+    _print(decisions.table(results, facts, str(curves), prune))
+    meta = {**facts, "curves": str(curves), "prune": prune, "confirm": confirm, "equivalence_pts": equivalence}
+    _written(*bench.write_results(results, meta, out, "decisions" + ("" if prune else "-noprune")))
+
+
 @bench_app.command("variance")
 def bench_variance_cmd(
     curves: Annotated[

@@ -249,6 +249,12 @@ MAX_CONFIRM = 100  # confirmation seeds per member
 SEED = Setting(int, 0, bounds=(0, MAX_SEED))
 NOISE_SEEDS = Setting(int, 3, bounds=(1, 100), on_resume=True)  # the baseline from this many seeds: the noise floor
 CONFIRM = Setting(int, 0, bounds=(0, MAX_CONFIRM), rule=lambda v: v != 1, rule_text=CONFIRM_RULE, on_resume=True)
+# racing confirmation: ``confirm`` seeds per look, more only for members still inconclusive, up to
+# ``confirm_max`` (0: twice ``confirm``); ``equivalence``: the margin, in points, inside which a member
+# whose whole interval lies is called equivalent to the baseline
+CONFIRM_MAX = Setting(int, 0, bounds=(0, MAX_CONFIRM), on_resume=True, added=True)
+EQUIVALENCE = Setting(float, 0.5, bounds=(0.0, 100.0), on_resume=True, added=True)
+CONFIRMATION = {"confirm": CONFIRM, "confirm_max": CONFIRM_MAX, "equivalence": EQUIVALENCE}
 LR_RULE = dict(bounds=(0.0, 10.0), rule=lambda v: v > 0, rule_text="a learning rate > 0")
 
 # where a trial's network starts (every task): from scratch; from the space's baseline trained once for
@@ -287,12 +293,19 @@ class Training(Section):
     seed: int
     noise_seeds: int
     confirm: int
+    confirm_max: int
+    equivalence: float
     init: str
     init_epochs: int
     init_lr: float | None
     insert: str
     checkpoint: str | None
     pretrained: bool
+
+    @property
+    def race_ceiling(self) -> int:
+        """The most confirmation seeds a member gets (``confirm_max``, by default twice ``confirm``)."""
+        return self.confirm_max or 2 * self.confirm
 
     @property
     def warm(self) -> bool:

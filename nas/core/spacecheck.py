@@ -30,6 +30,15 @@ def parse_training(c: Checker, doc: Mapping, cls: type) -> Any:
             "trained before the trials start from it (an integer >= 1)",
             c.line(raw, "init_epochs") or c.line(raw, "init"),
         )
+    if training.confirm and training.confirm_max and training.confirm_max % training.confirm:
+        c.add(
+            "training.confirm_max",
+            f"{training.confirm_max!r} is not allowed with confirm: {training.confirm}; expected a multiple of it "
+            "(the race adds seeds in batches of confirm) or 0 (twice confirm)",
+            c.line(raw, "confirm_max"),
+        )
+    if training.confirm_max and not training.confirm:
+        c.add("training.confirm_max", "only with confirm >= 2 (the race's first batch)", c.line(raw, "confirm_max"))
     given = [k for k in ("checkpoint", "pretrained") if raw.get(k) not in (None, False)]
     if training.init == "pretrained" and len(given) != 1:
         c.add(

@@ -7,9 +7,10 @@ contains 0 is a tie: it is never reported as a win.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 LEVEL = 0.95
@@ -91,14 +92,102 @@ def paired_difference(
     return mean_interval([x - y for x, y in zip(xs, ys, strict=True)], level, sd_floor)
 
 
-BETTER, TIED, WORSE = "better than the baseline", "tied with the baseline", "worse than the baseline"
+BETTER, WORSE = "better than the baseline", "worse than the baseline"
+EQUIVALENT, INCONCLUSIVE = "equivalent to the baseline", "inconclusive"
+LABELS = (BETTER, WORSE, EQUIVALENT, INCONCLUSIVE)
+EQUIVALENCE = 0.005  # the default margin of equivalence: 0.5 points of accuracy
 
 
-def verdict(difference: Estimate) -> str:
-    """Better/worse only when the interval of the difference excludes 0; otherwise a tie."""
-    if not difference.excludes_zero():
-        return TIED
-    return BETTER if difference.low > 0 else WORSE
+def label(difference: Estimate, delta: float = EQUIVALENCE) -> str:
+    """Four labels from an interval of member - baseline: better or worse when it excludes 0 on that
+    side; equivalent when it lies inside (-delta, +delta) (two one-sided tests: the interval is at least
+    the 1 - 2 alpha one they need); inconclusive otherwise: the data cannot tell yet."""
+    if difference.n < 2 or math.isnan(difference.low):
+        return INCONCLUSIVE
+    if difference.low > 0:
+        return BETTER
+    if difference.high < 0:
+        return WORSE
+    if -delta < difference.low and difference.high < delta:
+        return EQUIVALENT
+    return INCONCLUSIVE
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """The residual sd of an architecture x seed table under the additive model (an effect per
+    architecture plus one per seed, the seed's effect shared by every architecture trained from it), with
+    its degrees of freedom: the noise of one run once its architecture and its seed are accounted for."""
+
+    sd: float
+    dof: int
+    runs: int
+    architectures: int
+
+    def __str__(self) -> str:
+        runs = f"{self.runs} runs of {self.architectures} networks"
+        return f"pooled sd {100 * self.sd:.2f} points ({self.dof} df, {runs})"
+
+
+def pooled_residual(table: Mapping[Hashable, Mapping[Hashable, float]]) -> Pooled | None:
+    """``table[architecture][seed]``: one figure per run; holes allowed (least squares on the additive
+    model, degrees of freedom = runs - rank of the design). None when no degree of freedom is left (a
+    single architecture: its seed effects absorb every run)."""
+    import numpy as np
+
+    cells = [(a, s, float(v)) for a, row in table.items() for s, v in row.items()]
+    archs = sorted({a for a, _, _ in cells}, key=str)
+    seeds = sorted({s for _, s, _ in cells}, key=str)
+    if len(archs) < 2 or not cells:
+        return None
+    ai, si = {a: i for i, a in enumerate(archs)}, {s: i for i, s in enumerate(seeds)}
+    x = np.zeros((len(cells), len(archs) + len(seeds)))
+    y = np.array([v for _, _, v in cells])
+    for r, (a, s, _) in enumerate(cells):
+        x[r, ai[a]] = 1.0
+        x[r, len(archs) + si[s]] = 1.0
+    rank = int(np.linalg.matrix_rank(x))
+    dof = len(cells) - rank
+    if dof < 1:
+        return None
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    rss = float(np.sum((y - x @ beta) ** 2))
+    return Pooled(math.sqrt(rss / dof), dof, len(cells), len(archs))
+
+
+@functools.lru_cache(maxsize=512)
+def dunnett_critical(comparisons: int, dof: float, alpha: float) -> float:
+    """The two-sided critical value c of Dunnett's many-against-one comparison: P(max_i |T_i| <= c) =
+    1 - alpha for ``comparisons`` t statistics on ``dof`` degrees of freedom (inf: normal) that share the
+    control, each pair correlated 0.5 (every member and the baseline on the same seeds). With that
+    correlation Z_i = (W + U_i) / sqrt(2) for independent normals W, U_i, so the coverage is a
+    two-dimensional integral (W by Gauss-Hermite, the sd estimate's chi distribution by its quantiles),
+    solved for c. One comparison: Student's t quantile."""
+    import numpy as np
+    from scipy.optimize import brentq
+    from scipy.stats import chi, norm
+
+    if comparisons < 1 or not 0 < alpha < 1:
+        raise ValueError(f"comparisons must be >= 1 and alpha in (0, 1) (got {comparisons}, {alpha})")
+    if comparisons == 1:
+        return t_quantile(1 - alpha / 2, dof) if math.isfinite(dof) else float(norm.ppf(1 - alpha / 2))
+    w, weights = np.polynomial.hermite_e.hermegauss(96)
+    weights = weights / weights.sum()
+    if math.isfinite(dof):
+        q = (np.arange(2000) + 0.5) / 2000
+        scale = chi.ppf(q, dof) / math.sqrt(dof)  # S = sqrt(chi2_dof / dof), equal weights
+    else:
+        scale = np.ones(1)
+
+    def coverage(c: float) -> float:
+        cs = c * scale[:, None] * math.sqrt(2)  # |W + U| <= c S sqrt(2)
+        inner = norm.cdf(cs - w[None, :]) - norm.cdf(-cs - w[None, :])
+        return float(np.mean((inner**comparisons) @ weights))
+
+    lower = norm.ppf(1 - alpha / 2)
+    bonferroni = 1 - alpha / (2 * comparisons)  # Dunnett's c lies between the unadjusted and this one
+    upper = t_quantile(bonferroni, dof) if math.isfinite(dof) else norm.ppf(bonferroni)
+    return float(brentq(lambda c: coverage(c) - (1 - alpha), 0.9 * lower, 1.1 * upper, xtol=1e-6))
 
 
 def seed_sd(curves: Sequence[Sequence[float]]) -> list[float]:

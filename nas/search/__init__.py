@@ -40,7 +40,7 @@ _PUBLIC = {
     "Fit": "_reruns",
     "make_fit": "_reruns",
     "run_reruns": "_reruns",
-    "confirm_jobs": "_reruns",
+    "run_race": "_reruns",
     # replays of recorded curves (nas bench pruning)
     "Recorded": "_pruning",
     "MOASHA": "_pruning",

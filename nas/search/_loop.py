@@ -460,12 +460,10 @@ class Search:
             release_memory()
 
     def _confirm(self) -> None:
-        k = self.space.training.confirm
-        if k < 1 or self.worker_index != 0:
+        race = cf.race_of(self.study, self.space.training)
+        if race is None or self.worker_index != 0:
             return
         archs = [TrialInfo.of(t).arch for t in front(self.study)]
         self._take_threads()
-        rr.run_reruns(
-            self.study, rr.confirm_jobs(self.study, archs, k), self._fit(), "confirming the front", claim=self.lock.held
-        )
+        rr.run_race(self.study, archs, race, self._fit(), claim=self.lock.held)
         release_memory()

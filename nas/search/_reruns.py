@@ -18,8 +18,9 @@ from typing import Any
 
 import optuna
 
+from nas.core.racing import Race
 from nas.search._study import WORKER
-from nas.study.confirmation import CLAIM, FAILED, baseline_trial, fresh_seeds, key, noise_seed_list, reruns
+from nas.study.confirmation import CLAIM, FAILED, baseline_trial, key, noise_seed_list, reruns
 from nas.study.record import TrialInfo
 
 log = logging.getLogger(__name__)
@@ -107,12 +108,23 @@ def _claimed(holder: Any) -> bool:
     return True
 
 
-def confirm_jobs(study: optuna.Study, archs: Sequence[str], k: int) -> list[tuple[str, int]]:
-    """The baseline first (its runs pair with every member), then the members, seed by seed."""
-    base = baseline_trial(study)
-    first = [TrialInfo.of(base).arch] if base else []
-    order = first + [a for a in archs if a not in first]
-    return [(a, s) for s in fresh_seeds(study, k) for a in order]
+def run_race(
+    study: optuna.Study, archs: Sequence[str], race: Race, fit: Fit, claim: Callable[[], Any] | None = None
+) -> int:
+    """Train the confirmation race of ``archs`` (``nas.core.racing``): the first batch of fresh seeds for
+    every member and the baseline, then further batches only for members still inconclusive, up to the
+    race's ceiling; runs already stored are reused. Stops early when a look's runs cannot be trained
+    here (failed, or claimed by another process). Returns the runs trained."""
+    from nas.study import confirmation as cf
+
+    cf.record_race(study, race)
+    trained = 0
+    while (state := cf.race_state(study, archs, race)) is not None and state.wanted:
+        n = run_reruns(study, state.wanted, fit, "confirming the front", claim)
+        trained += n
+        if n == 0:
+            break
+    return trained
 
 
 def make_fit(

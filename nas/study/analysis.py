@@ -17,7 +17,8 @@ from optuna.trial import TrialState
 
 from nas.core.errors import BadOption, UserError
 from nas.core.pareto import hypervolume
-from nas.core.stats import BETTER
+from nas.core.racing import Race, RaceState
+from nas.core.stats import BETTER, INCONCLUSIVE, LABELS
 from nas.study import confirmation as cf
 from nas.study.confirmation import Member, Noise
 from nas.study.record import TrialInfo, study_attr
@@ -202,10 +203,12 @@ def remeasure(study: optuna.Study, members: Sequence[Member], space: Any) -> lis
 class Analysis:
     members: list[Member]  # the front's members and the baseline, fastest first
     noise: Noise | None
-    confirm: int  # seeds of the confirmation (0: not confirmed)
+    confirm: int  # the race's ceiling: the most confirmation seeds a member may get (0: not confirmed)
     seeds: list[int]
     metric: str = "accuracy"  # the quality objective's name (a detector's: mAP50-95)
     failed: tuple[tuple[int, str, int, str], ...] = ()  # (trial, architecture, seed, why) of failed re-runs
+    race: RaceState | None = None
+    rules: Race | None = None
 
     @property
     def baseline(self) -> Member | None:
@@ -235,21 +238,56 @@ class Analysis:
                 "the baseline before 'nas report --confirm 3' re-trains the front from fresh seeds."
             )
         better = [m for m in others if m.verdict == BETTER]
-        n, judged = self.used_seeds, len(others)  # the family judge() adjusted for: every member shown
-        level = (
-            f"paired 95% intervals, Bonferroni-adjusted for {judged} comparisons"
-            if judged > 1
-            else "paired 95% interval"
+        judged = [m for m in others if m.difference is not None]
+        counts = ", ".join(
+            f"{sum(m.verdict == v for m in judged)} {name}"
+            for v, name in zip(LABELS, ("better", "worse", "equivalent", "inconclusive"), strict=True)
         )
+        seeds = sorted({m.difference.n for m in judged})
+        over = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]}"
+        how = self.method()
         pending = [m.number for m in others if m.difference is None]
         tail = f" Not confirmed yet: trial(s) {', '.join(map(str, pending))}." if pending else ""
-        if not better:
-            return (
-                f"No front member is better than the baseline in {self.metric}: confirmed over {n} fresh seeds, no "
-                f"interval of the difference lies above 0 ({level}).{tail}"
-            )
-        names = ", ".join(f"trial {m.number} ({points_text(m.difference)})" for m in better)
-        return f"Better than the baseline in {self.metric}, confirmed over {n} fresh seeds ({level}): {names}.{tail}"
+        lead = (
+            f"Better than the baseline in {self.metric}: "
+            + ", ".join(f"trial {m.number} ({points_text(m.difference)})" for m in better)
+            + "."
+            if better
+            else f"No front member is better than the baseline in {self.metric}."
+        )
+        return f"{lead} Confirmed over {over} fresh seeds: {counts} ({how}).{self.settle_text()}{tail}"
+
+    def method(self) -> str:
+        """How the labels were reached, in words."""
+        parts = []
+        judged = sum(1 for m in self.members if not m.baseline and m.difference is not None)
+        parts.append("Dunnett-adjusted 95% intervals" + (f" for {judged} members" if judged > 1 else ""))
+        if self.race is not None and self.race.pooled is not None:
+            parts.append(f"pooled noise sd {100 * self.race.pooled.sd:.2f} points on {self.race.pooled.dof} df")
+        if self.race is not None and self.race.looks > 1:
+            parts.append(f"error spent by halves over {self.race.looks} looks")
+        if self.rules is not None:
+            parts.append(f"equivalent: inside ±{100 * self.rules.delta:.2g} points")
+        return "; ".join(parts)
+
+    def settle_text(self) -> str:
+        """What more seeds would likely settle, for the members still inconclusive."""
+        if self.race is None or self.rules is None or self.race.pooled is None:
+            return ""
+        open_ = [m for m in self.members if not m.baseline and m.verdict == INCONCLUSIVE and m.difference is not None]
+        if not open_:
+            return ""
+        family = sum(1 for m in self.members if not m.baseline)
+        needs = []
+        for m in open_:
+            o = self.race.outcomes.get(m.arch)
+            n = self.rules.seeds_to_settle(o, family, self.race.pooled.dof) if o is not None else None
+            needs.append(f"trial {m.number}: " + (f"about {n} seeds" if n else "no number (it sits at the margin)"))
+        if self.race.wanted:
+            left = len(self.race.wanted)
+            return f" The race is not finished ({left} run(s) to train: nas report --confirm {self.confirm})."
+        more = " ..." if len(needs) > 5 else ""
+        return " Would likely settle the inconclusive: " + "; ".join(needs[:5]) + more + "."
 
 
 def points_text(e: Any) -> str:
@@ -275,7 +313,7 @@ def analyse(
     trials = shown_trials(study, include)
     members = [_member(t) for t in trials]
     noise = cf.noise_of(study)
-    k = confirm or _stored_confirm(study)
+    race = cf.race_of(study, space.training if space is not None else None, confirm)
     base = next((m for m in members if m.baseline), None)
     if base is not None:
         members = [
@@ -292,19 +330,15 @@ def analyse(
     if measure_again and space is not None:
         status("re-measuring latency of the front and the baseline, interleaved")
         members = remeasure(study, members, space)
-    if k:
-        members = cf.judge(study, members, k)  # the front recomputed on mean accuracy and latency now
+    state = None
+    if race is not None:
+        members, state = cf.judge(study, members, race)  # the front recomputed on confirmed figures only
     members.sort(key=lambda m: m.latency)
     metric = (study.metric_names or ["accuracy"])[0]
     failed = cf.failed_reruns(study)
     lost = tuple((m.number, m.arch, seed, why) for m in members for seed, why in sorted(failed.get(m.arch, {}).items()))
-    return Analysis(members, noise, k, cf.fresh_seeds(study, k) if k else [], metric, lost)
-
-
-def _stored_confirm(study: optuna.Study) -> int:
-    """The confirmation the search ran (its space's ``training.confirm``; 0: none)."""
-    space = space_of(study)
-    return space.training.confirm if space is not None else 0
+    k = race.ceiling if race is not None else 0
+    return Analysis(members, noise, k, cf.fresh_seeds(study, k) if k else [], metric, lost, state, race)
 
 
 def verdict_text(m: Member) -> str:

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from nas.core.config import NOISE_SEEDS, SEED
-from nas.core.pareto import nondominated_ranks
-from nas.core.stats import Estimate, mean_interval, paired_difference, seed_sd, verdict
+from nas.core.pareto import front_beyond_margin
+from nas.core.racing import Race, RaceState
+from nas.core.stats import EQUIVALENCE, Estimate, mean_interval, seed_sd
 from nas.study.record import StudyDataError, TrialInfo, study_attr
 from nas.study.studies import NOISE_SEEDS_ATTR, SEED_ATTR
 
@@ -168,6 +170,12 @@ class Member:
     latency_diff: tuple[float, float, float] | None = None  # member - baseline in ms: (median, low, high)
     remeasured: bool = False  # latency measured again by the report, beside the baseline
     unconfirmed: Estimate | None = None  # single-run difference to the baseline with the noise floor's interval
+    p_positive: float = math.nan  # P(difference > 0) at the look that judged it
+    trainings: int = 0  # confirmation runs this member has spent
+
+    @property
+    def confirmed(self) -> bool:
+        return self.difference is not None
 
     @property
     def shown_accuracy(self) -> float:
@@ -175,53 +183,108 @@ class Member:
 
 
 NOT_PAIRED = "not confirmed: fewer than 2 seeds shared with the baseline"
+RACE_ATTR = "confirm_race"  # {"batch": seeds per look, fixed by the first confirmation; "ceiling": the most asked}
 
 
-def family_level(comparisons: int, level: float = 0.95) -> float:
-    """Bonferroni: each of ``comparisons`` differences is judged at 1 - (1 - level) / comparisons, so the
-    chance that any member tied with the baseline is called better or worse stays under 1 - level."""
-    return 1 - (1 - level) / max(1, comparisons)
+def race_of(study: optuna.Study, training: Any, ceiling: int = 0) -> Race | None:
+    """The study's race: batches of its first confirmation's size (stored), else of the space's
+    ``confirm``, else of ``ceiling``; up to ``ceiling`` (``nas report --confirm N``), else the most any
+    confirmation asked, else the space's ``confirm_max``. None when nothing asks for a confirmation. A
+    ceiling that is not a multiple of the batch is a ``BadOption`` (the looks are fixed by the batch, so
+    that looking again stays valid)."""
+    from nas.core.errors import BadOption
+
+    stored = study.user_attrs.get(RACE_ATTR)
+    stored = stored if isinstance(stored, dict) else {}
+    confirm = training.confirm if training is not None else 0
+    batch = stored.get("batch") if isinstance(stored.get("batch"), int) else (confirm or ceiling)
+    if not batch or batch < 2:
+        return None
+    own = training.race_ceiling if training is not None and confirm == batch else batch
+    top = ceiling or max(own, int(stored.get("ceiling") or 0))
+    if top < batch or top % batch:
+        raise BadOption(
+            "--confirm",
+            top,
+            f"a multiple of {batch}: study {study.study_name!r} races its confirmation in batches of {batch} seeds",
+        )
+    equivalence = training.equivalence if training is not None else 100 * EQUIVALENCE
+    return Race(batch, top, delta=equivalence / 100, floor=resolution(study))
 
 
-def judge(study: optuna.Study, members: Sequence[Member], k: int) -> list[Member]:
-    """Fill in the confirmed accuracy, the paired difference to the baseline and the verdict of each
-    member, from the stored re-runs at the first K fresh seeds (only seeds that both the member and
-    the baseline have count, so every difference is paired); then mark which members stay on the
-    front recomputed on mean accuracy."""
-    from dataclasses import replace
+def record_race(study: optuna.Study, race: Race) -> None:
+    """Record the race's batch (later looks keep its schedule) and the most seeds asked so far, before
+    its runs are trained."""
+    stored = study.user_attrs.get(RACE_ATTR)
+    stored = stored if isinstance(stored, dict) else {}
+    batch = stored.get("batch") if isinstance(stored.get("batch"), int) else race.batch
+    ceiling = max(race.ceiling, int(stored.get("ceiling") or 0))
+    if stored != {"batch": batch, "ceiling": ceiling}:
+        study.set_user_attr(RACE_ATTR, {"batch": batch, "ceiling": ceiling})
 
-    runs = reruns(study)
+
+def finals(study: optuna.Study) -> dict[str, dict[int, float]]:
+    """architecture -> seed -> final figure of every stored re-run."""
+    return {a: {s: c[-1] for s, c in row.items()} for a, row in reruns(study).items()}
+
+
+def race_state(study: optuna.Study, members: Sequence[str], race: Race) -> RaceState | None:
+    """Where the race of ``members`` (architectures other than the baseline) stands on the stored runs."""
     base = baseline_trial(study)
-    base_runs = runs.get(TrialInfo.of(base).arch, {}) if base else {}
-    seeds = fresh_seeds(study, k)
-    level = family_level(sum(1 for m in members if not m.baseline))
+    if base is None:
+        return None
+    arch = TrialInfo.of(base).arch
+    others = list(dict.fromkeys(m for m in members if m != arch))
+    return race.run(others, arch, finals(study), fresh_seeds(study, race.ceiling))
+
+
+def judge(study: optuna.Study, members: Sequence[Member], race: Race) -> tuple[list[Member], RaceState | None]:
+    """Fill in each member's label from the race on the stored re-runs (``Race``: pooled noise, Dunnett
+    intervals, alpha spent by halves over the looks), its accuracy over the seeds it raced on, and mark
+    the front recomputed on confirmed figures only (a member without them is shown apart)."""
+    state = race_state(study, [m.arch for m in members if not m.baseline], race)
+    if state is None:
+        return list(members), None
+    runs = reruns(study)
+    floor = resolution(study)
+    used = fresh_seeds(study, max(state.spent.values(), default=0))
     out = []
     for m in members:
         mine = runs.get(m.arch, {})
-        have = [s for s in seeds if s in mine]
-        if not have:
-            out.append(m)
+        o = None if m.baseline else state.outcomes.get(m.arch)
+        seeds = list(o.seeds) if o else [s for s in used if s in mine] if m.baseline else []
+        if not seeds:
+            have = [s for s in fresh_seeds(study, race.ceiling) if s in mine]
+            out.append(replace(m, verdict=NOT_PAIRED if have and not m.baseline else m.verdict))
             continue
-        accs = tuple(mine[s][-1] for s in have)
-        paired = [s for s in have if s in base_runs]
-        diff = None
-        if not m.baseline and len(paired) >= 2:
-            diff = paired_difference(
-                [mine[s][-1] for s in paired], [base_runs[s][-1] for s in paired], level, sd_floor=resolution(study)
-            )
+        accs = tuple(mine[s][-1] for s in seeds)
         out.append(
             replace(
                 m,
                 accuracies=accs,
-                accuracy=mean_interval(accs, sd_floor=resolution(study)),
-                difference=diff,
-                seeds=tuple(have),
-                verdict="" if m.baseline else (verdict(diff) if diff is not None else NOT_PAIRED),
+                accuracy=mean_interval(accs, sd_floor=floor),
+                difference=o.difference if o else None,
+                seeds=tuple(seeds),
+                verdict=o.label if o else "",
+                p_positive=o.p_positive if o else math.nan,
+                trainings=len(seeds),
             )
         )
-    points = [(m.shown_accuracy, m.latency if math.isnan(m.second) else m.second) for m in out]
-    ranks = nondominated_ranks(points)
-    return [replace(m, on_front=ranks[i] == 0) for i, m in enumerate(out)]
+    return mark_front(out, race.delta), state
+
+
+def mark_front(members: Sequence[Member], delta: float) -> list[Member]:
+    """The front on confirmed figures only (``pareto.front_beyond_margin`` on mean accuracy and the second
+    objective, the equivalence margin as the margin), among the members with a confirmed accuracy and
+    the baseline; a member without confirmed figures is off this front (shown apart)."""
+    judged = [i for i, m in enumerate(members) if m.accuracy is not None and (m.baseline or m.difference is not None)]
+    points = [(members[i].accuracy.mean, _second(members[i])) for i in judged]
+    on = {judged[k] for k in front_beyond_margin(points, delta)}
+    return [replace(m, on_front=i in on) for i, m in enumerate(members)]
+
+
+def _second(m: Member) -> float:
+    return m.latency if math.isnan(m.second) else m.second
 
 
 def resolution(study: optuna.Study) -> float:

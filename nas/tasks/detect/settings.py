@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nas.core.config import (
-    CONFIRM,
+    CONFIRMATION,
     DATA_COMMON,
     LR_RULE,
     NOISE_SEEDS,
@@ -34,7 +34,7 @@ TRAINING_SCHEMA = {
     "devices": Setting(int, 1, bounds=(1, 1)),  # several processes per trial: use workers
     "seed": SEED,
     "noise_seeds": NOISE_SEEDS,
-    "confirm": CONFIRM,
+    **CONFIRMATION,
     **START,
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import platform
 import statistics
 import time
@@ -959,3 +960,51 @@ def variance_table_rows(tables: list[tuple[str, Any]]) -> Tabled:
     ]
     title = "variance of recordings (points; paired: the same seeds for every architecture; F: seeds as blocks)"
     return Tabled(title, cols, rows, left=("recording",))
+
+
+def decisions_tables(rows: list[dict[str, Any]], facts: dict[str, Any], source: str, prune: bool) -> list[Any]:
+    """The rows of ``nas.decisions.bench_decisions`` as two tables. First, per world and rule: the
+    family-wise false "better" rate with its 95% Wilson interval; per planted effect, "better" over all
+    replays and, in brackets, among the replays whose confirmation judged it; trainings (mean, and the
+    ratio to today's rule in the same world); the regret of the exported best. Second, where the planted
+    winners were lost before any confirmation: pruned, or never among the confirmed members."""
+    from nas.decisions import PLANTED
+
+    wins = [e for e in PLANTED if e > 0]
+    today = {r["world"]: r["trainings"] for r in rows if r["rule"] == "today"}
+    first = []
+    for r in rows:
+        lo, hi = r["false_better_ci"]
+        cells = [r["world"], r["rule"], f"{100 * r['false_better']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"]
+        for e in wins:
+            p, cp = r.get(f"power_{e:+g}"), r.get(f"confirm_power_{e:+g}")
+            cells.append("-" if p is None else f"{100 * p:.0f}% ({'-' if cp is None else f'{100 * cp:.0f}%'})")
+        ratio = r["trainings"] / today[r["world"]] if today.get(r["world"]) else math.nan
+        cells += [f"{r['trainings']:.1f}", f"{ratio:.2f}"]
+        cells.append("-" if r["regret"] is None else f"{r['regret']:.2f} ± {r['regret_sd']:.2f}")
+        first.append(cells)
+    title = (
+        f"decisions replayed {rows[0]['replays']} times per world on {source} "
+        f"({'pruned within noise, eta 3' if prune else 'no pruning'}); noise: seed sd "
+        f"{facts['seed_sd_pts']:.2f}, run sd {facts['run_sd_pts']:.2f}, paired sd {facts['paired_sd_pts']:.2f} "
+        f"points ({facts['dof']} df); {facts['seconds_per_100']:.1f} s per 100 replays"
+    )
+    cols = ["world", "rule", "false better", *(f"{e:+g} sd better (judged)" for e in wins)]
+    cols += ["trainings", "x today", "regret pts"]
+    main = Tabled(title, cols, first, left=("world", "rule"))
+    lost = [
+        [
+            r["world"],
+            r["rule"],
+            *(f"{100 * r[f'stopped_{e:+g}']:.0f}% / {100 * r[f'judged_{e:+g}']:.0f}%" for e in wins),
+        ]
+        for r in rows
+        if r.get(f"stopped_{wins[0]:+g}") is not None
+    ]
+    second = Tabled(
+        "planted winners: pruned / judged by the confirmation (today: the front; race: the front and those near it)",
+        ["world", "rule", *(f"{e:+g} sd" for e in wins)],
+        lost,
+        left=("world", "rule"),
+    )
+    return [main, second] if lost else [main]

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from nas.core.errors import BadOption
-from nas.core.pareto import front_beyond_margin, pareto_front
-from nas.core.racing import Race
+from nas.core.pareto import front_beyond_margin, near_front, pareto_front
+from nas.core.racing import NEAR, Race, near_quota
 from nas.core.stats import BETTER, EQUIVALENCE, WORSE, mean_interval, pooled_residual, seed_sd, t_quantile
 from nas.search import Recorded, replay_moasha, replay_none
 
@@ -194,6 +194,7 @@ class Replay:
     members: list[int]
     today: Verdicts
     race: Verdicts
+    raced: list[int] = field(default_factory=list)  # the race's members: the front and those near it
 
 
 def search_view(w: World, number: int, noise_seeds: int) -> tuple[list[Recorded], list[float]]:
@@ -226,9 +227,18 @@ def planted_stops(rows: list[Recorded], methods: Sequence[Callable[..., Any]], w
 
 
 def replay(
-    rows: list[Recorded], kind: str, number: int, *, confirm: int, noise_seeds: int, eta: int, delta: float
+    rows: list[Recorded],
+    kind: str,
+    number: int,
+    *,
+    confirm: int,
+    noise_seeds: int,
+    eta: int,
+    delta: float,
+    near: float = NEAR,
 ) -> Replay:
-    """One search on world ``number`` of ``kind``: order, noise floor, pruning, front, both rules."""
+    """One search on world ``number`` of ``kind``: order, noise floor, pruning, front, both rules (the
+    race also takes the complete trials within ``near`` paired noise sds of the front)."""
     w = worlds(rows, kind, number)
     k = min(confirm, w.seeds)
     shown, noise = search_view(w, number, noise_seeds)
@@ -239,8 +249,10 @@ def replay(
     members = [a for a in front if a != w.baseline]
     today = today_rule(w, members, k, noise_seeds)
     ceiling = k if kind == "recording" else 2 * k
-    race = race_rule(w, members, k, ceiling, delta, noise_seeds)
-    return Replay(w, completed, members, today, race)
+    margin = near * math.sqrt(2) * noise[-1] if noise else 0.0
+    raced = members + [done.completed[i].number for i in near_front(pts, margin, near_quota(len(members)))]
+    race = race_rule(w, [a for a in raced if a != w.baseline], k, ceiling, delta, noise_seeds)
+    return Replay(w, completed, members, today, race, raced)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -270,7 +282,7 @@ def summarise(replays: Sequence[Replay], rule: str) -> dict[str, Any]:
             want = BETTER if eff > 0 else WORSE
             hits += getattr(r, rule).labels.get(a) == want
             stopped += a not in r.completed
-            judged += a in r.members
+            judged += a in (r.raced if rule == "race" else r.members)
         present = sum(1 for r in replays if eff in r.world.effects.values())
         out[f"power_{eff:+g}"] = hits / present if present else None
         out[f"confirm_power_{eff:+g}"] = hits / judged if judged else None  # among replays that confirmed it
@@ -308,6 +320,7 @@ def bench_decisions(
     noise_seeds: int = 3,
     eta: int = 3,
     delta: float = EQUIVALENCE,
+    near: float = NEAR,
     status: Callable[[str], None] = lambda s: None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every world kind replayed ``replays`` times under both rules; the rows of the table and facts
@@ -326,7 +339,9 @@ def bench_decisions(
         for i in range(replays):
             if i % 20 == 0:
                 status(f"{kind}: replay {i + 1} of {replays}")
-            done.append(replay(rows, kind, i, confirm=confirm, noise_seeds=noise_seeds, eta=eta, delta=delta))
+            done.append(
+                replay(rows, kind, i, confirm=confirm, noise_seeds=noise_seeds, eta=eta, delta=delta, near=near)
+            )
         for rule in ("today", "race"):
             out.append(
                 {"world": kind, **summarise(done, rule), "members": statistics.fmean(len(r.members) for r in done)}
@@ -341,41 +356,3 @@ def bench_decisions(
         "t_today": t_quantile(0.975, confirm - 1),
     }
     return out, facts
-
-
-def table(rows: list[dict[str, Any]], facts: dict[str, Any], source: str, prune: bool) -> Any:
-    """The rows of ``bench_decisions`` as a ``nas.bench.Tabled``: per world and rule, the family-wise
-    false "better" rate with its 95% Wilson interval; per planted effect, "better" over all replays and
-    among the replays that confirmed it, and how often it reached the front or was pruned; trainings
-    (mean, max, and the ratio to today's rule in the same world); the regret of the exported best."""
-    from nas.bench import Tabled
-
-    cols = ["world", "rule", "false better (95%)"]
-    cols += [f"{e:+g} sd: better / confirmed / on front / pruned" for e in PLANTED if e > 0]
-    cols += ["trainings (max)", "x today", "regret pts (sd)"]
-    today = {r["world"]: r["trainings"] for r in rows if r["rule"] == "today"}
-    out = []
-    for r in rows:
-        lo, hi = r["false_better_ci"]
-        cells = [r["world"], r["rule"], f"{100 * r['false_better']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"]
-        for e in (e for e in PLANTED if e > 0):
-            if r.get(f"power_{e:+g}") is None:
-                cells.append("-")
-                continue
-            cp = r[f"confirm_power_{e:+g}"]
-            cells.append(
-                f"{100 * r[f'power_{e:+g}']:.0f}% / "
-                + ("-" if cp is None else f"{100 * cp:.0f}%")
-                + f" / {100 * r[f'judged_{e:+g}']:.0f}% / {100 * r[f'stopped_{e:+g}']:.0f}%"
-            )
-        ratio = r["trainings"] / today[r["world"]] if today.get(r["world"]) else math.nan
-        cells += [f"{r['trainings']:.1f} ({r['trainings_max']})", f"{ratio:.2f}"]
-        cells.append("-" if r["regret"] is None else f"{r['regret']:.2f} ({r['regret_sd']:.2f})")
-        out.append(cells)
-    title = (
-        f"decisions replayed {rows[0]['replays']} times per world on {source} "
-        f"({'pruned: multi-objective successive halving within noise' if prune else 'no pruning'}); noise: seed sd "
-        f"{facts['seed_sd_pts']:.2f}, run sd {facts['run_sd_pts']:.2f}, paired sd {facts['paired_sd_pts']:.2f} points "
-        f"({facts['dof']} df); {facts['seconds_per_100']:.1f} s per 100 replays"
-    )
-    return Tabled(title, cols, out, left=("world", "rule"))

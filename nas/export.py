@@ -37,16 +37,21 @@ def pick_best(
     In a confirmed study the front and the accuracies are the confirmed ones (means over the fresh
     seeds, the front recomputed on them), as ``nas report`` shows them: a single lucky run is not
     "the best"; the reason then carries the member's verdict against the baseline."""
-    from nas.study.analysis import analyse, verdict_text
+    from nas.study.analysis import analyse, latency_objective, verdict_text
     from nas.study.studies import front
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     a = analyse(study, measure_again=False)
     if a.confirmed:
         members = [(trials[m.number], m.shown_accuracy, m.latency, m) for m in a.members if m.on_front]
-        kind = f"confirmed front member(s) (mean accuracy over {len(a.seeds)} fresh seeds)"
+        n = sorted({m.accuracy.n for *_, m in members if m.accuracy is not None})
+        over = f"{n[0]}" if len(n) == 1 else f"{n[0]} to {n[-1]}"
+        kind = f"confirmed front member(s) (mean accuracy over {over} fresh seeds)"
     else:
-        members = [(t, t.values[0], _latency_of(t), None) for t in front(study)]  # latency, whatever objective 2 is
+        # latency, whatever objective 2 is: the objective itself where it is latency (the stored attribute
+        # is rounded, and a budget given as the front's own figure must admit it)
+        exact = latency_objective(study)
+        members = [(t, t.values[0], t.values[1] if exact else _latency_of(t), None) for t in front(study)]
         kind = "front member(s)"
     if not members:
         raise ExportError(f"study {study.study_name!r} has no complete feasible trial yet; nothing to export")

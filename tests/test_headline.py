@@ -56,7 +56,7 @@ def test_a_member_judged_alone_is_better_at_a_plain_paired_95_percent_interval()
     a = analysis(BASE, member(1, difference=diff(0.03, 0.01), verdict=BETTER))
     assert a.headline() == (
         "Better than the baseline in accuracy: trial 1 (+3.0 ± 1.0 pts). Confirmed over 3 fresh seeds: 1 better, "
-        "0 worse, 0 equivalent, 0 inconclusive (Dunnett-adjusted 95% intervals)."
+        "0 worse, 0 equivalent, 0 inconclusive (judged on the validation split; Dunnett-adjusted 95% intervals)."
     )
 
 
@@ -70,8 +70,8 @@ def test_several_judged_members_are_counted_by_label_and_the_better_ones_named()
     )
     assert a.headline() == (
         "Better than the baseline in accuracy: trial 1 (+3.0 ± 1.0 pts), trial 3 (+5.0 ± 2.0 pts). Confirmed over "
-        "4 to 8 fresh seeds: 2 better, 0 worse, 1 equivalent, 1 inconclusive (Dunnett-adjusted 95% intervals for "
-        "4 members)."
+        "4 to 8 fresh seeds: 2 better, 0 worse, 1 equivalent, 1 inconclusive (judged on the validation split; "
+        "Dunnett-adjusted 95% intervals for 4 members)."
     )
 
 
@@ -80,7 +80,7 @@ def test_no_member_better_says_so_with_the_counts_and_the_members_still_unconfir
     worse = member(2, difference=diff(-0.1, 0.02), verdict=WORSE)
     assert analysis(BASE, open_, worse).headline() == (
         "No front member is better than the baseline in accuracy. Confirmed over 3 fresh seeds: 0 better, 1 worse, "
-        "0 equivalent, 1 inconclusive (Dunnett-adjusted 95% intervals for 2 members)."
+        "0 equivalent, 1 inconclusive (judged on the validation split; Dunnett-adjusted 95% intervals for 2 members)."
     )
     line = analysis(BASE, open_, member(2, verdict=NOT_PAIRED)).headline()
     assert line.endswith("Not confirmed yet: trial(s) 2.") and "1 inconclusive" in line

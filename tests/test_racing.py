@@ -127,3 +127,25 @@ def test_continuing_a_race_keeps_its_seeds_its_decisions_and_its_looks():
 def test_a_ceiling_off_the_batch_is_refused():
     with pytest.raises(ValueError, match="multiple"):
         Race(3, 5)
+
+
+def test_a_race_judges_on_the_held_out_split_only_when_every_run_has_its_figure_there():
+    import optuna
+
+    from nas.study import confirmation as cf
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for seed, arch, curve, held in [
+        (1, "a", [0.5, 0.8], 0.79),
+        (1, "b", [0.5, 0.9], 0.86),
+        (2, "a", [0.6, 0.82], None),
+    ]:
+        study.set_user_attr(cf.key(seed, arch), curve)
+        if held is not None:
+            study.set_user_attr(cf.key(seed, arch, cf.HELDOUT), held)
+    figures, split = cf.finals(study)
+    assert split == cf.VALIDATION and figures == {"a": {1: 0.8, 2: 0.82}, "b": {1: 0.9}}, "one run lacks it"
+    study.set_user_attr(cf.key(2, "a", cf.HELDOUT), 0.81)
+    study.set_user_attr(cf.TEST_SIZE_ATTR, 400)
+    assert cf.finals(study) == ({"a": {1: 0.79, 2: 0.81}, "b": {1: 0.86}}, cf.TEST)
+    assert cf.resolution(study, cf.TEST) == 1 / 400 and cf.resolution(study) == 0.0, "val_size not recorded here"

@@ -135,7 +135,8 @@ def bench_decisions_cmd(
             delta=equivalence / 100,
             status=lambda t: status.update(shown(t)),
         )
-    _print(decisions.table(results, facts, str(curves), prune))
+    for t in bench.decisions_tables(results, facts, str(curves), prune):
+        _print(t)
     meta = {**facts, "curves": str(curves), "prune": prune, "confirm": confirm, "equivalence_pts": equivalence}
     _written(*bench.write_results(results, meta, out, "decisions" + ("" if prune else "-noprune")))
 

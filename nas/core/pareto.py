@@ -28,6 +28,22 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return [i for i, r in enumerate(nondominated_ranks(points)) if r == 0]
 
 
+def near_front(points: Sequence[tuple[float, float]], margin: float, most: int) -> list[int]:
+    """Up to ``most`` points off the front that could be on it within ``margin`` of accuracy: every point
+    that dominates one is more accurate by at most ``margin`` (a single noisy run cannot tell them
+    apart); the nearest first (the largest gap to a dominating point, smallest). ``margin`` 0: none."""
+    if margin <= 0 or most < 1:
+        return []
+    on = set(pareto_front(points))
+    gaps = {
+        i: max(a[0] - b[0] for j, a in enumerate(points) if j != i and dominates(a, b))
+        for i, b in enumerate(points)
+        if i not in on
+    }
+    near = sorted((g, i) for i, g in gaps.items() if g <= margin)
+    return [i for _, i in near[:most]]
+
+
 def front_beyond_margin(points: Sequence[tuple[float, float]], margin: float) -> list[int]:
     """The front when accuracies closer than ``margin`` cannot be told apart: a point is dominated by a
     faster one whose accuracy is at most ``margin`` lower (a slower point must be more accurate by more

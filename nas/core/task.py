@@ -223,6 +223,11 @@ class Task:
         re-run needs its curve here)."""
         raise NotImplementedError
 
+    def heldout(self, data: TaskData, model: Any) -> tuple[float, int] | None:
+        """The quality of a fitted ``model`` on the data's held-out split, one the search never selected on
+        (confirmation runs are judged on it), and that split's size; None where the data has none."""
+        return None
+
     def given_start(self, space: SearchSpace, num_classes: int, seed: int) -> tuple[dict[str, Any], str, list[str]]:
         """``init: pretrained``: the plain network's state dict from the space's ``checkpoint`` file (or the
         backbone's published weights), fitted tensor by tensor (``nas.core.checkpoints.fit_state``; what the

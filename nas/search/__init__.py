@@ -38,6 +38,7 @@ _PUBLIC = {
     "make_sampler": "_samplers",
     # re-runs (noise floor, confirmation)
     "Fit": "_reruns",
+    "Rerun": "_reruns",
     "make_fit": "_reruns",
     "run_reruns": "_reruns",
     "run_race": "_reruns",

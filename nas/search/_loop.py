@@ -41,7 +41,7 @@ from nas.study.analysis import slow_line, slow_trials
 from nas.study.record import TrialInfo, counts_as_evaluation, holds_architecture
 from nas.study.storage import Heartbeat
 from nas.study.stores import ARTIFACTS_DIR, folder_elsewhere, leftovers, open_store, study_store
-from nas.study.studies import count_states, front, storage_of, stored_trial, trial_id
+from nas.study.studies import count_states, storage_of, stored_trial, trial_id
 
 log = logging.getLogger(__name__)
 MAX_FAILURES = 10  # a run stops once this many trials (or --trials, if more) have failed
@@ -463,7 +463,7 @@ class Search:
         race = cf.race_of(self.study, self.space.training)
         if race is None or self.worker_index != 0:
             return
-        archs = [TrialInfo.of(t).arch for t in front(self.study)]
+        archs = [TrialInfo.of(t).arch for t in cf.race_trials(self.study)]
         self._take_threads()
         rr.run_race(self.study, archs, race, self._fit(), claim=self.lock.held)
         release_memory()

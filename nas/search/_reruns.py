@@ -14,13 +14,14 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
 from nas.core.racing import Race
 from nas.search._study import WORKER
-from nas.study.confirmation import CLAIM, FAILED, baseline_trial, key, noise_seed_list, reruns
+from nas.study.confirmation import CLAIM, FAILED, HELDOUT, TEST_SIZE_ATTR, baseline_trial, key, noise_seed_list, reruns
 from nas.study.record import TrialInfo
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,17 @@ def pending_noise_runs(study: optuna.Study) -> list[tuple[str, int]]:
     return [(arch, s) for s in noise_seed_list(study)[1:] if s not in done]
 
 
-Fit = Callable[[str, int, str], list[float]]  # (architecture, seed, why) -> validation curve
+@dataclass(frozen=True)
+class Rerun:
+    """What a re-run gives: its validation curve and, where the data has a held-out split, its final
+    model's quality there."""
+
+    curve: list[float]
+    heldout: float | None = None
+    heldout_size: int = 0  # images of the held-out split
+
+
+Fit = Callable[[str, int, str], Rerun]  # (architecture, seed, why) -> the run
 
 
 def run_reruns(
@@ -63,7 +74,7 @@ def run_reruns(
                 continue
             study.set_user_attr(key(seed, arch, CLAIM), f"{WORKER}@{int(time.time())}")
         try:
-            curve = fit(arch, seed, why)
+            run = fit(arch, seed, why)
         except (KeyboardInterrupt, SystemExit):
             study.set_user_attr(key(seed, arch, CLAIM), None)  # released: a later run takes it
             raise
@@ -78,7 +89,11 @@ def run_reruns(
             study.set_user_attr(key(seed, arch, FAILED), {"reason": reason[:1000], "by": WORKER})
             study.set_user_attr(key(seed, arch, CLAIM), None)
             continue
-        study.set_user_attr(key(seed, arch), [round(float(c), 6) for c in curve])
+        if run.heldout is not None:  # first: a run whose curve is stored always has its held-out figure
+            if run.heldout_size and TEST_SIZE_ATTR not in attrs:
+                study.set_user_attr(TEST_SIZE_ATTR, run.heldout_size)
+            study.set_user_attr(key(seed, arch, HELDOUT), round(float(run.heldout), 6))
+        study.set_user_attr(key(seed, arch), [round(float(c), 6) for c in run.curve])
         study.set_user_attr(key(seed, arch, CLAIM), None)  # done: the result stands for itself
         if study.user_attrs.get(key(seed, arch, FAILED)):
             study.set_user_attr(key(seed, arch, FAILED), None)  # an earlier failure, now trained
@@ -165,6 +180,7 @@ def make_fit(
         )
         if len(result.curve) < epochs:
             raise RuntimeError(f"training stopped after {len(result.curve)} of {epochs} epochs")
-        return result.curve
+        held = task.heldout(data, result.model)
+        return Rerun(list(result.curve), *(held or (None, 0)))
 
     return fit

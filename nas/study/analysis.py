@@ -125,14 +125,17 @@ def _member(t: optuna.trial.FrozenTrial) -> Member:
     )
 
 
-def _latency_objective(study: optuna.Study) -> bool:
-    return list(study_attr(study, "objectives", list, ["accuracy", "latency"]))[1:] == ["latency"]
+def latency_objective(study: optuna.Study) -> bool:
+    """The study's second objective is latency (its recorded objectives, else its metric names)."""
+    names = study.metric_names
+    default = ["accuracy", "latency" if not names or names[1:] == ["latency_ms"] else str(names[1])]
+    return list(study_attr(study, "objectives", list, default))[1:] == ["latency"]
 
 
 def shown_trials(study: optuna.Study, include: Sequence[int] = ()) -> list[optuna.trial.FrozenTrial]:
-    """The front's trials, the baseline (every figure is read against it) and the complete trials
-    numbered in ``include``, each once."""
-    trials = list(front(study))
+    """The trials the confirmation races (the front and those near it: ``race_trials``), the baseline
+    (every figure is read against it) and the complete trials numbered in ``include``, each once."""
+    trials = list(cf.race_trials(study))
     base = baseline_trial(study)
     extra = ([base] if base is not None else []) + [get_complete(study, n) for n in include]
     for t in extra:
@@ -172,7 +175,7 @@ def remeasure(study: optuna.Study, members: Sequence[Member], space: Any) -> lis
     reference = space.task.build(space, space.baseline(), classes, init_seed=0)
     meter = PairedMeter(target, reference, space.in_chans)
     ref_ms = reference_latency_ms(study, target, str(space.baseline()), lambda: meter.reference_ms)
-    objective = _latency_objective(study)
+    objective = latency_objective(study)
     ratios = meter.ratios([space.task.build(space, Architecture.parse(m.arch), classes, init_seed=0) for m in members])
     base_i = next((i for i, m in enumerate(members) if m.baseline), None)
     out = []
@@ -209,6 +212,7 @@ class Analysis:
     failed: tuple[tuple[int, str, int, str], ...] = ()  # (trial, architecture, seed, why) of failed re-runs
     race: RaceState | None = None
     rules: Race | None = None
+    split: str = "validation"  # what the confirmed figures were measured on (nas.study.confirmation.finals)
 
     @property
     def baseline(self) -> Member | None:
@@ -259,7 +263,7 @@ class Analysis:
 
     def method(self) -> str:
         """How the labels were reached, in words."""
-        parts = []
+        parts = [f"judged on the {self.split} split"]
         judged = sum(1 for m in self.members if not m.baseline and m.difference is not None)
         parts.append("Dunnett-adjusted 95% intervals" + (f" for {judged} members" if judged > 1 else ""))
         if self.race is not None and self.race.pooled is not None:
@@ -330,15 +334,15 @@ def analyse(
     if measure_again and space is not None:
         status("re-measuring latency of the front and the baseline, interleaved")
         members = remeasure(study, members, space)
-    state = None
+    state, split = None, cf.VALIDATION
     if race is not None:
-        members, state = cf.judge(study, members, race)  # the front recomputed on confirmed figures only
+        members, state, split = cf.judge(study, members, race)  # the front recomputed on confirmed figures only
     members.sort(key=lambda m: m.latency)
     metric = (study.metric_names or ["accuracy"])[0]
     failed = cf.failed_reruns(study)
     lost = tuple((m.number, m.arch, seed, why) for m in members for seed, why in sorted(failed.get(m.arch, {}).items()))
     k = race.ceiling if race is not None else 0
-    return Analysis(members, noise, k, cf.fresh_seeds(study, k) if k else [], metric, lost, state, race)
+    return Analysis(members, noise, k, cf.fresh_seeds(study, k) if k else [], metric, lost, state, race, split)
 
 
 def verdict_text(m: Member) -> str:

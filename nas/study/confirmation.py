@@ -21,12 +21,12 @@ from optuna.trial import TrialState
 
 from nas.core.config import NOISE_SEEDS, SEED
 from nas.core.pareto import front_beyond_margin
-from nas.core.racing import Race, RaceState
+from nas.core.racing import NEAR, Race, RaceState, near_quota
 from nas.core.stats import EQUIVALENCE, Estimate, mean_interval, seed_sd
 from nas.study.record import StudyDataError, TrialInfo, study_attr
 from nas.study.studies import NOISE_SEEDS_ATTR, SEED_ATTR
 
-RERUN, CLAIM, FAILED = "rerun:", "claim:", "rerun_failed:"
+RERUN, CLAIM, FAILED, HELDOUT = "rerun:", "claim:", "rerun_failed:", "heldout:"
 FRESH_OFFSET = 1  # confirmation seeds: seed + 1, seed + 2, ... (never the seed the search selected with)
 
 
@@ -209,7 +209,7 @@ def race_of(study: optuna.Study, training: Any, ceiling: int = 0) -> Race | None
             f"a multiple of {batch}: study {study.study_name!r} races its confirmation in batches of {batch} seeds",
         )
     equivalence = training.equivalence if training is not None else 100 * EQUIVALENCE
-    return Race(batch, top, delta=equivalence / 100, floor=resolution(study))
+    return Race(batch, top, delta=equivalence / 100)
 
 
 def record_race(study: optuna.Study, race: Race) -> None:
@@ -223,41 +223,79 @@ def record_race(study: optuna.Study, race: Race) -> None:
         study.set_user_attr(RACE_ATTR, {"batch": batch, "ceiling": ceiling})
 
 
-def finals(study: optuna.Study) -> dict[str, dict[int, float]]:
-    """architecture -> seed -> final figure of every stored re-run."""
-    return {a: {s: c[-1] for s, c in row.items()} for a, row in reruns(study).items()}
+VALIDATION, TEST = "validation", "held-out test"
+TEST_SIZE_ATTR = "test_size"  # images of the held-out split, recorded with the first held-out figure
+Figures = dict[str, dict[int, float]]
+
+
+def race_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials a confirmation races: the front, and up to half as many complete trials off it whose
+    single run is within one paired noise sd (sqrt 2 x the noise floor) of every trial that dominates
+    them (the nearest first): one noisy run cannot put them behind, and ``nas bench decisions`` measured
+    that taking them finds a planted winner more often for fewer than twice the trainings."""
+    from nas.study.studies import front, near_front_trials
+
+    members = front(study)
+    noise = noise_of(study)
+    if noise is None or noise.final <= 0:
+        return members
+    others = sum(1 for t in members if not TrialInfo.of(t).baseline)
+    return members + near_front_trials(study, NEAR * math.sqrt(2) * noise.final, near_quota(others))
+
+
+def finals(study: optuna.Study) -> tuple[dict[str, dict[int, float]], str]:
+    """architecture -> seed -> the figure every stored re-run is judged on, and which split that is: the
+    held-out split where every re-run has its figure there (the search selected on validation, so
+    judging on it would reuse the images the front was chosen by); validation otherwise (runs stored
+    before held-out figures were recorded, or data without a held-out split)."""
+    runs = reruns(study)
+    held: dict[str, dict[int, float]] = {}
+    for k, v in study.user_attrs.items():
+        if k.startswith(HELDOUT) and isinstance(v, (int, float)) and not isinstance(v, bool):
+            seed, arch = _seed_arch(study, k, HELDOUT)
+            held.setdefault(arch, {})[seed] = float(v)
+    if runs and all(s in held.get(a, {}) for a, row in runs.items() for s in row):
+        return {a: {s: held[a][s] for s in row} for a, row in runs.items()}, TEST
+    return {a: {s: c[-1] for s, c in row.items()} for a, row in runs.items()}, VALIDATION
 
 
 def race_state(study: optuna.Study, members: Sequence[str], race: Race) -> RaceState | None:
     """Where the race of ``members`` (architectures other than the baseline) stands on the stored runs."""
+    return _race(study, members, race)[0]
+
+
+def _race(study: optuna.Study, members: Sequence[str], race: Race) -> tuple[RaceState | None, Figures, str]:
+    """The race's state, the figures it judged and their split (its floor: one image of that split)."""
     base = baseline_trial(study)
+    figures, split = finals(study)
     if base is None:
-        return None
+        return None, figures, split
     arch = TrialInfo.of(base).arch
     others = list(dict.fromkeys(m for m in members if m != arch))
-    return race.run(others, arch, finals(study), fresh_seeds(study, race.ceiling))
+    race = replace(race, floor=resolution(study, split))
+    return race.run(others, arch, figures, fresh_seeds(study, race.ceiling)), figures, split
 
 
-def judge(study: optuna.Study, members: Sequence[Member], race: Race) -> tuple[list[Member], RaceState | None]:
+def judge(study: optuna.Study, members: Sequence[Member], race: Race) -> tuple[list[Member], RaceState | None, str]:
     """Fill in each member's label from the race on the stored re-runs (``Race``: pooled noise, Dunnett
-    intervals, alpha spent by halves over the looks), its accuracy over the seeds it raced on, and mark
-    the front recomputed on confirmed figures only (a member without them is shown apart)."""
-    state = race_state(study, [m.arch for m in members if not m.baseline], race)
+    intervals, alpha spent by halves over the looks), its accuracy over the seeds it raced on (on the
+    split the race judged: ``finals``), and mark the front recomputed on confirmed figures only (a member
+    without them is shown apart). Returns the members, the race's state and the split judged on."""
+    state, figures, split = _race(study, [m.arch for m in members if not m.baseline], race)
     if state is None:
-        return list(members), None
-    runs = reruns(study)
-    floor = resolution(study)
+        return list(members), None, split
+    floor = resolution(study, split)
     used = fresh_seeds(study, max(state.spent.values(), default=0))
     out = []
     for m in members:
-        mine = runs.get(m.arch, {})
+        mine = figures.get(m.arch, {})
         o = None if m.baseline else state.outcomes.get(m.arch)
         seeds = list(o.seeds) if o else [s for s in used if s in mine] if m.baseline else []
         if not seeds:
             have = [s for s in fresh_seeds(study, race.ceiling) if s in mine]
             out.append(replace(m, verdict=NOT_PAIRED if have and not m.baseline else m.verdict))
             continue
-        accs = tuple(mine[s][-1] for s in seeds)
+        accs = tuple(mine[s] for s in seeds)
         out.append(
             replace(
                 m,
@@ -270,7 +308,7 @@ def judge(study: optuna.Study, members: Sequence[Member], race: Race) -> tuple[l
                 trainings=len(seeds),
             )
         )
-    return mark_front(out, race.delta), state
+    return mark_front(out, race.delta), state, split
 
 
 def mark_front(members: Sequence[Member], delta: float) -> list[Member]:
@@ -287,9 +325,9 @@ def _second(m: Member) -> float:
     return m.latency if math.isnan(m.second) else m.second
 
 
-def resolution(study: optuna.Study) -> float:
-    """One validation image's share of accuracy (0 where the study does not record its split)."""
-    n = study.user_attrs.get("val_size")
+def resolution(study: optuna.Study, split: str = "validation") -> float:
+    """One image's share of accuracy on ``split`` (0 where the study does not record that split's size)."""
+    n = study.user_attrs.get("val_size" if split == VALIDATION else TEST_SIZE_ATTR)
     return 1.0 / n if isinstance(n, int) and n > 0 else 0.0
 
 

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.core.config import SpaceError
 from nas.core.errors import BadOption, UserError
 from nas.core.names import folder_of
-from nas.core.pareto import pareto_front
+from nas.core.pareto import near_front, pareto_front
 from nas.study.record import StudyDataError, TrialInfo, study_attr
 from nas.study.storage import RetryingStorage, open_storage
 
@@ -86,11 +86,11 @@ def count_states(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
-def front(
+def _candidates(
     study: optuna.Study, snapshot: list[optuna.trial.FrozenTrial] | None = None
-) -> list[optuna.trial.FrozenTrial]:
-    """Non-dominated feasible complete trials (duplicates collapsed to their first trial), of the study
-    as it is now or of ``snapshot`` (its trials read once, by a caller that decides on the same list)."""
+) -> tuple[list[optuna.trial.FrozenTrial], list[tuple[float, float]]]:
+    """Feasible complete trials (duplicates collapsed to their first trial) and their (quality, cost)
+    points, quality maximised and cost minimised."""
     trials = [
         t
         for t in (study.get_trials(deepcopy=False) if snapshot is None else snapshot)
@@ -99,8 +99,23 @@ def front(
         and all(v <= 0 for v in t.constraints.values())
     ]
     signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
-    points = [(signs[0] * t.values[0], -signs[1] * t.values[1]) for t in trials]
+    return trials, [(signs[0] * t.values[0], -signs[1] * t.values[1]) for t in trials]
+
+
+def front(
+    study: optuna.Study, snapshot: list[optuna.trial.FrozenTrial] | None = None
+) -> list[optuna.trial.FrozenTrial]:
+    """Non-dominated feasible complete trials (duplicates collapsed to their first trial), of the study
+    as it is now or of ``snapshot`` (its trials read once, by a caller that decides on the same list)."""
+    trials, points = _candidates(study, snapshot)
     return sorted((trials[i] for i in pareto_front(points)), key=lambda t: t.values[1])
+
+
+def near_front_trials(study: optuna.Study, margin: float, most: int) -> list[optuna.trial.FrozenTrial]:
+    """Up to ``most`` complete trials off the front whose single run is within ``margin`` of quality of
+    every trial that dominates it (``pareto.near_front``): one noisy run cannot put them behind."""
+    trials, points = _candidates(study)
+    return [trials[i] for i in near_front(points, margin, most)]
 
 
 def load_from(study_name: str | None, storage: str) -> optuna.Study:

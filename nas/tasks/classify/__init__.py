@@ -66,6 +66,23 @@ class Classify(FolderTask):
         training = space.training.replace(devices=1) if single_process else space.training
         return fit(arch, seed, data.handle, training, num_classes, space.in_chans, epochs, log_dir, hooks, start)
 
+    def heldout(self, data: TaskData, model: Any) -> tuple[float, int] | None:
+        """Top-1 accuracy on the data's test split (the embedded digits' ``test`` images), in float32."""
+        import torch
+
+        test = getattr(data.handle, "test_set", None)
+        if model is None or test is None or len(test) == 0:
+            return None
+        device = next(model.parameters()).device
+        was = model.training
+        model.eval()
+        right = 0
+        with torch.no_grad():
+            for x, y in data.handle.test_dataloader():
+                right += int((model(x.to(device).float()).argmax(1) == y.to(device)).sum())
+        model.train(was)
+        return right / len(test), len(test)
+
     def describe(self, space: Any) -> SpaceTable:
         from nas.tasks.classify import backbone as bb
 

@@ -1002,7 +1002,8 @@ def decisions_tables(rows: list[dict[str, Any]], facts: dict[str, Any], source: 
         if r.get(f"stopped_{wins[0]:+g}") is not None
     ]
     second = Tabled(
-        "planted winners: pruned / judged by the confirmation (today: the front; race: the front and those near it)",
+        "planted winners: pruned / judged by the confirmation (today: the front; race: the front"
+        + (f" and the trials within {facts['near']:g} paired noise sd of it)" if facts.get("near") else ")"),
         ["world", "rule", *(f"{e:+g} sd" for e in wins)],
         lost,
         left=("world", "rule"),

@@ -11,8 +11,9 @@ confirmation rules run on the same draws (common random numbers), side by side:
 - ``today``: the rule before racing: K seeds, each member's paired t-interval on K - 1 degrees of
   freedom, Bonferroni over the members; better / tied / worse; best = most accurate on the front of means.
 - ``race``: ``nas.core.racing.Race``: pooled noise, Dunnett, looks spending alpha by halves, up to 2K
-  seeds for the members still inconclusive; four labels; best = most accurate on the front beyond the
-  equivalence margin.
+  seeds for the members still inconclusive (with ``near`` > 0 also the complete trials within ``near``
+  paired noise sds of the front, as ``training.confirm_near``); four labels; best = most accurate on
+  the front of the confirmed means.
 
 Worlds:
 
@@ -40,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from nas.core.errors import BadOption
-from nas.core.pareto import front_beyond_margin, near_front, pareto_front
-from nas.core.racing import NEAR, Race, near_quota
+from nas.core.pareto import near_front, pareto_front
+from nas.core.racing import Race, near_quota
 from nas.core.stats import BETTER, EQUIVALENCE, WORSE, mean_interval, pooled_residual, seed_sd, t_quantile
 from nas.search import Recorded, replay_moasha, replay_none
 
@@ -182,7 +183,7 @@ def race_rule(world: World, members: list[int], k: int, ceiling: int, delta: flo
     labels = {m: state.outcomes[str(m)].label for m in members}
     cand = [base, *members]
     means = {a: statistics.fmean(have[str(a)].values()) for a in cand}
-    front = [cand[i] for i in front_beyond_margin([(means[a], world.rows[a].latency) for a in cand], delta)]
+    front = [cand[i] for i in pareto_front([(means[a], world.rows[a].latency) for a in cand])]
     best = max(front, key=lambda a: (means[a], -world.rows[a].latency))
     return Verdicts(labels, sum(len(v) for v in have.values()) - _floor_runs(len(have[str(base)]), noise_seeds), best)
 
@@ -235,7 +236,7 @@ def replay(
     noise_seeds: int,
     eta: int,
     delta: float,
-    near: float = NEAR,
+    near: float = 0.0,
 ) -> Replay:
     """One search on world ``number`` of ``kind``: order, noise floor, pruning, front, both rules (the
     race also takes the complete trials within ``near`` paired noise sds of the front)."""
@@ -320,7 +321,7 @@ def bench_decisions(
     noise_seeds: int = 3,
     eta: int = 3,
     delta: float = EQUIVALENCE,
-    near: float = NEAR,
+    near: float = 0.0,
     status: Callable[[str], None] = lambda s: None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every world kind replayed ``replays`` times under both rules; the rows of the table and facts
@@ -354,5 +355,6 @@ def bench_decisions(
         "dof": noise.dof,
         "seconds_per_100": 100 * seconds / (replays * len(kinds)),
         "t_today": t_quantile(0.975, confirm - 1),
+        "near": near,
     }
     return out, facts

@@ -44,9 +44,7 @@ def pick_best(
     a = analyse(study, measure_again=False)
     if a.confirmed:
         members = [(trials[m.number], m.shown_accuracy, m.latency, m) for m in a.members if m.on_front]
-        n = sorted({m.accuracy.n for *_, m in members if m.accuracy is not None})
-        over = f"{n[0]}" if len(n) == 1 else f"{n[0]} to {n[-1]}"
-        kind = f"confirmed front member(s) (mean accuracy over {over} fresh seeds)"
+        kind = f"confirmed front member(s) (mean accuracy over {a.seeds_text} fresh seeds)"
     else:
         # latency, whatever objective 2 is: the objective itself where it is latency (the stored attribute
         # is rounded, and a budget given as the front's own figure must admit it)

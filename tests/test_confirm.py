@@ -213,7 +213,7 @@ def test_report_confirm_continues_the_race_and_times_each_member_beside_the_base
     assert {f"rerun:{s}:{arch}" for arch in shown for s in (6, 7)} <= set(after), sorted(after)
     assert set(after) - set(before) <= {f"rerun:{s}:{arch}" for arch in shown for s in range(6, 12)}
     assert all(len(v) == 2 for v in after.values()), "each run trained the search's 2 epochs"
-    assert attrs["confirm_race"] == {"batch": 2, "ceiling": 6}
+    assert attrs["confirm_race"] == {"batch": 2, "ceiling": 6, "horizon": 4}, "futility still looks to 4 seeds"
     lines = r.stdout.splitlines()
     assert lines[0].startswith("No front member is better than the baseline in accuracy. Confirmed over"), lines[0]
 

@@ -67,9 +67,10 @@ def simulate(effects, seeds, rnd, sd_seed=0.01, sd_run=0.01):
     return runs
 
 
-def until_done(race, members, runs):
-    """The race as the search trains it: only the runs it asks for, look by look."""
-    have = {a: {} for a in runs}
+def until_done(race, members, runs, have=None):
+    """The race as the search trains it: only the runs it asks for, look by look (from the runs ``have``
+    stored by an earlier race, when given)."""
+    have = {a: dict(have.get(a, {})) for a in runs} if have else {a: {} for a in runs}
     seeds = list(range(1, race.ceiling + 1))
     while (state := race.run(members, "base", have, seeds)).wanted:
         for a, s in state.wanted:
@@ -115,7 +116,7 @@ def test_continuing_a_race_keeps_its_seeds_its_decisions_and_its_looks():
     effects = {"base": 0.0, "win": 2 * paired, "small": 0.6 * paired, "zero": 0.0}
     runs = simulate(effects, range(1, 13), random.Random(7))
     first, have = until_done(Race(3, 6), ["win", "small", "zero"], runs)
-    later, more = until_done(Race(3, 12), ["win", "small", "zero"], {a: dict(r) for a, r in runs.items()})
+    later, more = until_done(Race(3, 12, horizon=6), ["win", "small", "zero"], runs, have)
     for m, o in first.outcomes.items():
         if o.decided:
             assert later.outcomes[m] == o, "a decided member keeps its label, interval and seeds"
@@ -149,3 +150,12 @@ def test_a_race_judges_on_the_held_out_split_only_when_every_run_has_its_figure_
     study.set_user_attr(cf.TEST_SIZE_ATTR, 400)
     assert cf.finals(study) == ({"a": {1: 0.79, 2: 0.81}, "b": {1: 0.86}}, cf.TEST)
     assert cf.resolution(study, cf.TEST) == 1 / 400 and cf.resolution(study) == 0.0, "val_size not recorded here"
+
+
+def test_near_front_takes_the_nearest_points_every_dominator_beats_by_at_most_the_margin():
+    from nas.core.pareto import near_front
+
+    points = [(0.90, 1.0), (0.95, 2.0), (0.945, 2.5), (0.93, 2.2), (0.80, 3.0), (0.948, 2.1)]
+    # 2 is beaten by 1 (0.005) and 5 (0.003); 3 by 1 (0.02) and 5; 4 by everything; 5 is beaten by 1 (0.002)
+    assert near_front(points, 0.01, 5) == [5, 2], "the nearest first, 3 and 4 beyond the margin"
+    assert near_front(points, 0.01, 1) == [5] and near_front(points, 0.0, 5) == []

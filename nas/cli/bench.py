@@ -112,6 +112,7 @@ def bench_decisions_cmd(
     confirm: Annotated[int, Opt(help="Seeds of the first batch (today's rule: all of them)")] = 3,
     prune: Annotated[bool, Opt("--prune/--no-prune", help="Replay the pruner (eta 3) before the front")] = True,
     equivalence: Annotated[float, Opt(help="Equivalence margin in points")] = 0.5,
+    near: Annotated[float, Opt(help="Also race trials within this many paired noise sds of the front (0: off)")] = 0.0,
     out: BenchOut = RUNS_BENCH,
 ) -> None:
     """How often the search's answer is right: the whole decision pipeline (trial order, noise floor,
@@ -125,6 +126,8 @@ def bench_decisions_cmd(
     check_out(out, force=True)  # a folder of bench results: never a file, added to as it is
     if not 0.0 <= equivalence <= 100.0:
         raise BadOption("--equivalence", equivalence, "a margin in points from 0 to 100")
+    if not 0.0 <= near <= 10.0:
+        raise BadOption("--near", near, "a number of noise sds from 0 to 10")
     with console.status("replaying") as status:
         results, facts = decisions.bench_decisions(
             rows,
@@ -133,12 +136,14 @@ def bench_decisions_cmd(
             confirm=confirm,
             eta=3 if prune else 0,
             delta=equivalence / 100,
+            near=near,
             status=lambda t: status.update(shown(t)),
         )
     for t in bench.decisions_tables(results, facts, str(curves), prune):
         _print(t)
     meta = {**facts, "curves": str(curves), "prune": prune, "confirm": confirm, "equivalence_pts": equivalence}
-    _written(*bench.write_results(results, meta, out, "decisions" + ("" if prune else "-noprune")))
+    stem = "decisions" + ("" if prune else "-noprune") + (f"-near{near:g}" if near else "")
+    _written(*bench.write_results(results, meta, out, stem))
 
 
 @bench_app.command("variance")

@@ -254,7 +254,14 @@ CONFIRM = Setting(int, 0, bounds=(0, MAX_CONFIRM), rule=lambda v: v != 1, rule_t
 # whose whole interval lies is called equivalent to the baseline
 CONFIRM_MAX = Setting(int, 0, bounds=(0, MAX_CONFIRM), on_resume=True, added=True)
 EQUIVALENCE = Setting(float, 0.5, bounds=(0.0, 100.0), on_resume=True, added=True)
-CONFIRMATION = {"confirm": CONFIRM, "confirm_max": CONFIRM_MAX, "equivalence": EQUIVALENCE}
+# complete trials off the front within this many paired noise sds of it also race (0: off)
+CONFIRM_NEAR = Setting(float, 0.0, bounds=(0.0, 10.0), on_resume=True, added=True)
+CONFIRMATION = {
+    "confirm": CONFIRM,
+    "confirm_max": CONFIRM_MAX,
+    "equivalence": EQUIVALENCE,
+    "confirm_near": CONFIRM_NEAR,
+}
 LR_RULE = dict(bounds=(0.0, 10.0), rule=lambda v: v > 0, rule_text="a learning rate > 0")
 
 # where a trial's network starts (every task): from scratch; from the space's baseline trained once for
@@ -295,6 +302,7 @@ class Training(Section):
     confirm: int
     confirm_max: int
     equivalence: float
+    confirm_near: float
     init: str
     init_epochs: int
     init_lr: float | None

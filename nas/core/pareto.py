@@ -44,17 +44,6 @@ def near_front(points: Sequence[tuple[float, float]], margin: float, most: int) 
     return [i for _, i in near[:most]]
 
 
-def front_beyond_margin(points: Sequence[tuple[float, float]], margin: float) -> list[int]:
-    """The front when accuracies closer than ``margin`` cannot be told apart: a point is dominated by a
-    faster one whose accuracy is at most ``margin`` lower (a slower point must be more accurate by more
-    than the margin to earn its place), or by one as fast and more accurate. ``margin`` 0: the front."""
-
-    def beaten(b: tuple[float, float], a: tuple[float, float]) -> bool:
-        return (a[1] < b[1] and a[0] >= b[0] - margin) or (a[1] == b[1] and a[0] > b[0])
-
-    return [i for i, b in enumerate(points) if not any(beaten(b, a) for j, a in enumerate(points) if j != i)]
-
-
 def hypervolume(points: Iterable[tuple[float, float]], reference: tuple[float, float]) -> float:
     """Area dominated by ``points`` (maximise accuracy, minimise latency) and bounded by ``reference``
     = (worst accuracy, worst latency). Points beyond the reference contribute nothing."""

@@ -40,12 +40,11 @@ from nas.core.stats import (
 )
 
 Runs = Mapping[str, Mapping[int, float]]  # architecture -> seed -> final figure
-NEAR = 1.0  # complete trials off the front within this many paired noise sds of it join the race ...
 
 
 def near_quota(members: int) -> int:
-    """... up to half as many as the front has members other than the baseline (rounded up): ``nas bench
-    decisions`` measured that this finds a planted winner more often within twice today's trainings."""
+    """How many complete trials near the front may join a race (``training.confirm_near``): half as many
+    as the front has members other than the baseline, rounded up."""
     return (members + 1) // 2
 
 
@@ -99,7 +98,9 @@ def look_alpha(look: int, alpha: float = 1 - LEVEL) -> float:
 class Race:
     """``batch``: seeds per look (the space's ``confirm``); ``ceiling``: the most seeds any member gets
     (``confirm_max``, a multiple of ``batch``); ``delta``: the equivalence margin; ``floor``: the least
-    sd to assume (one evaluation image's share)."""
+    sd to assume (one evaluation image's share); ``horizon``: the ceiling futility is judged against,
+    fixed when the race first ran, so that continuing a race to a higher ceiling replays its earlier
+    looks exactly (a member stopped for futility stays stopped; those still inconclusive go on)."""
 
     batch: int
     ceiling: int
@@ -107,6 +108,7 @@ class Race:
     delta: float = EQUIVALENCE
     floor: float = 0.0
     futility: bool = True
+    horizon: int = 0  # the seeds futility looks ahead to: the race's first ceiling (0: this ceiling)
 
     def __post_init__(self) -> None:
         if self.batch < 2 or self.ceiling < self.batch or self.ceiling % self.batch:
@@ -149,7 +151,7 @@ class Race:
             crit = dunnett_critical(family, pooled.dof, look_alpha(look, self.alpha)) if pooled else math.nan
             for m in racing:
                 o = self._judge(runs[m], runs[baseline], at, pooled, crit, look)
-                if not o.decided and n < self.ceiling and self.futility and pooled is not None:
+                if not o.decided and n < min(self.ceiling, self.horizon or self.ceiling) and self.futility and pooled:
                     o = replace(o, futile=self._futile(o, family, pooled.dof, look))
                 outcomes[m] = o
         spent = self._spent(members, baseline, outcomes)
@@ -185,15 +187,17 @@ class Race:
 
     def _futile(self, o: Outcome, family: int, dof: int, look: int) -> bool:
         """Would the member stay inconclusive up to the ceiling even if its difference were one standard
-        error further from 0 than measured (an optimistic reading)? Stopping such a member only removes
-        chances to label it, so the error control is untouched; the trainings go to members that can
-        still settle."""
+        error further from 0 than measured, and the pooled noise had the degrees of freedom of every
+        member at the ceiling (an optimistic reading)? Stopping such a member only removes chances to
+        label it, so the error control is untouched; the trainings go to members that can still settle."""
         d = o.difference
         if d is None or math.isnan(d.sd):
             return False
         se = d.sd / math.sqrt(d.n)
-        crit = dunnett_critical(family, max(dof, 1), look_alpha(len(self.sizes()), self.alpha))
-        reach = crit * d.sd / math.sqrt(self.ceiling)  # the half-width at the ceiling
+        top = self.horizon or self.ceiling
+        later = dof * (top - 1) / max(1, d.n - 1)  # an a x n table has (a - 1)(n - 1)
+        crit = dunnett_critical(family, max(later, 1), look_alpha(top // self.batch, self.alpha))
+        reach = crit * d.sd / math.sqrt(top)  # the half-width at the horizon
         optimistic = abs(d.mean) + se
         return reach >= optimistic and reach >= self.delta - max(0.0, abs(d.mean) - se)
 

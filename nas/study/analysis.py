@@ -225,6 +225,12 @@ class Analysis:
         return any(m.difference is not None for m in self.members if not m.baseline)
 
     @property
+    def seeds_text(self) -> str:
+        """How many fresh seeds the confirmed members trained: "3", or "3 to 6" after a race."""
+        n = sorted({m.difference.n for m in self.members if m.difference is not None})
+        return "" if not n else str(n[0]) if len(n) == 1 else f"{n[0]} to {n[-1]}"
+
+    @property
     def used_seeds(self) -> int:
         return max((m.difference.n for m in self.members if m.difference is not None), default=0)
 
@@ -247,8 +253,7 @@ class Analysis:
             f"{sum(m.verdict == v for m in judged)} {name}"
             for v, name in zip(LABELS, ("better", "worse", "equivalent", "inconclusive"), strict=True)
         )
-        seeds = sorted({m.difference.n for m in judged})
-        over = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]}"
+        over = self.seeds_text
         how = self.method()
         pending = [m.number for m in others if m.difference is None]
         tail = f" Not confirmed yet: trial(s) {', '.join(map(str, pending))}." if pending else ""

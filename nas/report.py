@@ -307,7 +307,7 @@ def plot_data(study: optuna.Study, a: Analysis) -> PlotData:
         points.append(Point(m, m.latency, y, low, high, m.latency - m.latency_low, m.latency_high - m.latency, group))
     line = sorted((p.x, p.y) for p in points if p.member.on_front)
     what = (
-        f"confirmed over {a.seeds_text} fresh seeds, 95% intervals"
+        f"confirmed over {a.seeds_text} fresh seeds on the {a.split} split (the others: validation), 95% intervals"
         if a.confirmed
         else (
             f"one run each; bars: ±1 noise sd ({100 * sd:.1f} pts)" if a.noise else "one run each; noise not measured"

@@ -11,7 +11,8 @@ judges every member still racing on the first ``batch * l`` seeds. At each look:
   for the whole family of members (``stats.dunnett_critical``), at the look's share of the error rate;
 - a member whose interval says better, worse or equivalent (inside +-``delta``) stops; one still
   inconclusive gets the next batch of seeds, up to ``ceiling``, unless it is futile: even a difference
-  one standard error further from 0 (or from the margin) than measured would not settle by the ceiling.
+  one standard error further from 0 (or from the margin) than measured would not settle by the race's
+  first ceiling (``horizon``).
 
 Error control under repeated looks: alpha spending by halves, look l at alpha / 2^l (so any number of
 looks spends at most alpha: the union bound over looks, each look's family covered by Dunnett). The
@@ -152,7 +153,7 @@ class Race:
             for m in racing:
                 o = self._judge(runs[m], runs[baseline], at, pooled, crit, look)
                 if not o.decided and n < min(self.ceiling, self.horizon or self.ceiling) and self.futility and pooled:
-                    o = replace(o, futile=self._futile(o, family, pooled.dof, look))
+                    o = replace(o, futile=self._futile(o, family, pooled.dof))
                 outcomes[m] = o
         spent = self._spent(members, baseline, outcomes)
         order = _unique(sorted(wanted, key=lambda p: (p[1], p[0] != baseline)))  # seed by seed, the baseline first
@@ -185,7 +186,7 @@ class Race:
         spent[baseline] = max(spent.values(), default=0)
         return spent
 
-    def _futile(self, o: Outcome, family: int, dof: int, look: int) -> bool:
+    def _futile(self, o: Outcome, family: int, dof: int) -> bool:
         """Would the member stay inconclusive up to the ceiling even if its difference were one standard
         error further from 0 than measured, and the pooled noise had the degrees of freedom of every
         member at the ceiling (an optimistic reading)? Stopping such a member only removes chances to

@@ -330,6 +330,10 @@ def bench_decisions(
         raise BadOption("--replays", replays, "an integer from 1 to 100,000")
     if confirm < 2:
         raise BadOption("--confirm", confirm, "an integer >= 2")
+    if not 0.0 <= delta <= 1.0:
+        raise BadOption("--equivalence", 100 * delta, "a margin in points from 0 to 100")
+    if not 0.0 <= near <= 10.0:
+        raise BadOption("--near", near, "a number of noise sds from 0 to 10")
     bad = [k for k in kinds if k not in WORLDS]
     if bad:
         raise BadOption("--worlds", ",".join(bad), f"some of {', '.join(WORLDS)}")

@@ -124,10 +124,6 @@ def bench_decisions_cmd(
     rows = bench.load_recorded(curves)
     kinds = [k.strip() for k in worlds.split(",") if k.strip()]
     check_out(out, force=True)  # a folder of bench results: never a file, added to as it is
-    if not 0.0 <= equivalence <= 100.0:
-        raise BadOption("--equivalence", equivalence, "a margin in points from 0 to 100")
-    if not 0.0 <= near <= 10.0:
-        raise BadOption("--near", near, "a number of noise sds from 0 to 10")
     with console.status("replaying") as status:
         results, facts = decisions.bench_decisions(
             rows,

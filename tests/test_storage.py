@@ -134,6 +134,28 @@ def test_a_session_that_touched_its_lost_connection_again_is_retried():
     assert waits == [0.2]
 
 
+def test_a_signal_inside_a_storage_call_stops_at_once_instead_of_being_retried():
+    """Ctrl-C (or SIGTERM) while SQLite runs: the handler's exception comes back wrapped as SQLAlchemy's
+    OperationalError inside Optuna's StorageInternalError, which looked like a lost connection: the
+    search retried for about 20 s per write after a Ctrl-C. The stop is raised as itself, with no wait."""
+    from nas.core.signals import Interrupted
+    from nas.study.storage import retry
+
+    def write():
+        try:
+            try:
+                raise Interrupted("SIGINT")
+            except Interrupted as stop:
+                raise OperationalError("UPDATE trials", {}, Exception("interrupted")) from stop
+        except OperationalError as e:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from e
+
+    waits = []
+    with pytest.raises(Interrupted, match="SIGINT"):
+        retry(write, "set_trial_user_attr", attempts=4, sleep=waits.append)
+    assert waits == [], "no retry, no wait"
+
+
 def test_sqlite_locked_by_another_writer_waits_instead_of_failing(tmp_path):
     path = tmp_path / "study.db"
     study = optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{path}"))

@@ -80,6 +80,21 @@ def _transient_at_connect(e: BaseException) -> bool:
     return _transient(e) or isinstance(e, (IntegrityError, ProgrammingError))
 
 
+def interrupt_in(e: BaseException) -> BaseException | None:
+    """The stop asked for by a signal (``signals.Interrupted``, KeyboardInterrupt) that a database error
+    wraps, if one does: a signal handled while the driver ran comes back as the driver's error (SQLite's
+    "interrupted"), which must stop the process, not be retried as a lost connection."""
+    from nas.core.signals import Interrupted
+
+    seen, link = set(), e
+    while link is not None and id(link) not in seen:
+        if isinstance(link, (Interrupted, KeyboardInterrupt)):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return None
+
+
 def cause_of(e: BaseException) -> str:
     """What a storage error came from, for a log line: its class and, when it wraps another error, the
     innermost one's class; then the first line of the innermost message (the database's own words)."""
@@ -112,6 +127,9 @@ def retry(
         try:
             return fn()
         except Exception as e:
+            stop = interrupt_in(e)
+            if stop is not None:  # a Ctrl-C or SIGTERM inside the driver, wrapped as a database error
+                raise stop from None
             if not transient(e):
                 raise
             if attempt == attempts:

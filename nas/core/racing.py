@@ -85,10 +85,6 @@ class RaceState:
     looks: int
     spent: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def finished(self) -> bool:
-        return not self.wanted
-
 
 def look_alpha(look: int, alpha: float = 1 - LEVEL) -> float:
     """The error rate look ``look`` (1-based) may spend: alpha / 2^look, summing to alpha over any number."""
@@ -137,7 +133,7 @@ class Race:
             at = list(seeds[:n])
             racing = []
             for m in members:
-                if m in pending or (m in outcomes and outcomes[m].done) or (look > 1 and m not in outcomes):
+                if m in pending or (m in outcomes and outcomes[m].done):  # waiting, or stopped at a look before
                     continue
                 missing = [(a, s) for s in at for a in (baseline, m) if s not in runs.get(a, {})]
                 if missing:  # this member waits for its runs; the others go on

@@ -59,9 +59,6 @@ class Estimate:
     def half_width(self) -> float:
         return (self.high - self.low) / 2
 
-    def excludes_zero(self) -> bool:
-        return self.n > 1 and (self.low > 0 or self.high < 0)
-
     def __str__(self) -> str:
         return f"{self.mean:.4f}" if self.n < 2 else f"{self.mean:.4f} ± {self.half_width:.4f}"
 

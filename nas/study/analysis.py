@@ -230,10 +230,6 @@ class Analysis:
         n = sorted({m.difference.n for m in self.members if m.difference is not None})
         return "" if not n else str(n[0]) if len(n) == 1 else f"{n[0]} to {n[-1]}"
 
-    @property
-    def used_seeds(self) -> int:
-        return max((m.difference.n for m in self.members if m.difference is not None), default=0)
-
     def headline(self) -> str:
         """The report's first line: the verdict, never stronger than the evidence."""
         if self.baseline is None:

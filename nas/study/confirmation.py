@@ -174,10 +174,6 @@ class Member:
     trainings: int = 0  # confirmation runs this member has spent
 
     @property
-    def confirmed(self) -> bool:
-        return self.difference is not None
-
-    @property
     def shown_accuracy(self) -> float:
         return self.accuracy.mean if self.accuracy is not None else self.search_accuracy
 
@@ -196,14 +192,13 @@ def race_of(study: optuna.Study, training: Any, ceiling: int = 0) -> Race | None
     that looking again stays valid)."""
     from nas.core.errors import BadOption
 
-    stored = study.user_attrs.get(RACE_ATTR)
-    stored = stored if isinstance(stored, dict) else {}
+    stored = _stored_race(study)
     confirm = training.confirm if training is not None else 0
-    batch = stored.get("batch") if isinstance(stored.get("batch"), int) else (confirm or ceiling)
+    batch = stored.get("batch") or confirm or ceiling
     if not batch or batch < 2:
         return None
     own = training.race_ceiling if training is not None and confirm == batch else batch
-    top = ceiling or max(own, int(stored.get("ceiling") or 0))
+    top = ceiling or max(own, stored.get("ceiling", 0))
     if top < batch or top % batch:
         raise BadOption(
             "--confirm",
@@ -211,19 +206,26 @@ def race_of(study: optuna.Study, training: Any, ceiling: int = 0) -> Race | None
             f"a multiple of {batch}: study {study.study_name!r} races its confirmation in batches of {batch} seeds",
         )
     equivalence = training.equivalence if training is not None else 100 * EQUIVALENCE
-    horizon = stored.get("horizon") if isinstance(stored.get("horizon"), int) else top
-    return Race(batch, top, delta=equivalence / 100, horizon=min(horizon, top))
+    return Race(batch, top, delta=equivalence / 100, horizon=min(stored.get("horizon", top), top))
+
+
+def _stored_race(study: optuna.Study) -> dict[str, int]:
+    """The study's record of its race (``RACE_ATTR``), only its whole-number entries."""
+    stored = study.user_attrs.get(RACE_ATTR)
+    stored = stored if isinstance(stored, dict) else {}
+    return {k: v for k, v in stored.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
 def record_race(study: optuna.Study, race: Race) -> None:
     """Record the race's batch (later looks keep its schedule) and the most seeds asked so far, before
     its runs are trained."""
-    stored = study.user_attrs.get(RACE_ATTR)
-    stored = stored if isinstance(stored, dict) else {}
-    batch = stored.get("batch") if isinstance(stored.get("batch"), int) else race.batch
-    ceiling = max(race.ceiling, int(stored.get("ceiling") or 0))
-    horizon = stored.get("horizon") if isinstance(stored.get("horizon"), int) else race.horizon or race.ceiling
-    if stored != (new := {"batch": batch, "ceiling": ceiling, "horizon": horizon}):
+    stored = _stored_race(study)
+    new = {
+        "batch": stored.get("batch", race.batch),
+        "ceiling": max(race.ceiling, stored.get("ceiling", 0)),
+        "horizon": stored.get("horizon", race.horizon or race.ceiling),
+    }
+    if study.user_attrs.get(RACE_ATTR) != new:
         study.set_user_attr(RACE_ATTR, new)
 
 
@@ -242,9 +244,9 @@ def race_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
     members = front(study)
     space = space_of(study)
-    near = getattr(space.training, "confirm_near", 0.0) if space is not None else 0.0
-    noise = noise_of(study)
-    if not near or noise is None or noise.final <= 0:
+    near = space.training.confirm_near if space is not None else 0.0
+    noise = noise_of(study) if near else None
+    if noise is None or noise.final <= 0:
         return members
     others = sum(1 for t in members if not TrialInfo.of(t).baseline)
     return members + near_front_trials(study, near * math.sqrt(2) * noise.final, near_quota(others))
@@ -297,7 +299,10 @@ def judge(study: optuna.Study, members: Sequence[Member], race: Race) -> tuple[l
     for m in members:
         mine = figures.get(m.arch, {})
         o = None if m.baseline else state.outcomes.get(m.arch)
-        seeds = list(o.seeds) if o else [s for s in used if s in mine] if m.baseline else []
+        if m.baseline:
+            seeds = [s for s in used if s in mine]  # as many as the most raced member
+        else:
+            seeds = list(o.seeds) if o else []
         if not seeds:
             have = [s for s in fresh_seeds(study, race.ceiling) if s in mine]
             out.append(replace(m, verdict=NOT_PAIRED if have and not m.baseline else m.verdict))

@@ -95,10 +95,10 @@ def space_file(
     training: dict | None = None,
     **top,
 ) -> Path:
-    """A search space on the embedded digits data (resnet10t at 32x32, one channel, quick latency, two
-    noise seeds), written to ``folder/<name>.yaml``. ``stages`` (stage index -> mechanisms) replaces
-    the default stages; ``data`` and ``training`` change the default sections key by key; any other
-    top-level key (``limits``, ``objectives``, ...) is added as given."""
+    """A search space on the embedded digits data (resnet10t at 32x32, one channel, quick latency: 16
+    paired rounds, not 80; two noise seeds), written to ``folder/<name>.yaml``. ``stages`` (stage index
+    -> mechanisms) replaces the default stages; ``data`` and ``training`` change the default sections
+    key by key; any other top-level key (``limits``, ``objectives``, ...) is added as given."""
     import yaml
 
     doc = {
@@ -116,7 +116,7 @@ def space_file(
         # two noise seeds, not the default three: the floor is measured (a spread needs two), at one
         # baseline fit less per search
         "training": {"epochs": 3, "batch_size": 64, "noise_seeds": 2, **(training or {})},
-        "latency": {"input_size": 32, "repeats": 5, "warmup": 1},
+        "latency": {"input_size": 32, "repeats": 5, "warmup": 1, "rounds": 16},
         **top,
     }
     path = Path(folder) / f"{name}.yaml"

@@ -74,6 +74,25 @@ def test_latency_of_a_real_model_is_positive_and_restores_threads():
     assert torch.get_num_threads() == threads
 
 
+def test_a_space_s_rounds_set_how_long_a_paired_latency_is_timed(monkeypatch):
+    """``latency.rounds``: at least that many interleaved rounds (one ratio each), and at least PAIRED_S
+    per PAIRED_ROUNDS of them in seconds."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU())
+    default = cost.PairedMeter(LatencyTarget(input_size=16, warmup=1), model, 1, reference_ms=1.0)
+    assert len(default.measure(model).ratio.samples) >= cost.PAIRED_ROUNDS == 80
+    asked = {}
+    timer = cost.time_against_reference
+
+    def spy(*args, **kwargs):
+        asked.update(rounds=kwargs["rounds"], seconds=kwargs["seconds"])
+        return timer(*args, **kwargs)
+
+    monkeypatch.setattr(cost, "time_against_reference", spy)
+    few = cost.PairedMeter(LatencyTarget(input_size=16, warmup=1, rounds=12), model, 1, reference_ms=1.0)
+    assert len(few.measure(model).ratio.samples) >= 12
+    assert asked == {"rounds": 12, "seconds": pytest.approx(cost.PAIRED_S * 12 / 80)}
+
+
 def test_collections_inside_a_search_skip_what_was_alive_before_and_still_free_what_the_trial_made():
     import gc
     import weakref

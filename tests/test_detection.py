@@ -40,7 +40,7 @@ positions:
     mechanisms: {none: , simam: , se: {reduction: [4, 16]}}
 training: {epochs: 4, batch_size: 4, lr: 0.003, warmup_epochs: 0.2, noise_seeds: 2}
 objectives: [mAP50-95, latency]
-latency: {device: cpu, threads: 1}
+latency: {device: cpu, threads: 1, rounds: 16}
 """
 
 

@@ -110,8 +110,12 @@ BAD_CASES = [
         ],
     ),
     (
-        GOOD + "latency: {device: gpu}\nlimits: {max_latency_ms: -1}\n",
-        [("latency.device", "'gpu' is not allowed"), ("limits.max_latency_ms", "-1 is not allowed")],
+        GOOD + "latency: {device: gpu, rounds: 4}\nlimits: {max_latency_ms: -1}\n",
+        [
+            ("latency.device", "'gpu' is not allowed"),
+            ("latency.rounds", "4 is not allowed; expected a number from 8 to 100,000"),
+            ("limits.max_latency_ms", "-1 is not allowed"),
+        ],
     ),
     (
         GOOD.replace("simam:", "simam: {placement: replace_conv3x3}"),

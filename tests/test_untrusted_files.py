@@ -27,7 +27,7 @@ positions:
     mechanisms: {{none: , se: {{reduction: 4}}}}
 training: {{epochs: 1, batch_size: 4, lr: 0.003, warmup_epochs: 0.0, noise_seeds: 2}}
 objectives: [mAP50-95, latency]
-latency: {{device: cpu, threads: 1}}
+latency: {{device: cpu, threads: 1, rounds: 16}}
 """
 INJECTED = 'activation: __import__("os").system("echo ran > {marker}") or __import__("torch").nn.SiLU()\n'
 

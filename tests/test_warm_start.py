@@ -340,7 +340,7 @@ positions:
     mechanisms: {{none: , se: {{reduction: 16}}}}
 training: {{epochs: 1, batch_size: 4, init: pretrained, checkpoint: {checkpoint}}}
 objectives: [mAP50-95, latency]
-latency: {{device: cpu, threads: 1}}
+latency: {{device: cpu, threads: 1, rounds: 16}}
 """
 
 

@@ -337,7 +337,8 @@ DATA_COMMON = {"num_workers": Setting(int, 0, bounds=(0, 64))}
 
 
 class Latency(Section):
-    """Where latency is measured: device, batch, input size, threads, warm-up and timed runs."""
+    """Where latency is measured: device, batch, input size, threads, warm-up, timed runs (absolute
+    measurements) and interleaved rounds (paired ones)."""
 
     device: str
     batch_size: int
@@ -345,6 +346,7 @@ class Latency(Section):
     threads: int
     warmup: int
     repeats: int
+    rounds: int
 
 
 LATENCY_SCHEMA = {
@@ -354,6 +356,8 @@ LATENCY_SCHEMA = {
     "threads": Setting(int, 1, bounds=(1, 1_024)),
     "warmup": Setting(int, 5, bounds=(0, 10_000)),
     "repeats": Setting(int, 30, bounds=(1, 100_000)),
+    # paired latency: interleaved rounds at least (each times the candidate and the reference once)
+    "rounds": Setting(int, 80, bounds=(8, 100_000), on_resume=True, added=True),
 }
 
 

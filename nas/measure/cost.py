@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from nas.core.config import LATENCY_SCHEMA as _LATENCY
 from nas.core.errors import BadOption, UserError
 
 T = TypeVar("T")
@@ -200,12 +201,15 @@ def train_step_fn(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:
 
 @dataclass(frozen=True)
 class LatencyTarget:
-    device: str = "cpu"
-    batch_size: int = 1
-    input_size: int = 224
-    threads: int = 1
-    warmup: int = 5  # untimed calls, at least (and at least WARMUP_S seconds of them)
-    repeats: int = 30  # timed calls, at least (and at least BLOCKS x BLOCK_S seconds of them)
+    """Where and how latency is measured; the defaults are a space's (``LATENCY_SCHEMA``)."""
+
+    device: str = _LATENCY["device"].default
+    batch_size: int = _LATENCY["batch_size"].default
+    input_size: int = _LATENCY["input_size"].default
+    threads: int = _LATENCY["threads"].default
+    warmup: int = _LATENCY["warmup"].default  # untimed calls, at least (and at least WARMUP_S seconds of them)
+    repeats: int = _LATENCY["repeats"].default  # timed calls, at least (and BLOCKS x BLOCK_S seconds of them)
+    rounds: int = _LATENCY["rounds"].default  # paired: interleaved rounds, at least (PAIRED_S per PAIRED_ROUNDS)
 
     def key(self) -> str:
         return f"{self.device}/b{self.batch_size}/{self.input_size}px/t{self.threads}"
@@ -323,7 +327,7 @@ def with_threads(threads: int, fn: Callable[[], T]) -> T:
 # ----------------------------------------------------------------------------------------------------
 
 REFERENCE_MEASURES = 9  # the reference's quiet latency: the median of this many measurements (about 6 s)
-PAIRED_ROUNDS = 80  # rounds at least (and at least PAIRED_S seconds of them)
+PAIRED_ROUNDS = LatencyTarget.rounds  # rounds at least, by default (and at least PAIRED_S seconds of them)
 PAIRED_S = 0.4
 SLOT_MS = 1.0  # each timed slot repeats the call until it lasts about this long (fast models, GPUs)
 
@@ -451,7 +455,7 @@ class PairedMeter:
         return with_threads(
             t.threads,
             lambda: time_against_reference(
-                fns, ref, self.device, rounds=max(PAIRED_ROUNDS, 2 * t.repeats), warmup=t.warmup
+                fns, ref, self.device, rounds=t.rounds, seconds=PAIRED_S * t.rounds / PAIRED_ROUNDS, warmup=t.warmup
             )[0],
         )
 

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
@@ -80,28 +80,29 @@ def _transient_at_connect(e: BaseException) -> bool:
     return _transient(e) or isinstance(e, (IntegrityError, ProgrammingError))
 
 
+def _chain(e: BaseException) -> Iterator[BaseException]:
+    """``e``, then the error it was raised from or during, and so on to the innermost (each once)."""
+    seen: set[int] = set()
+    link: BaseException | None = e
+    while link is not None and id(link) not in seen:
+        yield link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+
+
 def interrupt_in(e: BaseException) -> BaseException | None:
     """The stop asked for by a signal (``signals.Interrupted``, KeyboardInterrupt) that a database error
     wraps, if one does: a signal handled while the driver ran comes back as the driver's error (SQLite's
     "interrupted"), which must stop the process, not be retried as a lost connection."""
     from nas.core.signals import Interrupted
 
-    seen, link = set(), e
-    while link is not None and id(link) not in seen:
-        if isinstance(link, (Interrupted, KeyboardInterrupt)):
-            return link
-        seen.add(id(link))
-        link = link.__cause__ or link.__context__
-    return None
+    return next((link for link in _chain(e) if isinstance(link, (Interrupted, KeyboardInterrupt))), None)
 
 
 def cause_of(e: BaseException) -> str:
     """What a storage error came from, for a log line: its class and, when it wraps another error, the
     innermost one's class; then the first line of the innermost message (the database's own words)."""
-    root, seen = e, {id(e)}
-    while (inner := root.__cause__ or root.__context__) is not None and id(inner) not in seen:
-        root = inner
-        seen.add(id(root))
+    *_, root = _chain(e)
     first = (str(root).strip().splitlines() or [""])[0][:200]
     name = e.__class__.__name__
     if root.__class__.__name__ != name:  # not SQLAlchemy's OperationalError around the driver's, nor e itself

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from nas.core.config import CONFIRM_NEAR
+from nas.core.config import EQUIVALENCE as EQUIVALENCE_SETTING
 from nas.core.errors import BadOption
 from nas.core.pareto import near_front, pareto_front
 from nas.core.racing import Race, near_quota
@@ -330,10 +332,12 @@ def bench_decisions(
         raise BadOption("--replays", replays, "an integer from 1 to 100,000")
     if confirm < 2:
         raise BadOption("--confirm", confirm, "an integer >= 2")
-    if not 0.0 <= delta <= 1.0:
-        raise BadOption("--equivalence", 100 * delta, "a margin in points from 0 to 100")
-    if not 0.0 <= near <= 10.0:
-        raise BadOption("--near", near, "a number of noise sds from 0 to 10")
+    # the bounds of the space settings these options stand for (training.equivalence, training.confirm_near)
+    options = ("--equivalence", EQUIVALENCE_SETTING, 100 * delta, "points"), ("--near", CONFIRM_NEAR, near, "noise sds")
+    for option, setting, given, unit in options:
+        allowed = setting.violation(given)
+        if allowed is not None:
+            raise BadOption(option, given, f"{allowed} ({unit})")
     bad = [k for k in kinds if k not in WORLDS]
     if bad:
         raise BadOption("--worlds", ",".join(bad), f"some of {', '.join(WORLDS)}")

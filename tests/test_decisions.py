@@ -78,6 +78,22 @@ def test_the_cli_prints_the_table_and_writes_it(tmp_path):
     assert bad.returncode == 2 and "--worlds" in bad.stderr and "moon" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    "options,words",
+    [
+        ({"delta": 1.5}, "--equivalence: 150.0 is not allowed; a number from 0.0 to 100.0 (points)"),
+        ({"near": 11.0}, "--near: 11.0 is not allowed; a number from 0.0 to 10.0 (noise sds)"),
+    ],
+)
+def test_margins_outside_the_space_settings_bounds_are_refused_before_any_replay(rows, options, words):
+    """--equivalence and --near stand for training.equivalence and training.confirm_near: the same bounds."""
+    from nas.core.errors import BadOption
+
+    with pytest.raises(BadOption) as e:
+        decisions.bench_decisions(rows, 1, kinds=["null"], **options)
+    assert words in str(e.value)
+
+
 def test_the_pruning_table_says_how_often_each_method_stopped_a_planted_winner(rows):
     results, _ = bench.bench_pruning(rows, 3, planted=30)
     none, *pruned = results

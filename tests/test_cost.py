@@ -76,7 +76,8 @@ def test_latency_of_a_real_model_is_positive_and_restores_threads():
 
 def test_a_space_s_rounds_set_how_long_a_paired_latency_is_timed(monkeypatch):
     """``latency.rounds``: at least that many interleaved rounds (one ratio each), and at least PAIRED_S
-    per PAIRED_ROUNDS of them in seconds."""
+    per PAIRED_ROUNDS of them in seconds; fewer rounds than the default warm up for that share of
+    WARMUP_S, more rounds for WARMUP_S (a longer measurement needs no longer warm-up)."""
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU())
     default = cost.PairedMeter(LatencyTarget(input_size=16, warmup=1), model, 1, reference_ms=1.0)
     assert len(default.measure(model).ratio.samples) >= cost.PAIRED_ROUNDS == 80
@@ -84,13 +85,20 @@ def test_a_space_s_rounds_set_how_long_a_paired_latency_is_timed(monkeypatch):
     timer = cost.time_against_reference
 
     def spy(*args, **kwargs):
-        asked.update(rounds=kwargs["rounds"], seconds=kwargs["seconds"])
+        asked.update(rounds=kwargs["rounds"], seconds=kwargs["seconds"], warmup_s=kwargs["warmup_s"])
         return timer(*args, **kwargs)
 
     monkeypatch.setattr(cost, "time_against_reference", spy)
     few = cost.PairedMeter(LatencyTarget(input_size=16, warmup=1, rounds=12), model, 1, reference_ms=1.0)
     assert len(few.measure(model).ratio.samples) >= 12
-    assert asked == {"rounds": 12, "seconds": pytest.approx(cost.PAIRED_S * 12 / 80)}
+    assert asked == {
+        "rounds": 12,
+        "seconds": pytest.approx(cost.PAIRED_S * 12 / 80),
+        "warmup_s": pytest.approx(cost.WARMUP_S * 12 / 80),
+    }
+    many = cost.PairedMeter(LatencyTarget(input_size=16, warmup=1, rounds=160), model, 1, reference_ms=1.0)
+    assert len(many.measure(model).ratio.samples) >= 160
+    assert asked == {"rounds": 160, "seconds": pytest.approx(cost.PAIRED_S * 2), "warmup_s": cost.WARMUP_S}
 
 
 def test_collections_inside_a_search_skip_what_was_alive_before_and_still_free_what_the_trial_made():

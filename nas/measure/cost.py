@@ -364,15 +364,17 @@ def time_against_reference(
     rounds: int = PAIRED_ROUNDS,
     seconds: float = PAIRED_S,
     warmup: int = 5,
+    warmup_s: float = WARMUP_S,
 ) -> tuple[list[Ratio], Timing]:
     """Time ``fns`` and ``reference`` round-robin: every round times the reference and each candidate
     once (the order rotates and reverses from round to round, so no candidate always follows the
     same one), and records each candidate's time over the reference's time in that round. A slow
     phase of the machine (another process, frequency) then hits both sides of a ratio alike, which
-    absolute timings cannot offer. Returns the ratios per candidate and the reference's own times."""
+    absolute timings cannot offer. Each is first called ``warmup`` times and ``warmup_s`` seconds,
+    untimed. Returns the ratios per candidate and the reference's own times."""
     everything = [reference, *fns]
     for fn in everything:
-        _block(fn, device, WARMUP_S, warmup)
+        _block(fn, device, warmup_s, warmup)
     single = min(_block(reference, device, 0.0, 3))
     calls = max(1, math.ceil(SLOT_MS / max(single, 1e-6)))
 
@@ -452,10 +454,17 @@ class PairedMeter:
         fns = [forward_fn(m.eval().to(self.device), self.x) for m in models]
         ref = forward_fn(self._reference, self.x)
         t = self.target
+        share = t.rounds / PAIRED_ROUNDS  # fewer rounds asked: a shorter floor and warm-up alike (never longer)
         return with_threads(
             t.threads,
             lambda: time_against_reference(
-                fns, ref, self.device, rounds=t.rounds, seconds=PAIRED_S * t.rounds / PAIRED_ROUNDS, warmup=t.warmup
+                fns,
+                ref,
+                self.device,
+                rounds=t.rounds,
+                seconds=PAIRED_S * share,
+                warmup=t.warmup,
+                warmup_s=WARMUP_S * min(1.0, share),
             )[0],
         )
 

@@ -26,7 +26,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def write_space(tmp_path, epochs=1, train=128):
-    """8 x 8 x 8 = 512 architectures: a stress run of 20 trials draws few copies."""
+    """8 x 8 x 8 = 512 architectures: a stress run of 12 trials draws few copies."""
     choices = {"none": None, "se": {"reduction": [4, 8, 16]}, "eca": {"k_size": [3, 5, 7]}, "simam": None}
     return space_file(
         tmp_path,
@@ -112,7 +112,7 @@ def stress(tmp_path, commands, trials, url, during=None):
 
 def test_four_workers_finish_exactly_the_trials_asked_for_on_sqlite(tmp_path):
     url = sqlite_url(tmp_path)
-    trials, out = stress(tmp_path, [nas(tmp_path, "--trials", "20", "--workers", "4", "--threads", "1")], 20, url)
+    trials, out = stress(tmp_path, [nas(tmp_path, "--trials", "12", "--workers", "4", "--threads", "1")], 12, url)
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 4, workers  # every worker took part
     assert out.count("done: trials") == 4
@@ -128,14 +128,14 @@ def test_two_commands_share_a_postgresql_study_like_two_machines_and_ride_out_th
 
     with start_postgres() as server:
         url = server.url
-        cmd = nas(tmp_path, "--trials", "20", "--workers", "2", "--threads", "1", storage=url)
+        cmd = nas(tmp_path, "--trials", "12", "--workers", "2", "--threads", "1", storage=url)
 
         def outage():
             polled = Polled("multi", url)
             wait_for(lambda: running_trial(polled, min_epochs=0), 300, "a trial in training")
             server.pause(4)
 
-        trials, out = stress(tmp_path, [cmd, cmd], 20, url, during=outage)
+        trials, out = stress(tmp_path, [cmd, cmd], 12, url, during=outage)
     assert len({t.user_attrs["worker"] for t in trials}) == 4
     assert "retry 1 of 7" in out  # the outage was seen, and ridden out
 

@@ -62,7 +62,7 @@ def test_every_mechanism_family_and_placement_is_covered():
     assert {c[0] for c in CASES} == set(BACKBONES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _start(backbone, size, chans, stages):
     """A backbone's starting network, built once for all its cases: its weights (a trained network is
     not at its initialisation: every weight moved), an input, and the network's output on it."""

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -23,6 +23,10 @@ from nas.study.analysis import Analysis, points_text, shown_trials, summary, ver
 from nas.study.confirmation import NOT_PAIRED, Member
 from nas.study.record import TrialInfo, study_attr
 from nas.study.studies import num_classes_of, space_of
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
 
 __all__ = [
     "Report",
@@ -329,6 +333,26 @@ def _xlabel(d: PlotData) -> str:
     return "latency_ms (re-measured, 95% interval)" if d.remeasured else "latency_ms"
 
 
+PLOT_SIZE = (8, 5)  # inches
+
+
+def fit_title(fig: Figure, text: str, fontsize: float = 9) -> Text:
+    """``text`` as the figure's title (centred on the figure, not on the axes, which the y label moves
+    off centre), wrapped at spaces (or inside a word too long for a line) until its widest line, as the
+    renderer measures it, fits the figure: a study name alone may be 100 wide characters."""
+    import textwrap
+
+    renderer = fig.canvas.get_renderer()
+    room = fig.bbox.width * 0.96
+    chars = len(text)
+    while True:
+        title = fig.suptitle(textwrap.fill(text, chars, break_long_words=True), fontsize=fontsize)
+        width = title.get_window_extent(renderer).width
+        if width <= room or chars <= 10:
+            return title
+        chars = max(10, min(chars - 1, int(chars * room / width)))
+
+
 def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
     """``plot_data`` as a PNG: pruned trials faint at their last rung, the other complete trials grey,
     the front and the baseline with error bars (accuracy: confirmed 95% interval, else ±1 noise sd of
@@ -339,7 +363,7 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     d = plot_data(study, a)
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, ax = plt.subplots(figsize=PLOT_SIZE, dpi=110)
     if d.pruned:
         ax.scatter(
             [_x(i) for i in d.pruned],
@@ -390,10 +414,10 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
             )
     ax.set_xlabel(_mpl(_xlabel(d)))
     ax.set_ylabel(_mpl(d.names[0]))
-    ax.set_title(
+    fit_title(
+        fig,
         f"{study.study_name}: {len(d.complete) + len(d.points)} complete, {len(d.pruned)} pruned trials; "
         f"front {d.what}",
-        fontsize=9,
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)

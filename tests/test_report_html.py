@@ -121,3 +121,36 @@ def test_hover_in_headless_chromium_shows_the_architecture(study, tmp_path):
     title = re.search(r"<title>(.*?)</title>", run.stdout, re.S)
     assert title and title.group(1).startswith("HOVER:"), run.stderr[-2000:]
     assert "trial 1: resnet10t|none|none|none|se(r=16)" in title.group(1), title.group(1)
+
+
+def test_the_plots_title_is_wrapped_inside_the_figure_for_the_longest_study_name(study, tmp_path):
+    """A study name may be 100 characters; with the longest account of the front's intervals the title
+    was cut at both sides of front.png. Every line now fits between the figure's edges."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name = "m" * 100  # the widest letter, as many as a name may have
+    what = "confirmed over 6 fresh seeds on the held-out test split (the others: validation), 95% intervals"
+    for text in (
+        f"resnet-digits: 109 complete, 79 pruned trials; front {what}",  # cut at the right before
+        f"{name}: 109 complete, 79 pruned trials; front {what}",
+        f"short: 3 complete, 1 pruned trials; front {what}",
+    ):
+        fig, ax = plt.subplots(figsize=report.PLOT_SIZE, dpi=110)
+        ax.set_ylabel("accuracy")  # moves the axes off the figure's centre, as in front.png
+        title = report.fit_title(fig, text)
+        fig.tight_layout()
+        fig.canvas.draw()
+        box, axes = title.get_window_extent(), ax.get_window_extent()
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1, (box, fig.bbox)
+        assert box.y0 >= axes.y1, "above the axes, not over them"
+        assert title.get_text().replace("\n", " ").replace(" ", "") == text.replace(" ", ""), "nothing lost"
+        plt.close(fig)
+    long = optuna.create_study(directions=["maximize", "minimize"], study_name=name)
+    long.set_metric_names(["accuracy", "latency_ms"])
+    for t in study.get_trials():
+        long.add_trial(t)
+    path = report.plot(long, report.analyse(long, measure_again=False), tmp_path / "front.png")
+    assert path.stat().st_size > 10_000

@@ -187,3 +187,35 @@ def test_the_retry_budget_is_set_by_the_environment_and_sets_the_heartbeat_grace
         monkeypatch.setenv("NAS_STORAGE_ATTEMPTS", bad)
         with pytest.raises(UserError, match=f"NAS_STORAGE_ATTEMPTS: '{bad}' is not allowed; an integer from 1 to 20"):
             grace_s(1)
+
+
+def test_finished_trials_are_read_once_and_another_process_writes_are_seen(tmp_path):
+    """A search reads the study's trials about 50 times a trial (sampler, pruner, display): each read
+    must fetch only what can have changed (running trials and new ones), not every trial again, or a
+    long search slows down trial by trial. What another process writes must still be seen."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    writer = optuna.create_study(storage=open_storage(url), study_name="s", directions=["maximize", "minimize"])
+    for i in range(30):
+        writer.tell(writer.ask(), [i / 30, 1.0])
+    storage = open_storage(url)  # a second process's view of the study
+    study_id = storage.get_study_id_from_name("s")
+    loaded = []
+    fetch = storage.database._get_trials
+
+    def counted(*args, **kwargs):
+        rows = fetch(*args, **kwargs)
+        loaded.append(len(rows))
+        return rows
+
+    storage.database._get_trials = counted
+    assert len(storage.get_all_trials(study_id)) == 30
+    running = writer.ask()
+    seen = storage.get_all_trials(study_id, deepcopy=False)
+    assert [t.state for t in seen].count(optuna.trial.TrialState.RUNNING) == 1
+    running.set_user_attr("arch", "resnet10t|se(r=4)")
+    writer.tell(running, [0.5, 2.0])
+    for _ in range(3):
+        again = storage.get_all_trials(study_id, deepcopy=False)
+    assert again[-1].state == optuna.trial.TrialState.COMPLETE
+    assert again[-1].user_attrs == {"arch": "resnet10t|se(r=4)"} and again[-1].values == [0.5, 2.0]
+    assert loaded == [30, 1, 1, 0, 0], loaded  # all once; the new one while running, once finished; then none

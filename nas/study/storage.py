@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._cached_storage import _CachedStorage  # what optuna.storages.get_storage wraps RDB with
 
 from nas.core.errors import StorageUnavailable, UserError
 
@@ -157,7 +158,9 @@ class RetryingStorage(BaseStorage):
     """Delegates to ``backend``; every call is retried on transient database errors (see ``retry``).
     The backend's heartbeat calls are passed through for ``Heartbeat`` and ``search.fail_stale``.
     Not an Optuna ``BaseHeartbeat``: Optuna runs heartbeats only inside ``optimize`` (and warns on
-    every ``ask`` outside it); the search runs its own."""
+    every ``ask`` outside it); the search runs its own. ``database`` is the ``RDBStorage`` where
+    ``backend`` is a cache in front of it (``open_storage``): its engine, session and heartbeat
+    interval."""
 
     def __init__(
         self,
@@ -166,8 +169,10 @@ class RetryingStorage(BaseStorage):
         attempts: int | None = None,
         first_wait: float = FIRST_WAIT_S,
         sleep: Callable[[float], None] = time.sleep,
+        database: BaseStorage | None = None,
     ):
         self.backend, self.first_wait, self.sleep = backend, first_wait, sleep
+        self.database = backend if database is None else database
         self.attempts = configured_attempts() if attempts is None else attempts
         self.retries = 0  # transient failures ridden out so far
 
@@ -185,11 +190,11 @@ class RetryingStorage(BaseStorage):
         )
 
     def remove_session(self) -> None:
-        self.backend.remove_session()
+        self.database.remove_session()
 
     @property
     def engine(self) -> Any:
-        return getattr(self.backend, "engine", None)
+        return getattr(self.database, "engine", None)
 
     def record_heartbeat(self, trial_id: int) -> None:
         self._call("record_heartbeat", trial_id)
@@ -202,7 +207,7 @@ class RetryingStorage(BaseStorage):
         return self._get_stale_trial_ids(study_id)
 
     def get_heartbeat_interval(self) -> int | None:
-        return getattr(self.backend, "heartbeat_interval", None)
+        return getattr(self.database, "heartbeat_interval", None)
 
 
 def _delegate(name: str) -> Callable[..., Any]:
@@ -222,7 +227,14 @@ RetryingStorage.__abstractmethods__ = frozenset()
 def open_storage(url: str, heartbeat_s: int | None = None) -> RetryingStorage:
     """The storage behind an Optuna storage URL, with retries (connecting included) and, for SQLite,
     a lock timeout. With ``heartbeat_s``, running trials record a heartbeat that often (``Heartbeat``),
-    and one silent for ``grace_s`` counts as stale (``search.fail_stale`` fails it and retries it once)."""
+    and one silent for ``grace_s`` counts as stale (``search.fail_stale`` fails it and retries it once).
+
+    Reads of the study's trials go through Optuna's own cache (what ``optuna.storages.get_storage``
+    puts in front of every ``RDBStorage``): a finished trial cannot change, so it is read from the
+    database once, and each later read asks only for the running trials and those added since. Without
+    it every read loads every trial with all its attributes: 0.27 s at 317 trials, read about 50 times
+    a trial (sampler, pruner, display), which made a 200-trial search's time outside training grow
+    from 1.6 s to 5 s a trial."""
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}}
@@ -236,7 +248,7 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> RetryingStorage:
             "connect",
             transient=_transient_at_connect,
         )
-    return RetryingStorage(backend)
+    return RetryingStorage(_CachedStorage(backend), database=backend)
 
 
 class Heartbeat:

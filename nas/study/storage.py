@@ -233,8 +233,8 @@ def open_storage(url: str, heartbeat_s: int | None = None) -> RetryingStorage:
     puts in front of every ``RDBStorage``): a finished trial cannot change, so it is read from the
     database once, and each later read asks only for the running trials and those added since. Without
     it every read loads every trial with all its attributes: 0.27 s at 317 trials, read about 50 times
-    a trial (sampler, pruner, display), which made a 200-trial search's time outside training grow
-    from 1.6 s to 5 s a trial."""
+    a trial (sampler, pruner, display), which made a 200-trial search's time outside a trial's batches
+    grow from 1.7 s (trials 0 to 79) to 4.6 s (trials 240 to 319)."""
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": SQLITE_LOCK_TIMEOUT_S}}

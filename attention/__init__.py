@@ -42,7 +42,7 @@ from ._registry import (
 from .cbam import CBAM, GAM
 from .coord import CoordAtt
 from .criss_cross import CrissCrossAttention
-from .gated import Gated
+from .gated import Gated, attention_parameters, with_attention_lr
 from .nam import NAM
 from .s2 import S2Attention
 from .shuffle import ShuffleAttention
@@ -55,6 +55,8 @@ __all__ = [
     "PLACEMENTS",
     "Attention",
     "Gated",
+    "attention_parameters",
+    "with_attention_lr",
     "HParam",
     "HyperparameterError",
     "MechanismSpec",

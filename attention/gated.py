@@ -31,3 +31,34 @@ class Gated(nn.Module):
 
     def extra_repr(self) -> str:
         return f"gate={float(self.gate):.4g}"
+
+
+def attention_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter of the attention modules in ``model`` and of the gates that put them in: what a
+    warm start adds to a trained network (a replaced layer kept as a gate's ``old`` is not among them)."""
+    from ._base import Attention
+
+    found: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, Attention):
+            found.update((id(p), p) for p in module.parameters())
+        elif isinstance(module, Gated):
+            found[id(module.gate)] = module.gate
+    return list(found.values())
+
+
+def with_attention_lr(groups: list[dict[str, Any]], model: nn.Module, scale: float) -> list[dict[str, Any]]:
+    """An optimiser's parameter groups with the attention parameters of ``model``
+    (``attention_parameters``) moved to copies of their groups at ``scale`` times the group's
+    learning rate; every other setting of a group (weight decay, momentum, tags) is kept. Groups left
+    empty are dropped."""
+    ours = {id(p) for p in attention_parameters(model)}
+    out = []
+    for group in groups:
+        rest = [p for p in group["params"] if id(p) not in ours]
+        moved = [p for p in group["params"] if id(p) in ours]
+        if rest:
+            out.append({**group, "params": rest})
+        if moved:
+            out.append({**group, "params": moved, "lr": group["lr"] * scale})
+    return out

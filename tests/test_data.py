@@ -48,6 +48,49 @@ def test_source_digits_of_train_and_val_do_not_overlap():
     assert not sources(s["train"]) & sources(s["val"])
 
 
+def test_resampled_training_canvases_are_new_every_epoch_from_the_training_digits_only(tmp_path):
+    """``resample: true``: every (seed, epoch) draws new canvases of the same training digits (not one of
+    validation's), the same for the same pair; validation stays fixed; a fit reloads them every epoch."""
+    from nas.core.architecture import Architecture
+    from nas.tasks.classify.data import _digit_sources, _upscaled_digits, resampled_train
+    from nas.tasks.classify.fit import prepare_fit
+    from nas.tasks.spacefile import load_space
+
+    from _helpers import space_file
+
+    opts = {"canvas": 18, "train": 200, "val": 100, "test": 10, "clutter": 0, "noise": 0.0, "seed": 0}
+    fixed = digits_splits(**opts)
+    e0, e0_again, e1 = resampled_train(opts, 7, 0), resampled_train(opts, 7, 0), resampled_train(opts, 7, 1)
+    assert torch.equal(e0.images, e0_again.images) and torch.equal(e0.labels, e0_again.labels)
+    assert not torch.equal(e0.images, e1.images) and not torch.equal(e0.images, resampled_train(opts, 8, 0).images)
+    images, _ = _upscaled_digits()
+
+    def sources(split):
+        return {
+            int(np.argmin(((images - img[y0:y1, x0:x1].numpy()) ** 2).sum((1, 2))))
+            for img, (x0, y0, x1, y1) in zip(split.images[:, 0], split.boxes.tolist(), strict=True)
+        }
+
+    drawn = sources(e0) | sources(e1)
+    assert drawn <= set(_digit_sources(opts)[3]["train"].tolist()) and not drawn & sources(fixed["val"])
+
+    space = load_space(space_file(tmp_path, data={"train": 64, "val": 32, "resample": True}))
+    digits = {k: v for k, v in space.data.as_dict().items() if k not in ("source", "num_workers")}
+    dm = datamodule(space.data, (32, 32), 32, seed=0)
+    seen, loader = [], dm.train_dataloader
+
+    def recording():
+        out = loader()
+        seen.append(out.dataset.tensors[0].clone())
+        return out
+
+    dm.train_dataloader = recording
+    prepare_fit(Architecture.parse("resnet10t|none|none|none|none"), 5, dm, space.training, 10, 1, epochs=2).run()
+    assert len(seen) == 2 and torch.equal(seen[1], resampled_train(digits, 5, 1).images), "new canvases each epoch"
+    assert not torch.equal(seen[0], seen[1])
+    assert torch.equal(dm.val_set.tensors[0], digits_splits(**digits)["val"].images), "validation stays fixed"
+
+
 def test_digits_datamodule_batches_and_checks_the_input_size():
     dm = datamodule(
         {

@@ -99,6 +99,40 @@ def test_a_gate_learns_from_the_first_step():
     assert gated.gate.grad is not None and float(gated.gate.grad) != 0.0
 
 
+@pytest.mark.parametrize("insert", ["identity", "official"])
+def test_insert_lr_gives_what_the_start_did_not_have_its_own_rate_and_nothing_else(insert, tmp_path):
+    """With ``insert_lr`` the optimiser holds the inserted attention (and its gates) at that rate, every
+    parameter of the starting network at ``lr``; each parameter once. A replaced 3x3 convolution kept
+    as the gate's ``old`` is trained weights: it stays at ``lr``."""
+    from nas.tasks.classify.fit import parameter_groups
+    from nas.tasks.spacefile import load_space
+
+    training = {"init": "baseline", "init_epochs": 1, "lr": 0.001, "insert_lr": 0.02, "insert": insert}
+    space = load_space(space_file(tmp_path, training=training))
+    plain = build(Architecture.parse("resnet10t|none|none|none|none"), 10, 1, init_seed=0)
+    start = plain.state_dict()
+    arch = Architecture.parse("resnet10t|none|none|se(r=4)|sk(r=4)@replace_conv3x3")
+    model = build(arch, 10, 1, init_seed=0, start=start, gated=insert == "identity")
+    groups = parameter_groups(model, space.training)
+    assert [g["lr"] for g in groups] == [0.001, 0.02]
+    names = {id(p): n for n, p in model.named_parameters()}
+    fast = {names[id(p)] for p in groups[1]["params"]}
+    slow = {names[id(p)] for p in groups[0]["params"]}
+    assert len(fast) + len(slow) == len(names) and not fast & slow
+    gated = insert == "identity"
+    new = (
+        {n for n in names.values() if n.endswith(".gate") or ".new." in n}
+        if gated
+        else set(names.values()) - {k for k in start if k in names.values()}
+    )
+    assert fast == new and fast
+    assert not any(n.startswith("layer4.0.conv2.old.") for n in fast)  # the replaced convolution: trained
+    if gated:
+        assert {n for n in slow if ".old." in n}, "the kept convolution is among the trained parameters"
+    scratch = load_space(space_file(tmp_path, "s", training={"lr": 0.001}))
+    assert [g["lr"] for g in parameter_groups(model, scratch.training)] == [0.001]
+
+
 @pytest.mark.parametrize(
     "training, words",
     [
@@ -107,6 +141,7 @@ def test_a_gate_learns_from_the_first_step():
         ({"init": "scratch", "checkpoint": "w.safetensors"}, "training.checkpoint: only with init: pretrained"),
         ({"init": "warm"}, "training.init: 'warm' is not allowed; expected one of 'scratch', 'baseline', 'pretrained'"),
         ({"insert": "zero"}, "training.insert: 'zero' is not allowed; expected one of 'identity', 'official'"),
+        ({"insert_lr": 0.01}, "training.insert_lr: only with init: baseline or pretrained (init is scratch)"),
     ],
 )
 def test_start_settings_are_checked_where_they_are_written(training, words, tmp_path):
@@ -437,3 +472,38 @@ def test_an_ultralytics_checkpoint_reaches_every_layer_it_was_trained_for_after_
         else:
             counts["another layer's"] += 1
     assert counts["random"] > 0 and counts["another layer's"] > 0, counts
+
+
+def test_a_detector_s_attention_rows_train_at_insert_lr_in_ultralytics_own_groups(tmp_path):
+    """Detection: ultralytics' optimiser (its weight / bn / bias groups, built by its own trainer code)
+    with the attention rows and their gates cut out into copies of their groups at ``insert_lr``; every
+    other parameter keeps its group and rate, and each parameter is in one group."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    from nas.tasks.detect.fit import with_insert_lr
+    from nas.tasks.detect.model import build as build_detector
+    from nas.tasks.spacefile import load_space
+
+    (tmp_path / "w.pt").write_bytes(b"")
+    text = DETECT.format(checkpoint=tmp_path / "w.pt").replace("init: pretrained", "insert_lr: 0.05, init: pretrained")
+    (tmp_path / "det.yaml").write_text(text)
+    space = load_space(tmp_path / "det.yaml")
+    arch = Architecture.parse("yolov8n|cbam(r=16,k=7)|se(r=16)")
+    model = build_detector(space.detector, space.positions, arch, 10, init_seed=0, gated=True)
+    trainer = object.__new__(with_insert_lr(DetectionTrainer, space.training))  # build_optimizer needs no setup
+    opt = trainer.build_optimizer(model, name="SGD", lr=space.training.lr, momentum=0.9, decay=5e-4)
+    ours = {id(p) for p in attention.attention_parameters(model)}
+    names = {id(p): n for n, p in model.named_parameters()}
+    rows = [f"model.{i}." for i, m in enumerate(model.model) if isinstance(m, attention.Gated)]
+    assert len(rows) == 2
+    assert {n for i, n in names.items() if i in ours} == {n for n in names.values() if n.startswith(tuple(rows))}
+    seen = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(seen) == sorted(names) and len(seen) == len(set(seen))
+    for g in opt.param_groups:
+        mine = {id(p) in ours for p in g["params"]}
+        assert len(mine) == 1, "a group holds attention or the rest, not both"
+        assert g["lr"] == pytest.approx(0.05 if mine == {True} else space.training.lr)
+        assert g["param_group"] in ("weight", "bn", "bias")
+    assert {g["param_group"] for g in opt.param_groups if g["lr"] == pytest.approx(0.05)} >= {"weight", "bias"}
+    plain = object.__new__(with_insert_lr(DetectionTrainer, space.training.replace(insert_lr=None)))
+    assert len(plain.build_optimizer(model, name="SGD", lr=0.01, momentum=0.9, decay=5e-4).param_groups) == 3

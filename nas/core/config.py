@@ -272,6 +272,8 @@ START = {
     "init_epochs": Setting(int, 0, bounds=(0, 10_000), added=True),
     "init_lr": Setting(float, None, **LR_RULE, added=True),  # the warm-up's peak learning rate (default: lr)
     "insert": Setting(("identity", "official"), "identity", added=True),  # attention put in a trained network
+    # the learning rate of what a warm start puts in (attention modules, their gates; default: lr)
+    "insert_lr": Setting(float, None, **LR_RULE, added=True),
     "checkpoint": Setting(str, None, path=True, added=True),
     "pretrained": Setting(bool, False, added=True),
 }
@@ -307,6 +309,7 @@ class Training(Section):
     init_epochs: int
     init_lr: float | None
     insert: str
+    insert_lr: float | None
     checkpoint: str | None
     pretrained: bool
 

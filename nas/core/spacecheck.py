@@ -49,6 +49,13 @@ def parse_training(c: Checker, doc: Mapping, cls: type) -> Any:
         )
     if training.init != "pretrained" and given:
         c.add(f"training.{given[0]}", f"only with init: pretrained (init is {training.init})", c.line(raw, given[0]))
+    if not training.warm and training.insert_lr is not None:
+        c.add(
+            "training.insert_lr",
+            f"only with init: baseline or pretrained (init is {training.init}); a trial from scratch has "
+            "nothing but new parameters",
+            c.line(raw, "insert_lr"),
+        )
     return training
 
 

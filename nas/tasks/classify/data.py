@@ -9,6 +9,7 @@ seed.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ class DigitsSplit:
     boxes: torch.Tensor  # (N, 4) int64: x0, y0, x1, y1 (exclusive) of the digit
 
 
+@functools.cache
 def _upscaled_digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
@@ -88,27 +90,42 @@ def digits_splits(**options: Any) -> dict[str, DigitsSplit]:
     """Train/val/test of the embedded task. The 1,797 source digits are split 60/20/20 first, so no
     digit drawn in training is seen in validation or test. ``options``: the keys of a ``digits`` data
     section (``nas.tasks.classify.settings.DIGITS``, whose defaults fill in the others)."""
+    o, images, labels, parts = _digit_sources(options)
+    out = {}
+    for k, (name, idx) in enumerate(parts.items()):
+        rng = np.random.default_rng([o["seed"], k])
+        out[name] = _canvases(o, name, images[idx], labels[idx], rng)
+    return out
+
+
+def resampled_train(options: Mapping[str, Any], stream: int, epoch: int) -> DigitsSplit:
+    """The training canvases of one epoch with ``resample: true``: the same training digits as
+    ``digits_splits`` (none of validation's or test's), drawn at new places with new clutter and noise
+    for every (``stream``, ``epoch``). ``stream``: the fit's seed, so two architectures trained from one
+    seed see the same images in the same epoch (common random numbers)."""
+    o, images, labels, parts = _digit_sources(dict(options))
+    rng = np.random.default_rng([o["seed"], 3, stream, epoch])  # 0-2: the fixed splits' streams
+    return _canvases(o, "train", images[parts["train"]], labels[parts["train"]], rng)
+
+
+def _digit_sources(options: Mapping[str, Any]) -> tuple[dict[str, Any], np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The options with their defaults, the source digits and labels, and which of them each split draws."""
     from nas.tasks.classify.settings import DIGITS
 
     unknown = set(options) - set(DIGITS)
     if unknown:
         raise TypeError(f"digits_splits: unknown options {sorted(unknown)}; allowed: {', '.join(DIGITS)}")
-    o = {k: v.default for k, v in DIGITS.items()} | options
-    canvas, train, val, test, clutter, noise, seed = (
-        o[k] for k in ("canvas", "train", "val", "test", "clutter", "noise", "seed")
-    )
+    o = {k: v.default for k, v in DIGITS.items()} | dict(options)
     images, labels = _upscaled_digits()
-    order = np.random.default_rng(seed).permutation(len(images))
+    order = np.random.default_rng(o["seed"]).permutation(len(images))
     cut1, cut2 = int(0.6 * len(order)), int(0.8 * len(order))
-    parts = {"train": order[:cut1], "val": order[cut1:cut2], "test": order[cut2:]}
-    sizes = {"train": train, "val": val, "test": test}
-    out = {}
-    for k, (name, idx) in enumerate(parts.items()):
-        rng = np.random.default_rng([seed, k])
-        out[name] = make_digits(
-            sizes[name], images[idx], labels[idx], images[idx], canvas=canvas, clutter=clutter, noise=noise, rng=rng
-        )
-    return out
+    return o, images, labels, {"train": order[:cut1], "val": order[cut1:cut2], "test": order[cut2:]}
+
+
+def _canvases(o: Mapping[str, Any], split: str, images: np.ndarray, labels: np.ndarray, rng: Any) -> DigitsSplit:
+    return make_digits(
+        o[split], images, labels, images, canvas=o["canvas"], clutter=o["clutter"], noise=o["noise"], rng=rng
+    )
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -147,7 +164,9 @@ class DigitsDataModule(TensorDataModule):
         """``options``: the data section's digits keys (canvas, train, val, test, clutter, noise, seed)."""
         super().__init__(batch_size, seed)
         self.options = dict(options)
+        self.resample = bool(self.options.get("resample", False))  # fresh training canvases every epoch
         self.splits: dict[str, DigitsSplit] | None = None
+        self._device: torch.device | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None:
@@ -157,9 +176,22 @@ class DigitsDataModule(TensorDataModule):
             self.val_set = TensorDataset(s["val"].images, s["val"].labels)
             self.test_set = TensorDataset(s["test"].images, s["test"].labels)
 
+    def train_dataloader(self) -> DataLoader:
+        """The fixed training set; with ``resample``, the canvases of the trainer's current epoch (the
+        trainer reloads this loader every epoch: ``prepare_fit``)."""
+        if not self.resample:
+            return super().train_dataloader()
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        split = resampled_train(self.options, self.shuffle_seed, epoch)
+        tensors = (split.images, split.labels)
+        if self._device is not None:
+            tensors = tuple(t.to(self._device) for t in tensors)
+        return self._loader(TensorDataset(*tensors), True)
+
     def to_device(self, device: torch.device) -> None:
         """Keep the whole (small) data set on the training device."""
         self.setup()
+        self._device = device
         for name in ("train_set", "val_set", "test_set"):
             ds = getattr(self, name)
             setattr(self, name, TensorDataset(*(t.to(device) for t in ds.tensors)))

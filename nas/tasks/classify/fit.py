@@ -77,26 +77,35 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         cfg = self.cfg
+        groups = parameter_groups(self.model, cfg)
+        peaks = [g["lr"] for g in groups]
         if cfg.optimizer == "sgd":
             opt = torch.optim.SGD(
-                self.parameters(),
-                lr=cfg.lr,
-                momentum=cfg.momentum,
-                weight_decay=cfg.weight_decay,
-                nesterov=True,
+                groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
             )
         else:
-            opt = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = int(self.trainer.estimated_stepping_batches)
         if total < 8:  # too few steps to shape: one-cycle's phases would be empty
             return opt
         if cfg.schedule == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1), pct_start=0.25)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=max(total, 1), pct_start=0.25)
         elif cfg.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
         else:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def parameter_groups(model: nn.Module, training: Any) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: every parameter at ``training.lr``; in a warm start with
+    ``insert_lr``, what the start did not have (the attention put in and its gates) at that rate."""
+    import attention
+
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": training.lr}]
+    if training.warm and training.insert_lr is not None:
+        return attention.with_attention_lr(groups, model, training.insert_lr / training.lr)
+    return groups
 
 
 def quiet_lightning() -> None:
@@ -228,6 +237,8 @@ def prepare_fit(
     (``fit_curve``) and ``nas train`` set up a fit. ``progress``: Lightning's own bar (``nas train``)."""
     module = seeded_classifier(arch, seed, dm, training, num_classes, in_chans, start)
     trainer = make_trainer(training, epochs=epochs, callbacks=list(callbacks), log_dir=log_dir, progress=progress)
+    if getattr(dm, "resample", False):  # the data module draws each epoch's training set anew
+        trainer.reload_dataloaders_every_n_epochs = 1
     return Fitting(module, trainer, dm)
 
 

@@ -52,6 +52,9 @@ DIGITS = {  # the embedded task (nas.tasks.classify.data): its one home of defau
     "clutter": Setting(int, 2, bounds=(0, 100)),
     "noise": Setting(float, 0.1, bounds=(0.0, 10.0)),
     "seed": SEED,
+    # fresh training canvases every epoch (the same training digits at new places, new clutter and noise):
+    # a network cannot learn the training set by heart, so fine-tuning still has a loss to lower
+    "resample": Setting(bool, False, added=True),
 }
 SOURCES = {
     "digits": DIGITS,

@@ -86,7 +86,7 @@ def fit(
     model_yaml.write_text(yaml.safe_dump(model.yaml, sort_keys=False))
     args = {**trainer_args(data_yaml, training, imgsz, epochs, seed, log_dir, device), "model": str(model_yaml)}
     threads = torch.get_num_threads()  # the search's count (nas.measure.cpus)
-    trainer = _trainer_class(model)(overrides=args)
+    trainer = with_insert_lr(_trainer_class(model), training)(overrides=args)
     torch.set_num_threads(threads)  # ultralytics' select_device set it to its own (cores - 1)
     hooked = _Hooked(hooks)
     hooked.attach(trainer)
@@ -99,6 +99,27 @@ def fit(
         (log_dir / "weights").rmdir()  # made by ultralytics for checkpoints it does not write here
     hooks.fit_end(hooked.result.seconds, None)
     return hooked.result
+
+
+def with_insert_lr(base: type, training: Any) -> type:
+    """ultralytics trainer ``base``; in a warm start with ``insert_lr``, one whose optimiser trains the
+    attention put in (and its gates) at that rate, every other parameter as ultralytics groups it."""
+    if not (training.warm and training.insert_lr is not None):
+        return base
+    import attention
+
+    scale = training.insert_lr / training.lr  # ultralytics' groups start at lr0, the space's lr
+
+    class InsertLr(base):  # type: ignore[misc, valid-type]
+        def build_optimizer(self, model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+            optimizer = super().build_optimizer(model, *args, **kwargs)
+            groups = attention.with_attention_lr(optimizer.param_groups, model, scale)
+            optimizer.param_groups.clear()  # no state yet: the groups are only re-cut
+            for group in groups:
+                optimizer.add_param_group(group)
+            return optimizer
+
+    return InsertLr
 
 
 def _trainer_class(prebuilt: nn.Module) -> type:

@@ -328,6 +328,12 @@ class Training(Section):
         """Attention is put in so that the starting network computes what it did (``insert: identity``)."""
         return self.warm and self.insert == "identity"
 
+    @property
+    def insert_scale(self) -> float | None:
+        """How many times ``lr`` the attention put into a warm start trains at (``insert_lr``); None where
+        it trains at ``lr`` like the rest."""
+        return self.insert_lr / self.lr if self.warm and self.insert_lr is not None else None
+
 
 class Data(Section):
     """A space's ``data`` section: ``source`` and that source's keys."""

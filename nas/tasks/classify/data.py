@@ -103,7 +103,7 @@ def resampled_train(options: Mapping[str, Any], stream: int, epoch: int) -> Digi
     ``digits_splits`` (none of validation's or test's), drawn at new places with new clutter and noise
     for every (``stream``, ``epoch``). ``stream``: the fit's seed, so two architectures trained from one
     seed see the same images in the same epoch (common random numbers)."""
-    o, images, labels, parts = _digit_sources(dict(options))
+    o, images, labels, parts = _digit_sources(options)
     rng = np.random.default_rng([o["seed"], 3, stream, epoch])  # 0-2: the fixed splits' streams
     return _canvases(o, "train", images[parts["train"]], labels[parts["train"]], rng)
 

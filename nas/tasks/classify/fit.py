@@ -103,9 +103,8 @@ def parameter_groups(model: nn.Module, training: Any) -> list[dict[str, Any]]:
     import attention
 
     groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": training.lr}]
-    if training.warm and training.insert_lr is not None:
-        return attention.with_attention_lr(groups, model, training.insert_lr / training.lr)
-    return groups
+    scale = training.insert_scale
+    return groups if scale is None else attention.with_attention_lr(groups, model, scale)
 
 
 def quiet_lightning() -> None:

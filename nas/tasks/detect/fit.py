@@ -104,11 +104,10 @@ def fit(
 def with_insert_lr(base: type, training: Any) -> type:
     """ultralytics trainer ``base``; in a warm start with ``insert_lr``, one whose optimiser trains the
     attention put in (and its gates) at that rate, every other parameter as ultralytics groups it."""
-    if not (training.warm and training.insert_lr is not None):
+    scale = training.insert_scale  # ultralytics' groups start at lr0, the space's lr
+    if scale is None:
         return base
     import attention
-
-    scale = training.insert_lr / training.lr  # ultralytics' groups start at lr0, the space's lr
 
     class InsertLr(base):  # type: ignore[misc, valid-type]
         def build_optimizer(self, model: nn.Module, *args: Any, **kwargs: Any) -> Any:

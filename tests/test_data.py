@@ -48,10 +48,12 @@ def test_source_digits_of_train_and_val_do_not_overlap():
     assert not sources(s["train"]) & sources(s["val"])
 
 
-def test_resampled_training_canvases_are_new_every_epoch_from_the_training_digits_only(tmp_path):
+def test_resampled_training_canvases_are_new_every_epoch_from_the_training_digits_only(tmp_path, monkeypatch):
     """``resample: true``: every (seed, epoch) draws new canvases of the same training digits (not one of
-    validation's), the same for the same pair; validation stays fixed; a fit reloads them every epoch."""
+    validation's), the same for the same pair; validation stays fixed; a fit reloads them every epoch;
+    a second fit from the same seed (the next trial) sees the same canvases without drawing them again."""
     from nas.core.architecture import Architecture
+    from nas.tasks.classify import data as data_module
     from nas.tasks.classify.data import _digit_sources, _upscaled_digits, resampled_train
     from nas.tasks.classify.fit import prepare_fit
     from nas.tasks.spacefile import load_space
@@ -85,10 +87,16 @@ def test_resampled_training_canvases_are_new_every_epoch_from_the_training_digit
         return out
 
     dm.train_dataloader = recording
+    data_module._cached_resample.cache_clear()
+    draws = []
+    monkeypatch.setattr(data_module, "resampled_train", lambda o, *at: draws.append(at) or resampled_train(o, *at))
     prepare_fit(Architecture.parse("resnet10t|none|none|none|none"), 5, dm, space.training, 10, 1, epochs=2).run()
     assert len(seen) == 2 and torch.equal(seen[1], resampled_train(digits, 5, 1).images), "new canvases each epoch"
     assert not torch.equal(seen[0], seen[1])
     assert torch.equal(dm.val_set.tensors[0], digits_splits(**digits)["val"].images), "validation stays fixed"
+    prepare_fit(Architecture.parse("resnet10t|none|none|none|se(r=4)"), 5, dm, space.training, 10, 1, epochs=2).run()
+    assert all(torch.equal(a, b) for a, b in zip(seen[:2], seen[2:], strict=True)), "the same canvases per seed"
+    assert draws == [(5, 0), (5, 1)], "each epoch's canvases drawn once for both fits"
 
 
 def test_digits_datamodule_batches_and_checks_the_input_size():

@@ -182,7 +182,7 @@ class DigitsDataModule(TensorDataModule):
         if not self.resample:
             return super().train_dataloader()
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        split = resampled_train(self.options, self.shuffle_seed, epoch)
+        split = _cached_resample(tuple(sorted(self.options.items())), self.shuffle_seed, epoch)
         tensors = (split.images, split.labels)
         if self._device is not None:
             tensors = tuple(t.to(self._device) for t in tensors)
@@ -198,6 +198,13 @@ class DigitsDataModule(TensorDataModule):
 
 
 _DIGITS_CACHE: dict[tuple, dict[str, DigitsSplit]] = {}
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_resample(options: tuple[tuple[str, Any], ...], stream: int, epoch: int) -> DigitsSplit:
+    """``resampled_train``, kept for the epochs last drawn: every trial of a search fine-tunes from the
+    same seed, so it draws the same canvases as the trial before (about 0.2 s an epoch at 2,000)."""
+    return resampled_train(dict(options), stream, epoch)
 
 
 def _cached_digits(**options: Any) -> dict[str, DigitsSplit]:

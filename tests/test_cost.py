@@ -76,11 +76,11 @@ def test_latency_of_a_real_model_is_positive_and_restores_threads():
 
 def test_a_space_s_rounds_set_how_long_a_paired_latency_is_timed(monkeypatch):
     """``latency.rounds``: at least that many interleaved rounds (one ratio each), and at least PAIRED_S
-    per PAIRED_ROUNDS of them in seconds; fewer rounds than the default warm up for that share of
+    per FULL_ROUNDS of them in seconds; fewer rounds than FULL_ROUNDS warm up for that share of
     WARMUP_S, more rounds for WARMUP_S (a longer measurement needs no longer warm-up)."""
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU())
     default = cost.PairedMeter(LatencyTarget(input_size=16, warmup=1), model, 1, reference_ms=1.0)
-    assert len(default.measure(model).ratio.samples) >= cost.PAIRED_ROUNDS == 80
+    assert len(default.measure(model).ratio.samples) >= cost.PAIRED_ROUNDS == 32
     asked = {}
     timer = cost.time_against_reference
 
@@ -93,8 +93,8 @@ def test_a_space_s_rounds_set_how_long_a_paired_latency_is_timed(monkeypatch):
     assert len(few.measure(model).ratio.samples) >= 12
     assert asked == {
         "rounds": 12,
-        "seconds": pytest.approx(cost.PAIRED_S * 12 / 80),
-        "warmup_s": pytest.approx(cost.WARMUP_S * 12 / 80),
+        "seconds": pytest.approx(cost.PAIRED_S * 12 / cost.FULL_ROUNDS),
+        "warmup_s": pytest.approx(cost.WARMUP_S * 12 / cost.FULL_ROUNDS),
     }
     many = cost.PairedMeter(LatencyTarget(input_size=16, warmup=1, rounds=160), model, 1, reference_ms=1.0)
     assert len(many.measure(model).ratio.samples) >= 160

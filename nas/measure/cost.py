@@ -209,7 +209,7 @@ class LatencyTarget:
     threads: int = _LATENCY["threads"].default
     warmup: int = _LATENCY["warmup"].default  # untimed calls, at least (and at least WARMUP_S seconds of them)
     repeats: int = _LATENCY["repeats"].default  # timed calls, at least (and BLOCKS x BLOCK_S seconds of them)
-    rounds: int = _LATENCY["rounds"].default  # paired: interleaved rounds, at least (PAIRED_S per PAIRED_ROUNDS)
+    rounds: int = _LATENCY["rounds"].default  # paired: interleaved rounds, at least (PAIRED_S per FULL_ROUNDS)
 
     def key(self) -> str:
         return f"{self.device}/b{self.batch_size}/{self.input_size}px/t{self.threads}"
@@ -327,7 +327,8 @@ def with_threads(threads: int, fn: Callable[[], T]) -> T:
 # ----------------------------------------------------------------------------------------------------
 
 REFERENCE_MEASURES = 9  # the reference's quiet latency: the median of this many measurements (about 6 s)
-PAIRED_ROUNDS = LatencyTarget.rounds  # rounds at least, by default (and at least PAIRED_S seconds of them)
+PAIRED_ROUNDS = LatencyTarget.rounds  # rounds at least, by default
+FULL_ROUNDS = 80  # PAIRED_S and WARMUP_S are for this many rounds; fewer rounds take their share of both
 PAIRED_S = 0.4
 SLOT_MS = 1.0  # each timed slot repeats the call until it lasts about this long (fast models, GPUs)
 
@@ -454,7 +455,7 @@ class PairedMeter:
         fns = [forward_fn(m.eval().to(self.device), self.x) for m in models]
         ref = forward_fn(self._reference, self.x)
         t = self.target
-        share = t.rounds / PAIRED_ROUNDS  # fewer rounds asked: a shorter floor and warm-up alike (never longer)
+        share = t.rounds / FULL_ROUNDS  # fewer rounds asked: a shorter floor and warm-up alike (never longer)
         return with_threads(
             t.threads,
             lambda: time_against_reference(

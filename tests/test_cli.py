@@ -254,9 +254,11 @@ def test_live_display_shows_the_epoch_step_bar_and_rate_then_validating():
 
 def test_live_display_reads_the_study_at_trial_boundaries_not_on_every_step(monkeypatch):
     """A step's line is drawn on the training thread every 0.5 s, and reading a large study is not
-    free (about 45 ms at 500 trials), so steps and epochs redraw what was read at the trial's start."""
+    free (about 45 ms at 500 trials), so steps, epochs and status lines redraw what was read at the
+    trial's start (status lines read again after SUMMARY_S)."""
     import optuna
 
+    from nas.cli import display
     from nas.cli.display import LiveReporter
     from nas.core.architecture import Architecture
 
@@ -273,7 +275,13 @@ def test_live_display_reads_the_study_at_trial_boundaries_not_on_every_step(monk
     for step in range(1, 17):
         r.step(0, 1, 3, step, 16, 1000.0)
     r.epoch(0, 1, 3, 0.5)
-    assert len(reads) == at_start, "a step or an epoch read the study"
+    r.status("training")
+    r.status("validating")
+    assert len(reads) == at_start, "a step, an epoch or a status line within SUMMARY_S read the study"
+    monkeypatch.setattr(display.time, "monotonic", lambda real=display.time.monotonic: real() + display.SUMMARY_S)
+    r.status("validating")
+    assert len(reads) > at_start, "a status line after SUMMARY_S reads it again (a long re-run's progress)"
+    at_start = len(reads)
     trial = study.ask()
     study.tell(trial, [0.9, 1.0])
     r.trial_end(study.trials[-1])

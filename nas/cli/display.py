@@ -22,13 +22,16 @@ from nas.study.studies import count_states, front
 if TYPE_CHECKING:
     from nas.core.architecture import Architecture
 
+SUMMARY_S = 5.0  # a status line reads the summary again at most this often (trial starts and ends always do)
+
 
 class LiveReporter(Reporter):
     """Progress over trials, the current trial (architecture, epoch, accuracy so far), counts by state
-    and the current front. The counts, the noise line and the front are read from the study at trial
-    and phase boundaries only, never on a training step or an epoch's end: in a study of hundreds of
-    trials the three reads take about 45 ms (500 trials on SQLite), and a step's line is drawn every 0.5 s
-    on the training thread."""
+    and the current front. The counts, the noise line and the front are read from the study when a trial
+    starts or ends, and on a status line (latency, training, validating, a re-run) at most every
+    ``SUMMARY_S``; never on a training step or an epoch's end: in a study of hundreds of trials the three
+    reads take about 45 ms (500 trials on SQLite), and a step's line is drawn every 0.5 s on the training
+    thread."""
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -42,6 +45,7 @@ class LiveReporter(Reporter):
         self.study: optuna.Study | None = None
         self._metric = "val acc"  # each epoch's line names the study's first objective (search_start)
         self._polled = 0.0
+        self._summarised = 0.0  # when the counts, noise line and front were last read from the study
         self._epoch: tuple[int, int] | None = None  # the epoch being trained, for the "validating" line
 
     def _render(self) -> Group:
@@ -77,7 +81,9 @@ class LiveReporter(Reporter):
         if text == "validating" and self._epoch:
             text = f"epoch {self._epoch[0]}/{self._epoch[1]} validating"
         self.current = Text(f"{head}  {text}" if head and not text.startswith(("noise", "confirm")) else text)
-        self._refresh()
+        # a trial's own steps change nothing in the summary (trial_start and trial_end read it): at most every
+        # SUMMARY_S, for the re-runs' progress; reading the study costs about 20 ms, outside the batches
+        self._refresh(summary=time.monotonic() - self._summarised >= SUMMARY_S)
 
     def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None:
         self.current = Text(f"{getattr(self, '_trial', '')}  epoch {epoch}/{epochs} done, {self._metric} {acc:.4f}")
@@ -118,6 +124,7 @@ class LiveReporter(Reporter):
     def _refresh(self, summary: bool = True) -> None:
         """Draw again; with ``summary``, the counts, noise line and front read again from the study."""
         if summary and self.study is not None:
+            self._summarised = time.monotonic()
             c = count_states(self.study)
             noise = noise_of(self.study)
             self.counts = Text(

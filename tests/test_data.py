@@ -87,7 +87,7 @@ def test_resampled_training_canvases_are_new_every_epoch_from_the_training_digit
         return out
 
     dm.train_dataloader = recording
-    data_module._cached_resample.cache_clear()
+    monkeypatch.setattr(data_module, "_RESAMPLED", type(data_module._RESAMPLED)())
     draws = []
     monkeypatch.setattr(data_module, "resampled_train", lambda o, *at: draws.append(at) or resampled_train(o, *at))
     prepare_fit(Architecture.parse("resnet10t|none|none|none|none"), 5, dm, space.training, 10, 1, epochs=2).run()
@@ -97,6 +97,25 @@ def test_resampled_training_canvases_are_new_every_epoch_from_the_training_digit
     prepare_fit(Architecture.parse("resnet10t|none|none|none|se(r=4)"), 5, dm, space.training, 10, 1, epochs=2).run()
     assert all(torch.equal(a, b) for a, b in zip(seen[:2], seen[2:], strict=True)), "the same canvases per seed"
     assert draws == [(5, 0), (5, 1)], "each epoch's canvases drawn once for both fits"
+
+
+def test_resampled_canvases_kept_for_the_next_trial_are_bounded_in_bytes(monkeypatch):
+    """The epochs kept for the next trial stay under RESAMPLED_BYTES, the oldest dropped first, so a
+    large ``train`` cannot fill the memory; the epoch just drawn is always kept."""
+    from collections import OrderedDict
+
+    from nas.tasks.classify import data as data_module
+
+    monkeypatch.setattr(data_module, "_RESAMPLED", OrderedDict())
+    opts = {"canvas": 18, "train": 40, "val": 10, "test": 10, "clutter": 0, "noise": 0.0, "seed": 0}
+    size = data_module._cached_resample(opts, 0, 0).images.nbytes
+    monkeypatch.setattr(data_module, "RESAMPLED_BYTES", 2 * size)
+    drawn = [data_module._cached_resample(opts, 0, e) for e in range(4)]
+    assert [key[2] for key in data_module._RESAMPLED] == [2, 3]
+    assert data_module._cached_resample(opts, 0, 3) is drawn[3], "a kept epoch is not drawn again"
+    monkeypatch.setattr(data_module, "RESAMPLED_BYTES", 0)
+    assert data_module._cached_resample(opts, 0, 5) is next(iter(data_module._RESAMPLED.values()))
+    assert len(data_module._RESAMPLED) == 1, "the epoch just drawn is kept even over the bound"
 
 
 def test_digits_datamodule_batches_and_checks_the_input_size():

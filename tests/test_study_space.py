@@ -73,6 +73,34 @@ def test_resuming_with_more_noise_seeds_and_a_confirmation_is_recorded_and_follo
         _study(other, url)
 
 
+def test_a_study_fingerprinted_with_80_latency_rounds_resumes_with_today_s_32_and_records_it(tmp_path, caplog):
+    """Earlier versions hashed latency.rounds into a study's fingerprint (80 by default then), though a
+    resume may change it (how latency is timed, not what the trials trained): such a study resumes with
+    today's default and records the change; a space that measures another target is still refused."""
+    from nas.search._study import _fingerprint
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    old = load_space(space_file(tmp_path, latency={"input_size": 32, "rounds": 80}))
+    study = _study(old, url)
+    as_then = _fingerprint(old, sorted(old.latency.as_dict().items()))  # the whole latency section
+    assert as_then != space_fingerprint(old)
+    study.set_user_attr("space_fingerprint", as_then)
+    now = load_space(space_file(tmp_path, latency={"input_size": 32}))
+    assert now.latency.rounds == 32
+    with caplog.at_level("WARNING"):
+        _study(now, url)
+    assert "latency.rounds: 80 -> 32" in caplog.text
+    reopened = optuna.load_study(study_name=now.name, storage=url)
+    assert stored_space(reopened).latency.rounds == 32
+    assert [(c["key"], c["from"], c["to"]) for c in reopened.user_attrs[CHANGES_ATTR]] == [("latency.rounds", 80, 32)]
+
+    reopened.set_user_attr("space_data", None)  # older still: no record of its space to read the rounds from
+    _study(now, url)
+    other = load_space(space_file(tmp_path, latency={"input_size": 64}))
+    with pytest.raises(Exception, match="was created from a different search space"):
+        _study(other, url)
+
+
 def test_commands_parse_a_space_once_and_read_the_study_s_record_from_anywhere(tmp_path, monkeypatch):
     parses = []
     real = spacefile._parse

@@ -89,7 +89,7 @@ def create_or_resume(
         study.set_user_attr(SEED_ATTR, seed)
         study.set_user_attr(NOISE_SEEDS_ATTR, space.training.noise_seeds)
         study.set_user_attr(UID_ATTR, uuid.uuid4().hex)
-    elif stored != fingerprint:
+    elif stored not in accepted_fingerprints(space, _stored_rounds(study)):
         raise UserError(
             f"study {study_name!r} in {storage} was created from a different search space "
             f"({study.user_attrs.get('space_path')}); resume it with that space or choose another --study"
@@ -112,14 +112,15 @@ def record_resume_changes(study: optuna.Study, space: SearchSpace) -> list[str]:
     """A study resumed from a space that differs only in settings a study may change on resume
     (``Setting.on_resume``: how results are checked, not what the trials trained): the study's record of
     its space takes the new values, each change is logged and noted (``space_changes``), and the values
-    the search and ``nas report`` read follow. Returns the changes, as "training.key: old -> new"."""
+    the search and ``nas report`` read follow. Returns the changes, as "section.key: old -> new"."""
     before = stored_space(study)
     if before is None:
         return []
     changed = [
-        (k, before.training.as_dict().get(k), v)
-        for k, v in space.training.as_dict().items()
-        if k in space.training.changeable_on_resume() and before.training.as_dict().get(k) != v
+        (section, k, getattr(before, section).as_dict().get(k), v)
+        for section in RESUMABLE_SECTIONS
+        for k, v in getattr(space, section).as_dict().items()
+        if k in getattr(space, section).changeable_on_resume() and getattr(before, section).as_dict().get(k) != v
     ]
     if not changed:
         return []
@@ -127,19 +128,49 @@ def record_resume_changes(study: optuna.Study, space: SearchSpace) -> list[str]:
 
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     history = list(study_attr(study, CHANGES_ATTR, list, []))
-    history += [{"key": f"training.{k}", "from": old, "to": new, "at": when} for k, old, new in changed]
+    history += [{"key": f"{sec}.{k}", "from": old, "to": new, "at": when} for sec, k, old, new in changed]
     updated = before.to_data()
-    updated["training"] = {**updated["training"], **{k: new for k, _, new in changed}}
+    for section in RESUMABLE_SECTIONS:
+        updated[section] = {**updated[section], **{k: new for sec, k, _, new in changed if sec == section}}
     study.set_user_attr(SPACE_DATA_ATTR, updated)
     study.set_user_attr(CHANGES_ATTR, history)
-    if any(k == "noise_seeds" for k, _, _ in changed):
+    if any(sec == "training" and k == "noise_seeds" for sec, k, _, _ in changed):
         study.set_user_attr(NOISE_SEEDS_ATTR, space.training.noise_seeds)
-    lines = [f"training.{k}: {old} -> {new}" for k, old, new in changed]
+    lines = [f"{sec}.{k}: {old} -> {new}" for sec, k, old, new in changed]
     log.warning("study %s resumed with %s (recorded on the study)", study.study_name, "; ".join(lines))
     return lines
 
 
+RESUMABLE_SECTIONS = ("training", "latency")  # the sections with settings a resume may change
+ROUNDS_BEFORE = 80  # latency.rounds' default while the fingerprint still held it (until it became 32)
+
+
 def space_fingerprint(space: SearchSpace) -> str:
+    """What a study's trials depend on, hashed: a resume must match it. Not the settings a resume may
+    change (``Setting.on_resume``), nor settings added since, while at their default."""
+    return _fingerprint(space, space.latency.fingerprinted())
+
+
+def accepted_fingerprints(space: SearchSpace, rounds_then: int | None = None) -> set[str]:
+    """Today's fingerprint, and those that studies made by earlier versions stored for the same space:
+    they hashed the whole latency section, with the rounds then in force (``rounds_then``, as the
+    study recorded its space; else ``ROUNDS_BEFORE``, the default, or the space's own), or without
+    rounds before the setting existed."""
+    latency = space.latency.as_dict()
+    then = {latency["rounds"], ROUNDS_BEFORE} if rounds_then is None else {rounds_then}
+    older = [sorted({**latency, "rounds": rounds}.items()) for rounds in then]
+    older.append(sorted((k, v) for k, v in latency.items() if k != "rounds"))
+    return {space_fingerprint(space), *(_fingerprint(space, items) for items in older)}
+
+
+def _stored_rounds(study: optuna.Study) -> int | None:
+    """The latency rounds of the space a study recorded (None: it recorded none to read)."""
+    data = study.user_attrs.get(SPACE_DATA_ATTR)
+    rounds = data.get("latency", {}).get("rounds") if isinstance(data, dict) else None
+    return rounds if isinstance(rounds, int) else None
+
+
+def _fingerprint(space: SearchSpace, latency: list[tuple[str, Any]]) -> str:
     parts = [
         space.backbone,
         space.input_size,
@@ -153,7 +184,7 @@ def space_fingerprint(space: SearchSpace) -> str:
         # what the trials trained; how results are checked (noise_seeds, confirm) may change on resume
         space.training.fingerprinted(),
         space.objectives,
-        sorted(space.latency.as_dict().items()),
+        latency,
         sorted(space.limits.as_dict().items()),
         *space.task.fingerprint(space),  # a detector and where each position is (a classifier: nothing)
     ]

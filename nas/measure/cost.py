@@ -363,7 +363,7 @@ def time_against_reference(
     device: torch.device,
     *,
     rounds: int = PAIRED_ROUNDS,
-    seconds: float = PAIRED_S,
+    seconds: float = PAIRED_S * PAIRED_ROUNDS / FULL_ROUNDS,
     warmup: int = 5,
     warmup_s: float = WARMUP_S,
 ) -> tuple[list[Ratio], Timing]:

@@ -93,7 +93,11 @@ def test_a_study_fingerprinted_with_80_latency_rounds_resumes_with_today_s_32_an
     reopened = optuna.load_study(study_name=now.name, storage=url)
     assert stored_space(reopened).latency.rounds == 32
     assert [(c["key"], c["from"], c["to"]) for c in reopened.user_attrs[CHANGES_ATTR]] == [("latency.rounds", 80, 32)]
+    assert reopened.user_attrs["space_fingerprint"] == space_fingerprint(now), "stored in today's form"
+    _study(now, url)  # resumed again: the record now says 32 rounds
+    assert len(optuna.load_study(study_name=now.name, storage=url).user_attrs[CHANGES_ATTR]) == 1
 
+    reopened.set_user_attr("space_fingerprint", as_then)
     reopened.set_user_attr("space_data", None)  # older still: no record of its space to read the rounds from
     _study(now, url)
     other = load_space(space_file(tmp_path, latency={"input_size": 64}))

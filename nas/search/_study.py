@@ -95,6 +95,8 @@ def create_or_resume(
             f"({study.user_attrs.get('space_path')}); resume it with that space or choose another --study"
         )
     else:
+        if stored != fingerprint:  # an earlier version's form: today's from now on, so the next resume matches
+            study.set_user_attr("space_fingerprint", fingerprint)
         record_resume_changes(study, space)
     return study
 

@@ -155,11 +155,11 @@ def space_fingerprint(space: SearchSpace) -> str:
 
 def accepted_fingerprints(space: SearchSpace, rounds_then: int | None = None) -> set[str]:
     """Today's fingerprint, and those that studies made by earlier versions stored for the same space:
-    they hashed the whole latency section, with the rounds then in force (``rounds_then``, as the
-    study recorded its space; else ``ROUNDS_BEFORE``, the default, or the space's own), or without
-    rounds before the setting existed."""
+    they hashed the whole latency section, with the rounds then in force (as the study recorded its
+    space, ``rounds_then``; ``ROUNDS_BEFORE``, the default; or the space's own), or without rounds
+    before the setting existed."""
     latency = space.latency.as_dict()
-    then = {latency["rounds"], ROUNDS_BEFORE} if rounds_then is None else {rounds_then}
+    then = {latency["rounds"], ROUNDS_BEFORE} | ({rounds_then} if rounds_then is not None else set())
     older = [sorted({**latency, "rounds": rounds}.items()) for rounds in then]
     older.append(sorted((k, v) for k, v in latency.items() if k != "rounds"))
     return {space_fingerprint(space), *(_fingerprint(space, items) for items in older)}

@@ -118,12 +118,14 @@ def record_resume_changes(study: optuna.Study, space: SearchSpace) -> list[str]:
     before = stored_space(study)
     if before is None:
         return []
-    changed = [
-        (section, k, getattr(before, section).as_dict().get(k), v)
-        for section in RESUMABLE_SECTIONS
-        for k, v in getattr(space, section).as_dict().items()
-        if k in getattr(space, section).changeable_on_resume() and getattr(before, section).as_dict().get(k) != v
-    ]
+    changed = []
+    for section in RESUMABLE_SECTIONS:
+        now, then = getattr(space, section), getattr(before, section).as_dict()
+        changed += [
+            (section, k, then.get(k), v)
+            for k, v in now.as_dict().items()
+            if k in now.changeable_on_resume() and then.get(k) != v
+        ]
     if not changed:
         return []
     import datetime

@@ -942,6 +942,45 @@ def variance_of(rows: list[Recorded]) -> Any:
     return variance_table([[r.curve[-1], *(c[-1] for c in r.seed_curves)] for r in rows], base[0])
 
 
+def main_effects_of(rows: list[Recorded]) -> list[Any]:
+    """Where a recording holds every combination of its searched positions' choices (a whole small
+    space, every architecture at the same seeds): each position's main effect
+    (``nas.core.stats.main_effects``); else []. Checked as ``variance_of`` checks."""
+    from nas.core.architecture import Architecture
+    from nas.core.stats import main_effects
+
+    variance_of(rows)  # the same seeds for all, the baseline among them: else its clear error
+    choices = [[str(c) for c in Architecture.parse(r.arch).stages] for r in rows]
+    return main_effects([[r.curve[-1], *(c[-1] for c in r.seed_curves)] for r in rows], choices)
+
+
+def main_effect_rows(effects: list[tuple[str, list[Any]]]) -> Tabled | None:
+    """One row per recording and searched position: F, p, and the choices that move the figure most up
+    and down against the plain one, in points. None where no recording is a full factorial."""
+    cols = ["recording", "position", "F (choice)", "p", "best vs plain", "worst vs plain"]
+    rows = []
+    for source, found in effects:
+        for m in found:
+            ranked = sorted((v, k) for k, v in m.effects.items() if k != m.reference)
+            rows.append(
+                [
+                    source,
+                    str(m.position),
+                    f"{m.f:.2f} ({m.dof[0]}, {m.dof[1]})",
+                    f"{m.p:.2g}",
+                    f"{ranked[-1][1]} {100 * ranked[-1][0]:+.2f}",
+                    f"{ranked[0][1]} {100 * ranked[0][0]:+.2f}",
+                ]
+            )
+    if not rows:
+        return None
+    title = (
+        "per searched position (recordings that hold every combination): the choice's main effect, F with "
+        "seeds and the other positions as blocks; effects: a choice's mean minus the plain choice's, points"
+    )
+    return Tabled(title, cols, rows, left=("recording", "best vs plain", "worst vs plain"))
+
+
 def variance_table_rows(tables: list[tuple[str, Any]]) -> Tabled:
     """One row per recording: the figures of ``variance_of``, in points."""
     cols = ["recording", "archs x seeds", "baseline", "seed sd", "paired diff sd", "F (arch)", "p", "means spread"]

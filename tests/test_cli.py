@@ -184,6 +184,21 @@ def test_bench_pruning_replays_recorded_curves(tmp_path):
     assert r.returncode == 2 and "--curves" in r.stderr
 
 
+def test_bench_variance_reads_recordings_and_tests_each_position_of_a_whole_space():
+    """The committed recordings: one variance row each; the per-position table only for the recording
+    that holds every combination (the detector's 27), with its three positions; the 41 sampled
+    architectures of the scratch recording get no such row."""
+    recorded = Path(__file__).parents[1] / "spaces" / "recorded"
+    yolo, scratch = recorded / "yolo-warm-noprune.json", recorded / "small-noprune.json"
+    r = run_nas("bench", "variance", "--curves", yolo, "--curves", scratch)
+    assert r.returncode == 0, r
+    assert "27 x 3" in r.stdout and "41 x 3" in r.stdout and "0.76 (40, 80)" in r.stdout
+    per_position = r.stdout.split("per searched position", 1)[1]
+    rows = [line for line in per_position.splitlines() if "yolo-warm-noprune" in line]
+    assert len(rows) == 3 and all("(2, 72)" in line for line in rows), per_position
+    assert "small-noprune" not in per_position
+
+
 def test_bench_startup_times_each_command_beside_importing_torch(tmp_path):
     r = run_nas("bench", "startup", "--times", "1", "--out", tmp_path)
     assert r.returncode == 0, r

@@ -151,6 +151,65 @@ def test_variance_table_against_least_squares_and_its_own_definitions():
         variance_table([[0.9, 0.91], [0.9]], 0)
 
 
+def test_main_effects_of_a_full_factorial_against_least_squares():
+    """Each searched position's F equals the nested least-squares test (seeds + every position's
+    choices, dummy-coded, against the same without this position); an effect planted on one choice of
+    one position gives that position p < 0.01 and leaves the other's p uniform on average; a single
+    position gives the two-way table's own F; an incomplete set of combinations gives nothing."""
+    import itertools
+
+    import numpy as np
+    from scipy.stats import f as f_dist
+
+    from nas.core.stats import factorial_positions, main_effects, variance_table
+
+    rng = np.random.default_rng(1)
+    first, second, s = ["none", "se", "eca"], ["none", "cbam", "simam", "sa"], 3
+    choices = [("none", a, "none", b) for a, b in itertools.product(first, second)]  # two positions vary
+    n = len(choices)
+    x = 0.9 + rng.normal(0, 0.01, (n, s)) + rng.normal(0, 0.02, (1, s))
+    found = main_effects(x.tolist(), choices)
+    assert [m.position for m in found] == [2, 4] and factorial_positions(choices) == [1, 3]
+
+    def rss(design):
+        beta, *_ = np.linalg.lstsq(design, x.ravel(), rcond=None)
+        return float(((x.ravel() - design @ beta) ** 2).sum())
+
+    seeds = np.kron(np.ones((n, 1)), np.eye(s))
+    dummies = {
+        k: np.kron(np.array([[c[k] == lv for lv in levels[1:]] for c in choices], float), np.ones((s, 1)))
+        for k, levels in ((1, first), (3, second))
+    }
+    full = rss(np.hstack([seeds, dummies[1], dummies[3]]))
+    dof_err = n * s - 1 - (s - 1) - (len(first) - 1) - (len(second) - 1)
+    for m, k, levels, other in ((found[0], 1, first, 3), (found[1], 3, second, 1)):
+        f = ((rss(np.hstack([seeds, dummies[other]])) - full) / (len(levels) - 1)) / (full / dof_err)
+        assert m.f == pytest.approx(f, rel=1e-9) and m.dof == (len(levels) - 1, dof_err)
+        assert m.p == pytest.approx(f_dist.sf(f, *m.dof), rel=1e-9)
+        assert m.reference == "none" and m.effects["none"] == 0.0
+        for lv in levels:
+            mine = [i for i, c in enumerate(choices) if c[k] == lv]
+            plain = [i for i, c in enumerate(choices) if c[k] == "none"]
+            assert m.effects[lv] == pytest.approx(x[mine].mean() - x[plain].mean(), abs=1e-12)
+
+    planted_p, other_p = [], []
+    for _ in range(200):
+        y = 0.9 + rng.normal(0, 0.01, (n, s))
+        y[[i for i, c in enumerate(choices) if c[1] == "se"]] += 0.02
+        a, b = main_effects(y.tolist(), choices)
+        planted_p.append(a.p)
+        other_p.append(b.p)
+    assert np.mean(np.array(planted_p) < 0.01) > 0.9
+    assert 0.4 < statistics.fmean(other_p) < 0.6  # p is uniform where nothing was planted
+
+    one = [("none", c) for c in second]
+    (m,) = main_effects(x[: len(one)].tolist(), one)
+    v = variance_table(x[: len(one)].tolist(), 0)
+    assert (m.f, m.p) == pytest.approx((v.f, v.p), rel=1e-9) and m.dof == v.dof
+    assert main_effects(x[:-1].tolist(), choices[:-1]) == [] and factorial_positions(choices[:-1]) is None
+    assert main_effects(x.tolist(), [("none",) * 4] * n) == []  # nothing varies
+
+
 def test_paired_ratio_is_unmoved_by_a_busy_machine_where_absolute_times_are(monkeypatch):
     sim = BusyMachine()
     monkeypatch.setattr(cost, "time", sim)

@@ -154,14 +154,16 @@ def bench_variance_cmd(
 ) -> None:
     """Is there anything to find? For recordings of every architecture at the same seeds: the seed sd,
     the sd of the paired difference to the baseline, the architecture effect (two-way F, seeds as blocks,
-    and its p) and the spread of the architectures' means."""
+    and its p) and the spread of the architectures' means; for a recording that holds every combination
+    of its searched positions' choices, also each position's main effect (F, p, best and worst choice)."""
     from nas import bench
 
-    tables = []
+    tables, effects = [], []
     with console.status("reading") as status:
         for path in curves or ([] if study else [Path("spaces/recorded/small-noprune.json")]):
             rows, source, _ = bench.recording(path, None, None, None, 1)
             tables.append((source, bench.variance_of(rows)))
+            effects.append((source, bench.main_effects_of(rows)))
         if study:
             rows, source, said = bench.recording(
                 Path("-"), study, storage, export, seeds, lambda t: status.update(shown(t))
@@ -169,7 +171,11 @@ def bench_variance_cmd(
             for line in said:
                 console.print(shown(line))
             tables.append((source, bench.variance_of(rows)))
+            effects.append((source, bench.main_effects_of(rows)))
     _print(bench.variance_table_rows(tables))
+    per_position = bench.main_effect_rows(effects)
+    if per_position is not None:
+        _print(per_position)
 
 
 @bench_app.command("latency")

@@ -239,3 +239,66 @@ def variance_table(table: Sequence[Sequence[float]], baseline: int) -> VarianceT
     diffs = [[x[i][j] - x[baseline][j] for j in range(s)] for i in range(a) if i != baseline]
     paired = sum((d - statistics.fmean(row)) ** 2 for row in diffs for d in row) / ((a - 1) * (s - 1))
     return VarianceTable(a, s, rows[baseline], math.sqrt(within), math.sqrt(paired), f, p, dof, max(rows) - min(rows))
+
+
+@dataclass(frozen=True)
+class MainEffect:
+    """One searched position's main effect in a recording that holds every combination of the
+    positions' choices (a full factorial) at the same seeds: ``f`` and ``p`` test whether the choice
+    at this position moves the figure, in an additive model of the positions and the seeds (their
+    interactions left in the error, which only makes the test stricter where they exist); ``effects``:
+    each choice's mean minus the mean of ``reference`` (the plain choice, where there is one)."""
+
+    position: int  # 1-based, in the architecture string after the backbone
+    f: float
+    p: float
+    dof: tuple[int, int]
+    reference: str
+    effects: dict[str, float]
+
+
+def factorial_positions(choices: Sequence[Sequence[str]]) -> list[int] | None:
+    """The 0-based positions whose choice varies over ``choices`` (one tuple per architecture) when the
+    architectures are exactly every combination of those positions' choices, each once; else None."""
+    if not choices or len({len(c) for c in choices}) != 1:
+        return None
+    varying = [k for k in range(len(choices[0])) if len({c[k] for c in choices}) > 1]
+    if not varying:
+        return None
+    cells = {tuple(c[k] for k in varying) for c in choices}
+    combos = math.prod(len({c[k] for c in choices}) for k in varying)
+    return varying if len(cells) == len(choices) == combos else None
+
+
+def main_effects(table: Sequence[Sequence[float]], choices: Sequence[Sequence[str]]) -> list[MainEffect]:
+    """``table[i][j]``: architecture i's figure at seed j; ``choices[i]``: its choice at every position.
+    One ``MainEffect`` per varying position of a full factorial (``factorial_positions``); [] otherwise.
+    Balanced, so each position's sum of squares is its level means' spread, and the error is what the
+    seeds and every position's main effect leave."""
+    from scipy.stats import f as f_dist
+
+    varying = factorial_positions(choices)
+    a, s = len(table), len(table[0]) if table else 0
+    if varying is None or s < 2 or any(len(row) != s for row in table):
+        return []
+    x = [[float(v) for v in row] for row in table]
+    grand = statistics.fmean(v for row in x for v in row)
+    cols = [statistics.fmean(x[i][j] for i in range(a)) for j in range(s)]
+    ss_total = sum((v - grand) ** 2 for row in x for v in row)
+    ss_seeds = a * sum((c - grand) ** 2 for c in cols)
+    found = []
+    for k in varying:
+        levels = sorted({c[k] for c in choices})
+        means = {lv: statistics.fmean(v for i in range(a) if choices[i][k] == lv for v in x[i]) for lv in levels}
+        ss = (a * s / len(levels)) * sum((m - grand) ** 2 for m in means.values())
+        found.append((k, levels, means, ss))
+    dof_err = a * s - 1 - (s - 1) - sum(len(lv) - 1 for _, lv, _, _ in found)
+    ss_err = ss_total - ss_seeds - sum(ss for *_, ss in found)
+    out = []
+    for k, levels, means, ss in found:
+        dof = (len(levels) - 1, dof_err)
+        f = (ss / dof[0]) / (ss_err / dof_err) if dof_err > 0 and ss_err > 1e-15 * max(ss_total, 1e-300) else math.inf
+        p = float(f_dist.sf(f, *dof)) if math.isfinite(f) else 0.0
+        ref = "none" if "none" in means else levels[0]
+        out.append(MainEffect(k + 1, f, p, dof, ref, {lv: means[lv] - means[ref] for lv in levels}))
+    return out

@@ -943,21 +943,27 @@ def variance_of(rows: list[Recorded]) -> Any:
 
 
 def main_effects_of(rows: list[Recorded]) -> list[Any]:
-    """Where a recording holds every combination of its searched positions' choices (a whole small
-    space, every architecture at the same seeds): each position's main effect
-    (``nas.core.stats.main_effects``); else []. Checked as ``variance_of`` checks."""
-    from nas.core.architecture import Architecture
-    from nas.core.stats import main_effects
+    """Where a recording holds every combination of two or more searched positions' choices (a whole
+    small space, every architecture at the same seeds): each position's main effect
+    (``nas.core.stats.main_effects``); else [] (one position: the variance table's F is its own)."""
+    from nas.core.architecture import Architecture, ArchitectureError
+    from nas.core.stats import factorial_positions, main_effects
 
-    variance_of(rows)  # the same seeds for all, the baseline among them: else its clear error
-    choices = [[str(c) for c in Architecture.parse(r.arch).stages] for r in rows]
+    variance_of(rows)  # the same number of seeds for all, the baseline among them: else its clear error
+    try:
+        choices = [[str(c) for c in Architecture.parse(r.arch).stages] for r in rows]
+    except ArchitectureError:  # not a space of this tool's architectures: nothing to split by position
+        return []
+    if len(factorial_positions(choices) or []) < 2:
+        return []
     return main_effects([[r.curve[-1], *(c[-1] for c in r.seed_curves)] for r in rows], choices)
 
 
 def main_effect_rows(effects: list[tuple[str, list[Any]]]) -> Tabled | None:
     """One row per recording and searched position: F, p, and the choices that move the figure most up
-    and down against the plain one, in points. None where no recording is a full factorial."""
-    cols = ["recording", "position", "F (choice)", "p", "best vs plain", "worst vs plain"]
+    and down against the reference (the plain choice where there is one), in points. None where no
+    recording holds every combination of two or more positions."""
+    cols = ["recording", "position", "F (choice)", "p", "against", "best", "worst"]
     rows = []
     for source, found in effects:
         for m in found:
@@ -968,6 +974,7 @@ def main_effect_rows(effects: list[tuple[str, list[Any]]]) -> Tabled | None:
                     str(m.position),
                     f"{m.f:.2f} ({m.dof[0]}, {m.dof[1]})",
                     f"{m.p:.2g}",
+                    m.reference,
                     f"{ranked[-1][1]} {100 * ranked[-1][0]:+.2f}",
                     f"{ranked[0][1]} {100 * ranked[0][0]:+.2f}",
                 ]
@@ -975,10 +982,10 @@ def main_effect_rows(effects: list[tuple[str, list[Any]]]) -> Tabled | None:
     if not rows:
         return None
     title = (
-        "per searched position (recordings that hold every combination): the choice's main effect, F with "
-        "seeds and the other positions as blocks; effects: a choice's mean minus the plain choice's, points"
+        "per searched position (recordings that hold every combination): a choice's mean minus the one it "
+        "is against, in points; F of the choices' means per seed, seeds as blocks"
     )
-    return Tabled(title, cols, rows, left=("recording", "best vs plain", "worst vs plain"))
+    return Tabled(title, cols, rows, left=("recording", "against", "best", "worst"))
 
 
 def variance_table_rows(tables: list[tuple[str, Any]]) -> Tabled:

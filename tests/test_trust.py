@@ -151,11 +151,12 @@ def test_variance_table_against_least_squares_and_its_own_definitions():
         variance_table([[0.9, 0.91], [0.9]], 0)
 
 
-def test_main_effects_of_a_full_factorial_against_least_squares():
-    """Each searched position's F equals the nested least-squares test (seeds + every position's
-    choices, dummy-coded, against the same without this position); an effect planted on one choice of
-    one position gives that position p < 0.01 and leaves the other's p uniform on average; a single
-    position gives the two-way table's own F; an incomplete set of combinations gives nothing."""
+def test_main_effects_of_a_full_factorial_against_least_squares_and_seed_to_seed_luck():
+    """Each searched position's F is the two-way least-squares test (seeds as blocks) of its choices'
+    means per seed; effects are the choices' means minus the plain one's. Where a choice's luck varies
+    from seed to seed (the architectures sharing it share its draw) and nothing is planted, p stays
+    uniform (pooling every architecture's residual would call that luck an effect); a planted choice
+    is found; one position gives the variance table's own F; incomplete sets give nothing."""
     import itertools
 
     import numpy as np
@@ -171,36 +172,37 @@ def test_main_effects_of_a_full_factorial_against_least_squares():
     found = main_effects(x.tolist(), choices)
     assert [m.position for m in found] == [2, 4] and factorial_positions(choices) == [1, 3]
 
-    def rss(design):
-        beta, *_ = np.linalg.lstsq(design, x.ravel(), rcond=None)
-        return float(((x.ravel() - design @ beta) ** 2).sum())
+    def two_way_f(table):  # brute force: seeds only vs seeds + rows, dummy-coded least squares
+        a, k = table.shape
 
-    seeds = np.kron(np.ones((n, 1)), np.eye(s))
-    dummies = {
-        k: np.kron(np.array([[c[k] == lv for lv in levels[1:]] for c in choices], float), np.ones((s, 1)))
-        for k, levels in ((1, first), (3, second))
-    }
-    full = rss(np.hstack([seeds, dummies[1], dummies[3]]))
-    dof_err = n * s - 1 - (s - 1) - (len(first) - 1) - (len(second) - 1)
-    for m, k, levels, other in ((found[0], 1, first, 3), (found[1], 3, second, 1)):
-        f = ((rss(np.hstack([seeds, dummies[other]])) - full) / (len(levels) - 1)) / (full / dof_err)
-        assert m.f == pytest.approx(f, rel=1e-9) and m.dof == (len(levels) - 1, dof_err)
+        def rss(design):
+            beta, *_ = np.linalg.lstsq(design, table.ravel(), rcond=None)
+            return float(((table.ravel() - design @ beta) ** 2).sum())
+
+        seeds = np.kron(np.ones((a, 1)), np.eye(k))
+        rows = np.kron(np.eye(a), np.ones((k, 1)))[:, 1:]
+        small, full = rss(seeds), rss(np.hstack([seeds, rows]))
+        return ((small - full) / (a - 1)) / (full / ((a - 1) * (k - 1)))
+
+    for m, k, levels in ((found[0], 1, first), (found[1], 3, second)):
+        means = np.array([x[[i for i, c in enumerate(choices) if c[k] == lv]].mean(axis=0) for lv in levels])
+        f = two_way_f(means)
+        assert m.f == pytest.approx(f, rel=1e-9) and m.dof == (len(levels) - 1, (len(levels) - 1) * (s - 1))
         assert m.p == pytest.approx(f_dist.sf(f, *m.dof), rel=1e-9)
         assert m.reference == "none" and m.effects["none"] == 0.0
-        for lv in levels:
-            mine = [i for i, c in enumerate(choices) if c[k] == lv]
-            plain = [i for i, c in enumerate(choices) if c[k] == "none"]
-            assert m.effects[lv] == pytest.approx(x[mine].mean() - x[plain].mean(), abs=1e-12)
+        for lv, row in zip(levels, means, strict=True):
+            assert m.effects[lv] == pytest.approx(row.mean() - means[0].mean(), abs=1e-12)
 
-    planted_p, other_p = [], []
-    for _ in range(200):
+    lucky, planted = [], []
+    for _ in range(300):
         y = 0.9 + rng.normal(0, 0.01, (n, s))
-        y[[i for i, c in enumerate(choices) if c[1] == "se"]] += 0.02
-        a, b = main_effects(y.tolist(), choices)
-        planted_p.append(a.p)
-        other_p.append(b.p)
-    assert np.mean(np.array(planted_p) < 0.01) > 0.9
-    assert 0.4 < statistics.fmean(other_p) < 0.6  # p is uniform where nothing was planted
+        for lv in second:  # each choice at position 4 draws its own luck at every seed
+            y[[i for i, c in enumerate(choices) if c[3] == lv]] += rng.normal(0, 0.02, (1, s))
+        lucky.append(main_effects(y.tolist(), choices)[1].p)
+        y[[i for i, c in enumerate(choices) if c[1] == "se"]] += 0.03
+        planted.append(main_effects(y.tolist(), choices)[0].p)
+    assert 0.4 < statistics.fmean(lucky) < 0.6 and np.mean(np.array(lucky) < 0.05) < 0.1
+    assert np.mean(np.array(planted) < 0.01) > 0.8
 
     one = [("none", c) for c in second]
     (m,) = main_effects(x[: len(one)].tolist(), one)
@@ -208,6 +210,20 @@ def test_main_effects_of_a_full_factorial_against_least_squares():
     assert (m.f, m.p) == pytest.approx((v.f, v.p), rel=1e-9) and m.dof == v.dof
     assert main_effects(x[:-1].tolist(), choices[:-1]) == [] and factorial_positions(choices[:-1]) is None
     assert main_effects(x.tolist(), [("none",) * 4] * n) == []  # nothing varies
+    with pytest.raises(ValueError, match="rows of figures"):
+        main_effects(x[:-1].tolist(), choices)
+
+
+def test_a_table_without_seed_to_seed_variation_is_certain_only_where_something_moved():
+    from nas.core.stats import main_effects, variance_table
+
+    assert variance_table([[0.9, 0.9], [0.9, 0.9]], 0).p == 1.0  # nothing moved: no effect
+    shifted = variance_table([[0.9, 0.8], [0.95, 0.85]], 0)  # an exact shift at every seed: certain
+    assert shifted.p == 0.0 and shifted.f == math.inf
+    choices = [(a, b) for a in ("none", "se") for b in ("none", "eca")]
+    additive = [[0.9 + 0.05 * (a == "se") + 0.1 * j for j in range(3)] for a, _ in choices]  # position 2 moves nothing
+    first, second = main_effects(additive, choices)
+    assert (first.p, second.p) == (0.0, 1.0)
 
 
 def test_paired_ratio_is_unmoved_by_a_busy_machine_where_absolute_times_are(monkeypatch):

@@ -233,8 +233,12 @@ def variance_table(table: Sequence[Sequence[float]], baseline: int) -> VarianceT
     ss_arch = s * sum((r - grand) ** 2 for r in rows)
     ss_err = sum((x[i][j] - rows[i] - cols[j] + grand) ** 2 for i in range(a) for j in range(s))
     dof = (a - 1, (a - 1) * (s - 1))
-    f = (ss_arch / dof[0]) / (ss_err / dof[1]) if ss_err > 0 else math.inf
-    p = float(f_dist.sf(f, *dof)) if math.isfinite(f) else 0.0
+    tiny = 1e-12 * sum((v - grand) ** 2 for row in x for v in row)  # float dust of an exactly additive table
+    if ss_err > tiny:
+        f = (ss_arch / dof[0]) / (ss_err / dof[1])
+        p = float(f_dist.sf(f, *dof))
+    else:  # no seed-to-seed variation left: an effect is certain, and no effect is no effect
+        f, p = (math.inf, 0.0) if ss_arch > tiny else (math.nan, 1.0)
     within = sum((x[i][j] - rows[i]) ** 2 for i in range(a) for j in range(s)) / (a * (s - 1))
     diffs = [[x[i][j] - x[baseline][j] for j in range(s)] for i in range(a) if i != baseline]
     paired = sum((d - statistics.fmean(row)) ** 2 for row in diffs for d in row) / ((a - 1) * (s - 1))
@@ -244,10 +248,13 @@ def variance_table(table: Sequence[Sequence[float]], baseline: int) -> VarianceT
 @dataclass(frozen=True)
 class MainEffect:
     """One searched position's main effect in a recording that holds every combination of the
-    positions' choices (a full factorial) at the same seeds: ``f`` and ``p`` test whether the choice
-    at this position moves the figure, in an additive model of the positions and the seeds (their
-    interactions left in the error, which only makes the test stricter where they exist); ``effects``:
-    each choice's mean minus the mean of ``reference`` (the plain choice, where there is one)."""
+    positions' choices (a full factorial) at the same seeds. The figures are first averaged over the
+    other positions, per choice and seed; ``f`` and ``p`` are then the two-way table's (seeds as blocks)
+    of those means: the choice's effect against how much it varies from seed to seed. (Pooling every
+    architecture's residual instead would treat the architectures that share a choice at a seed as
+    independent, while they share that seed's draw of the module and the data order: too many false
+    effects.) ``effects``: each choice's mean minus the mean of ``reference`` (the plain choice, where
+    there is one)."""
 
     position: int  # 1-based, in the architecture string after the backbone
     f: float
@@ -272,33 +279,21 @@ def factorial_positions(choices: Sequence[Sequence[str]]) -> list[int] | None:
 
 def main_effects(table: Sequence[Sequence[float]], choices: Sequence[Sequence[str]]) -> list[MainEffect]:
     """``table[i][j]``: architecture i's figure at seed j; ``choices[i]``: its choice at every position.
-    One ``MainEffect`` per varying position of a full factorial (``factorial_positions``); [] otherwise.
-    Balanced, so each position's sum of squares is its level means' spread, and the error is what the
-    seeds and every position's main effect leave."""
-    from scipy.stats import f as f_dist
-
+    One ``MainEffect`` per varying position of a full factorial (``factorial_positions``); [] otherwise."""
+    if len(table) != len(choices):
+        raise ValueError(f"{len(table)} rows of figures for {len(choices)} architectures")
     varying = factorial_positions(choices)
-    a, s = len(table), len(table[0]) if table else 0
+    s = len(table[0]) if table else 0
     if varying is None or s < 2 or any(len(row) != s for row in table):
         return []
-    x = [[float(v) for v in row] for row in table]
-    grand = statistics.fmean(v for row in x for v in row)
-    cols = [statistics.fmean(x[i][j] for i in range(a)) for j in range(s)]
-    ss_total = sum((v - grand) ** 2 for row in x for v in row)
-    ss_seeds = a * sum((c - grand) ** 2 for c in cols)
-    found = []
+    out = []
     for k in varying:
         levels = sorted({c[k] for c in choices})
-        means = {lv: statistics.fmean(v for i in range(a) if choices[i][k] == lv for v in x[i]) for lv in levels}
-        ss = (a * s / len(levels)) * sum((m - grand) ** 2 for m in means.values())
-        found.append((k, levels, means, ss))
-    dof_err = a * s - 1 - (s - 1) - sum(len(lv) - 1 for _, lv, _, _ in found)
-    ss_err = ss_total - ss_seeds - sum(ss for *_, ss in found)
-    out = []
-    for k, levels, means, ss in found:
-        dof = (len(levels) - 1, dof_err)
-        f = (ss / dof[0]) / (ss_err / dof_err) if dof_err > 0 and ss_err > 1e-15 * max(ss_total, 1e-300) else math.inf
-        p = float(f_dist.sf(f, *dof)) if math.isfinite(f) else 0.0
-        ref = "none" if "none" in means else levels[0]
-        out.append(MainEffect(k + 1, f, p, dof, ref, {lv: means[lv] - means[ref] for lv in levels}))
+        rows = [[i for i, c in enumerate(choices) if c[k] == lv] for lv in levels]
+        means = [[statistics.fmean(float(table[i][j]) for i in at) for j in range(s)] for at in rows]
+        ref = levels.index("none") if "none" in levels else 0
+        v = variance_table(means, ref)
+        overall = [statistics.fmean(m) for m in means]
+        effects = {lv: overall[n] - overall[ref] for n, lv in enumerate(levels)}
+        out.append(MainEffect(k + 1, v.f, v.p, v.dof, levels[ref], effects))
     return out

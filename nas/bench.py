@@ -945,18 +945,17 @@ def variance_of(rows: list[Recorded]) -> Any:
 def main_effects_of(rows: list[Recorded]) -> list[Any]:
     """Where a recording holds every combination of two or more searched positions' choices (a whole
     small space, every architecture at the same seeds): each position's main effect
-    (``nas.core.stats.main_effects``); else [] (one position: the variance table's F is its own)."""
+    (``nas.core.stats.main_effects``); else [] (one position: the variance table's F is its own). The
+    rows as ``variance_of`` accepted them (unequal seeds give [] here)."""
     from nas.core.architecture import Architecture, ArchitectureError
-    from nas.core.stats import factorial_positions, main_effects
+    from nas.core.stats import main_effects
 
-    variance_of(rows)  # the same number of seeds for all, the baseline among them: else its clear error
     try:
         choices = [[str(c) for c in Architecture.parse(r.arch).stages] for r in rows]
     except ArchitectureError:  # not a space of this tool's architectures: nothing to split by position
         return []
-    if len(factorial_positions(choices) or []) < 2:
-        return []
-    return main_effects([[r.curve[-1], *(c[-1] for c in r.seed_curves)] for r in rows], choices)
+    found = main_effects([[r.curve[-1], *(c[-1] for c in r.seed_curves)] for r in rows], choices)
+    return found if len(found) >= 2 else []
 
 
 def main_effect_rows(effects: list[tuple[str, list[Any]]]) -> Tabled | None:

@@ -113,6 +113,23 @@ class BusyMachine:
         self.now += self._factor() * 1.2e-3
 
 
+def _two_way_f_by_least_squares(table):
+    """Brute force: the rows' F in a two-way table (rows x seeds), as the nested least-squares test of
+    seeds only against seeds + rows, dummy-coded."""
+    import numpy as np
+
+    a, k = table.shape
+
+    def rss(design):
+        beta, *_ = np.linalg.lstsq(design, table.ravel(), rcond=None)
+        return float(((table.ravel() - design @ beta) ** 2).sum())
+
+    seeds = np.kron(np.ones((a, 1)), np.eye(k))
+    rows = np.kron(np.eye(a), np.ones((k, 1)))[:, 1:]
+    small, full = rss(seeds), rss(np.hstack([seeds, rows]))
+    return ((small - full) / (a - 1)) / (full / ((a - 1) * (k - 1)))
+
+
 def test_variance_table_against_least_squares_and_its_own_definitions():
     """The architecture F of the two-way table equals the nested least-squares test (seeds only vs seeds
     + architectures, dummy-coded); the sds are their definitions; an effect planted on one architecture
@@ -126,15 +143,7 @@ def test_variance_table_against_least_squares_and_its_own_definitions():
     a, s = 7, 4
     x = 0.9 + rng.normal(0, 0.01, (a, s)) + rng.normal(0, 0.02, (1, s))  # seed effects shared by every row
     v = variance_table(x.tolist(), baseline=0)
-
-    def rss(design):
-        beta, *_ = np.linalg.lstsq(design, x.ravel(), rcond=None)
-        return float(((x.ravel() - design @ beta) ** 2).sum())
-
-    seeds = np.kron(np.ones((a, 1)), np.eye(s))
-    archs = np.kron(np.eye(a), np.ones((s, 1)))[:, 1:]
-    small, full = rss(seeds), rss(np.hstack([seeds, archs]))
-    f = ((small - full) / (a - 1)) / (full / ((a - 1) * (s - 1)))
+    f = _two_way_f_by_least_squares(x)
     assert v.f == pytest.approx(f, rel=1e-9) and v.dof == (a - 1, (a - 1) * (s - 1))
     assert v.p == pytest.approx(f_dist.sf(f, a - 1, (a - 1) * (s - 1)), rel=1e-9)
     assert v.seed_sd == pytest.approx(math.sqrt(np.mean(x.var(axis=1, ddof=1))), rel=1e-9)
@@ -172,21 +181,9 @@ def test_main_effects_of_a_full_factorial_against_least_squares_and_seed_to_seed
     found = main_effects(x.tolist(), choices)
     assert [m.position for m in found] == [2, 4] and factorial_positions(choices) == [1, 3]
 
-    def two_way_f(table):  # brute force: seeds only vs seeds + rows, dummy-coded least squares
-        a, k = table.shape
-
-        def rss(design):
-            beta, *_ = np.linalg.lstsq(design, table.ravel(), rcond=None)
-            return float(((table.ravel() - design @ beta) ** 2).sum())
-
-        seeds = np.kron(np.ones((a, 1)), np.eye(k))
-        rows = np.kron(np.eye(a), np.ones((k, 1)))[:, 1:]
-        small, full = rss(seeds), rss(np.hstack([seeds, rows]))
-        return ((small - full) / (a - 1)) / (full / ((a - 1) * (k - 1)))
-
     for m, k, levels in ((found[0], 1, first), (found[1], 3, second)):
         means = np.array([x[[i for i, c in enumerate(choices) if c[k] == lv]].mean(axis=0) for lv in levels])
-        f = two_way_f(means)
+        f = _two_way_f_by_least_squares(means)
         assert m.f == pytest.approx(f, rel=1e-9) and m.dof == (len(levels) - 1, (len(levels) - 1) * (s - 1))
         assert m.p == pytest.approx(f_dist.sf(f, *m.dof), rel=1e-9)
         assert m.reference == "none" and m.effects["none"] == 0.0

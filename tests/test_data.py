@@ -141,6 +141,13 @@ def test_digits_datamodule_batches_and_checks_the_input_size():
     assert isinstance(dm, DigitsDataModule) and dm.num_classes == 10
     first = [b[1].tolist() for b in dm.train_dataloader()]
     assert first == [b[1].tolist() for b in dm.train_dataloader()], "seeded, deterministic order"
+    # validation and test: every image once, in order, in batches of 4 training batches (fewer per-batch costs)
+    for loader, split in ((dm.val_dataloader(), dm.val_set), (dm.test_dataloader(), dm.test_set)):
+        batches = list(loader)
+        assert [len(b[1]) for b in batches] == [min(64, len(split))] * (len(split) // 64) + (
+            [len(split) % 64] if len(split) % 64 else []
+        )
+        assert torch.equal(torch.cat([b[0] for b in batches]), split.tensors[0])
     with pytest.raises(DataError, match="must equal data.canvas"):
         datamodule(
             {

@@ -129,6 +129,16 @@ def _canvases(o: Mapping[str, Any], split: str, images: np.ndarray, labels: np.n
     )
 
 
+EVAL_BATCH_FACTOR = 4  # validation and test batches: this many training batches (no gradients, no kept activations)
+
+
+def eval_batch_size(batch_size: int) -> int:
+    """The batch size of every validation and test loader: evaluation keeps no activations for a backward
+    pass, so a batch several times the training one needs less memory than a training step, and takes
+    fewer per-batch costs (Lightning's hooks, the latency gate). Eval-mode results do not depend on it."""
+    return EVAL_BATCH_FACTOR * batch_size
+
+
 class TensorDataModule(pl.LightningDataModule):
     """Tensors in memory (moved to the GPU once when training there); a seeded shuffle."""
 
@@ -144,8 +154,10 @@ class TensorDataModule(pl.LightningDataModule):
         self.test_set: Dataset | None = None
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        if not shuffle:
+            return DataLoader(ds, batch_size=eval_batch_size(self.batch_size))
         gen = torch.Generator().manual_seed(self.shuffle_seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, generator=gen if shuffle else None)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=gen)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)
@@ -319,7 +331,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return DataLoader(self.train_set, self.batch_size, shuffle=True, generator=gen, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self.val_set, eval_batch_size(self.batch_size), num_workers=self.num_workers)
 
 
 class CifarDataModule(pl.LightningDataModule):
@@ -374,7 +386,7 @@ class CifarDataModule(pl.LightningDataModule):
         return DataLoader(self.train_set, self.batch_size, shuffle=True, generator=gen, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self.val_set, eval_batch_size(self.batch_size), num_workers=self.num_workers)
 
 
 def datamodule(data: Any, input_size: tuple[int, int], batch_size: int, seed: int) -> pl.LightningDataModule:

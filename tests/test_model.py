@@ -6,7 +6,7 @@ from torch import nn
 
 import attention
 from nas.core.architecture import Architecture, ArchitectureError
-from nas.measure.cost import count_params
+from nas.measure.cost import count_flops, count_params
 from nas.tasks.classify import backbone as bb
 from nas.tasks.classify.model import architecture_problems, build, model_cost
 
@@ -34,6 +34,31 @@ OFFICIAL_RESNET50 = {
 def test_resnet50_totals_equal_the_official_implementations(text, total):
     assert count_params(build(arch(text), 1000)) == total
     assert model_cost(arch(text), 1000, (224, 224), 3).params == total  # the meta-device path agrees
+
+
+# a stage's choice per backbone family, placements and built-in attention removed ('!') among them
+MIXED = [
+    "resnet50|se|simam|sk|ca@post_conv3x3_act",
+    "resnet18|none|none|cca@stage_output|soca",
+    "resnet18|sk|gam|nam|none",
+    "regnety_008|!eca@post_conv3x3_act|ca@residual|!none|sk(g=8)",
+    "efficientnet_b0|none|eca|simam@post_conv3x3|!cbam|none",
+    "convnext_atto|cbam@stage_output|none|none|soca",
+]
+
+
+@pytest.mark.parametrize("text", MIXED)
+@pytest.mark.parametrize("gated", [False, True])
+def test_cost_of_an_architecture_is_its_whole_model_counted(text, gated):
+    # model_cost adds each stage's change to the plain network's cost (counted once per process); that
+    # equals counting the whole model built as the trial trains it (gated: a replaced layer kept beside
+    # its mechanism: a selective kernel costs the 3x3 convolution it runs beside)
+    a = arch(text)
+    direct = build(a, 7, 3, device="meta", gated=gated)
+    flops = count_flops(direct.eval(), torch.empty(1, 3, 64, 64, device="meta"))
+    cost = model_cost(a, 7, (64, 64), 3, gated=gated)
+    assert (cost.params, cost.flops) == (count_params(direct), flops)
+    assert cost.params == count_params(build(a, 7, 3, gated=gated))  # the real model, not only the meta one
 
 
 def test_placements_in_a_resnet_bottleneck():

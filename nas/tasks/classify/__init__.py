@@ -33,7 +33,7 @@ class Classify(FolderTask):
     def cost(self, space: Any, arch: Any, num_classes: int) -> Any:
         from nas.tasks.classify.model import model_cost
 
-        return model_cost(arch, num_classes, space.input_size, space.in_chans)
+        return model_cost(arch, num_classes, space.input_size, space.in_chans, space.training.gated)
 
     def data(self, space: Any, root: Path, seed: int) -> TaskData:
         from nas.core.errors import UserError

@@ -259,7 +259,7 @@ def export(
     ModelCard(
         arch, num_classes, space.in_chans, space.input_size, space.data.as_dict(), training, timm_name=name
     ).write(out)
-    cost = model_cost(arch, num_classes, space.input_size, space.in_chans)
+    cost = model_cost(arch, num_classes, space.input_size, space.in_chans, space.training.gated)
     metrics = {
         "study": facts.study,
         "trial": facts.number,

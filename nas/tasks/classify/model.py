@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import torch
@@ -144,10 +145,29 @@ def architecture_problems(arch: Architecture, input_size: tuple[int, int] = (224
     return problems
 
 
-def model_cost(arch: Architecture, num_classes: int, input_size: tuple[int, int], in_chans: int) -> ModelCost:
-    """Params and FLOPs of the assembled model, computed on the meta device (no memory, no compute)."""
+def model_cost(
+    arch: Architecture, num_classes: int, input_size: tuple[int, int], in_chans: int, gated: bool = False
+) -> ModelCost:
+    """Params and FLOPs of the assembled model (``gated``: as a warm start's identity insertion builds it,
+    a replaced layer kept beside its mechanism). A stage's choice changes its own blocks only, at the
+    shapes the backbone gives them, so the cost is the plain network's plus each stage's change, each
+    counted once per process on the meta device (``_counted``; a search's trials share most of them)."""
     problems = architecture_problems(arch, input_size, in_chans)
     if problems:
         raise ArchitectureError(f"{arch}: " + "; ".join(problems))
-    model = build(arch, num_classes, in_chans, device="meta").eval()
+    plain = Architecture(arch.backbone, tuple(StageChoice() for _ in arch.stages))
+    base = _counted(plain, num_classes, tuple(input_size), in_chans, gated)
+    params, flops = base.params, base.flops
+    for i, choice in enumerate(arch.stages):
+        if choice != plain.stages[i]:
+            alone = Architecture(arch.backbone, plain.stages[:i] + (choice,) + plain.stages[i + 1 :])
+            part = _counted(alone, num_classes, tuple(input_size), in_chans, gated)
+            params, flops = params + part.params - base.params, flops + part.flops - base.flops
+    return ModelCost(params, flops)
+
+
+@functools.lru_cache(maxsize=4096)
+def _counted(arch: Architecture, classes: int, input_size: tuple[int, int], in_chans: int, gated: bool) -> ModelCost:
+    """Params and FLOPs of ``arch`` built on the meta device (no memory, no compute)."""
+    model = build(arch, classes, in_chans, device="meta", gated=gated).eval()
     return ModelCost(count_params(model), count_flops(model, torch.empty(1, in_chans, *input_size, device="meta")))

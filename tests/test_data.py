@@ -141,6 +141,13 @@ def test_digits_datamodule_batches_and_checks_the_input_size():
     assert isinstance(dm, DigitsDataModule) and dm.num_classes == 10
     first = [b[1].tolist() for b in dm.train_dataloader()]
     assert first == [b[1].tolist() for b in dm.train_dataloader()], "seeded, deterministic order"
+    # a batch is taken with one index per tensor: the same batches as torch's item-by-item loader
+    plain = torch.utils.data.TensorDataset(*dm.train_set.tensors)
+    gen = torch.Generator().manual_seed(dm.shuffle_seed)
+    for (x1, y1), (x2, y2) in zip(
+        dm.train_dataloader(), torch.utils.data.DataLoader(plain, 16, shuffle=True, generator=gen), strict=True
+    ):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
     # validation and test: every image once, in order, in batches of 4 training batches (fewer per-batch costs)
     for loader, split in ((dm.val_dataloader(), dm.val_set), (dm.test_dataloader(), dm.test_set)):
         batches = list(loader)

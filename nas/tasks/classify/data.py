@@ -139,6 +139,20 @@ def eval_batch_size(batch_size: int) -> int:
     return EVAL_BATCH_FACTOR * batch_size
 
 
+class BatchedTensors(TensorDataset):
+    """Tensors in memory whose loader takes a whole batch with one index per tensor (``__getitems__``)
+    instead of one item at a time and a stack: a third of the time for 5,000 digits, the same batches."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(indices)
+        return tuple(t[index.to(t.device)] for t in self.tensors)
+
+
+def _as_taken(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """The collate function of ``BatchedTensors``: its batch is already made."""
+    return batch
+
+
 class TensorDataModule(pl.LightningDataModule):
     """Tensors in memory (moved to the GPU once when training there); a seeded shuffle."""
 
@@ -154,10 +168,11 @@ class TensorDataModule(pl.LightningDataModule):
         self.test_set: Dataset | None = None
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        collate = {"collate_fn": _as_taken} if isinstance(ds, BatchedTensors) else {}
         if not shuffle:
-            return DataLoader(ds, batch_size=eval_batch_size(self.batch_size))
+            return DataLoader(ds, batch_size=eval_batch_size(self.batch_size), **collate)
         gen = torch.Generator().manual_seed(self.shuffle_seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=gen)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=gen, **collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)
@@ -185,9 +200,9 @@ class DigitsDataModule(TensorDataModule):
         if self.splits is None:
             self.splits = _cached_digits(**self.options)
             s = self.splits
-            self.train_set = TensorDataset(s["train"].images, s["train"].labels)
-            self.val_set = TensorDataset(s["val"].images, s["val"].labels)
-            self.test_set = TensorDataset(s["test"].images, s["test"].labels)
+            self.train_set = BatchedTensors(s["train"].images, s["train"].labels)
+            self.val_set = BatchedTensors(s["val"].images, s["val"].labels)
+            self.test_set = BatchedTensors(s["test"].images, s["test"].labels)
 
     def train_dataloader(self) -> DataLoader:
         """The fixed training set; with ``resample``, the canvases of the trainer's current epoch (the
@@ -199,7 +214,7 @@ class DigitsDataModule(TensorDataModule):
         tensors = (split.images, split.labels)
         if self._device is not None:
             tensors = tuple(t.to(self._device) for t in tensors)
-        return self._loader(TensorDataset(*tensors), True)
+        return self._loader(BatchedTensors(*tensors), True)
 
     def to_device(self, device: torch.device) -> None:
         """Keep the whole (small) data set on the training device."""
@@ -207,7 +222,7 @@ class DigitsDataModule(TensorDataModule):
         self._device = device
         for name in ("train_set", "val_set", "test_set"):
             ds = getattr(self, name)
-            setattr(self, name, TensorDataset(*(t.to(device) for t in ds.tensors)))
+            setattr(self, name, BatchedTensors(*(t.to(device) for t in ds.tensors)))
 
 
 _DIGITS_CACHE: dict[tuple, dict[str, DigitsSplit]] = {}

@@ -141,7 +141,9 @@ def eval_batch_size(batch_size: int) -> int:
 
 class BatchedTensors(TensorDataset):
     """Tensors in memory whose loader takes a whole batch with one index per tensor (``__getitems__``)
-    instead of one item at a time and a stack: a third of the time for 5,000 digits, the same batches."""
+    instead of one item at a time and a stack: a third of the time for 5,000 digits, the same batches.
+    A DataLoader over it needs ``collate_fn=_as_taken`` (``TensorDataModule`` passes it); ``ds[i]``
+    is an item as in a TensorDataset."""
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices)

@@ -273,6 +273,7 @@ class Point:
     x_low: float
     x_high: float
     group: str
+    label: str = ""  # its trial, and where confirmed its verdict (``point_label``)
 
 
 @dataclass(frozen=True)
@@ -288,6 +289,15 @@ class PlotData:
     line: list[tuple[float, float]]
     what: str  # how the front's figures were obtained, for titles and legends
     remeasured: bool
+
+
+def point_label(m: Member) -> str:
+    """What the plot says of a front member or the baseline: its trial, and where confirmed its verdict
+    and paired difference to the baseline (in the legend). Its bars are its own interval, which takes in
+    the seeds' shared luck, so they overlap the baseline's even where the paired difference is clear."""
+    if m.baseline or m.difference is None or not m.verdict:
+        return str(m.number)
+    return f"{m.number}: {_SHORT_VERDICT.get(m.verdict, m.verdict)} {points_text(m.difference)}"
 
 
 def _x(info: TrialInfo) -> float:
@@ -308,10 +318,12 @@ def plot_data(study: optuna.Study, a: Analysis) -> PlotData:
         ci = a.confirmed and m.accuracy is not None and m.accuracy.n > 1
         low, high = (y - m.accuracy.low, m.accuracy.high - y) if ci else (sd, sd)
         group = "baseline" if m.baseline else ("front" if m.on_front else "off")
-        points.append(Point(m, m.latency, y, low, high, m.latency - m.latency_low, m.latency_high - m.latency, group))
+        x_low, x_high = m.latency - m.latency_low, m.latency_high - m.latency
+        points.append(Point(m, m.latency, y, low, high, x_low, x_high, group, point_label(m)))
     line = sorted((p.x, p.y) for p in points if p.member.on_front)
     what = (
-        f"confirmed over {a.seeds_text} fresh seeds on the {a.split} split (the others: validation), 95% intervals"
+        f"confirmed over {a.seeds_text} fresh seeds on the {a.split} split (the others: validation); bars: "
+        "each one's own 95% interval; verdicts: paired differences to the baseline"
         if a.confirmed
         else (
             f"one run each; bars: ±1 noise sd ({100 * sd:.1f} pts)" if a.noise else "one run each; noise not measured"
@@ -412,6 +424,9 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
                 label=LABELS[group],
                 mfc="none" if group == "off" else COLOURS[group],
             )
+    for p in d.points:  # the verdicts in the legend, where no label covers another
+        if p.label != str(p.member.number):
+            ax.plot([], [], " ", label=_mpl(p.label))
     ax.set_xlabel(_mpl(_xlabel(d)))
     ax.set_ylabel(_mpl(d.names[0]))
     fit_title(

@@ -154,3 +154,41 @@ def test_the_plots_title_is_wrapped_inside_the_figure_for_the_longest_study_name
         long.add_trial(t)
     path = report.plot(long, report.analyse(long, measure_again=False), tmp_path / "front.png")
     assert path.stat().st_size > 10_000
+
+
+def test_the_plot_names_each_confirmed_members_verdict_and_paired_difference(study, tmp_path):
+    """Each member's bars are its own interval over the seeds, which takes in their shared luck: a member
+    better than the baseline by +0.4 ± 0.3 points (paired) has bars that overlap the baseline's. The
+    plot's legend says the verdict and the paired difference, and its title what the bars are."""
+    from matplotlib.image import imread
+
+    from nas.core.stats import BETTER, EQUIVALENT, Estimate
+    from nas.study.analysis import Analysis
+    from nas.study.confirmation import Member
+
+    def est(mean, half):
+        return Estimate(mean, mean - half, mean + half, 3, 0.01)
+
+    def member(number, baseline=False, **kw):
+        x = 3.5 + number / 10
+        return Member(number, f"resnet10t|none|none|none|m{number}", 0.93, x, x - 0.05, x + 0.05, 1, 1,
+                      baseline, accuracy=est(0.936 + number / 1000, 0.009), **kw)  # fmt: skip
+
+    a = Analysis(
+        [
+            member(0, baseline=True),
+            member(1, difference=est(0.004, 0.003), verdict=BETTER),
+            member(2, difference=est(0.002, 0.003), verdict=EQUIVALENT),
+            member(3),  # not confirmed
+        ],
+        None,
+        3,
+        [1, 2, 3],
+    )
+    d = report.plot_data(study, a)
+    assert [p.label for p in d.points] == ["0", "1: better +0.4 ± 0.3 pts", "2: equivalent +0.2 ± 0.3 pts", "3"]
+    assert "own 95% interval" in d.what and "paired differences to the baseline" in d.what
+    shown = [(p.y - p.y_low, p.y + p.y_high) for p in d.points[:2]]
+    assert shown[0][1] > shown[1][0], "the bars overlap although the paired verdict is 'better'"
+    path = report.plot(study, a, tmp_path / "front.png")
+    assert imread(path).shape[:2] == (550, 880)

@@ -267,10 +267,11 @@ def test_live_display_shows_the_epoch_step_bar_and_rate_then_validating():
     assert r.current.plain == "trial 4: resnet10t|none|none|none|se(r=16)  epoch 2/3 validating"
 
 
-def test_live_display_reads_the_study_at_trial_boundaries_not_on_every_step(monkeypatch):
-    """A step's line is drawn on the training thread every 0.5 s, and reading a large study is not
-    free (about 45 ms at 500 trials), so steps, epochs and status lines redraw what was read at the
-    trial's start (status lines read again after SUMMARY_S)."""
+def test_live_display_reads_the_study_when_a_trial_ends_never_while_it_runs(monkeypatch):
+    """Reading the study is not free (about 20 ms, 45 ms at 500 trials) and counts in a trial's time,
+    and a step's line is drawn on the training thread every 0.5 s: a trial's start, steps, epochs and
+    status lines redraw what was read when the last trial ended; a re-run's status lines read it again
+    after SUMMARY_S (a long re-run's progress)."""
     import optuna
 
     from nas.cli import display
@@ -284,23 +285,26 @@ def test_live_display_reads_the_study_at_trial_boundaries_not_on_every_step(monk
     monkeypatch.setattr(study, "get_trials", lambda *a, **k: reads.append(1) or real(*a, **k))
     r = LiveReporter()
     r.search_start(study, 3)
-    r.trial_start(0, Architecture.parse("resnet10t|none|none|none|none"))
     at_start = len(reads)
     assert at_start > 0 and "complete 0" in r.counts.plain
+    r.trial_start(0, Architecture.parse("resnet10t|none|none|none|none"))
     for step in range(1, 17):
         r.step(0, 1, 3, step, 16, 1000.0)
     r.epoch(0, 1, 3, 0.5)
     r.status("training")
+    r._summarised -= display.SUMMARY_S  # as if the last read were SUMMARY_S ago: within a trial, still none
     r.status("validating")
-    assert len(reads) == at_start, "a step, an epoch or a status line within SUMMARY_S read the study"
-    r._summarised -= display.SUMMARY_S  # as if the last read were SUMMARY_S ago
-    r.status("validating")
-    assert len(reads) > at_start, "a status line after SUMMARY_S reads it again (a long re-run's progress)"
-    at_start = len(reads)
+    assert len(reads) == at_start, "a trial's start, a step, an epoch or a status line read the study"
     trial = study.ask()
     study.tell(trial, [0.9, 1.0])
     r.trial_end(study.trials[-1])
     assert len(reads) > at_start and "complete 1" in r.counts.plain
+    at_end = len(reads)
+    r.status("noise floor: resnet10t|none|none|none|none from seed 1")
+    assert len(reads) == at_end, "a re-run's status line within SUMMARY_S read the study"
+    r._summarised -= display.SUMMARY_S
+    r.status("noise floor: resnet10t|none|none|none|none from seed 1, epoch 1/3 done")
+    assert len(reads) > at_end, "a re-run's status line after SUMMARY_S reads it again (its progress)"
 
 
 def test_the_command_line_leaves_what_is_alive_at_its_end_to_the_operating_system(monkeypatch, capsys):

@@ -22,16 +22,16 @@ from nas.study.studies import count_states, front
 if TYPE_CHECKING:
     from nas.core.architecture import Architecture
 
-SUMMARY_S = 5.0  # a status line reads the summary again at most this often (trial starts and ends always do)
+SUMMARY_S = 5.0  # a re-run's status line reads the summary again at most this often (trial ends always do)
 
 
 class LiveReporter(Reporter):
     """Progress over trials, the current trial (architecture, epoch, accuracy so far), counts by state
-    and the current front. The counts, the noise line and the front are read from the study when a trial
-    starts or ends, and on a status line (latency, training, validating, a re-run) at most every
-    ``SUMMARY_S``; never on a training step or an epoch's end: in a study of hundreds of trials the three
-    reads take about 45 ms (500 trials on SQLite), and a step's line is drawn every 0.5 s on the training
-    thread."""
+    and the current front. The counts, the noise line and the front are read from the study when the
+    search starts and when a trial ends, and on a re-run's status line (noise floor, confirmation) at most
+    every ``SUMMARY_S``; never while a trial runs, whose start, steps, epochs and status lines change
+    nothing in them: the reads take about 20 ms (45 ms at 500 trials on SQLite), outside the batches,
+    so a trial's time, and a step's line is drawn every 0.5 s on the training thread."""
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -73,7 +73,7 @@ class LiveReporter(Reporter):
         self._epoch = None
         self._trial = plain(f"trial {number}: {arch}")
         self.current = Text(self._trial)
-        self._refresh()
+        self._refresh(summary=False)  # the previous trial's end read it; nothing changed since
 
     def status(self, text: str) -> None:
         head = getattr(self, "_trial", "")
@@ -81,9 +81,8 @@ class LiveReporter(Reporter):
         if text == "validating" and self._epoch:
             text = f"epoch {self._epoch[0]}/{self._epoch[1]} validating"
         self.current = Text(f"{head}  {text}" if head and not text.startswith(("noise", "confirm")) else text)
-        # a trial's own steps change nothing in the summary (trial_start and trial_end read it): at most every
-        # SUMMARY_S, for the re-runs' progress; reading the study costs about 20 ms, outside the batches
-        self._refresh(summary=time.monotonic() - self._summarised >= SUMMARY_S)
+        # within a trial never (its end reads it); for the re-runs' progress at most every SUMMARY_S
+        self._refresh(summary=not head and time.monotonic() - self._summarised >= SUMMARY_S)
 
     def epoch(self, number: int, epoch: int, epochs: int, acc: float) -> None:
         self.current = Text(f"{getattr(self, '_trial', '')}  epoch {epoch}/{epochs} done, {self._metric} {acc:.4f}")

@@ -135,7 +135,8 @@ EVAL_BATCH_FACTOR = 4  # validation and test batches: this many training batches
 def eval_batch_size(batch_size: int) -> int:
     """The batch size of every validation and test loader: evaluation keeps no activations for a backward
     pass, so a batch several times the training one needs less memory than a training step, and takes
-    fewer per-batch costs (Lightning's hooks, the latency gate). Eval-mode results do not depend on it."""
+    fewer per-batch costs (Lightning's hooks, the latency gate). Eval-mode predictions do not depend on
+    it, up to float rounding (another batch size may take another convolution algorithm)."""
     return EVAL_BATCH_FACTOR * batch_size
 
 

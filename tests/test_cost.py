@@ -80,7 +80,7 @@ def test_a_space_s_rounds_set_how_long_a_paired_latency_is_timed(monkeypatch):
     WARMUP_S, more rounds for WARMUP_S (a longer measurement needs no longer warm-up)."""
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU())
     default = cost.PairedMeter(LatencyTarget(input_size=16, warmup=1), model, 1, reference_ms=1.0)
-    assert len(default.measure(model).ratio.samples) >= cost.PAIRED_ROUNDS == 32
+    assert len(default.measure(model).ratio.samples) >= cost.PAIRED_ROUNDS == 16
     asked = {}
     timer = cost.time_against_reference
 
@@ -99,6 +99,38 @@ def test_a_space_s_rounds_set_how_long_a_paired_latency_is_timed(monkeypatch):
     many = cost.PairedMeter(LatencyTarget(input_size=16, warmup=1, rounds=160), model, 1, reference_ms=1.0)
     assert len(many.measure(model).ratio.samples) >= 160
     assert asked == {"rounds": 160, "seconds": pytest.approx(cost.PAIRED_S * 2), "warmup_s": cost.WARMUP_S}
+
+
+def test_the_report_times_the_front_again_at_least_remeasure_rounds_though_trials_take_fewer(monkeypatch, tmp_path):
+    """A trial's latency is timed at the space's ``latency.rounds`` (16 by default: every trial pays for
+    them); ``nas report`` times the front once, so it keeps at least REMEASURE_ROUNDS (32), and more
+    when the space asks for more."""
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from nas.study import analysis
+    from nas.tasks.spacefile import load_space
+
+    from _helpers import space_file
+
+    asked = []
+    monkeypatch.setattr(
+        cost,
+        "time_against_reference",
+        lambda fns, *a, **k: (asked.append(k["rounds"]) or [cost.Ratio((1.0,))] * len(fns), None),
+    )
+    for rounds, expected in ((16, cost.REMEASURE_ROUNDS), (64, 64)):
+        space = load_space(space_file(tmp_path, latency={"input_size": 32, "warmup": 1, "rounds": rounds}))
+        study = optuna.create_study(directions=["maximize", "minimize"])
+        arch = str(space.baseline())
+        study.add_trial(
+            create_trial(state=TrialState.COMPLETE, values=[0.9, 1.0], user_attrs={"arch": arch, "baseline": True})
+        )
+        members = [analysis._member(t) for t in study.trials]
+        with monkeypatch.context() as m:
+            m.setattr("nas.study.latency.reference_latency_ms", lambda *a, **k: 1.0)
+            analysis.remeasure(study, members, space)
+        assert asked[-1] == expected == max(rounds, 32)
 
 
 def test_collections_inside_a_search_skip_what_was_alive_before_and_still_free_what_the_trial_made():

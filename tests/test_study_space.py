@@ -9,6 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from nas.core.config import LATENCY_SCHEMA
 from nas.search._samplers import make_sampler
 from nas.search._study import create_or_resume, space_fingerprint
 from nas.study import analysis
@@ -73,7 +74,7 @@ def test_resuming_with_more_noise_seeds_and_a_confirmation_is_recorded_and_follo
         _study(other, url)
 
 
-def test_a_study_fingerprinted_with_80_latency_rounds_resumes_with_today_s_32_and_records_it(tmp_path, caplog):
+def test_a_study_fingerprinted_with_80_latency_rounds_resumes_with_today_s_default_and_records_it(tmp_path, caplog):
     """Earlier versions hashed latency.rounds into a study's fingerprint (80 by default then), though a
     resume may change it (how latency is timed, not what the trials trained): such a study resumes with
     today's default and records the change; a space that measures another target is still refused."""
@@ -86,15 +87,17 @@ def test_a_study_fingerprinted_with_80_latency_rounds_resumes_with_today_s_32_an
     assert as_then != space_fingerprint(old)
     study.set_user_attr("space_fingerprint", as_then)
     now = load_space(space_file(tmp_path, latency={"input_size": 32}))
-    assert now.latency.rounds == 32
+    today = LATENCY_SCHEMA["rounds"].default
+    assert now.latency.rounds == today == 16
     with caplog.at_level("WARNING"):
         _study(now, url)
-    assert "latency.rounds: 80 -> 32" in caplog.text
+    assert f"latency.rounds: 80 -> {today}" in caplog.text
     reopened = optuna.load_study(study_name=now.name, storage=url)
-    assert stored_space(reopened).latency.rounds == 32
-    assert [(c["key"], c["from"], c["to"]) for c in reopened.user_attrs[CHANGES_ATTR]] == [("latency.rounds", 80, 32)]
+    assert stored_space(reopened).latency.rounds == today
+    changes = reopened.user_attrs[CHANGES_ATTR]
+    assert [(c["key"], c["from"], c["to"]) for c in changes] == [("latency.rounds", 80, today)]
     assert reopened.user_attrs["space_fingerprint"] == space_fingerprint(now), "stored in today's form"
-    _study(now, url)  # resumed again: the record now says 32 rounds
+    _study(now, url)  # resumed again: the record now says today's rounds
     assert len(optuna.load_study(study_name=now.name, storage=url).user_attrs[CHANGES_ATTR]) == 1
 
     reopened.set_user_attr("space_fingerprint", as_then)

@@ -366,9 +366,10 @@ LATENCY_SCHEMA = {
     "warmup": Setting(int, 5, bounds=(0, 10_000)),
     "repeats": Setting(int, 30, bounds=(1, 100_000)),
     # paired latency: interleaved rounds at least (each times the candidate and the reference once)
-    # (32: a fresh model's ratio varies by 0.8% from one measurement to the next, 0.5% at 80 rounds, while
-    # measurements in different processes differ by 2.6% at 80 rounds: more rounds buy little; README "Latency")
-    "rounds": Setting(int, 32, bounds=(8, 100_000), on_resume=True, added=True),
+    # (16: a fresh model's ratio varies by 0.9% from one measurement to the next, 0.7% at 32 rounds and 0.5%
+    # at 80, while measurements in different processes differ by 2.6% at 80 rounds: more rounds buy little
+    # and cost every trial their time; README "Latency")
+    "rounds": Setting(int, 16, bounds=(8, 100_000), on_resume=True, added=True),
 }
 
 

@@ -328,6 +328,7 @@ def with_threads(threads: int, fn: Callable[[], T]) -> T:
 
 REFERENCE_MEASURES = 9  # the reference's quiet latency: the median of this many measurements (about 6 s)
 PAIRED_ROUNDS = LatencyTarget.rounds  # rounds at least, by default
+REMEASURE_ROUNDS = 32  # rounds at least where the front is timed again for the report (once, not per trial)
 FULL_ROUNDS = 80  # PAIRED_S and WARMUP_S are for this many rounds; fewer rounds take their share of both
 PAIRED_S = 0.4
 SLOT_MS = 1.0  # each timed slot repeats the call until it lasts about this long (fast models, GPUs)

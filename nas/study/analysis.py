@@ -167,10 +167,11 @@ def remeasure(study: optuna.Study, members: Sequence[Member], space: Any) -> lis
     each member's difference to the baseline from ratios taken in the same rounds."""
     from nas.core.architecture import Architecture
     from nas.core.stats import median_interval
-    from nas.measure.cost import LatencyTarget, PairedMeter
+    from nas.measure.cost import REMEASURE_ROUNDS, LatencyTarget, PairedMeter
     from nas.study.latency import reference_latency_ms
 
-    target = LatencyTarget.from_space(space.latency)
+    base = LatencyTarget.from_space(space.latency)
+    target = replace(base, rounds=max(base.rounds, REMEASURE_ROUNDS))
     classes = num_classes_of(study, space)
     reference = space.task.build(space, space.baseline(), classes, init_seed=0)
     meter = PairedMeter(target, reference, space.in_chans)

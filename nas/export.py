@@ -186,6 +186,12 @@ def _weights_of(
     info = TrialInfo.of(trial)
     expected = {"study": study.study_name, "study_uid": uid_of(study), "trial": str(trial.number), "arch": info.arch}
     artifact = info.weights_artifact
+    if artifact is None and info.weights_not_kept:
+        raise ExportError(
+            f"the weights of trial {trial.number} were never kept ({info.weights_not_kept}): the search "
+            "keeps those of the front only. Export a front member, add --no-weights for the definition "
+            "alone, or train it with nas train"
+        )
     if artifact is None:  # a study made before the artifact store
         path = Path(info.weights) if info.weights else weights_path(root / study.study_name, trial.number)
         if not path.exists():

@@ -39,7 +39,7 @@ from nas.study import record as r
 from nas.study.latency import reference_latency_ms
 from nas.study.record import TrialInfo, holds_architecture
 from nas.study.stores import staged, upload
-from nas.study.studies import front, storage_of, stored_trial, study_id, trial_id, uid_of
+from nas.study.studies import dominated_by, front, storage_of, stored_trial, study_id, trial_id, uid_of
 
 log = logging.getLogger(__name__)
 
@@ -202,18 +202,25 @@ class Trials:
 
     def _ending(self, trial: optuna.Trial, arch: Architecture, model: Any, cost: Any, latency: float) -> Outcome:
         """How a trial whose training returned ended, read from what its hooks stored (in DDP rank 0
-        wrote it, elsewhere): pruned at a rung, stopped short, or complete with its weights kept."""
+        wrote it, elsewhere): pruned at a rung, stopped short, or complete. A complete trial's weights
+        are kept where it joins the front (or is the baseline): one a front member dominates already
+        would only have them removed again (``_drop_stale_weights``), so they are never stored."""
         stored = TrialInfo.of(stored_trial(self.study, trial))
         curve = stored.curve
         if stored.pruned_at is not None:
             return Outcome(TrialState.PRUNED, stored.pruned_at)
         if not curve or len(curve) < self.epochs or model is None:
             return Outcome(TrialState.FAIL, f"failed: training stopped after {len(curve)} of {self.epochs} epochs")
-        values = {"accuracy": curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
-        trial.set_user_attr(r.WEIGHTS_ARTIFACT, self._save_weights(trial, arch, model))
-        return Outcome(
-            TrialState.COMPLETE, f"completed {len(curve)} epochs", tuple(values[o] for o in self.space.objectives)
-        )
+        named = {"accuracy": curve[-1], "latency": latency, "params": cost.params, "flops": cost.flops}
+        values = tuple(named[o] for o in self.space.objectives)
+        ahead = None if trial.user_attrs.get(r.BASELINE) else dominated_by(self.study, values)
+        if ahead is None:
+            trial.set_user_attr(r.WEIGHTS_ARTIFACT, self._save_weights(trial, arch, model))
+        else:
+            trial.set_user_attr(
+                r.WEIGHTS_NOT_KEPT, f"off the front when it completed: trial {ahead.number} dominates it"
+            )
+        return Outcome(TrialState.COMPLETE, f"completed {len(curve)} epochs", values)
 
     # -- latency ----------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ DRAWN = "drawn"  # why the architecture was not the sampler's proposal (drawn at
 PRUNED_AT = "pruned_at"  # the decision that stopped the trial
 WEIGHTS = "weights"  # where the trial's weights were kept (studies made before the artifact store)
 WEIGHTS_ARTIFACT = "weights_artifact"  # the artifact id of the trial's weights in the study's store
+WEIGHTS_NOT_KEPT = "weights_not_kept"  # why a complete trial's weights were never stored (off the front)
 SECONDS_TRIAL = "seconds_trial"  # latency measurement and training, wall clock
 SECONDS_TRAIN_VAL = "seconds_train_val"  # inside the training and validation loops only
 EPOCHS_PER_RANK = "epochs_per_rank"  # DDP: epochs each rank trained
@@ -199,6 +200,12 @@ class TrialInfo:
     def weights_artifact(self) -> str | None:
         """The artifact id of the kept weights in the study's store."""
         value = self.attrs.get(WEIGHTS_ARTIFACT)
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def weights_not_kept(self) -> str | None:
+        """Why the trial's weights were never stored: it completed off the front."""
+        value = self.attrs.get(WEIGHTS_NOT_KEPT)
         return value if isinstance(value, str) and value else None
 
     @property

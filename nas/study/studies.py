@@ -8,6 +8,7 @@ The engine's writes (creating and resuming a study, how a trial ends) are the en
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.core.config import SpaceError
 from nas.core.errors import BadOption, UserError
 from nas.core.names import folder_of
-from nas.core.pareto import near_front, pareto_front
+from nas.core.pareto import dominates, near_front, pareto_front
 from nas.study.record import StudyDataError, TrialInfo, study_attr
 from nas.study.storage import RetryingStorage, open_storage
 
@@ -98,8 +99,13 @@ def _candidates(
         and not TrialInfo.of(t).is_copy
         and all(v <= 0 for v in t.constraints.values())
     ]
+    return trials, [_point(study, t.values) for t in trials]
+
+
+def _point(study: optuna.Study, values: Sequence[float]) -> tuple[float, float]:
+    """A trial's objective values as a (quality, cost) point: quality maximised, cost minimised."""
     signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in study.directions]
-    return trials, [(signs[0] * t.values[0], -signs[1] * t.values[1]) for t in trials]
+    return signs[0] * values[0], -signs[1] * values[1]
 
 
 def front(
@@ -109,6 +115,14 @@ def front(
     as it is now or of ``snapshot`` (its trials read once, by a caller that decides on the same list)."""
     trials, points = _candidates(study, snapshot)
     return sorted((trials[i] for i in pareto_front(points)), key=lambda t: t.values[1])
+
+
+def dominated_by(study: optuna.Study, values: Sequence[float]) -> optuna.trial.FrozenTrial | None:
+    """A front member that dominates a trial with these objective ``values`` (the first found), or None.
+    A trial dominated when it completes stays off the front: trials only join it."""
+    trials, points = _candidates(study)
+    mine = _point(study, values)
+    return next((trials[i] for i in pareto_front(points) if dominates(points[i], mine)), None)
 
 
 def near_front_trials(study: optuna.Study, margin: float, most: int) -> list[optuna.trial.FrozenTrial]:

@@ -77,6 +77,8 @@ def _start(backbone, size, chans, stages):
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-s{c[4]}-{c[5]}-{c[6]}")
 def test_identity_insertion_computes_exactly_what_the_starting_network_computed(case):
+    from nas.measure.cost import forward_fn
+
     backbone, size, chans, infos, index, placement, name, hp = case
     start, x, expected = _start(backbone, size, chans, len(infos))
     before = {k: v.clone() for k, v in start.items()}
@@ -87,6 +89,17 @@ def test_identity_insertion_computes_exactly_what_the_starting_network_computed(
     assert all(torch.equal(v, before[k]) for k, v in start.items()), "the build left its start as it was"
     gates = [m for m in warm.modules() if isinstance(m, attention.Gated)]
     assert gates and all(float(g.gate.detach()) == 0.0 for g in gates), arch
+    # a trial's latency is timed on the very model it then trains (Trials._latency): inference, as the
+    # meter runs it, changes no weight or buffer and keeps nothing a training step would trip on (an
+    # inference tensor saved for backward)
+    state = {k: v.clone() for k, v in warm.state_dict().items()}
+    timed = forward_fn(warm, x)
+    timed(), timed()
+    assert (
+        all(torch.equal(v, state[k]) for k, v in warm.state_dict().items()) and warm.state_dict().keys() == state.keys()
+    )
+    warm.train()(x).square().mean().backward()
+    assert all(p.grad is not None for p in warm.parameters()), arch
     official = build(arch, 10, chans, init_seed=1, start=start, gated=False).eval()
     assert not any(isinstance(m, attention.Gated) for m in official.modules())
 

@@ -375,9 +375,8 @@ def time_against_reference(
     absolute timings cannot offer. Each is first called ``warmup`` times and ``warmup_s`` seconds,
     untimed. Returns the ratios per candidate and the reference's own times."""
     everything = [reference, *fns]
-    for fn in everything:
-        _block(fn, device, warmup_s, warmup)
-    single = min(_block(reference, device, 0.0, 3))
+    warm = [_block(fn, device, warmup_s, warmup) for fn in everything]
+    single = min(warm[0][-3:] or _block(reference, device, 0.0, 3))  # a warm call: how many fill a slot
     calls = max(1, math.ceil(SLOT_MS / max(single, 1e-6)))
 
     def slot(fn: Callable[[], object]) -> float:

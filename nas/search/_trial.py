@@ -146,7 +146,7 @@ class Trials:
     def _outcome(self, trial: optuna.Trial, arch: Architecture) -> Outcome:
         measured = time.perf_counter()
         cost = self.space.task.cost(self.space, arch, self.num_classes)
-        lat, cached = self._latency(arch)
+        lat, built = self._latency(arch)
         latency, (lat_lo, lat_hi) = lat.ms, lat.interval_ms
         latency_s = time.perf_counter() - measured
         trial.set_user_attr(r.PARAMS, cost.params)
@@ -163,7 +163,7 @@ class Trials:
 
         started = time.perf_counter()
         trial.set_user_attr(r.SEED, self.train_seed)
-        self.reporter.status(("latency cached; " if cached else "") + "training")
+        self.reporter.status(("latency cached; " if built is None else "") + "training")
         try:
             result = self.space.task.fit(
                 self.space,
@@ -175,6 +175,7 @@ class Trials:
                 self._hooks(trial, (latency, lat_lo, lat_hi)),
                 self.num_classes,
                 start=self.start,
+                model=built,
             )
         except Exception as e:
             reason = trial_failure(e)
@@ -237,22 +238,32 @@ class Trials:
             self._meter = PairedMeter(self.target, reference, self.space.in_chans, ms)
         return self._meter
 
-    def _latency(self, arch: Architecture) -> tuple[PairedLatency, bool]:
+    def _latency(self, arch: Architecture) -> tuple[PairedLatency, Any]:
         """The architecture's paired latency (ratio to the plain backbone, timed interleaved with it, x
-        the study's reference latency) and whether it came from the cache (runs/<study>/latency.json,
-        by architecture and target). Measured while no other worker on this machine trains."""
+        the study's reference latency), from the cache (runs/<study>/latency.json, by architecture and
+        target) or measured while no other worker on this machine trains. Measured on the model the
+        trial will train (built as its fit would, from the trial's seed and start; inference leaves its
+        weights and buffers as they were), which it returns for the fit; None where it came from the
+        cache."""
         meter = self._paired_meter()
         key = f"{arch}@{self.target.key()}"
         path = self._latency_cache_path
+        built = None
         with self.gate.measuring():
             cache = json.loads(path.read_text()) if path.exists() else {}
-            hit = isinstance(cache.get(key), dict)
-            if not hit:
+            if not isinstance(cache.get(key), dict):
                 self.reporter.status(f"measuring latency against {self.space.baseline().backbone} (interleaved)")
-                ratio = meter.ratios([self.space.task.build(self.space, arch, self.num_classes, init_seed=0)])[0]
+                built = self.space.task.build(
+                    self.space, arch, self.num_classes, init_seed=self.train_seed, start=self.start
+                )
+                modes = [m.training for m in built.modules()]
+                ratio = meter.ratios([built])[0]  # in eval mode, maybe on another device
+                built.to("cpu")  # back as built: the fit moves it where it trains, in the modes it had
+                for m, training in zip(built.modules(), modes, strict=True):
+                    m.train(training)
                 cache[key] = {"ratios": [round(r, 6) for r in ratio.samples]}
                 write_text_atomic(path, json.dumps(cache))
-        return PairedLatency(Ratio(tuple(cache[key]["ratios"])), meter.reference_ms), hit
+        return PairedLatency(Ratio(tuple(cache[key]["ratios"])), meter.reference_ms), built
 
     # -- limits -----------------------------------------------------------------------------------
 

@@ -60,11 +60,12 @@ class Classify(FolderTask):
         num_classes: int,
         single_process: bool = False,
         start: Mapping | None = None,
+        model: Any = None,
     ) -> FitResult:
         from nas.tasks.classify.fit import fit
 
         training = space.training.replace(devices=1) if single_process else space.training
-        return fit(arch, seed, data.handle, training, num_classes, space.in_chans, epochs, log_dir, hooks, start)
+        return fit(arch, seed, data.handle, training, num_classes, space.in_chans, epochs, log_dir, hooks, start, model)
 
     def heldout(self, data: TaskData, model: Any) -> tuple[float, int] | None:
         """Top-1 accuracy on the data's test split (the embedded digits' ``test`` images), in float32."""

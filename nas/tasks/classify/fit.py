@@ -190,16 +190,19 @@ def seeded_classifier(
     num_classes: int,
     in_chans: int,
     start: Mapping[str, Any] | None = None,
+    model: nn.Module | None = None,
 ) -> Classifier:
     """The LightningModule of ``arch`` with every source of randomness fixed by ``seed`` alone: the
     backbone's initial weights (identical for every architecture), each attention module's own
     generator, the order of training batches and the training stream itself. Two architectures built
     with one seed differ only where their choices differ (common random numbers); the same call
-    reproduces a trial exactly. The one place where the search, its re-runs and ``nas train`` seed."""
+    reproduces a trial exactly. The one place where the search, its re-runs and ``nas train`` seed.
+    ``model``: that same build made already (a trial's latency was timed on it)."""
     from nas.tasks.classify.model import build
 
     dm.shuffle_seed = seed
-    model = build(arch, num_classes, in_chans, init_seed=seed, start=start, gated=training.gated)
+    if model is None:
+        model = build(arch, num_classes, in_chans, init_seed=seed, start=start, gated=training.gated)
     if training.channels_last:
         model = model.to(memory_format=torch.channels_last)
     seed_everything(seed)  # after the build: what the attention modules drew does not shift training
@@ -239,10 +242,11 @@ def prepare_fit(
     log_dir: Path | None = None,
     progress: bool = False,
     start: Mapping[str, Any] | None = None,
+    model: nn.Module | None = None,
 ) -> Fitting:
     """Build -> seeded Classifier -> Trainer for ``arch``: the one place where a search trial, its re-runs
     (``fit_curve``) and ``nas train`` set up a fit. ``progress``: Lightning's own bar (``nas train``)."""
-    module = seeded_classifier(arch, seed, dm, training, num_classes, in_chans, start)
+    module = seeded_classifier(arch, seed, dm, training, num_classes, in_chans, start, model)
     trainer = make_trainer(training, epochs=epochs, callbacks=list(callbacks), log_dir=log_dir, progress=progress)
     if getattr(dm, "resample", False):  # the data module draws each epoch's training set anew
         trainer.reload_dataloaders_every_n_epochs = 1
@@ -335,13 +339,14 @@ def fit(
     log_dir: Path,
     hooks: FitHooks,
     start: Mapping[str, Any] | None = None,
+    model: nn.Module | None = None,
 ) -> FitResult:
     """Train ``arch`` from ``seed`` for ``epochs`` unless ``hooks`` stop it: the classifier's fit for a
     search trial and its re-runs. A Ctrl-C (which Lightning turns into ``sys.exit(1)``) is raised as
     KeyboardInterrupt."""
     fitting = prepare_fit(
         arch, seed, dm, training, num_classes, in_chans, epochs=epochs, callbacks=[_Hooked(hooks)], log_dir=log_dir,
-        start=start,
+        start=start, model=model,
     )  # fmt: skip
     try:
         fitting.run()

@@ -63,10 +63,12 @@ class Detect(FolderTask):
         num_classes: int,
         single_process: bool = False,
         start: Mapping | None = None,
+        model: Any = None,
     ) -> FitResult:
         from nas.tasks.detect.fit import fit
 
-        model = self.build(space, arch, num_classes, init_seed=seed, start=start)
+        if model is None:
+            model = self.build(space, arch, num_classes, init_seed=seed, start=start)
         return fit(model, data.handle.yaml, space.training, space.input_size[0], epochs, seed, log_dir, hooks)
 
     def fingerprint(self, space: Any) -> list[Any]:

@@ -188,11 +188,11 @@ def recorded_from_study(study: Any) -> tuple[list[Recorded], dict[str, Any]]:
     from optuna.trial import TrialState
 
     from nas.search import Recorded
-    from nas.study.confirmation import fresh_seeds, reruns
+    from nas.study.confirmation import fresh_seeds, per_epoch_reruns
     from nas.study.record import TrialInfo
 
     rows = []
-    seeds = reruns(study)
+    seeds = per_epoch_reruns(study)  # a confirmation's runs (validated after their last epoch only) left out
     stored = [set(v) for v in seeds.values()]
     # the seeds every architecture has (the baseline also holds its noise-floor seeds: left out, so
     # every mean is over the same paired seeds)

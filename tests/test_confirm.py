@@ -127,9 +127,11 @@ def test_a_destructive_choice_is_confirmed_worse_and_a_harmless_one_tied(searche
         confirm=4,
         measure_again=False,
         include=[hurt.number, same.number],
-        fit=lambda arch, seed, why: fitted.append((arch, seed)) or fit(arch, seed, why),
+        fit=lambda arch, seed, why, every: fitted.append((arch, seed, every)) or fit(arch, seed, why, every),
     )
-    assert not {arch for arch, _ in fitted} & confirmed_by_search, "stored re-runs are reused, not trained again"
+    assert not {arch for arch, _, _ in fitted} & confirmed_by_search, "stored re-runs are reused, not trained again"
+    assert fitted and not any(every for _, _, every in fitted), "a confirmation validates after its last epoch only"
+    fitted = [(arch, seed) for arch, seed, _ in fitted]
     new = ("resnet10t|keep1|none|none|none", "resnet10t|none|none|none|nudge")
     first = {(a, s) for a in new for s in (6, 7) if a not in confirmed_by_search}
     base = cf.baseline_trial(study).user_attrs["arch"]
@@ -186,6 +188,41 @@ def test_nas_train_of_an_export_reproduces_the_trials_curve_exactly(searched, tm
     assert result.curve == trial.user_attrs["val_acc_curve"]
 
 
+def test_a_confirmation_run_validates_after_its_last_epoch_only_and_ends_where_a_full_run_ends(searched):
+    """A confirmation's re-run is judged on its final figure (the held-out split's, else the last
+    validation), so it validates after its last epoch only: one validation pass less per epoch before
+    the last, and the same final validation and held-out figure as the same run validated every epoch."""
+    study, root, _ = searched
+    fit = report.fitter(study, root=root)
+    arch = "resnet10t|none|none|none|nudge"
+    full, last = fit(arch, 20, "test", True), fit(arch, 20, "test", False)
+    assert len(full.curve) == 2 and last.curve == full.curve[-1:], (full.curve, last.curve)
+    assert last.heldout is not None and last.heldout == full.heldout and last.heldout_size == full.heldout_size
+
+
+def test_a_run_a_confirmation_stored_is_trained_again_where_every_epoch_is_needed():
+    """The noise floor and recordings read a re-run's validation after every epoch; a run a confirmation
+    stored (its last validation only) counts for the confirmation, and is trained again, validated every
+    epoch, when the noise floor or a recording asks for that architecture and seed."""
+    from nas.search._reruns import Rerun, run_reruns
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("epochs", 3)
+    arch = "resnet10t|none|none|none|none"
+    study.set_user_attr(cf.key(4, arch), [0.5])
+    asked = []
+
+    def fit(a, seed, why, every):
+        asked.append(every)
+        return Rerun([0.3, 0.4, 0.5] if every else [0.5])
+
+    assert run_reruns(study, [(arch, 4)], fit, "confirming the front", per_epoch=False) == 0 and asked == []
+    assert cf.reruns(study) == {arch: {4: [0.5]}} and cf.per_epoch_reruns(study) == {arch: {}}
+    assert run_reruns(study, [(arch, 4)], fit, "noise floor") == 1 and asked == [True]
+    assert cf.per_epoch_reruns(study) == {arch: {4: [0.3, 0.4, 0.5]}}
+    assert run_reruns(study, [(arch, 4)], fit, "noise floor") == 0 and asked == [True]
+
+
 def test_report_confirm_continues_the_race_and_times_each_member_beside_the_baseline(searched, tmp_path):
     """``nas report --confirm 6`` from the command line (in process: the test mechanisms are registered
     here only), with latency re-measured (no --no-remeasure). The search raced in batches of 2 seeds up
@@ -212,7 +249,11 @@ def test_report_confirm_continues_the_race_and_times_each_member_beside_the_base
     assert {k: after[k] for k in before} == before, "stored runs are reused, not trained again"
     assert {f"rerun:{s}:{arch}" for arch in shown for s in (6, 7)} <= set(after), sorted(after)
     assert set(after) - set(before) <= {f"rerun:{s}:{arch}" for arch in shown for s in range(6, 12)}
-    assert all(len(v) == 2 for v in after.values()), "each run trained the search's 2 epochs"
+    base = cf.baseline_trial(study).user_attrs["arch"]
+    noise = {f"rerun:{s}:{base}" for s in cf.noise_seed_list(study)}
+    assert all(len(v) == (2 if k in noise else 1) for k, v in after.items()), (
+        "the noise floor's runs validated after each of the search's 2 epochs, the confirmation's after the last only"
+    )
     assert attrs["confirm_race"] == {"batch": 2, "ceiling": 6, "horizon": 4}, "futility still looks to 4 seeds"
     lines = r.stdout.splitlines()
     assert lines[0].startswith("No front member is better than the baseline in accuracy. Confirmed over"), lines[0]

@@ -155,6 +155,12 @@ def test_digits_datamodule_batches_and_checks_the_input_size():
             [len(split) % 64] if len(split) % 64 else []
         )
         assert torch.equal(torch.cat([b[0] for b in batches]), split.tensors[0])
+    # evaluating draws nothing from the global generator: training (augmentation, dropout) after a
+    # validation is what it would be without one (a confirmation validates after its last epoch only)
+    state = torch.get_rng_state()
+    for loader in (dm.val_dataloader(), dm.test_dataloader()):
+        list(loader)
+    assert torch.equal(torch.get_rng_state(), state)
     with pytest.raises(DataError, match="must equal data.canvas"):
         datamodule(
             {
@@ -196,6 +202,9 @@ def test_image_folder_reads_train_val_and_names_unreadable_files(tmp_path):
     assert dm.num_classes == 2 and len(dm.train_set) == 6 and dm.train_set.skipped[0].endswith("broken.png")
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 32, 32)
+    state = torch.get_rng_state()
+    list(dm.val_dataloader())
+    assert torch.equal(torch.get_rng_state(), state), "validating draws nothing from the global generator"
 
 
 def test_image_folder_without_val_is_split(tmp_path):

@@ -302,6 +302,29 @@ def test_detection_search_prunes_resumes_after_ctrl_c_reports_exports_and_trains
     assert not [p for p in home.rglob("*") if "ltralytics" in p.name], "ultralytics' settings not in the home folder"
 
 
+def test_a_detector_validated_after_its_last_epoch_only_ends_where_one_validated_every_epoch_ends(tmp_path):
+    """A confirmation's re-run validates after its last epoch only (ultralytics' ``val`` off): it trains
+    exactly as the same run validated every epoch, its one figure is that run's final one, and the
+    earlier epoch's stale metrics are not taken for a validation."""
+    from nas.search._hooks import RerunHooks
+
+    path = tmp_path / "det.yaml"
+    path.write_text(TINY.replace("epochs: 4", "epochs: 2"))
+    space = load_space(path)
+    data = space.task.data(space, tmp_path, 0)
+    runs = {}
+    for every in (True, False):
+        hooks = RerunHooks(None, lambda s: None, "test", 2, space.task.per_epoch, every_epoch=every)
+        runs[every] = space.task.fit(
+            space, space.baseline(), 0, data, 2, tmp_path / f"run_{every}", hooks, data.num_classes,
+            single_process=True, every_epoch=every,
+        )  # fmt: skip
+    assert len(runs[True].curve) == 2 and runs[False].curve == runs[True].curve[-1:], (runs[True].curve, runs[False])
+    # this tiny detector finds no box yet (mAP 0 both ways): the weights say that training was the same
+    full, last = runs[True].model.state_dict(), runs[False].model.state_dict()
+    assert full.keys() == last.keys() and all(torch.equal(full[k], last[k]) for k in full)
+
+
 def test_importing_ultralytics_leaves_pil_and_thread_settings_as_they_were():
     """ultralytics patches PIL's Image.open (to pip-install pi-heif on an unreadable file) and sets
     OMP_NUM_THREADS for later processes; nas.tasks.detect.ultra undoes both (a fresh process: this one may

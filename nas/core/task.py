@@ -217,12 +217,15 @@ class Task:
         single_process: bool = False,
         start: Mapping[str, Any] | None = None,
         model: Any = None,
+        every_epoch: bool = True,
     ) -> FitResult:
         """Train ``arch`` from ``seed`` (weights, data order, training stream) for ``epochs`` unless a hook
         stops it; from ``start`` (the plain network's trained weights) where given. ``single_process``: in
         this process even where the space trains on several devices (a
         re-run needs its curve here). ``model``: ``build(space, arch, num_classes, init_seed=seed,
-        start=start)`` made already (a trial's latency was timed on it), trained instead of a new one."""
+        start=start)`` made already (a trial's latency was timed on it), trained instead of a new one.
+        ``every_epoch``: validate after every epoch (the curve a trial, the noise floor and a recording
+        need), else after the last one only (a confirmation's re-run, judged on its final figure)."""
         raise NotImplementedError
 
     def heldout(self, data: TaskData, model: Any) -> tuple[float, int] | None:

@@ -115,12 +115,23 @@ class TrialHooks(GateHooks):
 
 
 class RerunHooks(GateHooks):
-    """A re-run's fit (noise floor, confirmation): the whole budget, no pruning; ``status`` says where it is."""
+    """A re-run's fit (noise floor, confirmation): the whole budget, no pruning; ``status`` says where it is.
+    ``every_epoch``: validated after every epoch, else after the last one only."""
 
-    def __init__(self, gate: LatencyGate | None, status: Callable[[str], None], what: str, epochs: int, metric: str):
+    def __init__(
+        self,
+        gate: LatencyGate | None,
+        status: Callable[[str], None],
+        what: str,
+        epochs: int,
+        metric: str,
+        every_epoch: bool = True,
+    ):
         super().__init__(gate)
         self.status, self.what, self.epochs, self.metric = status, what, epochs, metric
+        self.every_epoch = every_epoch
 
     def epoch_end(self, curve: Sequence[float], extra: Mapping[str, Sequence[float]]) -> bool:
-        self.status(f"{self.what}, epoch {len(curve)}/{self.epochs} done, {self.metric} {curve[-1]:.4f}")
+        epoch = len(curve) if self.every_epoch else self.epochs
+        self.status(f"{self.what}, epoch {epoch}/{self.epochs} done, {self.metric} {curve[-1]:.4f}")
         return False

@@ -21,7 +21,18 @@ import optuna
 
 from nas.core.racing import Race
 from nas.search._study import WORKER
-from nas.study.confirmation import CLAIM, FAILED, HELDOUT, TEST_SIZE_ATTR, baseline_trial, key, noise_seed_list, reruns
+from nas.study.confirmation import (
+    CLAIM,
+    FAILED,
+    HELDOUT,
+    TEST_SIZE_ATTR,
+    baseline_trial,
+    epochs_of,
+    every_epoch,
+    key,
+    noise_seed_list,
+    per_epoch_reruns,
+)
 from nas.study.record import TrialInfo
 
 log = logging.getLogger(__name__)
@@ -33,7 +44,7 @@ def pending_noise_runs(study: optuna.Study) -> list[tuple[str, int]]:
     if base is None:
         return []
     arch = TrialInfo.of(base).arch
-    done = reruns(study).get(arch, {})
+    done = per_epoch_reruns(study).get(arch, {})
     return [(arch, s) for s in noise_seed_list(study)[1:] if s not in done]
 
 
@@ -47,34 +58,44 @@ class Rerun:
     heldout_size: int = 0  # images of the held-out split
 
 
-Fit = Callable[[str, int, str], Rerun]  # (architecture, seed, why) -> the run
+Fit = Callable[[str, int, str, bool], Rerun]  # (architecture, seed, why, validated every epoch) -> the run
 
 
 def run_reruns(
-    study: optuna.Study, jobs: Iterable[tuple[str, int]], fit: Fit, why: str, claim: Callable[[], Any] | None = None
+    study: optuna.Study,
+    jobs: Iterable[tuple[str, int]],
+    fit: Fit,
+    why: str,
+    claim: Callable[[], Any] | None = None,
+    per_epoch: bool = True,
 ) -> int:
     """Train every (architecture, seed) of ``jobs`` not stored and not claimed by a live process;
     each result is stored as soon as it is there, so an interruption loses at most the run in
     progress. A run that failed is recorded with its reason and tried again by the next process that
     asks for it (a resumed search, ``nas report --confirm``), not by the one it failed in. ``claim``: a
-    context manager (the study lock) inside which a run is claimed. Returns the number of runs trained."""
+    context manager (the study lock) inside which a run is claimed. ``per_epoch``: the jobs need a
+    validation after every epoch (the noise floor, a recording), and a run stored with its last one
+    only (a confirmation's) is trained again; else they validate after the last epoch only. Returns
+    the number of runs trained."""
     import contextlib
     import time
 
     trained = 0
+    epochs = epochs_of(study)
     for arch, seed in jobs:
         with claim() if claim else contextlib.nullcontext():
             attrs = study.user_attrs
             failed = attrs.get(key(seed, arch, FAILED))
+            stored = attrs.get(key(seed, arch))
             if (
-                key(seed, arch) in attrs
+                (stored is not None and (not per_epoch or not isinstance(stored, list) or every_epoch(stored, epochs)))
                 or (isinstance(failed, dict) and failed.get("by") == WORKER)  # failed here: not again
                 or _claimed(attrs.get(key(seed, arch, CLAIM)))
             ):
                 continue
             study.set_user_attr(key(seed, arch, CLAIM), f"{WORKER}@{int(time.time())}")
         try:
-            run = fit(arch, seed, why)
+            run = fit(arch, seed, why, per_epoch)
         except (KeyboardInterrupt, SystemExit):
             study.set_user_attr(key(seed, arch, CLAIM), None)  # released: a later run takes it
             raise
@@ -135,7 +156,7 @@ def run_race(
     cf.record_race(study, race)
     trained = 0
     while (state := cf.race_state(study, archs, race)) is not None and state.wanted:
-        n = run_reruns(study, state.wanted, fit, "confirming the front", claim)
+        n = run_reruns(study, state.wanted, fit, "confirming the front", claim, per_epoch=False)
         trained += n
         if n == 0:
             break
@@ -162,10 +183,11 @@ def make_fit(
 
     task = space.task
 
-    def fit(arch: str, seed: int, why: str) -> list[float]:
+    def fit(arch: str, seed: int, why: str, per_epoch: bool = True) -> Rerun:
         status(f"{why}: {arch} from seed {seed}")
         folder = run_dir / "reruns" / f"seed_{seed}_{hashlib.sha1(arch.encode()).hexdigest()[:10]}"
-        hooks = RerunHooks(gate, status, f"{why}: {arch} from seed {seed}", epochs, task.per_epoch)
+        what = f"{why}: {arch} from seed {seed}"
+        hooks = RerunHooks(gate, status, what, epochs, task.per_epoch, every_epoch=per_epoch)
         result = task.fit(
             space,
             Architecture.parse(arch),
@@ -177,8 +199,9 @@ def make_fit(
             num_classes,
             single_process=True,
             start=start,
+            every_epoch=per_epoch,
         )
-        if len(result.curve) < epochs:
+        if len(result.curve) < (epochs if per_epoch else 1):
             raise RuntimeError(f"training stopped after {len(result.curve)} of {epochs} epochs")
         held = task.heldout(data, result.model)
         return Rerun(list(result.curve), *(held or (None, 0)))

@@ -4,7 +4,9 @@ confirmation of the front (its members and the baseline re-trained from K fresh 
 paired; each member's mean with its interval, its paired difference to the baseline with its interval,
 and a verdict that calls it better only when that interval excludes 0).
 
-Every re-run is one study user attribute ``rerun:<seed>:<architecture>`` holding its curve; a failed one
+Every re-run is one study user attribute ``rerun:<seed>:<architecture>`` holding its curve (a
+confirmation's: its validation after the last epoch alone, the one figure it is judged on where the data
+has no held-out split); a failed one
 ``rerun_failed:<seed>:<architecture>`` with its reason; a run being trained ``claim:<seed>:<architecture>``
 (the search's re-runs write them).
 """
@@ -119,12 +121,29 @@ class Noise:
         return f"noise: sd {100 * self.final:.1f} points over {len(self.seeds)} seeds"
 
 
+def epochs_of(study: optuna.Study) -> int | None:
+    """The epochs every trial and re-run of the study trains (recorded when its search started)."""
+    return study_attr(study, "epochs", int, None, (1, 1_000_000))
+
+
+def every_epoch(curve: Sequence[float], epochs: int | None) -> bool:
+    """Whether a re-run's stored curve was validated after every epoch (the noise floor's, a
+    recording's), not after the last one only (a confirmation's, judged on its final figure)."""
+    return epochs is None or len(curve) >= epochs
+
+
+def per_epoch_reruns(study: optuna.Study) -> dict[str, dict[int, list[float]]]:
+    """``reruns`` validated after every epoch: what the noise floor and recordings read per epoch."""
+    epochs = epochs_of(study)
+    return {a: {s: c for s, c in row.items() if every_epoch(c, epochs)} for a, row in reruns(study).items()}
+
+
 def noise_curves(study: optuna.Study) -> tuple[list[int], list[list[float]]]:
     trial = baseline_trial(study)
     base = None if trial is None else TrialInfo.of(trial)
     if base is None or not base.curve:
         return [], []
-    stored = reruns(study).get(base.arch, {})
+    stored = per_epoch_reruns(study).get(base.arch, {})
     seeds, curves = [study_seed(study)], [list(base.curve)]
     for s in noise_seed_list(study)[1:]:
         if s in stored:

@@ -61,11 +61,15 @@ class Classify(FolderTask):
         single_process: bool = False,
         start: Mapping | None = None,
         model: Any = None,
+        every_epoch: bool = True,
     ) -> FitResult:
         from nas.tasks.classify.fit import fit
 
         training = space.training.replace(devices=1) if single_process else space.training
-        return fit(arch, seed, data.handle, training, num_classes, space.in_chans, epochs, log_dir, hooks, start, model)
+        return fit(
+            arch, seed, data.handle, training, num_classes, space.in_chans, epochs, log_dir, hooks, start, model,
+            every_epoch,
+        )  # fmt: skip
 
     def heldout(self, data: TaskData, model: Any) -> tuple[float, int] | None:
         """Top-1 accuracy on the data's test split (the embedded digits' ``test`` images), in float32."""

@@ -243,11 +243,15 @@ def prepare_fit(
     progress: bool = False,
     start: Mapping[str, Any] | None = None,
     model: nn.Module | None = None,
+    every_epoch: bool = True,
 ) -> Fitting:
     """Build -> seeded Classifier -> Trainer for ``arch``: the one place where a search trial, its re-runs
-    (``fit_curve``) and ``nas train`` set up a fit. ``progress``: Lightning's own bar (``nas train``)."""
+    (``fit_curve``) and ``nas train`` set up a fit. ``progress``: Lightning's own bar (``nas train``).
+    ``every_epoch``: validate after every epoch, else after the last one only."""
     module = seeded_classifier(arch, seed, dm, training, num_classes, in_chans, start, model)
     trainer = make_trainer(training, epochs=epochs, callbacks=list(callbacks), log_dir=log_dir, progress=progress)
+    if not every_epoch and epochs:
+        trainer.check_val_every_n_epoch = epochs
     if getattr(dm, "resample", False):  # the data module draws each epoch's training set anew
         trainer.reload_dataloaders_every_n_epochs = 1
     return Fitting(module, trainer, dm)
@@ -340,13 +344,14 @@ def fit(
     hooks: FitHooks,
     start: Mapping[str, Any] | None = None,
     model: nn.Module | None = None,
+    every_epoch: bool = True,
 ) -> FitResult:
     """Train ``arch`` from ``seed`` for ``epochs`` unless ``hooks`` stop it: the classifier's fit for a
     search trial and its re-runs. A Ctrl-C (which Lightning turns into ``sys.exit(1)``) is raised as
     KeyboardInterrupt."""
     fitting = prepare_fit(
         arch, seed, dm, training, num_classes, in_chans, epochs=epochs, callbacks=[_Hooked(hooks)], log_dir=log_dir,
-        start=start, model=model,
+        start=start, model=model, every_epoch=every_epoch,
     )  # fmt: skip
     try:
         fitting.run()

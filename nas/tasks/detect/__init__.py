@@ -64,12 +64,16 @@ class Detect(FolderTask):
         single_process: bool = False,
         start: Mapping | None = None,
         model: Any = None,
+        every_epoch: bool = True,
     ) -> FitResult:
         from nas.tasks.detect.fit import fit
 
         if model is None:
             model = self.build(space, arch, num_classes, init_seed=seed, start=start)
-        return fit(model, data.handle.yaml, space.training, space.input_size[0], epochs, seed, log_dir, hooks)
+        return fit(
+            model, data.handle.yaml, space.training, space.input_size[0], epochs, seed, log_dir, hooks,
+            every_epoch=every_epoch,
+        )  # fmt: skip
 
     def fingerprint(self, space: Any) -> list[Any]:
         return [(space.detector.yaml_text, [(p.at, p.after) for p in space.positions])]

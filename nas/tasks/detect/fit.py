@@ -29,9 +29,17 @@ OPTIMIZERS = {"sgd": "SGD", "adamw": "AdamW"}
 
 
 def trainer_args(
-    data_yaml: Path, training: Any, imgsz: int, epochs: int, seed: int, log_dir: Path, device: str
+    data_yaml: Path,
+    training: Any,
+    imgsz: int,
+    epochs: int,
+    seed: int,
+    log_dir: Path,
+    device: str,
+    every_epoch: bool = True,
 ) -> dict[str, Any]:
-    """ultralytics' arguments for a fit: the one place the space's training section becomes them."""
+    """ultralytics' arguments for a fit: the one place the space's training section becomes them.
+    ``every_epoch``: validate after every epoch, else after the last one only (ultralytics' ``val``)."""
     schedule = training.schedule
     return {
         "data": str(data_yaml),
@@ -57,7 +65,7 @@ def trainer_args(
         "exist_ok": True,
         "plots": False,
         "save": False,
-        "val": True,
+        "val": every_epoch,
         "verbose": False,
         "pretrained": False,
     }
@@ -73,6 +81,7 @@ def fit(
     log_dir: Path,
     hooks: FitHooks,
     device: str = "cpu",
+    every_epoch: bool = True,
 ) -> FitResult:
     """Train ``model`` (a DetectionModel) for ``epochs`` unless ``hooks.epoch_end`` stops it; see the
     module's text. The gate hooks hold every training and validation batch."""
@@ -84,9 +93,12 @@ def fit(
     log_dir.mkdir(parents=True, exist_ok=True)
     model_yaml = log_dir / "model.yaml"  # what was trained, as ultralytics reads it (attention rows included)
     model_yaml.write_text(yaml.safe_dump(model.yaml, sort_keys=False))
-    args = {**trainer_args(data_yaml, training, imgsz, epochs, seed, log_dir, device), "model": str(model_yaml)}
+    args = {
+        **trainer_args(data_yaml, training, imgsz, epochs, seed, log_dir, device, every_epoch),
+        "model": str(model_yaml),
+    }
     threads = torch.get_num_threads()  # the search's count (nas.measure.cpus)
-    trainer = with_insert_lr(_trainer_class(model), training)(overrides=args)
+    trainer = trainer_type(_trainer_class(model), training)(overrides=args)
     torch.set_num_threads(threads)  # ultralytics' select_device set it to its own (cores - 1)
     hooked = _Hooked(hooks)
     hooked.attach(trainer)
@@ -99,6 +111,35 @@ def fit(
         (log_dir / "weights").rmdir()  # made by ultralytics for checkpoints it does not write here
     hooks.fit_end(hooked.result.seconds, None)
     return hooked.result
+
+
+def trainer_type(base: type, training: Any) -> type:
+    """The ultralytics trainer a search's fits and ``nas train`` use: ``base`` with validation that leaves
+    the random generators as it found them, and the attention's ``insert_lr`` (``with_insert_lr``)."""
+    return with_insert_lr(_validation_keeps_rng(base), training)
+
+
+def _validation_keeps_rng(base: type) -> type:
+    """ultralytics trainer ``base`` whose validation restores the random generators (torch's CPU one,
+    numpy's, Python's) it found: its data loader draws from them, so without this a run validated after
+    every epoch and one validated after its last only (a confirmation's) train differently (measured:
+    other weights after 2 epochs of the tiny detector)."""
+
+    class KeptRng(base):  # type: ignore[misc, valid-type]
+        def validate(self) -> Any:
+            import random
+
+            import numpy as np
+
+            states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+            try:
+                return super().validate()
+            finally:
+                torch.set_rng_state(states[0])
+                np.random.set_state(states[1])
+                random.setstate(states[2])
+
+    return KeptRng
 
 
 def with_insert_lr(base: type, training: Any) -> type:
@@ -158,6 +199,7 @@ class _Hooked:
         self.hooks, self.result = hooks, FitResult(extra={MAP50_CURVE: []})
         self.step = self.images = 0
         self.start = self.last = self.batch_t0 = self.val_t0 = 0.0
+        self.validated = False  # this epoch ran a validation (without ``val``, the last epoch alone does)
 
     def attach(self, trainer: Any) -> None:
         for event, fn in (
@@ -173,6 +215,7 @@ class _Hooked:
 
     def epoch_start(self, t: Any) -> None:
         self.step, self.start, self.images, self.last = 0, time.perf_counter(), 0, 0.0
+        self.validated = False
 
     def batch_start(self, t: Any) -> None:
         self.hooks.batch_start()
@@ -191,7 +234,7 @@ class _Hooked:
 
     def epoch_end(self, t: Any) -> None:  # after validation; once per epoch trained (final_eval is skipped)
         metrics, r = t.metrics or {}, self.result
-        if MAP not in metrics:
+        if MAP not in metrics or not self.validated:  # not validated: the metrics are an earlier epoch's
             return
         r.curve.append(float(metrics[MAP]))
         r.extra[MAP50_CURVE].append(float(metrics[MAP50]))
@@ -206,3 +249,4 @@ class _Hooked:
     def val_end(self, v: Any) -> None:
         self.result.seconds += time.perf_counter() - self.val_t0
         self.hooks.batch_end()
+        self.validated = True

@@ -60,7 +60,7 @@ def _train(
     """The curve of this run (mAP50-95 per epoch), the epochs done before it (a resume) and best.pt."""
     from nas.tasks.detect import ultra
     from nas.tasks.detect.data import dataset
-    from nas.tasks.detect.fit import MAP, trainer_args, with_insert_lr
+    from nas.tasks.detect.fit import MAP, trainer_args, trainer_type
     from nas.tasks.detect.model import MODEL_YAML, read_model_yaml
 
     ultra.load()
@@ -88,7 +88,7 @@ def _train(
     )
     if done:
         announce(f"resuming after epoch {done} of {epochs} from {last}")
-    trainer = with_insert_lr(_trainer(initial if not done else None), training)(overrides=args)
+    trainer = trainer_type(_trainer(initial if not done else None), training)(overrides=args)
     if initial is not None and not done:
         announce(f"starting from {initial}")
     curve: list[float] = []

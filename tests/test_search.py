@@ -287,3 +287,28 @@ def test_bruteforce_visits_every_architecture_once_and_stops_cleanly(tmp_path):
     archs = [t.user_attrs["arch"] for t in result.study.get_trials()]
     assert len(archs) == space.count() == len(set(archs)), "each architecture exactly once"
     assert count_states(result.study)["complete"] == space.count()
+
+
+def test_a_trial_trains_the_very_model_its_latency_was_timed_on(tmp_path, monkeypatch):
+    """Each architecture is built once per trial: the model the paired meter timed is the one the fit
+    trains (a second build would cost its weight initialisation again)."""
+    from nas.measure import cost
+    from nas.tasks.classify import fit as classify_fit
+
+    timed, trained = [], []
+    real_ratios, real_seeded = cost.PairedMeter.ratios, classify_fit.seeded_classifier
+
+    def ratios(self, models):
+        timed.extend(models)
+        return real_ratios(self, models)
+
+    def seeded(*args, **kwargs):
+        module = real_seeded(*args, **kwargs)
+        trained.append(module.model)
+        return module
+
+    monkeypatch.setattr(cost.PairedMeter, "ratios", ratios)
+    monkeypatch.setattr(classify_fit, "seeded_classifier", seeded)
+    space = load_space(space_file(tmp_path, training={"epochs": 1, "noise_seeds": 1}, data={"train": 64, "val": 32}))
+    Search(space, "once", f"sqlite:///{tmp_path / 'once.db'}", 2, sampler="random", prune=False, root=tmp_path).run()
+    assert len(trained) == 2 and all(any(m is t for m in timed) for t in trained), (len(timed), len(trained))

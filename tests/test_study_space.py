@@ -13,6 +13,7 @@ from nas.core.config import LATENCY_SCHEMA
 from nas.search._samplers import make_sampler
 from nas.search._study import create_or_resume, space_fingerprint
 from nas.study import analysis
+from nas.study import confirmation as cf
 from nas.study.confirmation import noise_seed_list
 from nas.study.studies import CHANGES_ATTR, stored_space
 from nas.tasks import space_from_data, spacefile
@@ -106,6 +107,19 @@ def test_a_study_fingerprinted_with_80_latency_rounds_resumes_with_today_s_defau
     other = load_space(space_file(tmp_path, latency={"input_size": 64}))
     with pytest.raises(Exception, match="was created from a different search space"):
         _study(other, url)
+
+
+def test_a_study_made_before_it_recorded_its_epochs_reads_them_from_its_space(tmp_path):
+    """Which stored re-runs were validated every epoch is told by the study's epochs: a study that does
+    not record them (made before the record, never resumed) takes its recorded space's, as ``nas report
+    --confirm`` trains them; a one-figure confirmation run is then not read as a per-epoch curve."""
+    space = load_space(space_file(tmp_path, training={"epochs": 3}))
+    study = _study(space, f"sqlite:///{tmp_path / 'study.db'}")
+    assert "epochs" not in study.user_attrs and cf.epochs_of(study) == 3
+    study.set_user_attr(cf.key(4, str(space.baseline())), [0.5])
+    assert cf.per_epoch_reruns(study) == {str(space.baseline()): {}}
+    study.set_user_attr("epochs", 1)
+    assert cf.epochs_of(study) == 1 and cf.per_epoch_reruns(study) == {str(space.baseline()): {4: [0.5]}}
 
 
 def test_commands_parse_a_space_once_and_read_the_study_s_record_from_anywhere(tmp_path, monkeypatch):

@@ -122,8 +122,15 @@ class Noise:
 
 
 def epochs_of(study: optuna.Study) -> int | None:
-    """The epochs every trial and re-run of the study trains (recorded when its search started)."""
-    return study_attr(study, "epochs", int, None, (1, 1_000_000))
+    """The epochs every trial and re-run of the study trains: recorded when its search started, else
+    (a study made before the record) its recorded space's, as ``nas report --confirm`` trains them."""
+    recorded = study_attr(study, "epochs", int, None, (1, 1_000_000))
+    if recorded is not None:
+        return recorded
+    from nas.study.studies import space_of
+
+    space = space_of(study)
+    return space.training.epochs if space is not None else None
 
 
 def every_epoch(curve: Sequence[float], epochs: int | None) -> bool:

@@ -24,6 +24,7 @@ from nas.core.errors import MAX_CHANNELS, BadOption, check_range
 from nas.measure.cost import (
     count_flops,
     count_params,
+    device_sync,
     forward_fn,
     paired_ratio,
     steady_allocator,
@@ -578,6 +579,69 @@ def _iqr_pct(values: list[float]) -> float:
     return 100 * (q[2] - q[0]) / statistics.median(values)
 
 
+STEP_KINDS = ("fused", "per-tensor loop")  # the reference (first) is what fits use
+
+
+def bench_step(space: Any, rounds: int, steps: int, progress: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """One training step of the space's plain network at its batch size and input size on this
+    process's device: forward, backward (through ``check.output_sum``) and the space's optimiser
+    update, built as fits build it (``fit.make_optimizer``) with the update fused and as torch's
+    per-tensor loop. Every round runs ``steps`` steps of each kind, alternating which goes first (a
+    slow phase hits both alike), each on its own copy of the network. Per kind: the median ms of a
+    step and of its update, their spread (IQR / median), and the median over rounds of the step's
+    ratio to the fused one."""
+    import copy
+
+    from nas.check import output_sum
+    from nas.tasks.classify.fit import make_optimizer, parameter_groups
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    plain = space.task.build(space, space.baseline(), space.num_classes or 10).to(device).train()
+    x = torch.randn(space.training.batch_size, space.in_chans, *space.input_size, device=device)
+    runs = {}
+    for kind in STEP_KINDS:
+        model = copy.deepcopy(plain)
+        runs[kind] = (model, make_optimizer(parameter_groups(model, space.training), space.training, kind == "fused"))
+
+    def step(kind: str) -> tuple[float, float]:
+        model, opt = runs[kind]
+        device_sync(device)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        output_sum(model(x)).backward()
+        device_sync(device)
+        t1 = time.perf_counter()
+        opt.step()
+        device_sync(device)
+        t2 = time.perf_counter()
+        return (t2 - t0) * 1e3, (t2 - t1) * 1e3
+
+    for kind in STEP_KINDS:  # warm-up: allocator, caches, the optimiser's state
+        for _ in range(3):
+            step(kind)
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in STEP_KINDS}
+    for i in range(rounds):
+        progress(f"round {i + 1} of {rounds}")
+        for kind in STEP_KINDS if i % 2 == 0 else STEP_KINDS[::-1]:
+            per = [step(kind) for _ in range(steps)]
+            times[kind].append((statistics.median(t for t, _ in per), statistics.median(u for _, u in per)))
+    ref = [t for t, _ in times[STEP_KINDS[0]]]
+    return [
+        {
+            "update": kind,
+            "step_ms": round(statistics.median(t for t, _ in v), 2),
+            "step_spread_pct": round(_iqr_pct([t for t, _ in v]), 1),
+            "update_ms": round(statistics.median(u for _, u in v), 2),
+            "update_spread_pct": round(_iqr_pct([u for _, u in v]), 1),
+            "step_ratio": round(statistics.median(t / r for (t, _), r in zip(v, ref, strict=True)), 3),
+            "step_ratio_spread_pct": round(_iqr_pct([t / r for (t, _), r in zip(v, ref, strict=True)]), 1),
+            "fused": bool(runs[kind][1].defaults.get("fused")),
+        }
+        for kind, v in times.items()
+    ]
+
+
 def bench_latency(
     space: Any, archs: list[Any], times: int, load: int, progress: Callable[[str], None] = lambda s: None
 ) -> dict[str, Any]:
@@ -877,6 +941,24 @@ def startup_table(rows: list[dict[str, Any]], times: int) -> Tabled:
     ]
     title = f"Start-up to exit, median of {times} rounds (± IQR/median); reference: {rows[0]['command']}"
     return Tabled(title, ["command", "median s", "spread", "minus reference s"], cells, left=("command",))
+
+
+def step_table(rows: list[dict[str, Any]], space: Any, rounds: int, steps: int) -> Tabled:
+    cells = [
+        [
+            r["update"] + ("" if r["fused"] or r["update"] != STEP_KINDS[0] else " (not available: loop)"),
+            f"{r['step_ms']:.1f} ± {r['step_spread_pct']:.0f}%",
+            f"{r['update_ms']:.1f} ± {r['update_spread_pct']:.0f}%",
+            f"{r['step_ratio']:.2f} ± {r['step_ratio_spread_pct']:.0f}%",
+        ]
+        for r in rows
+    ]
+    title = (
+        f"One training step of {space.baseline()} at batch {space.training.batch_size}, "
+        f"{space.training.optimizer}: median of {rounds} rounds x {steps} steps (± IQR/median)"
+    )
+    columns = ["optimiser update", "step ms", "update ms", "step / fused"]
+    return Tabled(title, columns, cells, left=("optimiser update",))
 
 
 def startup_meta(times: int) -> dict[str, Any]:

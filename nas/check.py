@@ -76,16 +76,16 @@ def time_builds(space: SearchSpace, samples: int, batch: int, seed: int = 0) -> 
         start = time.perf_counter()
         model = space.task.build(space, arch, num_classes).train()
         built = time.perf_counter()
-        _total(model(x)).backward()
+        output_sum(model(x)).backward()
         done = time.perf_counter()
         rows.append({"arch": str(arch), "build_s": built - start, "step_s": done - built, "total_s": done - start})
     return rows
 
 
-def _total(out: Any) -> torch.Tensor:
+def output_sum(out: Any) -> torch.Tensor:
     """A scalar that depends on every output tensor (a classifier's logits, a detector's feature maps)."""
     if isinstance(out, torch.Tensor):
         return out.float().sum()
     if isinstance(out, dict):
         out = list(out.values())
-    return sum(_total(o) for o in out)
+    return sum(output_sum(o) for o in out)

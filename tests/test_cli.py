@@ -119,6 +119,21 @@ def test_bench_build_times_random_architectures():
     assert "median" in r.stdout and "slowest: resnet10t|" in r.stdout
 
 
+def test_bench_step_times_the_fused_update_against_the_loop(tmp_path):
+    r = run_nas(
+        "bench", "step", "--space", str(SPACES[0].parent / "small.yaml"), "--rounds", "1", "--steps", "1",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "per-tensor loop" in r.stdout and "step / fused" in r.stdout
+    rows = json.loads((tmp_path / "step.json").read_text())["rows"]
+    assert [row["update"] for row in rows] == ["fused", "per-tensor loop"]
+    assert rows[0]["fused"] and not rows[1]["fused"] and rows[0]["step_ratio"] == 1.0
+    assert all(row["step_ms"] > row["update_ms"] > 0 for row in rows)
+    r = run_nas("bench", "step", "--space", str(SPACES[0].parent / "small.yaml"), "--rounds", "0")
+    assert r.returncode == 2 and "--rounds" in r.stderr and "from 1 to 1,000" in r.stderr
+
+
 def test_bench_latency_compares_both_methods_idle_and_loaded(tmp_path):
     simam = "resnet10t|none|none|none|simam(lam=0.0001)"
     r = run_nas(

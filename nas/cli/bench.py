@@ -299,6 +299,29 @@ def bench_modules_cmd(
     _written(*bench.write_results(rows, meta, out, "modules"))
 
 
+@bench_app.command("step")
+def bench_step_cmd(
+    space: SpaceFile,
+    rounds: Annotated[int, Opt(help="Rounds; every round times each kind of update, alternating the order")] = 7,
+    steps: Annotated[int, Opt(help="Training steps per kind and round (their median is the round's figure)")] = 8,
+    out: BenchOut = RUNS_BENCH,
+) -> None:
+    """Time one training step of the space's plain network (forward, backward, the optimiser's update)
+    with the fused update that fits use and with torch's per-tensor loop, interleaved."""
+    check_out(out, force=True)
+    check_range("--rounds", rounds, 1, 1000)
+    check_range("--steps", steps, 1, 1000)
+    from nas import bench
+    from nas.tasks.spacefile import load_space
+
+    sp = load_space(space)
+    with console.status("timing") as status:
+        rows = bench.bench_step(sp, rounds, steps, progress=lambda t: status.update(shown(t)))
+    meta = {"command": "nas bench step", "space": str(space), "rounds": rounds, "steps": steps}
+    _print(bench.step_table(rows, sp, rounds, steps))
+    _written(*bench.write_results(rows, {**meta, **bench.environment(torch_device())}, out, "step"))
+
+
 @bench_app.command("startup")
 def bench_startup_cmd(
     times: Annotated[int, Opt(help="Rounds; every round runs each command once, interleaved")] = 5,

@@ -141,7 +141,7 @@ def long_lived_left_out() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _sync(device: torch.device) -> None:
+def device_sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -155,14 +155,14 @@ def time_interleaved(
     for fn in fns:
         for _ in range(warmup):
             fn()
-    _sync(device)
+    device_sync(device)
     samples: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            _sync(device)
+            device_sync(device)
             start = time.perf_counter()
             fn()
-            _sync(device)
+            device_sync(device)
             samples[i].append((time.perf_counter() - start) * 1e3)
     return [Timing(tuple(s)) for s in samples]
 
@@ -256,7 +256,7 @@ def _block(fn: Callable[[], object], device: torch.device, seconds: float, at_le
     while len(block) < at_least or time.perf_counter() - begun < seconds:
         t = time.perf_counter()
         fn()
-        _sync(device)
+        device_sync(device)
         block.append((time.perf_counter() - t) * 1e3)
     return block
 
@@ -380,11 +380,11 @@ def time_against_reference(
     calls = max(1, math.ceil(SLOT_MS / max(single, 1e-6)))
 
     def slot(fn: Callable[[], object]) -> float:
-        _sync(device)
+        device_sync(device)
         t = time.perf_counter()
         for _ in range(calls):
             fn()
-        _sync(device)
+        device_sync(device)
         return (time.perf_counter() - t) * 1e3 / calls
 
     ratios: list[list[float]] = [[] for _ in fns]

@@ -89,7 +89,7 @@ def test_a_study_fingerprinted_with_80_latency_rounds_resumes_with_today_s_defau
     study.set_user_attr("space_fingerprint", as_then)
     now = load_space(space_file(tmp_path, latency={"input_size": 32}))
     today = LATENCY_SCHEMA["rounds"].default
-    assert now.latency.rounds == today == 16
+    assert now.latency.rounds == today == 12
     with caplog.at_level("WARNING"):
         _study(now, url)
     assert f"latency.rounds: 80 -> {today}" in caplog.text

@@ -112,6 +112,30 @@ def test_a_gate_learns_from_the_first_step():
     assert gated.gate.grad is not None and float(gated.gate.grad) != 0.0
 
 
+def test_builds_from_one_start_are_copies_equal_to_a_fresh_build_and_follow_a_changed_start():
+    """Builds from a start copy one plain network loaded once per process: each equals a build from
+    scratch with the start loaded (every tensor), training one leaves the next as the start, and a
+    start changed in place since is loaded again."""
+    from nas.tasks.classify import model as assembly
+
+    plain = build(Architecture.parse("resnet10t|none|none|none|none"), 10, 1, init_seed=0)
+    start = {k: v.clone() for k, v in plain.state_dict().items()}
+    arch = Architecture.parse("resnet10t|se(r=4)|none|eca(k=3)|none")
+    fresh = bb.create("resnet10t", num_classes=10, in_chans=1)
+    fresh.load_state_dict(start)
+    first = build(arch, 10, 1, init_seed=1, start=start)
+    with torch.no_grad():
+        for p in first.parameters():
+            p.add_(1.0)  # as training would
+    second = build(arch, 10, 1, init_seed=1, start=start)
+    got = second.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in fresh.state_dict().items())
+    assert assembly._started is not None and assembly._started[1] is start  # the copy, not a rebuild
+    with torch.no_grad():
+        start["fc.bias"].add_(2.0)
+    assert torch.equal(build(arch, 10, 1, init_seed=1, start=start).state_dict()["fc.bias"], start["fc.bias"])
+
+
 @pytest.mark.parametrize("insert", ["identity", "official"])
 def test_insert_lr_gives_what_the_start_did_not_have_its_own_rate_and_nothing_else(insert, tmp_path):
     """With ``insert_lr`` the optimiser holds the inserted attention (and its gates) at that rate, every

@@ -366,10 +366,10 @@ LATENCY_SCHEMA = {
     "warmup": Setting(int, 5, bounds=(0, 10_000)),
     "repeats": Setting(int, 30, bounds=(1, 100_000)),
     # paired latency: interleaved rounds at least (each times the candidate and the reference once)
-    # (16: a fresh model's ratio varies by 0.9% from one measurement to the next, 0.7% at 32 rounds and 0.5%
-    # at 80, while measurements in different processes differ by 2.6% at 80 rounds: more rounds buy little
-    # and cost every trial their time; README "Latency")
-    "rounds": Setting(int, 16, bounds=(8, 100_000), on_resume=True, added=True),
+    # (12: a fresh model's ratio varies by 1.0% from one measurement to the next, 0.9% at 16 rounds, 0.7% at
+    # 32 and 0.5% at 80, while measurements in different processes differ by 2.6% at 80 rounds: more rounds
+    # buy little and cost every trial their time; README "Latency")
+    "rounds": Setting(int, 12, bounds=(8, 100_000), on_resume=True, added=True),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Mapping
 
@@ -59,9 +60,10 @@ def build(
             return build(arch, num_classes, in_chans, gated=gated)
     if init_seed is not None:
         torch.manual_seed(init_seed)
-    model = bb.create(arch.backbone, num_classes=num_classes, in_chans=in_chans)
-    if start is not None:
-        load_start(model, start, str(arch))
+    if start is None:
+        model = bb.create(arch.backbone, num_classes=num_classes, in_chans=in_chans)
+    else:
+        model = started_backbone(arch.backbone, num_classes, in_chans, start, str(arch))
     found = bb.stages(model)
     if len(found) != len(arch.stages):
         raise ArchitectureError(
@@ -105,6 +107,26 @@ def _install(model: nn.Module, stage: bb.Stage, choice: StageChoice, init_seed: 
         with _seeded(init_seed, stage.index, k):
             new = _make(choice, slot.channels, slot.stride)
         slot.install(attention.Gated(new, slot.replaced()) if gated else new)
+
+
+_started: tuple[tuple, Mapping[str, torch.Tensor], nn.Module] | None = None  # the last one built, with its start
+
+
+def started_backbone(
+    name: str, num_classes: int, in_chans: int, start: Mapping[str, torch.Tensor], what: str
+) -> nn.Module:
+    """A copy of the plain backbone ``name`` with ``start`` loaded. Built (random init, then ``start``)
+    once per process and start, then copied: every tensor of its state comes from ``start``, so the
+    copy equals a fresh build with ``start`` loaded, and the random initialisation it skips is most of a
+    build's time (35 of 47 ms for resnet10t). The same ``start`` changed in place since (a tensor's
+    version counter) is built again."""
+    global _started
+    key = (name, num_classes, in_chans, tuple((k, v.data_ptr(), v._version) for k, v in start.items()))
+    if _started is None or _started[1] is not start or _started[0] != key:
+        model = bb.create(name, num_classes=num_classes, in_chans=in_chans)
+        load_start(model, start, what)
+        _started = (key, start, model)
+    return copy.deepcopy(_started[2])
 
 
 def load_start(model: nn.Module, start: Mapping[str, torch.Tensor], what: str) -> None:

@@ -155,3 +155,29 @@ def test_a_study_made_before_it_recorded_its_parsed_space_is_read_from_its_yaml_
     reopened = optuna.load_study(study_name=space.name, storage=url)
     assert stored_space(reopened) == stored_space(reopened)
     assert stored_space(reopened).stages == space.stages and len(parses) == 1
+
+
+@pytest.mark.parametrize(
+    "per_epoch, figures, words",
+    [(True, [0.5], "stopped after 1 of 2 epochs"), (False, [], "stopped before its last validation")],
+)
+def test_a_rerun_that_stops_short_says_how_far_it_got(tmp_path, per_epoch, figures, words):
+    """A re-run validated every epoch names the epochs it reached; one validated after its last epoch
+    only (a confirmation's) has no figure to count, and says that it stopped before that validation."""
+    import dataclasses
+
+    from nas.core.task import FitResult
+    from nas.search._reruns import make_fit
+
+    space = load_space(space_file(tmp_path))
+
+    class Stops:  # the space's task, but its fits stop before the end
+        def __getattr__(self, name):
+            return getattr(space.task, name)
+
+        def fit(self, *args, **kwargs):
+            return FitResult(curve=list(figures))
+
+    fit = make_fit(dataclasses.replace(space, task=Stops()), None, 10, 2, tmp_path)
+    with pytest.raises(RuntimeError, match=words):
+        fit(str(space.baseline()), 0, "confirming", per_epoch)

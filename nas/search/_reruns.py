@@ -202,7 +202,11 @@ def make_fit(
             every_epoch=per_epoch,
         )
         if len(result.curve) < (epochs if per_epoch else 1):
-            raise RuntimeError(f"training stopped after {len(result.curve)} of {epochs} epochs")
+            raise RuntimeError(
+                f"training stopped after {len(result.curve)} of {epochs} epochs"
+                if per_epoch
+                else f"training stopped before its last validation (of {epochs} epochs, only the last validates)"
+            )
         held = task.heldout(data, result.model)
         return Rerun(list(result.curve), *(held or (None, 0)))
 

@@ -111,7 +111,7 @@ def make_optimizer(groups: list[dict[str, Any]], cfg: Any, fused: bool = True) -
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=kind)
 
 
-FUSED_DEVICES = ("cpu", "cuda")  # where torch has one-kernel optimiser steps (SGD, AdamW) that we test
+FUSED_DEVICES = ("cpu", "cuda")  # where torch has one-kernel SGD and AdamW steps (measured here on CPU)
 
 
 def fused_step(groups: Sequence[Mapping[str, Any]]) -> bool | None:

@@ -132,6 +132,8 @@ def test_bench_step_times_the_fused_update_against_the_loop(tmp_path):
     assert all(row["step_ms"] > row["update_ms"] > 0 for row in rows)
     r = run_nas("bench", "step", "--space", str(SPACES[0].parent / "small.yaml"), "--rounds", "0")
     assert r.returncode == 2 and "--rounds" in r.stderr and "from 1 to 1,000" in r.stderr
+    r = run_nas("bench", "step", "--space", str(SPACES[0].parent / "yolo.yaml"))
+    assert r.returncode == 2 and "yolo.yaml" in r.stderr and "a classification space" in r.stderr
 
 
 def test_bench_latency_compares_both_methods_idle_and_loaded(tmp_path):

@@ -315,6 +315,8 @@ def bench_step_cmd(
     from nas.tasks.spacefile import load_space
 
     sp = load_space(space)
+    if sp.task.name != "classify":
+        raise BadOption("--space", str(space), "a classification space (detection fits use ultralytics' own optimiser)")
     with console.status("timing") as status:
         rows = bench.bench_step(sp, rounds, steps, progress=lambda t: status.update(shown(t)))
     meta = {"command": "nas bench step", "space": str(space), "rounds": rounds, "steps": steps}

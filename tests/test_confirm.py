@@ -121,6 +121,7 @@ def test_a_destructive_choice_is_confirmed_worse_and_a_harmless_one_tied(searche
 
     members = {t.user_attrs["arch"] for t in front(study)} - {cf.baseline_trial(study).user_attrs["arch"]}
     assert members <= confirmed_by_search, "the search confirmed its front (nothing to race when the baseline is alone)"
+    stored = {(arch, seed) for arch, runs in cf.reruns(study).items() for seed in runs}  # before the report
     fit, fitted = report.fitter(study, root=root), []
     a = report.analyse(
         study,
@@ -129,7 +130,6 @@ def test_a_destructive_choice_is_confirmed_worse_and_a_harmless_one_tied(searche
         include=[hurt.number, same.number],
         fit=lambda arch, seed, why, every: fitted.append((arch, seed, every)) or fit(arch, seed, why, every),
     )
-    stored = {(arch, seed) for arch, runs in cf.reruns(study).items() for seed in runs}
     assert not {(arch, seed) for arch, seed, _ in fitted} & stored, "stored re-runs are reused, not trained again"
     assert fitted and not any(every for _, _, every in fitted), "a confirmation validates after its last epoch only"
     fitted = [(arch, seed) for arch, seed, _ in fitted]

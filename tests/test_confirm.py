@@ -131,7 +131,14 @@ def test_a_destructive_choice_is_confirmed_worse_and_a_harmless_one_tied(searche
         fit=lambda arch, seed, why, every: fitted.append((arch, seed, every)) or fit(arch, seed, why, every),
     )
     assert not {(arch, seed) for arch, seed, _ in fitted} & stored, "stored re-runs are reused, not trained again"
-    assert fitted and not any(every for _, _, every in fitted), "a confirmation validates after its last epoch only"
+    assert not any(every for _, _, every in fitted), "a confirmation validates after its last epoch only"
+    epochs = cf.epochs_of(study)
+    runs = cf.reruns(study)
+    for arch in ("resnet10t|keep1|none|none|none", "resnet10t|none|none|none|nudge"):
+        assert {6, 7} <= set(runs[arch]), f"{arch} confirmed (by the search or the report) at the fresh seeds"
+        assert not any(cf.every_epoch(c, epochs) for c in runs[arch].values()), (
+            "a confirmation, the search's or the report's, validates after its last epoch only"
+        )
     fitted = [(arch, seed) for arch, seed, _ in fitted]
     new = ("resnet10t|keep1|none|none|none", "resnet10t|none|none|none|nudge")
     first = {(a, s) for a in new for s in (6, 7) if a not in confirmed_by_search}

@@ -101,6 +101,38 @@ def test_a_space_s_rounds_set_how_long_a_paired_latency_is_timed(monkeypatch):
     assert asked == {"rounds": 160, "seconds": pytest.approx(cost.PAIRED_S * 2), "warmup_s": cost.WARMUP_S}
 
 
+def test_a_meter_warms_its_reference_up_fully_once_and_calls_it_once_before_later_measurements(monkeypatch):
+    """A search times the same reference beside every trial: after the first measurement its warm-up is
+    one call, and the calls per timed slot come from its warm time measured then."""
+    calls = {"reference": 0}
+
+    class Counted(torch.nn.Conv2d):
+        def forward(self, x):
+            calls["reference"] += 1
+            return super().forward(x)
+
+    reference, candidate = Counted(1, 4, 3), torch.nn.Conv2d(1, 4, 3)
+    blocks = []
+    block = cost._block
+
+    def spy(fn, device, seconds, at_least):
+        before = calls["reference"]
+        out = block(fn, device, seconds, at_least)
+        blocks.append((calls["reference"] > before, len(out)))
+        return out
+
+    monkeypatch.setattr(cost, "_block", spy)
+    meter = cost.PairedMeter(LatencyTarget(input_size=16, warmup=4, rounds=8), reference, 1, reference_ms=1.0)
+    meter.ratios([candidate])
+    first = list(blocks)
+    assert first[0][0] and first[0][1] >= 4 and not first[1][0], "first: the reference warmed up fully"
+    blocks.clear()
+    ratios = meter.ratios([candidate])
+    assert blocks[0] == (True, 1), "later: the reference called once before the rounds"
+    assert not blocks[1][0] and blocks[1][1] >= 4, "the candidate still warms up fully"
+    assert len(ratios[0].samples) >= 8 and all(r > 0 for r in ratios[0].samples)
+
+
 def test_the_report_times_the_front_again_at_least_remeasure_rounds_though_trials_take_fewer(monkeypatch, tmp_path):
     """A trial's latency is timed at the space's ``latency.rounds`` (12 by default: every trial pays for
     them); ``nas report`` times the front once, so it keeps at least REMEASURE_ROUNDS (32), and more

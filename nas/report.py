@@ -365,6 +365,50 @@ def fit_title(fig: Figure, text: str, fontsize: float = 9) -> Text:
         chars = max(10, min(chars - 1, int(chars * room / width)))
 
 
+LABEL_OFFSET = (6.0, 4.0)  # points, from a marker to its label's lower left corner
+
+
+def place_labels(
+    anchors: Sequence[tuple[float, float]], sizes: Sequence[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """Offsets (in points) of labels beside their markers, so that no two labels' boxes overlap: each,
+    from the leftmost marker on, takes the first of up right, down right, then further up and down by
+    a label's height at a time, that clears every label placed before it. ``anchors``: the markers in
+    points; ``sizes``: each label's width and height in points."""
+    placed: list[tuple[float, float, float, float]] = []
+    offsets: list[tuple[float, float]] = [LABEL_OFFSET] * len(anchors)
+    dx, dy = LABEL_OFFSET
+    for i in sorted(range(len(anchors)), key=lambda k: anchors[k]):
+        (x, y), (w, h) = anchors[i], sizes[i]
+        steps = range(1, 2 * len(anchors) + 2)
+        tries = [dy] + [v for k in steps for v in (dy + k * (h + 1), -dy - h - (k - 1) * (h + 1))]
+        for oy in tries:
+            box = (x + dx, y + oy, x + dx + w, y + oy + h)
+            if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in placed):
+                break
+        placed.append(box)
+        offsets[i] = (dx, oy)
+    return offsets
+
+
+def _annotate(fig: Figure, ax: Any, points: Sequence[Any], fontsize: float = 8) -> None:
+    """Each front member's trial number beside it, no two numbers over each other (``place_labels``),
+    once the axes have their final size."""
+    texts = [str(p.member.number) for p in points]
+    fig.canvas.draw()  # the axes' limits as they will be drawn (autoscaling is done when drawing)
+    renderer = fig.canvas.get_renderer()
+    to_pt = 72.0 / fig.dpi
+    sizes = []
+    for t in texts:
+        probe = ax.text(0, 0, t, fontsize=fontsize)
+        box = probe.get_window_extent(renderer)
+        sizes.append((box.width * to_pt, box.height * to_pt))
+        probe.remove()
+    anchors = [tuple(v * to_pt for v in ax.transData.transform((p.x, p.y))) for p in points]
+    for p, t, off in zip(points, texts, place_labels(anchors, sizes), strict=True):
+        ax.annotate(t, (p.x, p.y), textcoords="offset points", xytext=off, fontsize=fontsize, zorder=5)
+
+
 def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
     """``plot_data`` as a PNG: pruned trials faint at their last rung, the other complete trials grey,
     the front and the baseline with error bars (accuracy: confirmed 95% interval, else ±1 noise sd of
@@ -409,7 +453,6 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
             zorder=4,
             mfc="none" if p.group == "off" else COLOURS[p.group],
         )
-        ax.annotate(f"{p.member.number}", (p.x, p.y), textcoords="offset points", xytext=(6, 4), fontsize=8, zorder=5)
     if d.line:
         ax.step([x for x, _ in d.line], [y for _, y in d.line], where="post", c=COLOURS["front"], lw=1, zorder=3)
     for group in ("front", "off", "baseline"):
@@ -437,6 +480,7 @@ def plot(study: optuna.Study, a: Analysis, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
+    _annotate(fig, ax, d.points)
     with replacing(path) as tmp:  # an interrupted command leaves the old plot or the new one
         fig.savefig(tmp)
     plt.close(fig)

@@ -192,3 +192,26 @@ def test_the_plot_names_each_confirmed_members_verdict_and_paired_difference(stu
     assert shown[0][1] > shown[1][0], "the bars overlap although the paired verdict is 'better'"
     path = report.plot(study, a, tmp_path / "front.png")
     assert imread(path).shape[:2] == (550, 880)
+
+
+def _overlap(a, b):
+    return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+
+def test_front_numbers_in_the_png_never_cover_one_another_and_a_lone_one_sits_up_right():
+    """Members that land on (almost) the same spot, as a tied front does: every trial number readable."""
+    import random
+
+    rng = random.Random(3)
+    for case in range(200):
+        n = rng.randint(1, 8)
+        anchors = [(rng.uniform(100, 130), rng.uniform(100, 115)) for _ in range(n)]
+        sizes = [(rng.choice((6.0, 12.0, 18.0)), 8.0) for _ in range(n)]
+        offsets = report.place_labels(anchors, sizes)
+        boxes = [
+            (x + dx, y + dy, x + dx + w, y + dy + h)
+            for (x, y), (dx, dy), (w, h) in zip(anchors, offsets, sizes, strict=True)
+        ]
+        assert not any(_overlap(boxes[i], boxes[j]) for i in range(n) for j in range(i)), (case, boxes)
+    far = report.place_labels([(0.0, 0.0), (500.0, 500.0)], [(12.0, 8.0)] * 2)
+    assert far == [report.LABEL_OFFSET] * 2, "labels far apart stay where they always were"

@@ -158,3 +158,47 @@ def test_tpe_samples_after_pruned_trials_that_carry_learning_curves():
     view = _AccuracyView(study)
     assert view.direction == optuna.study.StudyDirection.MAXIMIZE
     assert view.directions == study.directions and view.trials == study.trials
+
+
+def test_the_search_sampler_reads_the_trials_once_a_proposal_and_proposes_as_when_reading_them_each_time(
+    monkeypatch,
+):
+    """TPE with the constant liar reads every trial again for each parameter; the search's sampler reads
+    them once per proposal, which changes nothing it proposes."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import create_trial
+
+    from nas.search import _samplers
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = [f"stage{i}.mechanism" for i in range(1, 6)]
+    choices = ["none", "se", "eca", "cbam"]
+
+    def run() -> tuple[list[tuple[str, ...]], int]:
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=_samplers.make_sampler("tpe", 3))
+        dist = {n: CategoricalDistribution(choices) for n in names}
+        for i in range(30):
+            params = {n: choices[(i * (k + 1)) % 4] for k, n in enumerate(names)}
+            study.add_trial(create_trial(values=[i % 7 / 7, i % 5], params=params, distributions=dist))
+        reads = 0
+        get_all = study._storage.get_all_trials
+
+        def counted(*a, **k):
+            nonlocal reads
+            reads += 1
+            return get_all(*a, **k)
+
+        monkeypatch.setattr(study._storage, "get_all_trials", counted)
+        proposed = []
+        for _ in range(8):
+            trial = study.ask()
+            proposed.append(tuple(trial.suggest_categorical(n, choices) for n in names))
+            study.tell(trial, [0.5, 2.0])
+        return proposed, reads
+
+    once, reads_once = run()
+    monkeypatch.setattr(_samplers.CurveAwareTPE, "_view", lambda self, study, trial: _samplers._AccuracyView(study))
+    every, reads_every = run()
+    assert once == every
+    assert reads_every - reads_once >= 8 * (len(names) - 1), (reads_once, reads_every)

@@ -144,7 +144,7 @@ def test_bench_latency_compares_both_methods_idle_and_loaded(tmp_path):
         "--space",
         str(SPACES[0].parent / "small.yaml"),
         "--times",
-        "2",
+        "3",
         "--arch",
         simam,
         "--load",
@@ -156,14 +156,14 @@ def test_bench_latency_compares_both_methods_idle_and_loaded(tmp_path):
     assert "target cpu/b1/32px/t1" in r.stdout and "idle: order right in" in r.stdout and "load 1: order" in r.stdout
     result = json.loads((tmp_path / "latency.json").read_text())
     assert [p["phase"] for p in result["phases"]] == ["idle", "load 1"]
-    assert result["times"] == 2 and result["expected_order"] == ["resnet10t|none|none|none|none", simam]
+    assert result["times"] == 3 and result["expected_order"] == ["resnet10t|none|none|none|none", simam]
     for p in result["phases"]:
         rows = {row["architecture"]: row for row in p["rows"]}
         assert list(rows) == result["expected_order"]
         for row in rows.values():
             # each figure is what its re-measurements give: medians, IQR / median, the paired ms the ratio
             # times the reference's quiet latency
-            assert len(row["ratio_all"]) == 2 and len(row["absolute_all"]) == 2, row
+            assert len(row["ratio_all"]) == 3 and len(row["absolute_all"]) == 3, row
             assert row["ratio"] == pytest.approx(statistics.median(row["ratio_all"]), rel=1e-12)
             assert row["absolute_ms"] == pytest.approx(statistics.median(row["absolute_all"]), rel=1e-12)
             assert row["paired_ms"] == pytest.approx(row["ratio"] * result["reference_ms"], rel=1e-12)
@@ -173,13 +173,13 @@ def test_bench_latency_compares_both_methods_idle_and_loaded(tmp_path):
         # the order counts: in how many re-measurements each method put the baseline first (a tie keeps
         # the order given)
         for method, key in (("absolute", "absolute_all"), ("ratio", "ratio_all")):
-            right = sum(rows[result["expected_order"][0]][key][i] <= rows[simam][key][i] for i in range(2))
+            right = sum(rows[result["expected_order"][0]][key][i] <= rows[simam][key][i] for i in range(3))
             assert p[f"order_right_{method}"] == right, (method, p)
-        line = f"{p['phase']}: order right in {p['order_right_absolute']}/2 (absolute) and {p['order_right_ratio']}/2"
+        line = f"{p['phase']}: order right in {p['order_right_absolute']}/3 (absolute) and {p['order_right_ratio']}/3"
         assert line in r.stdout, r.stdout
         # the plain backbone against the reference (a second instance of the same model): about 1. Two
-        # instances of one model differ by up to about 7% per call on this machine (memory placement),
-        # and --times 2 under load leaves that unaveraged
+        # instances of one model differ by up to about 7% per call on this machine (memory placement);
+        # beside the suite's other worker and --load 1, the median of 2 re-measurements was once 1.12: of 3 now
         assert rows["resnet10t|none|none|none|none"]["ratio"] == pytest.approx(1.0, abs=0.1)
     r = run_nas("bench", "latency", "--space", str(SPACES[0].parent / "small.yaml"), "--load", "1000")
     assert r.returncode == 2 and "--load" in r.stderr

@@ -149,7 +149,7 @@ def test_the_report_times_the_front_again_at_least_remeasure_rounds_though_trial
     monkeypatch.setattr(
         cost,
         "time_against_reference",
-        lambda fns, *a, **k: (asked.append(k["rounds"]) or [cost.Ratio((1.0,))] * len(fns), None),
+        lambda fns, *a, **k: (asked.append(k["rounds"]) or [cost.Ratio((1.0,))] * len(fns), cost.Timing((1.0,))),
     )
     for rounds, expected in ((16, cost.REMEASURE_ROUNDS), (64, 64)):
         space = load_space(space_file(tmp_path, latency={"input_size": 32, "warmup": 1, "rounds": rounds}))

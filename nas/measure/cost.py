@@ -378,14 +378,12 @@ def time_against_reference(
     was warmed in this process before: a search's meter times it beside every trial). Returns the
     ratios per candidate and the reference's own times."""
     everything = [reference, *fns]
-    if reference_call_ms is None:
-        warm = [_block(fn, device, warmup_s, warmup) for fn in everything]
-        single = min(warm[0][-3:] or _block(reference, device, 0.0, 3))  # a warm call: how many fill a slot
-    else:
-        _block(reference, device, 0.0, 1)
-        for fn in fns:
-            _block(fn, device, warmup_s, warmup)
-        single = reference_call_ms
+    known = reference_call_ms is not None
+    warm = _block(reference, device, 0.0, 1) if known else _block(reference, device, warmup_s, warmup)
+    for fn in fns:
+        _block(fn, device, warmup_s, warmup)
+    # a warm call of the reference: how many calls fill a slot
+    single = reference_call_ms if known else min(warm[-3:] or _block(reference, device, 0.0, 3))
     calls = max(1, math.ceil(SLOT_MS / max(single, 1e-6)))
 
     def slot(fn: Callable[[], object]) -> float:
@@ -482,7 +480,7 @@ class PairedMeter:
                 reference_call_ms=self._reference_call_ms,
             ),
         )
-        if self._reference_call_ms is None and reference_times is not None:
+        if self._reference_call_ms is None:
             self._reference_call_ms = min(reference_times.samples)
         return ratios
 

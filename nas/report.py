@@ -395,7 +395,7 @@ def _annotate(fig: Figure, ax: Any, points: Sequence[Any], fontsize: float = 8) 
     """Each front member's trial number beside it, no two numbers over each other (``place_labels``),
     once the axes have their final size."""
     texts = [str(p.member.number) for p in points]
-    fig.canvas.draw()  # the axes' limits as they will be drawn (autoscaling is done when drawing)
+    ax.get_xlim(), ax.get_ylim()  # reading the limits applies pending autoscaling: the limits as drawn
     renderer = fig.canvas.get_renderer()
     to_pt = 72.0 / fig.dpi
     sizes = []
